@@ -1,0 +1,1 @@
+"""audio part of Stella Kiosk."""

@@ -1,0 +1,1 @@
+"""companion part of Stella Kiosk."""

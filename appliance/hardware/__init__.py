@@ -1,0 +1,1 @@
+"""hardware part of Stella Kiosk."""

@@ -1,0 +1,1 @@
+"""realtime part of Stella Kiosk."""
