@@ -70,10 +70,7 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     """Decode a received aiortc frame (s16, usually stereo 48 kHz interleaved) to mono int16."""
     data = frame.to_ndarray()
     channels = len(frame.layout.channels)
-    if frame.format.is_planar:
-        data = data.reshape(channels, -1).T.reshape(-1)
-    else:
-        data = data.reshape(-1)
+    data = data.reshape(channels, -1).T.reshape(-1) if frame.format.is_planar else data.reshape(-1)
     if data.dtype != np.int16:
         data = np.clip(data * 32767.0, -32768, 32767).astype(np.int16)
     return to_mono(data, channels)

@@ -1,0 +1,337 @@
+"""The kiosk's one TOML configuration file, loaded into frozen dataclasses and validated at start-up.
+
+Why so strict: a kiosk runs unattended for months, so a typo must stop it at boot with one line that
+names the file, the key, the bad value and what is allowed (exit 78, EX_CONFIG) rather than surface
+as a strange failure in the middle of a lesson.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+EX_CONFIG = 78
+
+# BCM numbers of the GPIO pins on the Raspberry Pi 40-pin header.
+VALID_BCM_PINS = range(0, 28)
+LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the admin who edits the file."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+
+def _check(choices: tuple[str, ...]) -> dict[str, Any]:
+    return {"choices": choices}
+
+
+@dataclass(frozen=True)
+class KioskSettings:
+    """Identity and local state of this kiosk."""
+
+    id: str = "kiosk-01"
+    """Name of this kiosk at the companion (letters, digits, '-', '_')."""
+    state_dir: Path = Path("/var/lib/stella-kiosk")
+    """Where lessons are stored (session database, outbox). Must be writable by the service."""
+    log_level: str = field(default="info", metadata=_check(("debug", "info", "warning", "error")))
+    """Logging verbosity."""
+
+
+@dataclass(frozen=True)
+class CompanionSettings:
+    """The school's companion service: lesson plans, ephemeral tokens, finished sessions."""
+
+    url: str = "http://127.0.0.1:8700"
+    """Base URL of the companion (https:// in production)."""
+    device_key_file: Path = Path("/etc/stella-kiosk/device.key")
+    """File holding this kiosk's device key (one line; keep it mode 0600)."""
+    timeout_s: float = 5.0
+    """Per-request timeout; a press never hangs longer than this waiting for the companion."""
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """The Realtime API call (OpenAI, a proxy, or the local simulator)."""
+
+    base_url: str = "https://api.openai.com"
+    """Base URL; the kiosk POSTs its SDP offer to {base_url}/v1/realtime/calls."""
+    ice_servers: list[str] = field(default_factory=list)
+    """STUN/TURN URLs (e.g. "stun:stun.example.org:3478"). Empty: host candidates only, no waiting."""
+    allow_loopback_ice: bool = False
+    """Offer 127.0.0.1 as an ICE candidate. Only for a simulator on the same machine."""
+    connect_timeout_s: float = 10.0
+    """How long a press may take to reach a connected call before it counts as failed."""
+    ice_lite_consent_fix: bool = True
+    """Nominate consent checks toward ICE-lite peers, which otherwise drop the call after ~30 s."""
+
+
+@dataclass(frozen=True)
+class LessonSettings:
+    """What a lesson is and how it ends."""
+
+    level: str = field(default="A2", metadata=_check(LEVELS))
+    """Learner level (CEFR) sent to the planner."""
+    stop_phrases: list[str] = field(default_factory=lambda: ["stop"])
+    """Learner words that end the lesson (matched on the learner's transcribed words only)."""
+    max_minutes: float = 10.0
+    """Hard limit of one lesson, so a forgotten call never runs up a bill."""
+    greeting: bool = True
+    """The tutor speaks first as soon as the call is up, so the learner knows it listens."""
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    """Microphone and speaker."""
+
+    input: str = field(default="pyaudio", metadata=_check(("pyaudio", "wav")))
+    """pyaudio: a real microphone; wav: a scripted learner playing WAV files (demo, tests)."""
+    input_device: str = "default"
+    """Microphone chosen by a substring of its name (e.g. "USB", "seeed"), never by index."""
+    input_wavs: list[Path] = field(default_factory=list)
+    """With input = "wav": clips the scripted learner says, one after each tutor turn."""
+    output: str = field(default="pyaudio", metadata=_check(("pyaudio", "wav", "null")))
+    """pyaudio: a real speaker; wav: record the tutor to output_wav; null: discard."""
+    output_device: str = "default"
+    """Speaker chosen by a substring of its name."""
+    output_wav: Path = Path("tutor.wav")
+    """With output = "wav": where the tutor's audio is recorded."""
+    sample_rate: int = 48000
+    """Preferred device rate in Hz; the kiosk resamples when the device wants another."""
+    volume: int = 80
+    """Speaker volume, 0–100."""
+
+
+@dataclass(frozen=True)
+class ButtonSettings:
+    """The big button."""
+
+    pin: int = 17
+    """BCM GPIO number of the button."""
+    pull_up: bool = True
+    """True: button wired to ground (internal pull-up); False: wired to 3.3 V."""
+    bounce_ms: int = 50
+    """Presses closer together than this are one press (contact bounce)."""
+
+
+@dataclass(frozen=True)
+class LedSettings:
+    """One LED per state (BCM numbers); 0 or a negative number leaves a state without an LED."""
+
+    idle: int = 22
+    connecting: int = 23
+    connected: int = 24
+    error: int = 25
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    """Which GPIO library drives the pins."""
+
+    pin_factory: str = field(default="auto", metadata=_check(("auto", "mock", "lgpio", "rpigpio")))
+    """auto: gpiozero's choice; mock: simulated pins (demo, machines without GPIO)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole kiosk configuration."""
+
+    kiosk: KioskSettings = field(default_factory=KioskSettings)
+    companion: CompanionSettings = field(default_factory=CompanionSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    lesson: LessonSettings = field(default_factory=LessonSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    button: ButtonSettings = field(default_factory=ButtonSettings)
+    leds: LedSettings = field(default_factory=LedSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
+    source: str = "<defaults>"
+    """The file this was loaded from (for messages)."""
+
+    def read_device_key(self) -> str:
+        """The device key, read when needed so it never sits in logs or repr output."""
+        path = self.companion.device_key_file
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(self.source, "companion.device_key_file",
+                              f"cannot read {path}: {exc.strerror or exc}") from None
+        if not key:
+            raise ConfigError(self.source, "companion.device_key_file", f"{path} is empty")
+        return key
+
+
+SECTIONS: dict[str, type] = {f.name: typing.get_type_hints(Config)[f.name]
+                             for f in dataclasses.fields(Config) if f.name != "source"}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a kiosk TOML file; raise ConfigError with an admin-friendly message."""
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, "", "file not found") from None
+    except OSError as exc:
+        raise ConfigError(source, "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(source, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    return config_from_dict(data, source=source, base_dir=path.parent)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>", base_dir: Path | None = None) -> Config:
+    """Build a validated Config from parsed TOML; relative paths are resolved against base_dir."""
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(source, unknown[0],
+                          f"unknown section; allowed: {', '.join(SECTIONS)}")
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(source, name, f"must be a table [{name}], got {_show(table)}")
+        sections[name] = _build_section(cls, table, name, source, base_dir)
+    config = Config(**sections, source=source)
+    _validate(config)
+    return config
+
+
+def _build_section(cls: type, table: dict[str, Any], section: str, source: str,
+                   base_dir: Path | None) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(source, f"{section}.{unknown[0]}",
+                          f"unknown key; allowed in [{section}]: {', '.join(fields)}")
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"{section}.{name}"
+        value = _coerce(value, hints[name], key, source, base_dir)
+        choices = fields[name].metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(source, key, f"{_show(value)} is not allowed; use one of: {', '.join(choices)}")
+        values[name] = value
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str, base_dir: Path | None) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"must be a list, got {_show(value)}")
+        return [_coerce(v, item_type, f"{key}[{i}]", source, base_dir) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type for {key}")  # pragma: no cover - programming error
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(source, key, f"must be true or false, got {_show(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, f"must be a whole number, got {_show(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(source, key, f"must be a number, got {_show(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(source, key, f"must be a string, got {_show(value)}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(source, key, f"must be a file path string, got {_show(value)}")
+        p = Path(value).expanduser()
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        return p
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # pragma: no cover
+
+
+def _validate(config: Config) -> None:
+    src = config.source
+    _check_url(src, "companion.url", config.companion.url)
+    _check_url(src, "realtime.base_url", config.realtime.base_url)
+    for i, url in enumerate(config.realtime.ice_servers):
+        if not url.startswith(("stun:", "turn:", "turns:")):
+            raise ConfigError(src, f"realtime.ice_servers[{i}]",
+                              f"{_show(url)} is not a STUN/TURN URL (stun:host:port or turn:host:port)")
+    kiosk_id = config.kiosk.id
+    if not kiosk_id or not all(c.isalnum() or c in "-_" for c in kiosk_id) or len(kiosk_id) > 64:
+        raise ConfigError(src, "kiosk.id", f"{_show(kiosk_id)} must be 1-64 letters, digits, '-' or '_'")
+    _positive(src, "companion.timeout_s", config.companion.timeout_s, 0.1, 120)
+    _positive(src, "realtime.connect_timeout_s", config.realtime.connect_timeout_s, 1, 120)
+    _positive(src, "lesson.max_minutes", config.lesson.max_minutes, 0.1, 60)
+    if not config.lesson.stop_phrases or any(not p.strip() for p in config.lesson.stop_phrases):
+        raise ConfigError(src, "lesson.stop_phrases", "must list at least one non-empty phrase")
+    if not 0 <= config.audio.volume <= 100:
+        raise ConfigError(src, "audio.volume", f"{config.audio.volume} is out of range; use 0-100")
+    if config.audio.sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):
+        raise ConfigError(src, "audio.sample_rate",
+                          f"{config.audio.sample_rate} is not a usual rate; use 16000, 24000, 44100 or 48000")
+    if config.audio.input == "wav":
+        for i, wav in enumerate(config.audio.input_wavs):
+            if not wav.is_file():
+                raise ConfigError(src, f"audio.input_wavs[{i}]", f"{wav} does not exist")
+    _check_pin(src, "button.pin", config.button.pin, allow_none=False)
+    if not 0 <= config.button.bounce_ms <= 1000:
+        raise ConfigError(src, "button.bounce_ms", f"{config.button.bounce_ms} is out of range; use 0-1000")
+    used = {config.button.pin: "button.pin"}
+    for f in dataclasses.fields(LedSettings):
+        pin = getattr(config.leds, f.name)
+        key = f"leds.{f.name}"
+        _check_pin(src, key, pin, allow_none=True)
+        if pin > 0:
+            if pin in used:
+                raise ConfigError(src, key, f"pin {pin} is already used by {used[pin]}")
+            used[pin] = key
+
+
+def _check_url(source: str, key: str, url: str) -> None:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(source, key, f"{_show(url)} is not an http(s) URL such as https://host.example.org")
+    if parsed.query or parsed.fragment:
+        raise ConfigError(source, key, f"{_show(url)} must be a base URL without ?query or #fragment")
+
+
+def _check_pin(source: str, key: str, pin: int, allow_none: bool) -> None:
+    if allow_none and pin <= 0:
+        return
+    if pin not in VALID_BCM_PINS:
+        raise ConfigError(source, key, f"{pin} is not a GPIO pin; use a BCM number 0-27"
+                          + (" (or 0 for no LED)" if allow_none else ""))
+
+
+def _positive(source: str, key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(source, key, f"{value} is out of range; use {low}-{high}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)

@@ -1,0 +1,498 @@
+"""The orchestrator: one asyncio task owns all kiosk state and reacts to messages.
+
+Button presses (gpiozero thread), call events, speaker audibility, timers and CLI commands all
+arrive as messages on one queue; the owner task handles them one at a time, so no state is ever
+touched from two places. Slow work (fetching the lesson, opening the call, syncing) runs in tasks
+that report back with messages. Every state change goes through :meth:`Kiosk._set_state`, the one
+place that logs it, lights the LEDs, notifies systemd and tells observers.
+
+Presses while connecting are ignored on purpose: an impatient learner pressing twice must not
+cancel the lesson that is about to start. A press while a lesson is being saved arrives after the
+save (the owner task is busy until then) and starts a new lesson.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiortc.mediastreams import MediaStreamTrack
+
+from appliance.audio.base import AudioSink, AudioSource
+from appliance.audio.gate import HalfDuplexGate
+from appliance.audio.speaker import SpeakerPump
+from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
+from appliance.config import Config
+from appliance.lesson import Lesson, matches_stop_phrase
+from appliance.realtime import events
+from appliance.realtime.call import CallError, RealtimeCall
+from appliance.realtime.events import ServerEvent
+from appliance.realtime.transcript import Turn
+from appliance.state import State, check_transition
+from appliance.store import SessionStore, StoreError
+from appliance.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+ERROR_SHOWN_S = 3.0
+WRAP_UP_BEFORE_END_S = 60.0
+
+
+class KioskObserver(Protocol):
+    """Hooks for the CLI, the demo and tests; all called on the event loop."""
+
+    def state_changed(self, state: State, detail: str) -> None: ...
+    def turn(self, turn: Turn) -> None: ...
+    def tutor_audible(self, audible: bool) -> None: ...
+    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything (subclass and override what you need)."""
+
+    def state_changed(self, state: State, detail: str) -> None:
+        pass
+
+    def turn(self, turn: Turn) -> None:
+        pass
+
+    def tutor_audible(self, audible: bool) -> None:
+        pass
+
+    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None:
+        pass
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Press:
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True)
+class EndLesson:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class _Connected:
+    lesson: Lesson
+    call: RealtimeCall
+
+
+@dataclass(frozen=True)
+class _ConnectFailed:
+    lesson: Lesson
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _CallEvent:
+    call: RealtimeCall
+    event: ServerEvent
+
+
+@dataclass(frozen=True)
+class _CallClosed:
+    call: RealtimeCall
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Audible:
+    audible: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class _ErrorShown:
+    pass
+
+
+CallFactory = Callable[..., RealtimeCall]
+
+
+class Kiosk:
+    """The appliance's brain. Construct with its parts (factory seams), then ``await run()``."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        companion: CompanionClient,
+        store: SessionStore,
+        mic: AudioSource,
+        speaker: AudioSink,
+        leds: Any = None,
+        observer: KioskObserver | None = None,
+        notifier: Notifier | None = None,
+        call_factory: CallFactory = RealtimeCall,
+    ) -> None:
+        self.config = config
+        self.companion = companion
+        self.store = store
+        self.mic = mic
+        self.speaker = speaker
+        self.leds = leds
+        self.observer: KioskObserver = observer or NullObserver()
+        self.notifier = notifier or Notifier()
+        self._call_factory = call_factory
+        self.gate = HalfDuplexGate(mic)
+        self.state = State.IDLE
+        self.lesson: Lesson | None = None
+        self.call: RealtimeCall | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._pump: SpeakerPump | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._tutor_audible = False
+        self._running = False
+        self.lessons_saved: list[dict[str, Any]] = []
+
+    # -- public API (thread-safe) --------------------------------------------------------
+
+    def post(self, message: object) -> None:
+        """Hand a message to the owner task; safe from any thread."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the kiosk is not running")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._queue.put_nowait(message)
+        else:
+            loop.call_soon_threadsafe(self._queue.put_nowait, message)
+
+    def press(self, at: float | None = None) -> None:
+        self.post(Press(time.monotonic() if at is None else at))
+
+    def say(self, text: str) -> None:
+        self.post(Say(text))
+
+    def shutdown(self) -> None:
+        self.post(Shutdown())
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Own the state until :meth:`shutdown`; a lesson in progress is then ended and saved."""
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        await self.mic.start()
+        await self.speaker.start()
+        self._show(State.IDLE, "ready")
+        self.notifier.ready("idle: press the button to start a lesson")
+        self._spawn(self._sync_pending(), "sync")
+        if ready is not None:
+            ready.set()
+        try:
+            while self._running:
+                message = await self._queue.get()
+                try:
+                    await self._handle(message)
+                except Exception:  # the owner task must survive any bug in one handler
+                    log.exception("error while handling %s", type(message).__name__)
+        finally:
+            self.notifier.stopping()
+            await self._end_lesson("shutdown")
+            for timer in self._timers:
+                timer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.mic.close()
+            await self.speaker.close()
+
+    # -- message handling ---------------------------------------------------------------------
+
+    async def _handle(self, message: object) -> None:
+        match message:
+            case Press():
+                await self._on_press()
+            case Say(text=text):
+                self._on_say(text)
+            case EndLesson(reason=reason):
+                await self._end_lesson(reason)
+            case Shutdown():
+                self._running = False
+            case _Connected(lesson=lesson, call=call):
+                await self._on_connected(lesson, call)
+            case _ConnectFailed(lesson=lesson, code=code, message=text):
+                self._on_connect_failed(lesson, code, text)
+            case _CallEvent(call=call, event=event):
+                await self._on_call_event(call, event)
+            case _CallClosed(call=call, reason=reason):
+                await self._on_call_closed(call, reason)
+            case _Audible(audible=audible, at=at):
+                self._on_audible(audible, at)
+            case _ErrorShown():
+                if self.state is State.ERROR:
+                    self._set_state(State.IDLE, "ready")
+            case _:
+                log.warning("unknown message %r", message)
+
+    async def _on_press(self) -> None:
+        if self.state in (State.IDLE, State.ERROR):
+            self._start_lesson()
+        elif self.state is State.CONNECTED:
+            await self._end_lesson("button")
+        else:
+            log.info("press ignored while %s", self.state.value)
+
+    def _on_say(self, text: str) -> None:
+        if self.state is not State.CONNECTED or self.call is None or self.lesson is None:
+            log.warning("say: no lesson in progress; text not sent")
+            return
+        if self.call.send(events.user_text(text)) and self.call.send(events.response_create()):
+            turn = self.lesson.transcript.add_typed(text)
+            self.observer.turn(turn)
+
+    # -- starting a lesson ------------------------------------------------------------------
+
+    def _start_lesson(self) -> None:
+        lesson = Lesson(kiosk_id=self.config.kiosk.id, pressed_at=time.monotonic())
+        self.lesson = lesson
+        self._set_state(State.CONNECTING, "fetching the lesson")
+        self._spawn(self._connect(lesson), "connect")
+
+    async def _connect(self, lesson: Lesson) -> None:
+        """Fetch plan + token and open the call; report back as a message (never raises)."""
+        call: RealtimeCall | None = None
+        try:
+            plan, token = await self._lesson_materials()
+            lesson.plan_id = plan.plan_id
+            lesson.targets = [t.to_record() if hasattr(t, "to_record") else dict(t.__dict__)
+                              for t in plan.targets]
+            lesson.model = token.model
+            # The callbacks late-bind `call`: it is assigned before any of them can fire.
+            call = self._call_factory(
+                self.config.realtime.base_url,
+                token.token,
+                self.gate.read,
+                on_event=lambda event: self.post(_CallEvent(call, event)),
+                on_remote_track=lambda track: self._start_speaker(track),
+                on_closed=lambda reason: self.post(_CallClosed(call, reason)),
+                ice_servers=self.config.realtime.ice_servers,
+                consent_fix=self.config.realtime.ice_lite_consent_fix,
+                mic_sample_rate=self.mic.sample_rate,
+            )
+            await call.open(self.config.realtime.connect_timeout_s)
+        except CompanionError as exc:
+            self.post(_ConnectFailed(lesson, f"companion_{exc.code}", str(exc.message)))
+        except CallError as exc:
+            self.post(_ConnectFailed(lesson, exc.code, exc.message))
+        except Exception as exc:  # a bug must not leave the kiosk stuck in connecting
+            log.exception("unexpected error while connecting")
+            if call is not None:
+                await call.close()
+            self.post(_ConnectFailed(lesson, "internal", str(exc)))
+        else:
+            self.post(_Connected(lesson, call))
+
+    async def _lesson_materials(self) -> tuple[LessonPlan, RealtimeToken]:
+        plan = await self.companion.plan(level=self.config.lesson.level)
+        token = await self.companion.token(plan_id=plan.plan_id)
+        return plan, token
+
+    async def _on_connected(self, lesson: Lesson, call: RealtimeCall) -> None:
+        if lesson is not self.lesson or self.state is not State.CONNECTING:
+            await call.close()  # a shutdown or failure overtook this connection
+            return
+        self.call = call
+        lesson.connected_at = time.monotonic()
+        self._set_state(State.CONNECTED, f"lesson {lesson.session_id[:8]} (call {call.call_id})")
+        log.info("press → connected: %.0f ms", lesson.connect_ms or 0)
+        if self.config.lesson.greeting:
+            call.send(events.response_create())
+        limit_s = self.config.lesson.max_minutes * 60
+        session_id = lesson.session_id
+        if limit_s > WRAP_UP_BEFORE_END_S * 2:
+            self._later(limit_s - WRAP_UP_BEFORE_END_S, self._wrap_up, session_id)
+        self._later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id)
+
+    def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:
+        if lesson is not self.lesson:
+            return
+        log.error("cannot start the lesson: %s", message)
+        self.lesson = None
+        self._set_state(State.ERROR, message)
+        self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()))
+
+    # -- during a lesson --------------------------------------------------------------------
+
+    def _start_speaker(self, track: MediaStreamTrack) -> None:
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+        pump = SpeakerPump(self.speaker, volume=self.config.audio.volume,
+                           on_audible=lambda audible: self.post(_Audible(audible, time.monotonic())))
+        self._pump = pump
+        self._pump_task = self._spawn(pump.run(track), "speaker")
+
+    def _on_audible(self, audible: bool, at: float) -> None:
+        self._tutor_audible = audible
+        self.gate.set_tutor_audible(audible)
+        lesson = self.lesson
+        if audible and lesson is not None and lesson.first_audio_at is None and self.state is State.CONNECTED:
+            lesson.first_audio_at = at
+            log.info("press → first tutor audio: %.0f ms", lesson.first_audio_ms or 0)
+        self.observer.tutor_audible(audible)
+
+    async def _on_call_event(self, call: RealtimeCall, event: ServerEvent) -> None:
+        lesson = self.lesson
+        if call is not self.call or lesson is None:
+            return
+        etype = event.type
+        if etype == "output_audio_buffer.started":
+            self.gate.set_tutor_audible(True)
+        elif etype in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
+            self.gate.set_tutor_audible(self._tutor_audible)
+        elif etype == "response.done":
+            response = event.get("response")
+            if isinstance(response, dict):
+                lesson.usage.add(response.get("usage"))
+        elif etype == "error":
+            error = event.get("error") if isinstance(event.get("error"), dict) else {}
+            code = str(error.get("code") or error.get("type") or "error")
+            message = str(error.get("message") or "")
+            log.warning("Realtime error event: %s: %s", code, message)
+            lesson.add_error(code, message)
+            if code == "session_expired":
+                await self._end_lesson("time_limit")
+                return
+        turn = lesson.transcript.handle(event)
+        if turn is not None:
+            log.info("%s: %s", turn.role, turn.text)
+            self.observer.turn(turn)
+            if turn.role == "learner" and turn.source == "voice" and matches_stop_phrase(
+                    turn.text, self.config.lesson.stop_phrases):
+                await self._end_lesson("voice_stop")
+
+    def _wrap_up(self, session_id: str) -> None:
+        if self.lesson is None or self.lesson.session_id != session_id or self.call is None:
+            return
+        self.call.send(events.system_text(
+            "One minute is left in this lesson. Wrap up now: praise the learner, recap the targets "
+            "in one sentence and say goodbye."))
+        self.call.send(events.response_create())
+
+    def _end_if_current(self, session_id: str, reason: str) -> None:
+        if self.lesson is not None and self.lesson.session_id == session_id:
+            self.post(EndLesson(reason))
+
+    async def _on_call_closed(self, call: RealtimeCall, reason: str) -> None:
+        if call is not self.call or self.lesson is None:
+            return
+        log.warning("the call dropped: %s", reason)
+        self.lesson.add_error("call_dropped", reason)
+        self._set_state(State.DISCONNECTED, reason)
+        await self._end_lesson("error")
+
+    # -- ending ------------------------------------------------------------------------------
+
+    async def _end_lesson(self, reason: str) -> None:
+        """Hang up, save the record durably, then sync in the background. Idempotent."""
+        lesson, call = self.lesson, self.call
+        if lesson is None:
+            return
+        self.lesson = None
+        self.call = None
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            self._pump_task = None
+        if call is not None:
+            await call.close()
+        self._tutor_audible = False
+        self.gate.set_tutor_audible(False)
+        for turn in lesson.transcript.flush():
+            self.observer.turn(turn)
+        if lesson.connected_at is None:
+            return  # never connected: nothing was said, nothing to keep
+        record = lesson.to_record(reason)
+        try:
+            self.store.save(record)
+        except StoreError as exc:
+            log.error("the lesson could not be saved: %s", exc)
+            self.lessons_saved.append(record)
+            self._set_state(State.ERROR, f"cannot save lessons: {exc}")
+            self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()))
+            return
+        log.info("lesson %s saved (%s, %d turns)", lesson.session_id, reason, len(record["turns"]))
+        self.lessons_saved.append(record)
+        if self.state is not State.IDLE and self._running:
+            self._set_state(State.IDLE, "ready")
+        elif not self._running:
+            self._show(State.IDLE, "stopped")
+        self._spawn(self._sync_one(record), "sync")
+
+    async def _sync_one(self, record: dict[str, Any]) -> None:
+        synced = False
+        try:
+            await self.companion.summarize(record)
+            self.store.mark_synced(record["session_id"])
+            synced = True
+        except CompanionError as exc:
+            log.warning("lesson %s kept for a later sync: %s", record["session_id"], exc.message)
+        except StoreError as exc:
+            log.error("sync state not saved: %s", exc)
+        self.observer.lesson_saved(record, synced)
+
+    async def _sync_pending(self) -> None:
+        """Send lessons a previous run could not deliver."""
+        for record in self.store.unsynced():
+            try:
+                await self.companion.summarize(record)
+                self.store.mark_synced(record["session_id"])
+            except CompanionError as exc:
+                log.info("companion not reachable for pending lessons: %s", exc.message)
+                return
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _set_state(self, state: State, detail: str) -> None:
+        check_transition(self.state, state)
+        if state is self.state:
+            return
+        self._show(state, detail)
+
+    def _show(self, state: State, detail: str) -> None:
+        self.state = state
+        log.info("state: %s (%s)", state.value, detail)
+        if self.leds is not None:
+            self.leds.show(state)
+        self.notifier.status(f"{state.value}: {detail}")
+        self.observer.state_changed(state, detail)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _later(self, delay_s: float, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers.append(self._loop.call_later(delay_s, callback, *args))
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.companion.aclose()

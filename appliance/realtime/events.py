@@ -1,0 +1,119 @@
+"""Realtime API events on the `oai-events` data channel: build client events, parse server events.
+
+Only the GA shapes are ever sent (the beta interface is switched off). On input, beta event names
+from older proxies are mapped to their GA names, because accepting them costs one dict lookup.
+A malformed message never raises out of :func:`parse_server_event`: it becomes ``None`` and a log line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Beta server event names → GA names.
+BETA_TO_GA = {
+    "response.audio_transcript.delta": "response.output_audio_transcript.delta",
+    "response.audio_transcript.done": "response.output_audio_transcript.done",
+    "response.text.delta": "response.output_text.delta",
+    "response.text.done": "response.output_text.done",
+    "response.audio.delta": "response.output_audio.delta",
+    "response.audio.done": "response.output_audio.done",
+    "conversation.item.created": "conversation.item.added",
+}
+
+_counter = itertools.count(1)
+_prefix = os.urandom(3).hex()
+
+
+def new_event_id() -> str:
+    """A client event id, unique per process, so server errors can name the event that failed."""
+    return f"evt_kiosk_{_prefix}{next(_counter):06d}"
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """A parsed server event: its GA type and the raw JSON object."""
+
+    type: str
+    data: dict[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def parse_server_event(message: str | bytes) -> ServerEvent | None:
+    """Parse one data channel message; ``None`` (logged) when it is not a JSON event object."""
+    try:
+        data = json.loads(message)
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("dropped malformed Realtime message (%s): %.120r", exc, message)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        log.warning("dropped Realtime message without a type: %.120r", message)
+        return None
+    event_type = BETA_TO_GA.get(data["type"], data["type"])
+    return ServerEvent(type=event_type, data=data)
+
+
+def _event(event_type: str, **fields: Any) -> dict[str, Any]:
+    return {"type": event_type, "event_id": new_event_id(), **fields}
+
+
+def session_update(**session: Any) -> dict[str, Any]:
+    """``session.update`` for fields the kiosk owns (never echo server-only fields)."""
+    return _event("session.update", session={"type": "realtime", **session})
+
+
+def manual_turns_update() -> dict[str, Any]:
+    """Switch the call to manual turns (hold-to-talk): no server VAD."""
+    return session_update(audio={"input": {"turn_detection": None}})
+
+
+def user_text(text: str) -> dict[str, Any]:
+    """A typed learner (or teacher) message as a conversation item."""
+    return _event("conversation.item.create", item={
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+
+
+def system_text(text: str) -> dict[str, Any]:
+    """A system note to the tutor (e.g. "one minute left"), not spoken by the learner."""
+    return _event("conversation.item.create", item={
+        "type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]})
+
+
+def response_create(instructions: str | None = None) -> dict[str, Any]:
+    """Ask the model to respond now; optional per-response instructions."""
+    if instructions:
+        return _event("response.create", response={"instructions": instructions})
+    return _event("response.create")
+
+
+def response_cancel(response_id: str | None = None) -> dict[str, Any]:
+    """Stop the response being generated (barge-in)."""
+    return _event("response.cancel", **({"response_id": response_id} if response_id else {}))
+
+
+def output_audio_buffer_clear() -> dict[str, Any]:
+    """Drop tutor audio not yet played (WebRTC only; send after response.cancel)."""
+    return _event("output_audio_buffer.clear")
+
+
+def input_audio_buffer_commit() -> dict[str, Any]:
+    """End the learner's turn by hand (manual turns)."""
+    return _event("input_audio_buffer.commit")
+
+
+def input_audio_buffer_clear() -> dict[str, Any]:
+    """Discard the learner audio heard since the last commit (manual turns)."""
+    return _event("input_audio_buffer.clear")
+
+
+def encode(event: dict[str, Any]) -> str:
+    """Serialise a client event for the data channel."""
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,144 @@
+"""Assemble Realtime server events into lesson turns, exactly one turn per learner item or tutor item.
+
+Why keyed by item: the server reports the same tutor words several times (transcript deltas, the
+transcript's ``done``, the item's ``done``, ``response.done``); appending a turn on each of them
+duplicates turns. Here a turn is opened by its first delta and closed once, by its ``done`` event
+(or by ``response.done`` when a response was cancelled before its transcript finished).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from appliance.realtime.events import ServerEvent
+
+Role = Literal["learner", "tutor"]
+Source = Literal["voice", "text"]
+
+
+def iso_utc(epoch_s: float) -> str:
+    """ISO 8601 UTC with milliseconds, the format of session records."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Turn:
+    """One turn of the lesson as it goes into the session record."""
+
+    role: Role
+    text: str
+    at: float
+    """When the turn began (epoch seconds)."""
+    source: Source
+    key: str = ""
+    """Item or response id the turn was assembled from (internal)."""
+
+    def to_record(self) -> dict[str, str]:
+        return {"role": self.role, "text": self.text, "at": iso_utc(self.at), "source": self.source}
+
+
+@dataclass
+class _Open:
+    turn: Turn
+    parts: list[str] = field(default_factory=list)
+
+
+class Transcript:
+    """The turns of one lesson, fed with server events and the kiosk's own typed messages."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.turns: list[Turn] = []
+        self._open_tutor: dict[str, _Open] = {}
+        self._learner_started: dict[str, float] = {}
+        self._closed_keys: set[str] = set()
+
+    def add_typed(self, text: str) -> Turn:
+        """A message typed to the tutor (kiosk CLI or teacher): a learner turn from text."""
+        turn = Turn("learner", text, self._clock(), "text")
+        self.turns.append(turn)
+        return turn
+
+    def handle(self, event: ServerEvent) -> Turn | None:
+        """Feed one server event; returns the turn it completed, if any."""
+        etype = event.type
+        if etype == "input_audio_buffer.speech_started":
+            item_id = event.get("item_id")
+            if isinstance(item_id, str):
+                self._learner_started.setdefault(item_id, self._clock())
+            return None
+        if etype == "conversation.item.input_audio_transcription.completed":
+            return self._learner_completed(event)
+        if etype in ("response.output_audio_transcript.delta", "response.output_text.delta"):
+            delta = event.get("delta")
+            if isinstance(delta, str):
+                self._tutor_open(event).parts.append(delta)
+            return None
+        if etype in ("response.output_audio_transcript.done", "response.output_text.done"):
+            final = event.get("transcript") if etype.endswith("transcript.done") else event.get("text")
+            return self._tutor_close(self._key(event), final if isinstance(final, str) else None)
+        if etype == "response.done":
+            response = event.get("response") or {}
+            response_id = response.get("id") if isinstance(response, dict) else None
+            closed = None
+            for key in [k for k, o in self._open_tutor.items() if o.turn.key.startswith(f"{response_id}/")]:
+                closed = self._tutor_close(key, None) or closed
+            return closed
+        return None
+
+    def flush(self) -> list[Turn]:
+        """Close every turn still open (the lesson ends mid-sentence); returns the turns closed."""
+        closed = [t for key in list(self._open_tutor) if (t := self._tutor_close(key, None))]
+        return closed
+
+    def to_records(self) -> list[dict[str, str]]:
+        return [t.to_record() for t in sorted(self.turns, key=lambda t: t.at)]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _learner_completed(self, event: ServerEvent) -> Turn | None:
+        item_id = event.get("item_id")
+        text = event.get("transcript")
+        if not isinstance(item_id, str) or not isinstance(text, str):
+            return None
+        key = f"learner/{item_id}"
+        if key in self._closed_keys:
+            return None
+        self._closed_keys.add(key)
+        text = text.strip()
+        if not text:
+            return None
+        at = self._learner_started.pop(item_id, None) or self._clock()
+        turn = Turn("learner", text, at, "voice", key)
+        self.turns.append(turn)
+        return turn
+
+    @staticmethod
+    def _key(event: ServerEvent) -> str:
+        return f"{event.get('response_id')}/{event.get('item_id')}"
+
+    def _tutor_open(self, event: ServerEvent) -> _Open:
+        key = self._key(event)
+        opened = self._open_tutor.get(key)
+        if opened is None:
+            opened = _Open(Turn("tutor", "", self._clock(), "voice", key))
+            self._open_tutor[key] = opened
+        return opened
+
+    def _tutor_close(self, key: str, final: str | None) -> Turn | None:
+        if key in self._closed_keys:
+            return None
+        opened = self._open_tutor.pop(key, None)
+        text = final if final is not None else "".join(opened.parts) if opened else ""
+        text = text.strip()
+        self._closed_keys.add(key)
+        if not text:
+            return None
+        turn = opened.turn if opened else Turn("tutor", "", self._clock(), "voice", key)
+        turn.text = text
+        self.turns.append(turn)
+        return turn

@@ -1,0 +1,128 @@
+"""Local session store (tinydb) with crash-safe writes.
+
+TinyDB's default JSON storage rewrites its file in place, so a power cut while the file shrinks
+leaves it corrupt. :class:`AtomicJSONStorage` writes a temporary file, fsyncs it, renames it over
+the old one and fsyncs the directory: after a crash the file is either the old or the new version.
+A finished session is written before the kiosk says it is saved, and only marked synced after the
+companion confirmed it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tinydb import Query, TinyDB
+from tinydb.storages import Storage
+
+log = logging.getLogger(__name__)
+
+STORE_SCHEMA = 1
+
+
+class StoreError(Exception):
+    """The store cannot be read or written (disk full, read-only, corrupt file)."""
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage whose every write is atomic and durable."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            text = self._path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        if not text.strip():
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise StoreError(f"{self._path} is not valid JSON ({exc}); it was kept untouched") from None
+        if not isinstance(data, dict):
+            raise StoreError(f"{self._path} does not hold a session database")
+        return data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self._path)
+            dir_fd = os.open(self._path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot write {self._path}: {exc.strerror or exc}") from None
+
+    def close(self) -> None:
+        pass
+
+
+class SessionStore:
+    """Finished lessons on this kiosk, each with its sync state."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "sessions.json"
+        try:
+            self._db = TinyDB(self.path, storage=AtomicJSONStorage)
+            self._sessions = self._db.table("sessions")
+            meta = self._db.table("meta")
+            if not meta.all():
+                meta.insert({"schema": STORE_SCHEMA})
+        except OSError as exc:
+            raise StoreError(f"cannot open the session store in {state_dir}: {exc.strerror or exc}") from None
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Write (or rewrite) a session record durably; raises StoreError when it could not."""
+        q = Query()
+        self._sessions.upsert({"record": record, "session_id": record["session_id"], "synced_at": None,
+                               "saved_at": time.time()}, q.session_id == record["session_id"])
+
+    def mark_synced(self, session_id: str) -> None:
+        q = Query()
+        self._sessions.update({"synced_at": time.time()}, q.session_id == session_id)
+
+    def get(self, session_id: str) -> dict[str, Any] | None:
+        q = Query()
+        doc = self._sessions.get(q.session_id == session_id)
+        return dict(doc["record"]) if doc else None
+
+    def is_synced(self, session_id: str) -> bool:
+        q = Query()
+        doc = self._sessions.get(q.session_id == session_id)
+        return bool(doc and doc.get("synced_at"))
+
+    def unsynced(self) -> list[dict[str, Any]]:
+        """Records not yet confirmed by the companion, oldest first."""
+        docs = [d for d in self._sessions.all() if not d.get("synced_at")]
+        return [d["record"] for d in sorted(docs, key=lambda d: d.get("saved_at", 0))]
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        for doc in sorted(self._sessions.all(), key=lambda d: d.get("saved_at", 0)):
+            yield doc["record"]
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def close(self) -> None:
+        self._db.close()
