@@ -26,7 +26,7 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """
     if from_rate == to_rate or samples.size == 0:
         return samples.astype(np.int16, copy=False)
-    n_out = int(round(samples.size * to_rate / from_rate))
+    n_out = round(samples.size * to_rate / from_rate)
     positions = np.arange(n_out, dtype=np.float64) * (from_rate / to_rate)
     out = np.interp(positions, np.arange(samples.size, dtype=np.float64), samples.astype(np.float64))
     return np.clip(np.round(out), -32768, INT16_MAX).astype(np.int16)

@@ -1,0 +1,151 @@
+"""`stella-kiosk` command line: run the daemon, the demo, the simulator, the companion, checks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from appliance import __version__
+from appliance.config import EX_CONFIG, ConfigError, load_config
+
+log = logging.getLogger("stella-kiosk")
+
+DEFAULT_CONFIG = Path("/etc/stella-kiosk/kiosk.toml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The simulator and the companion parse their own options.
+    if argv and argv[0] == "simulator":
+        from appliance.simulator.server import main as simulator_main
+
+        return simulator_main(argv[1:])
+    if argv and argv[0] == "companion":
+        from appliance.companion.cli import main as companion_main
+
+        return companion_main(argv[1:])
+
+    parser = argparse.ArgumentParser(prog="stella-kiosk", description="Stella Kiosk, the voice English tutor.")
+    parser.add_argument("--version", action="version", version=f"stella-kiosk {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the kiosk daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"kiosk TOML (default {DEFAULT_CONFIG})")
+    check = sub.add_parser("check-config", help="validate a kiosk TOML file and exit")
+    check.add_argument("config", type=Path)
+    demo = sub.add_parser("demo", help="a whole simulated lesson on this machine (no hardware, no API credit)")
+    demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where files are written")
+    demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    sub.add_parser("simulator", help="the local Realtime API simulator (see `simulator --help`)")
+    sub.add_parser("companion", help="the companion service (see `companion --help`)")
+    args = parser.parse_args(argv)
+
+    if args.command == "check-config":
+        try:
+            load_config(args.config)
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        print(f"{args.config}: OK")
+        return 0
+    if args.command == "run":
+        return run_daemon(args.config)
+    if args.command == "demo":
+        from appliance.demo import run_demo
+
+        return run_demo(args.output, quiet=args.quiet)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def run_daemon(config_path: Path) -> int:
+    """Load the config (exit 78 on any mistake), build the parts and run until SIGTERM/SIGINT."""
+    from appliance.logs import setup_logging
+
+    try:
+        config = load_config(config_path)
+        config.read_device_key()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    setup_logging(config.kiosk.log_level)
+    try:
+        return asyncio.run(_run_daemon(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run_daemon(config: object) -> int:
+    from appliance.companion.client import CompanionClient
+    from appliance.config import Config
+    from appliance.hardware.button import ButtonBridge
+    from appliance.hardware.leds import StatusLeds
+    from appliance.kiosk import Kiosk
+    from appliance.net import enable_loopback_candidates
+    from appliance.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
+    from appliance.store import SessionStore, StoreError
+    from appliance.systemd import Notifier
+
+    assert isinstance(config, Config)
+    if config.realtime.allow_loopback_ice:
+        enable_loopback_candidates()
+    notifier = Notifier()
+    try:
+        select_pin_factory(config)
+        leds = StatusLeds(config.leds)
+        mic = build_microphone(config)
+        speaker = build_speaker(config)
+        store = SessionStore(config.kiosk.state_dir)
+    except (HardwareError, StoreError) as exc:
+        log.error("cannot start: %s", exc)
+        print(f"stella-kiosk: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # gpiozero raises its own errors when no pins are found
+        log.error("cannot start: %s", exc)
+        print(f"stella-kiosk: cannot start: {exc} (no GPIO? set [gpio] pin_factory = \"mock\")",
+              file=sys.stderr)
+        return 1
+    companion = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
+                                timeout_s=config.companion.timeout_s)
+    kiosk = Kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
+                  notifier=notifier)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, kiosk.shutdown)
+    button = None
+    ready = asyncio.Event()
+    runner = asyncio.create_task(kiosk.run(ready))
+    await ready.wait()
+    button = ButtonBridge(config.button, loop, kiosk.press)
+    watchdog = asyncio.create_task(_watchdog(notifier, runner))
+    try:
+        await runner
+    finally:
+        watchdog.cancel()
+        button.close()
+        leds.close()
+        await kiosk.aclose()
+        store.close()
+    return 0
+
+
+async def _watchdog(notifier: object, runner: asyncio.Task[None]) -> None:
+    """Ping systemd's watchdog from the loop itself, only while the kiosk task is alive."""
+    from appliance.systemd import Notifier
+
+    assert isinstance(notifier, Notifier)
+    interval = Notifier.watchdog_interval_s()
+    if interval is None:
+        return
+    with contextlib.suppress(asyncio.CancelledError):
+        while not runner.done():
+            notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
