@@ -42,6 +42,8 @@ class AtomicJSONStorage(Storage):
             text = self._path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {self._path}: {exc.strerror or exc}") from None
         if not text.strip():
             return None
         try:
