@@ -1,0 +1,147 @@
+"""A real lesson stack for tests: simulator + companion on 127.0.0.1 and a kiosk on mock pins.
+
+Everything is real (HTTP servers, aiortc WebRTC over loopback, files); only the pins are gpiozero's
+MockFactory and the microphone/speaker are the WAV stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from appliance.audio.wav import ScriptedMicrophone, WavFileSink
+from appliance.companion.client import CompanionClient
+from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.config import Config, config_from_dict
+from appliance.kiosk import Kiosk, NullObserver
+from appliance.net import enable_loopback_candidates
+from appliance.realtime.transcript import Turn
+from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
+from appliance.state import State
+from appliance.store import SessionStore
+
+API_KEY = "sk-test-" + "0" * 16
+KIOSK_ID = "kiosk-test"
+
+
+def espeak(text: str, path: Path) -> Path:
+    """Speak ``text`` to a WAV file (the test learner's voice)."""
+    assert shutil.which("espeak-ng"), "espeak-ng is required (scripts/setup.sh installs it)"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(path), text], check=True,
+                   capture_output=True)
+    return path
+
+
+class Recorder(NullObserver):
+    """Kiosk observer that turns callbacks into awaitable conditions."""
+
+    def __init__(self) -> None:
+        self.states: list[State] = []
+        self.turns: list[Turn] = []
+        self.audible: list[bool] = []
+        self.saved: list[tuple[dict[str, Any], bool]] = []
+        self._changed = asyncio.Event()
+
+    def _poke(self) -> None:
+        self._changed.set()
+
+    def state_changed(self, state: State, detail: str) -> None:
+        self.states.append(state)
+        self._poke()
+
+    def turn(self, turn: Turn) -> None:
+        self.turns.append(turn)
+        self._poke()
+
+    def tutor_audible(self, audible: bool) -> None:
+        self.audible.append(audible)
+        self._poke()
+
+    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None:
+        self.saved.append((record, synced))
+        self._poke()
+
+    async def until(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
+        """Wait until ``predicate()`` holds, re-checking on every observed event."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def tutor_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.role == "tutor"]
+
+    def learner_turns(self) -> list[Turn]:
+        return [t for t in self.turns if t.role == "learner"]
+
+
+@dataclass
+class Stack:
+    simulator: RealtimeSimulator
+    companion: CompanionServer
+    device_key: str
+    tmp: Path
+    kiosks: list[Kiosk] = field(default_factory=list)
+
+    def config(self, **sections: dict[str, Any]) -> Config:
+        data: dict[str, Any] = {
+            "kiosk": {"id": KIOSK_ID, "state_dir": str(self.tmp / "state")},
+            "companion": {"url": self.companion.base_url, "device_key_file": str(self.tmp / "device.key")},
+            "realtime": {"base_url": self.simulator.base_url, "allow_loopback_ice": True},
+            "audio": {"input": "wav", "output": "wav", "output_wav": str(self.tmp / "tutor.wav")},
+            "gpio": {"pin_factory": "mock"},
+        }
+        for name, values in sections.items():
+            data.setdefault(name, {}).update(values)
+        (self.tmp / "device.key").write_text(self.device_key)
+        return config_from_dict(data, source="test")
+
+    @asynccontextmanager
+    async def kiosk(self, config: Config | None = None) -> AsyncIterator[tuple[Kiosk, Recorder, ScriptedMicrophone]]:
+        config = config or self.config()
+        Device.pin_factory = MockFactory(pin_class=MockPWMPin)
+        mic = ScriptedMicrophone(sample_rate=config.audio.sample_rate)
+        speaker = WavFileSink(config.audio.output_wav, sample_rate=config.audio.sample_rate)
+        store = SessionStore(config.kiosk.state_dir)
+        client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
+                                 timeout_s=config.companion.timeout_s)
+        recorder = Recorder()
+        kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder)
+        ready = asyncio.Event()
+        runner = asyncio.create_task(kiosk.run(ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        try:
+            yield kiosk, recorder, mic
+        finally:
+            kiosk.shutdown()
+            await asyncio.wait_for(runner, 20)
+            await kiosk.aclose()
+            store.close()
+
+
+@asynccontextmanager
+async def lesson_stack(tmp: Path, **simulator_options: Any) -> AsyncIterator[Stack]:
+    enable_loopback_candidates()
+    simulator = RealtimeSimulator(SimulatorConfig(api_keys=frozenset({API_KEY}),
+                                                  event_log=tmp / "events.jsonl", **simulator_options))
+    await simulator.start()
+    companion = CompanionServer(CompanionConfig(db_path=tmp / "companion.db",
+                                                openai_base_url=simulator.base_url, openai_api_key=API_KEY))
+    await companion.start()
+    device_key = secrets.token_urlsafe(24)
+    companion.provision(KIOSK_ID, device_key)
+    try:
+        yield Stack(simulator, companion, device_key, tmp)
+    finally:
+        await companion.stop()
+        await simulator.stop()
