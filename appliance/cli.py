@@ -40,6 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="a whole simulated lesson on this machine (no hardware, no API credit)")
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where files are written")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    for verb, text in (("status", "show the running kiosk's state, lessons and outbox"),
+                       ("press", "press the button (start or end a lesson)"),
+                       ("stop", "end the lesson in progress"),
+                       ("say", "type a message to the tutor during a lesson")):
+        control = sub.add_parser(verb, help=text)
+        control.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="kiosk TOML (for its socket)")
+        control.add_argument("--socket", type=Path, help="control socket path (overrides the config)")
+        if verb == "say":
+            control.add_argument("text")
     sub.add_parser("simulator", help="the local Realtime API simulator (see `simulator --help`)")
     sub.add_parser("companion", help="the companion service (see `companion --help`)")
     args = parser.parse_args(argv)
@@ -54,12 +63,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return run_daemon(args.config)
+    if args.command in ("status", "press", "stop", "say"):
+        return control_command(args)
     if args.command == "demo":
         from appliance.demo import run_demo
 
         return run_demo(args.output, quiet=args.quiet)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def control_command(args: argparse.Namespace) -> int:
+    """Send one command to the running kiosk over its control socket."""
+    from appliance.control import send_command
+
+    socket_path = args.socket
+    if socket_path is None:
+        try:
+            socket_path = load_config(args.config).kiosk.control_socket
+        except ConfigError as exc:
+            print(f"config error: {exc}", file=sys.stderr)
+            return EX_CONFIG
+    request: dict[str, object] = {"command": args.command}
+    if args.command == "say":
+        request["text"] = args.text
+    try:
+        reply = asyncio.run(send_command(socket_path, request))
+    except ConnectionError as exc:
+        print(f"stella-kiosk: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"stella-kiosk: {reply.get('error', 'refused')}", file=sys.stderr)
+        return 1
+    if args.command == "status":
+        status = reply["status"]
+        print(f"state:   {status['state']} (kiosk {status['kiosk_id']})")
+        lesson = status.get("lesson")
+        if lesson:
+            print(f"lesson:  {lesson['session_id']} ({lesson['seconds']} s, {lesson['turns']} turns)")
+        print(f"outbox:  {status['outbox']} lesson(s) waiting for the companion")
+        for recent in status.get("recent_lessons", []):
+            print(f"recent:  {recent['ended_at']} {recent['end_reason']:<10} {recent['turns']} turns "
+                  f"{recent['session_id']}")
+    return 0
 
 
 def run_daemon(config_path: Path) -> int:
@@ -82,6 +128,7 @@ def run_daemon(config_path: Path) -> int:
 async def _run_daemon(config: object) -> int:
     from appliance.companion.client import CompanionClient
     from appliance.config import Config
+    from appliance.control import ControlServer
     from appliance.hardware.button import ButtonBridge
     from appliance.hardware.leds import StatusLeds
     from appliance.kiosk import Kiosk
@@ -116,16 +163,22 @@ async def _run_daemon(config: object) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, kiosk.shutdown)
-    button = None
     ready = asyncio.Event()
     runner = asyncio.create_task(kiosk.run(ready))
     await ready.wait()
     button = ButtonBridge(config.button, loop, kiosk.press)
+    control = ControlServer(config.kiosk.control_socket, kiosk)
+    try:
+        await control.start()
+    except OSError as exc:
+        log.warning("control socket %s unavailable (%s); status/press/say will not work",
+                    config.kiosk.control_socket, exc)
     watchdog = asyncio.create_task(_watchdog(notifier, runner))
     try:
         await runner
     finally:
         watchdog.cancel()
+        await control.stop()
         button.close()
         leds.close()
         await kiosk.aclose()

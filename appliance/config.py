@@ -47,6 +47,8 @@ class KioskSettings:
     """Where lessons are stored (session database, outbox). Must be writable by the service."""
     log_level: str = field(default="info", metadata=_check(("debug", "info", "warning", "error")))
     """Logging verbosity."""
+    control_socket: Path = Path("/run/stella-kiosk/control.sock")
+    """UNIX socket for `stella-kiosk status|press|stop|say` (mode 0660: the service's group only)."""
 
 
 @dataclass(frozen=True)

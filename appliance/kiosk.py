@@ -194,6 +194,27 @@ class Kiosk:
     def shutdown(self) -> None:
         self.post(Shutdown())
 
+    def request_stop(self) -> None:
+        """End the lesson in progress as a second press would (control socket `stop`)."""
+        self.post(EndLesson("button"))
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for `stella-kiosk status` (read on the loop, between messages)."""
+        lesson = self.lesson
+        current = None
+        if lesson is not None:
+            current = {"session_id": lesson.session_id, "plan_id": lesson.plan_id,
+                       "seconds": round(time.monotonic() - lesson.pressed_at, 1),
+                       "turns": len(lesson.transcript.turns)}
+        recent = [{"session_id": r["session_id"], "ended_at": r["ended_at"], "end_reason": r["end_reason"],
+                   "turns": len(r["turns"])} for r in self.lessons_saved[-3:]]
+        try:
+            outbox = len(self.store.unsynced())
+        except StoreError:
+            outbox = -1
+        return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
+                "recent_lessons": recent, "outbox": outbox}
+
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Own the state until :meth:`shutdown`; a lesson in progress is then ended and saved."""
         self._loop = asyncio.get_running_loop()
@@ -426,7 +447,10 @@ class Kiosk:
         for turn in lesson.transcript.flush():
             self.observer.turn(turn)
         if lesson.connected_at is None:
-            return  # never connected: nothing was said, nothing to keep
+            # Never connected: nothing was said, nothing to keep.
+            if self.state is State.CONNECTING and self._running:
+                self._set_state(State.IDLE, "lesson cancelled before it started")
+            return
         record = lesson.to_record(reason)
         try:
             self.store.save(record)

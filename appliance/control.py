@@ -1,0 +1,118 @@
+"""Local control socket: `stella-kiosk status | press | stop | say "text"` talk to the running kiosk.
+
+One JSON object per line in each direction over a UNIX stream socket. The socket is created mode
+0660, so only root and the service's group can use it (a teacher's account added to that group can
+type to the tutor; learners cannot). Requests are handed to the kiosk's owner task like any other
+message; the socket code never touches kiosk state itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 64 * 1024
+
+
+class Controllable(Protocol):
+    def press(self, at: float | None = None) -> None: ...
+    def say(self, text: str) -> None: ...
+    def request_stop(self) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+
+
+class ControlServer:
+    """Serves control requests for one kiosk on a UNIX socket."""
+
+    def __init__(self, path: Path, kiosk: Controllable) -> None:
+        self.path = path
+        self.kiosk = kiosk
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a stale socket from a killed run
+        old_umask = os.umask(0o117)
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=str(self.path),
+                                                           limit=MAX_REQUEST)
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, 0o660)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 5)
+            reply = self.handle(line)
+        except (TimeoutError, ValueError, asyncio.LimitOverrunError):
+            reply = {"ok": False, "error": "send one JSON request per line"}
+        writer.write((json.dumps(reply) + "\n").encode())
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    def handle(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+        except ValueError:
+            return {"ok": False, "error": "not JSON"}
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "a request is a JSON object"}
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, "status": self.kiosk.status()}
+        if command == "press":
+            self.kiosk.press()
+            return {"ok": True}
+        if command == "stop":
+            self.kiosk.request_stop()
+            return {"ok": True}
+        if command == "say":
+            text = request.get("text")
+            if not isinstance(text, str) or not text.strip():
+                return {"ok": False, "error": "say needs some text"}
+            if len(text) > 2000:
+                return {"ok": False, "error": "text too long (2000 characters at most)"}
+            self.kiosk.say(text.strip())
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {command!r}; use status, press, stop or say"}
+
+
+async def send_command(path: Path, request: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:
+    """Client side: one request, one reply. Raises ConnectionError with a readable message."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout_s)
+    except FileNotFoundError:
+        raise ConnectionError(f"no kiosk is running here ({path} does not exist)") from None
+    except PermissionError:
+        raise ConnectionError(f"permission denied on {path}: run as root or a member of the "
+                              "kiosk's group") from None
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(f"cannot reach the kiosk at {path}: {exc}") from None
+    try:
+        writer.write((json.dumps(request) + "\n").encode())
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout_s)
+    finally:
+        writer.close()
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        raise ConnectionError("the kiosk sent an unreadable reply") from None
+    return reply if isinstance(reply, dict) else {"ok": False, "error": "unreadable reply"}
