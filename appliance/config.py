@@ -113,6 +113,8 @@ class AudioSettings:
     """Preferred device rate in Hz; the kiosk resamples when the device wants another."""
     volume: int = 80
     """Speaker volume, 0–100."""
+    cues: bool = True
+    """Short sounds for ready, connected, lesson ended and error (the learner has no screen)."""
 
 
 @dataclass(frozen=True)

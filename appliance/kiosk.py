@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.audio.base import AudioSink, AudioSource
+from appliance.audio.earcons import Cue, Earcons
 from appliance.audio.gate import HalfDuplexGate
 from appliance.audio.speaker import SpeakerPump
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
@@ -156,6 +157,7 @@ class Kiosk:
         self.notifier = notifier or Notifier()
         self._call_factory = call_factory
         self.gate = HalfDuplexGate(mic)
+        self._earcons = Earcons(speaker.sample_rate) if config.audio.cues else None
         self.state = State.IDLE
         self.lesson: Lesson | None = None
         self.call: RealtimeCall | None = None
@@ -222,6 +224,7 @@ class Kiosk:
         await self.mic.start()
         await self.speaker.start()
         self._show(State.IDLE, "ready")
+        self._cue(Cue.READY)
         self.notifier.ready("idle: press the button to start a lesson")
         self._spawn(self._sync_pending(), "sync")
         if ready is not None:
@@ -496,7 +499,18 @@ class Kiosk:
         check_transition(self.state, state)
         if state is self.state:
             return
+        previous = self.state
         self._show(state, detail)
+        if state is State.CONNECTED:
+            self._cue(Cue.CONNECTED)
+        elif state is State.ERROR:
+            self._cue(Cue.ERROR)
+        elif state is State.IDLE and previous in (State.CONNECTED, State.DISCONNECTED):
+            self._cue(Cue.ENDED)
+
+    def _cue(self, cue: Cue) -> None:
+        if self._earcons is not None:
+            self.speaker.write(self._earcons[cue])
 
     def _show(self, state: State, detail: str) -> None:
         self.state = state

@@ -98,7 +98,7 @@ class Stack:
             "kiosk": {"id": KIOSK_ID, "state_dir": str(self.tmp / "state")},
             "companion": {"url": self.companion.base_url, "device_key_file": str(self.tmp / "device.key")},
             "realtime": {"base_url": self.simulator.base_url, "allow_loopback_ice": True},
-            "audio": {"input": "wav", "output": "wav", "output_wav": str(self.tmp / "tutor.wav")},
+            "audio": {"input": "wav", "output": "wav", "output_wav": str(self.tmp / "tutor.wav"), "cues": False},
             "gpio": {"pin_factory": "mock"},
         }
         for name, values in sections.items():
