@@ -1,0 +1,114 @@
+"""The real daemon process under a fake service manager: READY, STATUS, WATCHDOG, STOPPING, the
+control socket, and a graceful SIGTERM that saves the lesson in progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from tests.harness import lesson_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeSystemd:
+    """A bound NOTIFY_SOCKET that collects every datagram the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    async def until(self, predicate, timeout: float = 20.0) -> str:  # noqa: ANN001
+        loop = asyncio.get_running_loop()
+        for message in self.messages:
+            if predicate(message):
+                return message
+        async with asyncio.timeout(timeout):
+            while True:
+                data = await loop.sock_recv(self.sock, 4096)
+                message = data.decode()
+                self.messages.append(message)
+                if predicate(message):
+                    return message
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def control(path: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "appliance.cli", args[0], "--socket", str(path), *args[1:],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config()  # writes device.key
+        state_dir = tmp_path / "state"
+        sock_path = tmp_path / "control.sock"
+        toml = f"""
+[kiosk]
+id = "kiosk-test"
+state_dir = "{state_dir}"
+control_socket = "{sock_path}"
+[companion]
+url = "{stack.companion.base_url}"
+device_key_file = "{tmp_path / 'device.key'}"
+[realtime]
+base_url = "{stack.simulator.base_url}"
+allow_loopback_ice = true
+[audio]
+input = "wav"
+output = "null"
+[gpio]
+pin_factory = "mock"
+"""
+        assert config.kiosk.id == "kiosk-test"
+        (tmp_path / "kiosk.toml").write_text(toml)
+        systemd = FakeSystemd(tmp_path / "notify.sock")
+        env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000",
+               "PYTHONPATH": str(ROOT)}
+        env.pop("WATCHDOG_PID", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "appliance.cli", "run", "--config", str(tmp_path / "kiosk.toml"),
+            env=env, stderr=asyncio.subprocess.PIPE)
+        try:
+            ready = await systemd.until(lambda m: "READY=1" in m)
+            assert "STATUS=idle" in ready
+            await systemd.until(lambda m: m == "WATCHDOG=1")
+            code, out, err = await control(sock_path, "status")
+            assert code == 0 and "state:   idle" in out, err
+            assert (await control(sock_path, "press"))[0] == 0
+            await systemd.until(lambda m: m.startswith("STATUS=connected"))
+            code, out, _ = await control(sock_path, "say", "Hello from the teacher")
+            assert code == 0
+            code, out, _ = await control(sock_path, "status")
+            assert "state:   connected" in out and "lesson:" in out
+            proc.send_signal(signal.SIGTERM)
+            await systemd.until(lambda m: "STOPPING=1" in m)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            systemd.close()
+        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+        assert "Traceback" not in stderr, stderr
+        assert stack.device_key not in stderr
+        doc = json.loads((state_dir / "sessions.json").read_text())
+        records = [d["record"] for d in doc["sessions"].values()]
+        assert [r["end_reason"] for r in records] == ["shutdown"]
+        assert any(t["text"] == "Hello from the teacher" for t in records[0]["turns"])
+        assert not sock_path.exists()
+        code, _, err = await control(sock_path, "status")
+        assert code == 1 and "no kiosk is running" in err
