@@ -1,0 +1,103 @@
+"""LEDs and the button on gpiozero mock pins."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from appliance.config import ButtonSettings, LedSettings
+from appliance.hardware.button import ButtonBridge
+from appliance.hardware.leds import StatusLeds
+from appliance.state import State
+
+
+@pytest.fixture
+def pins() -> MockFactory:
+    factory = MockFactory(pin_class=MockPWMPin)
+    Device.pin_factory = factory
+    yield factory
+    factory.reset()
+
+
+def lit(factory: MockFactory, settings: LedSettings) -> dict[str, bool]:
+    return {name: bool(factory.pin(getattr(settings, name)).state)
+            for name in ("idle", "connecting", "connected", "error")}
+
+
+def wait_for_toggles(pin, count: int, timeout: float = 5.0) -> list:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while len(pin.states) < count:
+        assert time.monotonic() < deadline, f"only {len(pin.states)} pin changes"
+        time.sleep(0.02)
+    return list(pin.states)
+
+
+def test_one_led_per_state_and_one_animation(pins: MockFactory) -> None:
+    settings = LedSettings()
+    leds = StatusLeds(settings)
+    leds.show(State.IDLE)
+    assert lit(pins, settings) == {"idle": True, "connecting": False, "connected": False, "error": False}
+    leds.show(State.CONNECTED)
+    assert lit(pins, settings) == {"idle": False, "connecting": False, "connected": True, "error": False}
+    connecting = pins.pin(settings.connecting)
+    connecting.clear_states()
+    leds.show(State.CONNECTING)
+    states = wait_for_toggles(connecting, 5)
+    values = [s.state for s in states[1:5]]
+    assert values in ([True, False, True, False], [False, True, False, True])
+    gaps = [s.timestamp for s in states[2:5]]  # a mock pin records the time since the previous change
+    assert all(0.15 < g < 0.6 for g in gaps), gaps  # 0.25 s on / 0.25 s off
+    leds.show(State.ERROR)  # replaces the connecting animation
+    assert not pins.pin(settings.connecting).state
+    connecting.clear_states()
+    error_pin = pins.pin(settings.error)
+    error_pin.clear_states()
+    wait_for_toggles(error_pin, 4)
+    assert len(connecting.states) <= 1  # the old animation stopped
+    leds.show(State.IDLE)
+    assert lit(pins, settings)["idle"] and not lit(pins, settings)["error"]
+    leds.close()
+
+
+def test_state_without_led_turns_all_off(pins: MockFactory) -> None:
+    settings = LedSettings(idle=0)
+    leds = StatusLeds(settings)
+    leds.show(State.CONNECTED)
+    leds.show(State.IDLE)
+    assert not any(pins.pin(p).state for p in (23, 24, 25))
+    leds.close()
+
+
+async def test_button_presses_reach_the_loop_debounced(pins: MockFactory) -> None:
+    loop = asyncio.get_running_loop()
+    presses: list[float] = []
+    got = asyncio.Event()
+
+    def on_press(at: float) -> None:
+        presses.append(at)
+        got.set()
+
+    bridge = ButtonBridge(ButtonSettings(pin=17, bounce_ms=200), loop, on_press)
+    pin = pins.pin(17)
+    pin.drive_low()
+    pin.drive_high()
+    pin.drive_low()  # contact bounce: within 200 ms of the first
+    pin.drive_high()
+    await asyncio.wait_for(got.wait(), 5)
+    # Deliveries from the mock thread are queued on the loop; let them all run.
+    await asyncio.wait_for(_drain(loop), 5)
+    assert len(presses) == 1
+    # A press long after the bounce window counts.
+    bridge._pressed_on_loop(presses[0] + 0.5)
+    assert len(presses) == 2
+    bridge.close()
+
+
+async def _drain(loop: asyncio.AbstractEventLoop) -> None:
+    done = asyncio.Event()
+    loop.call_soon(done.set)
+    await done.wait()
