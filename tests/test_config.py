@@ -54,7 +54,7 @@ def test_bad_values_name_file_key_and_rule(tmp_path: Path, toml: str, key: str, 
 
 def test_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
     config = config_from_dict({"companion": {"device_key_file": str(tmp_path / "nope.key")}})
-    with pytest.raises(ConfigError, match="companion.device_key_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"companion\.device_key_file: cannot read"):
         config.read_device_key()
 
 

@@ -26,7 +26,7 @@ class FakeSystemd:
         self.sock.setblocking(False)
         self.messages: list[str] = []
 
-    async def until(self, predicate, timeout: float = 20.0) -> str:  # noqa: ANN001
+    async def until(self, predicate, timeout: float = 20.0) -> str:
         loop = asyncio.get_running_loop()
         for message in self.messages:
             if predicate(message):

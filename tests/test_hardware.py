@@ -28,7 +28,7 @@ def lit(factory: MockFactory, settings: LedSettings) -> dict[str, bool]:
             for name in ("idle", "connecting", "connected", "error")}
 
 
-def wait_for_toggles(pin, count: int, timeout: float = 5.0) -> list:  # noqa: ANN001
+def wait_for_toggles(pin, count: int, timeout: float = 5.0) -> list:
     deadline = time.monotonic() + timeout
     while len(pin.states) < count:
         assert time.monotonic() < deadline, f"only {len(pin.states)} pin changes"

@@ -62,7 +62,7 @@ def test_read_only_directory_gives_store_error(tmp_path: Path) -> None:
         # root ignores directory permissions: make the target a directory so the rename fails.
         (tmp_path / "sessions.json").unlink()
         (tmp_path / "sessions.json").mkdir()
-        with pytest.raises(StoreError, match="cannot (read|write)"):
+        with pytest.raises(StoreError, match=r"cannot (read|write)"):
             store.save(record("new"))
     else:
         tmp_path.chmod(0o500)
