@@ -61,6 +61,8 @@ class CompanionSettings:
     """File holding this kiosk's device key (one line; keep it mode 0600)."""
     timeout_s: float = 5.0
     """Per-request timeout; a press never hangs longer than this waiting for the companion."""
+    prefetch: bool = True
+    """Keep the next lesson's plan and token ready while idle, so a press goes straight to the call."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.transcript import Turn
 from appliance.state import State, check_transition
+from appliance.prefetch import Prefetcher
 from appliance.store import SessionStore, StoreError
+from appliance.sync import Syncer
 from appliance.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,9 @@ class Kiosk:
         self._tutor_audible = False
         self._running = False
         self.lessons_saved: list[dict[str, Any]] = []
+        self._awaiting_first_sync: dict[str, dict[str, Any]] = {}
+        self.syncer = Syncer(store, companion, on_attempt=self._sync_attempted)
+        self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
 
     # -- public API (thread-safe) --------------------------------------------------------
 
@@ -226,7 +231,16 @@ class Kiosk:
         self._show(State.IDLE, "ready")
         self._cue(Cue.READY)
         self.notifier.ready("idle: press the button to start a lesson")
-        self._spawn(self._sync_pending(), "sync")
+        try:
+            for record in self.store.recover_interrupted():
+                log.warning("lesson %s was interrupted (power cut or crash); kept with %d turns",
+                            record["session_id"], len(record["turns"]))
+        except StoreError as exc:
+            log.error("cannot recover interrupted lessons: %s", exc)
+        self._spawn(self.syncer.run(), "sync")
+        self.syncer.kick()
+        if self.prefetcher is not None:
+            self._spawn(self.prefetcher.run(), "prefetch")
         if ready is not None:
             ready.set()
         try:
@@ -290,6 +304,7 @@ class Kiosk:
         if self.call.send(events.user_text(text)) and self.call.send(events.response_create()):
             turn = self.lesson.transcript.add_typed(text)
             self.observer.turn(turn)
+            self._checkpoint(self.lesson)
 
     # -- starting a lesson ------------------------------------------------------------------
 
@@ -334,6 +349,11 @@ class Kiosk:
             self.post(_Connected(lesson, call))
 
     async def _lesson_materials(self) -> tuple[LessonPlan, RealtimeToken]:
+        """The prefetched plan + token when fresh (no companion round trip), else fetched now."""
+        if self.prefetcher is not None:
+            ready = self.prefetcher.take()
+            if ready is not None:
+                return ready
         plan = await self.companion.plan(level=self.config.lesson.level)
         token = await self.companion.token(plan_id=plan.plan_id)
         return plan, token
@@ -346,6 +366,7 @@ class Kiosk:
         lesson.connected_at = time.monotonic()
         self._set_state(State.CONNECTED, f"lesson {lesson.session_id[:8]} (call {call.call_id})")
         log.info("press → connected: %.0f ms", lesson.connect_ms or 0)
+        self._checkpoint(lesson)
         if self.config.lesson.greeting:
             call.send(events.response_create())
         limit_s = self.config.lesson.max_minutes * 60
@@ -407,6 +428,7 @@ class Kiosk:
         if turn is not None:
             log.info("%s: %s", turn.role, turn.text)
             self.observer.turn(turn)
+            self._checkpoint(lesson)
             if turn.role == "learner" and turn.source == "voice" and matches_stop_phrase(
                     turn.text, self.config.lesson.stop_phrases):
                 await self._end_lesson("voice_stop")
@@ -469,29 +491,20 @@ class Kiosk:
             self._set_state(State.IDLE, "ready")
         elif not self._running:
             self._show(State.IDLE, "stopped")
-        self._spawn(self._sync_one(record), "sync")
+        self._awaiting_first_sync[record["session_id"]] = record
+        self.syncer.kick()
 
-    async def _sync_one(self, record: dict[str, Any]) -> None:
-        synced = False
+    def _sync_attempted(self, session_id: str, synced: bool) -> None:
+        record = self._awaiting_first_sync.pop(session_id, None)
+        if record is not None:
+            self.observer.lesson_saved(record, synced)
+
+    def _checkpoint(self, lesson: Lesson) -> None:
+        """Keep the lesson so far on disk: a power cut loses at most the turn being spoken."""
         try:
-            await self.companion.summarize(record)
-            self.store.mark_synced(record["session_id"])
-            synced = True
-        except CompanionError as exc:
-            log.warning("lesson %s kept for a later sync: %s", record["session_id"], exc.message)
+            self.store.checkpoint(lesson.to_record("interrupted"))
         except StoreError as exc:
-            log.error("sync state not saved: %s", exc)
-        self.observer.lesson_saved(record, synced)
-
-    async def _sync_pending(self) -> None:
-        """Send lessons a previous run could not deliver."""
-        for record in self.store.unsynced():
-            try:
-                await self.companion.summarize(record)
-                self.store.mark_synced(record["session_id"])
-            except CompanionError as exc:
-                log.info("companion not reachable for pending lessons: %s", exc.message)
-                return
+            log.error("checkpoint failed (the lesson continues, kept in memory): %s", exc)
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -81,7 +81,12 @@ class AtomicJSONStorage(Storage):
 
 
 class SessionStore:
-    """Finished lessons on this kiosk, each with its sync state."""
+    """Lessons on this kiosk, each with its sync state.
+
+    States: ``in_progress`` (a checkpoint of a running lesson, rewritten at every completed turn),
+    ``pending`` (finished, not yet confirmed by the companion), ``synced``, and ``parked`` (the
+    companion rejected it for good; kept with the reason, never retried automatically).
+    """
 
     def __init__(self, state_dir: Path) -> None:
         self.path = Path(state_dir) / "sessions.json"
@@ -94,34 +99,73 @@ class SessionStore:
         except OSError as exc:
             raise StoreError(f"cannot open the session store in {state_dir}: {exc.strerror or exc}") from None
 
-    def save(self, record: dict[str, Any]) -> None:
-        """Write (or rewrite) a session record durably; raises StoreError when it could not."""
+    def _put(self, record: dict[str, Any], state: str) -> None:
         q = Query()
-        self._sessions.upsert({"record": record, "session_id": record["session_id"], "synced_at": None,
-                               "saved_at": time.time()}, q.session_id == record["session_id"])
+        session_id = record["session_id"]
+        now = time.time()
+        if self._sessions.contains(q.session_id == session_id):
+            self._sessions.update({"record": record, "state": state, "saved_at": now}, q.session_id == session_id)
+        else:
+            self._sessions.insert({"session_id": session_id, "record": record, "state": state,
+                                   "created_at": now, "saved_at": now, "synced_at": None})
+
+    def checkpoint(self, record: dict[str, Any]) -> None:
+        """Durably keep a lesson in progress (its record as it would be if the power went now)."""
+        self._put(record, "in_progress")
+
+    def save(self, record: dict[str, Any]) -> None:
+        """Durably keep a finished lesson until the companion has it; raises StoreError if it could not."""
+        self._put(record, "pending")
+
+    def recover_interrupted(self) -> list[dict[str, Any]]:
+        """Close lessons a crash or power cut left in progress; they become pending (``interrupted``)."""
+        q = Query()
+        docs = self._sessions.search(q.state == "in_progress")
+        for doc in docs:
+            record = dict(doc["record"])
+            record["end_reason"] = "interrupted"
+            self._sessions.update({"record": record, "state": "pending"}, q.session_id == doc["session_id"])
+        return [dict(doc["record"], end_reason="interrupted") for doc in docs]
 
     def mark_synced(self, session_id: str) -> None:
         q = Query()
-        self._sessions.update({"synced_at": time.time()}, q.session_id == session_id)
+        self._sessions.update({"state": "synced", "synced_at": time.time()}, q.session_id == session_id)
+
+    def park(self, session_id: str, reason: str) -> None:
+        """The companion will never accept this record: keep it aside with the reason."""
+        q = Query()
+        self._sessions.update({"state": "parked", "parked_reason": reason}, q.session_id == session_id)
 
     def get(self, session_id: str) -> dict[str, Any] | None:
         q = Query()
         doc = self._sessions.get(q.session_id == session_id)
         return dict(doc["record"]) if doc else None
 
-    def is_synced(self, session_id: str) -> bool:
+    def state_of(self, session_id: str) -> str | None:
         q = Query()
         doc = self._sessions.get(q.session_id == session_id)
-        return bool(doc and doc.get("synced_at"))
+        return doc["state"] if doc else None
+
+    def is_synced(self, session_id: str) -> bool:
+        return self.state_of(session_id) == "synced"
 
     def unsynced(self) -> list[dict[str, Any]]:
-        """Records not yet confirmed by the companion, oldest first."""
-        docs = [d for d in self._sessions.all() if not d.get("synced_at")]
-        return [d["record"] for d in sorted(docs, key=lambda d: d.get("saved_at", 0))]
+        """Finished records not yet confirmed by the companion, oldest first."""
+        return [d["record"] for d in self._docs() if d["state"] == "pending"]
+
+    def parked(self) -> list[tuple[dict[str, Any], str]]:
+        return [(d["record"], d.get("parked_reason", "")) for d in self._docs() if d["state"] == "parked"]
+
+    def documents(self) -> list[dict[str, Any]]:
+        """Every stored lesson with its state, oldest first (for `stella-kiosk sessions`)."""
+        return [dict(d) for d in self._docs()]
 
     def records(self) -> Iterator[dict[str, Any]]:
-        for doc in sorted(self._sessions.all(), key=lambda d: d.get("saved_at", 0)):
+        for doc in self._docs():
             yield doc["record"]
+
+    def _docs(self) -> list[Any]:
+        return sorted(self._sessions.all(), key=lambda d: d.get("created_at", 0))
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -58,7 +58,7 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
     # Saved locally, marked synced, received by the companion exactly once.
     store_doc = json.loads((tmp_path / "state" / "sessions.json").read_text())
     stored = [d for d in store_doc["sessions"].values() if d["session_id"] == record["session_id"]]
-    assert len(stored) == 1 and stored[0]["synced_at"]
+    assert len(stored) == 1 and stored[0]["state"] == "synced"
     sessions = listed["sessions"]
     assert [s["session_id"] for s in sessions].count(record["session_id"]) == 1
 

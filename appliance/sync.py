@@ -1,0 +1,132 @@
+"""Drain finished lessons from the local store to the companion, whenever it can be reached.
+
+Runs as one task beside the kiosk: woken after every lesson (``kick``), on a period, and retried
+with capped exponential backoff and jitter while the companion is unreachable. Sending is
+idempotent (the companion keys records by ``session_id``), so a batch interrupted half-way is
+simply sent again. A record the companion rejects as invalid is *parked* with its reason instead
+of being retried forever; ``stella-kiosk sessions`` shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from appliance.companion.client import CompanionClient, CompanionError
+from appliance.store import SessionStore, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Batch result error codes that will never succeed on a retry.
+PERMANENT_CODES = frozenset({"invalid_record", "bad_request", "too_large", "payload_too_large"})
+
+
+class Syncer:
+    """The outbox drainer. ``on_attempt(session_id, synced)`` reports each record's outcome."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        companion: CompanionClient,
+        *,
+        batch_size: int = 20,
+        period_s: float = 300.0,
+        base_backoff_s: float = 2.0,
+        max_backoff_s: float = 300.0,
+        on_attempt: Callable[[str, bool], None] | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.companion = companion
+        self.batch_size = batch_size
+        self.period_s = period_s
+        self.base_backoff_s = base_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.on_attempt = on_attempt
+        self._jitter = jitter
+        self._wake = asyncio.Event()
+        self.failures = 0
+        self.idle = asyncio.Event()
+        """Set whenever the outbox was last found empty (tests and `sync --now` wait on it)."""
+
+    def kick(self) -> None:
+        """Try now (a lesson just ended, or the network is back)."""
+        self._wake.set()
+
+    def backoff_s(self) -> float:
+        """Capped exponential backoff with full jitter in [50 %, 100 %] of the step."""
+        step = min(self.max_backoff_s, self.base_backoff_s * (2 ** max(0, self.failures - 1)))
+        return step * (0.5 + 0.5 * self._jitter())
+
+    async def run(self) -> None:
+        while True:
+            wait_s = self.backoff_s() if self.failures else self.period_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait_s)
+            self._wake.clear()
+            if await self.drain():
+                self.failures = 0
+            else:
+                self.failures += 1
+                log.warning("sync: will retry in %.1f s (attempt %d failed)", self.backoff_s(), self.failures)
+
+    async def drain(self) -> bool:
+        """Send everything pending, oldest first; True when the outbox is empty afterwards."""
+        sent_ids: set[str] = set()
+        while True:
+            try:
+                batch = [r for r in self.store.unsynced() if r["session_id"] not in sent_ids][: self.batch_size]
+            except StoreError as exc:
+                log.error("sync: cannot read the store: %s", exc)
+                return False
+            if not batch:
+                self.idle.set()
+                return True
+            self.idle.clear()
+            try:
+                results = await self.companion.send_batch(batch)
+            except CompanionError as exc:
+                level = logging.WARNING if exc.retryable else logging.ERROR
+                log.log(level, "sync: companion unreachable or refusing (%s): %s; %d lesson(s) waiting",
+                        exc.code, exc.message, len(self.store.unsynced()))
+                for record in batch:
+                    self._report(record["session_id"], False)
+                return False
+            retry_later = self._apply(batch, results)
+            sent_ids.update(r["session_id"] for r in batch)
+            if retry_later:
+                return False
+
+    def _apply(self, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
+        """Mark what the companion stored, park what it rejected for good; True if some must retry."""
+        by_id = {r.get("session_id"): r for r in results if isinstance(r, dict)}
+        retry_later = False
+        for record in batch:
+            session_id = record["session_id"]
+            result = by_id.get(session_id)
+            if result is not None and result.get("stored"):
+                self.store.mark_synced(session_id)
+                self._report(session_id, True)
+                continue
+            error = (result or {}).get("error") or {}
+            code = str(error.get("code", "missing_result"))
+            if code in PERMANENT_CODES:
+                reason = f"{code}: {error.get('message', '')}".strip()
+                log.error("sync: companion rejected lesson %s for good (%s); parked", session_id, reason)
+                self.store.park(session_id, reason)
+            else:
+                retry_later = True
+            self._report(session_id, False)
+        if retry_later:
+            log.warning("sync: companion did not store every lesson of the batch; retrying later")
+        else:
+            log.info("sync: %d lesson(s) delivered", len(batch))
+        return retry_later
+
+    def _report(self, session_id: str, synced: bool) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(session_id, synced)
