@@ -30,12 +30,12 @@ from appliance.audio.speaker import SpeakerPump
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 from appliance.config import Config
 from appliance.lesson import Lesson, matches_stop_phrase
+from appliance.prefetch import Prefetcher
 from appliance.realtime import events
 from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.transcript import Turn
 from appliance.state import State, check_transition
-from appliance.prefetch import Prefetcher
 from appliance.store import SessionStore, StoreError
 from appliance.sync import Syncer
 from appliance.systemd import Notifier
