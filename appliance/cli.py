@@ -49,6 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         control.add_argument("--socket", type=Path, help="control socket path (overrides the config)")
         if verb == "say":
             control.add_argument("text")
+    sessions = sub.add_parser("sessions", help="lessons stored on this kiosk")
+    sessions.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    sessions_sub = sessions.add_subparsers(dest="action", required=True)
+    sessions_sub.add_parser("list", help="one line per lesson, with its sync state")
+    show = sessions_sub.add_parser("show", help="one lesson's transcript and metrics")
+    show.add_argument("session_id", help="the id or a unique prefix of it")
+    export = sessions_sub.add_parser("export", help="all lessons to stdout")
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    sync = sub.add_parser("sync", help="send waiting lessons to the companion")
+    sync.add_argument("--now", action="store_true", help="try at once (the default; kept for clarity)")
+    sync.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     sub.add_parser("simulator", help="the local Realtime API simulator (see `simulator --help`)")
     sub.add_parser("companion", help="the companion service (see `companion --help`)")
     args = parser.parse_args(argv)
@@ -63,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return run_daemon(args.config)
+    if args.command == "sessions":
+        return sessions_command(args)
+    if args.command == "sync":
+        return sync_command(args)
     if args.command in ("status", "press", "stop", "say"):
         return control_command(args)
     if args.command == "demo":
@@ -71,6 +86,70 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(args.output, quiet=args.quiet)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def sessions_command(args: argparse.Namespace) -> int:
+    from appliance import sessions_cli
+    from appliance.store import SessionStore, StoreError
+
+    try:
+        store = SessionStore(load_config(args.config).kiosk.state_dir)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except StoreError as exc:
+        print(f"stella-kiosk: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        return sessions_cli.list_sessions(store)
+    if args.action == "show":
+        return sessions_cli.show_session(store, args.session_id)
+    return sessions_cli.export_sessions(store, args.format)
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    """Ask the running kiosk to sync now; without a running kiosk, sync from this process."""
+    from appliance.control import send_command
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        reply = asyncio.run(send_command(config.kiosk.control_socket, {"command": "sync"}, timeout_s=60))
+    except ConnectionError:
+        reply = None
+    if reply is None:
+        return asyncio.run(_sync_here(config))
+    if not reply.get("ok"):
+        print(f"stella-kiosk: {reply.get('error')}", file=sys.stderr)
+        return 1
+    print(f"outbox: {reply.get('outbox')} lesson(s) still waiting")
+    return 0 if reply.get("outbox") == 0 else 1
+
+
+async def _sync_here(config: object) -> int:
+    from appliance.companion.client import CompanionClient
+    from appliance.config import Config
+    from appliance.store import SessionStore, StoreError
+    from appliance.sync import Syncer
+
+    assert isinstance(config, Config)
+    try:
+        store = SessionStore(config.kiosk.state_dir)
+        key = config.read_device_key()
+    except (StoreError, ConfigError) as exc:
+        print(f"stella-kiosk: {exc}", file=sys.stderr)
+        return 1
+    client = CompanionClient(config.companion.url, key, config.kiosk.id, timeout_s=config.companion.timeout_s)
+    try:
+        ok = await Syncer(store, client).drain()
+    finally:
+        await client.aclose()
+    waiting = len(store.unsynced())
+    print(f"outbox: {waiting} lesson(s) still waiting" + ("" if ok else " (companion not reachable)"))
+    return 0 if ok and waiting == 0 else 1
 
 
 def control_command(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ class Controllable(Protocol):
     def say(self, text: str) -> None: ...
     def request_stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
+    async def sync_now(self, timeout_s: float) -> int: ...
 
 
 class ControlServer:
@@ -59,7 +60,10 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
-            reply = self.handle(line)
+            if _is_sync(line):
+                reply = {"ok": True, "outbox": await self.kiosk.sync_now(timeout_s=50)}
+            else:
+                reply = self.handle(line)
         except (TimeoutError, ValueError, asyncio.LimitOverrunError):
             reply = {"ok": False, "error": "send one JSON request per line"}
         writer.write((json.dumps(reply) + "\n").encode())
@@ -92,6 +96,14 @@ class ControlServer:
             self.kiosk.say(text.strip())
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {command!r}; use status, press, stop or say"}
+
+
+def _is_sync(line: bytes) -> bool:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(request, dict) and request.get("command") == "sync"
 
 
 async def send_command(path: Path, request: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any]:

@@ -205,6 +205,17 @@ class Kiosk:
         """End the lesson in progress as a second press would (control socket `stop`)."""
         self.post(EndLesson("button"))
 
+    async def sync_now(self, timeout_s: float) -> int:
+        """Kick the syncer and wait (bounded) for its next attempt; returns how many lessons still wait."""
+        self.syncer.round_done.clear()
+        self.syncer.kick()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.syncer.round_done.wait(), timeout_s)
+        try:
+            return len(self.store.unsynced())
+        except StoreError:
+            return -1
+
     def status(self) -> dict[str, Any]:
         """A snapshot for `stella-kiosk status` (read on the loop, between messages)."""
         lesson = self.lesson

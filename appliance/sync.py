@@ -51,7 +51,9 @@ class Syncer:
         self._wake = asyncio.Event()
         self.failures = 0
         self.idle = asyncio.Event()
-        """Set whenever the outbox was last found empty (tests and `sync --now` wait on it)."""
+        """Set whenever the outbox was last found empty (tests wait on it)."""
+        self.round_done = asyncio.Event()
+        """Set after every drain attempt, successful or not (`sync --now` waits on it)."""
 
     def kick(self) -> None:
         """Try now (a lesson just ended, or the network is back)."""
@@ -73,6 +75,7 @@ class Syncer:
             else:
                 self.failures += 1
                 log.warning("sync: will retry in %.1f s (attempt %d failed)", self.backoff_s(), self.failures)
+            self.round_done.set()
 
     async def drain(self) -> bool:
         """Send everything pending, oldest first; True when the outbox is empty afterwards."""

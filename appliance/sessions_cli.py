@@ -1,0 +1,78 @@
+"""`stella-kiosk sessions list | show ID | export` and `stella-kiosk sync --now`.
+
+Reading the store while the daemon runs is safe: every write replaces the file atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance.store import SessionStore
+
+CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "state",
+              "duration_s", "learner_turns", "tutor_turns", "learner_words", "tutor_words",
+              "targets_used", "connect_ms", "est_cost_usd", "transcript"]
+
+
+def list_sessions(store: SessionStore, out: TextIO = sys.stdout) -> int:
+    docs = store.documents()
+    if not docs:
+        print("no lessons stored", file=out)
+        return 0
+    print(f"{'started (UTC)':<24} {'length':>7} {'end':<11} {'turns':>5} {'state':<11} session", file=out)
+    for doc in docs:
+        r = doc["record"]
+        m = r.get("metrics", {})
+        state = doc["state"]
+        print(f"{r.get('started_at', '?'):<24} {m.get('duration_s', 0):6.0f}s {r.get('end_reason', '?'):<11} "
+              f"{len(r.get('turns', [])):>5} {state:<11} {r['session_id']}", file=out)
+        if state == "parked":
+            print(f"{'':>24} parked: {doc.get('parked_reason', '')}", file=out)
+    return 0
+
+
+def find(store: SessionStore, prefix: str) -> dict[str, Any] | None:
+    matches = [d for d in store.documents() if d["session_id"].startswith(prefix)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def show_session(store: SessionStore, prefix: str, out: TextIO = sys.stdout) -> int:
+    doc = find(store, prefix)
+    if doc is None:
+        print(f"stella-kiosk: no single lesson matches {prefix!r}", file=sys.stderr)
+        return 1
+    r = doc["record"]
+    print(f"session {r['session_id']} ({doc['state']})", file=out)
+    print(f"  {r['started_at']} → {r['ended_at']}, ended by {r['end_reason']}, plan {r.get('plan_id')}", file=out)
+    for turn in r.get("turns", []):
+        typed = " (typed)" if turn.get("source") == "text" else ""
+        print(f"  {turn['at'][11:19]} {turn['role']:>7}: {turn['text']}{typed}", file=out)
+    print(json.dumps(r.get("metrics", {}), indent=2), file=out)
+    return 0
+
+
+def export_sessions(store: SessionStore, fmt: str, out: TextIO = sys.stdout) -> int:
+    docs = store.documents()
+    if fmt == "jsonl":
+        for doc in docs:
+            out.write(json.dumps(doc["record"], ensure_ascii=False) + "\n")
+        return 0
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for doc in docs:
+        r = doc["record"]
+        m = r.get("metrics", {})
+        row = {k: r.get(k) for k in CSV_FIELDS if k in r}
+        row.update({k: m.get(k) for k in CSV_FIELDS if k in m})
+        row["state"] = doc["state"]
+        row["transcript"] = " | ".join(f"{t['role']}: {t['text']}" for t in r.get("turns", []))
+        writer.writerow(row)
+    return 0
+
+
+def open_store(state_dir: Path) -> SessionStore:
+    return SessionStore(state_dir)
