@@ -245,7 +245,7 @@ async def _run_daemon(config: object) -> int:
     ready = asyncio.Event()
     runner = asyncio.create_task(kiosk.run(ready))
     await ready.wait()
-    button = ButtonBridge(config.button, loop, kiosk.press)
+    button = ButtonBridge(config.button, loop, kiosk.press, kiosk.release)
     control = ControlServer(config.kiosk.control_socket, kiosk)
     try:
         await control.start()

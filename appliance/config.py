@@ -91,6 +91,8 @@ class LessonSettings:
     """Learner words that end the lesson (matched on the learner's transcribed words only)."""
     max_minutes: float = 10.0
     """Hard limit of one lesson, so a forgotten call never runs up a bill."""
+    idle_limit_s: float = 90.0
+    """No learner speech for this long: the tutor says goodbye and the lesson ends."""
     greeting: bool = True
     """The tutor speaks first as soon as the call is up, so the learner knows it listens."""
 
@@ -129,6 +131,11 @@ class ButtonSettings:
     """True: button wired to ground (internal pull-up); False: wired to 3.3 V."""
     bounce_ms: int = 50
     """Presses closer together than this are one press (contact bounce)."""
+    mode: str = field(default="toggle", metadata=_check(("toggle", "hold")))
+    """toggle: press starts, press again ends. hold: press starts, then hold the button to talk
+    (for noisy classrooms: the tutor only hears the learner while the button is held)."""
+    long_press_s: float = 3.0
+    """Holding the button this long always ends the lesson, in every mode."""
 
 
 @dataclass(frozen=True)
@@ -285,6 +292,8 @@ def _validate(config: Config) -> None:
     _positive(src, "companion.timeout_s", config.companion.timeout_s, 0.1, 120)
     _positive(src, "realtime.connect_timeout_s", config.realtime.connect_timeout_s, 1, 120)
     _positive(src, "lesson.max_minutes", config.lesson.max_minutes, 0.1, 60)
+    _positive(src, "lesson.idle_limit_s", config.lesson.idle_limit_s, 5, 3600)
+    _positive(src, "button.long_press_s", config.button.long_press_s, 0.5, 30)
     if not config.lesson.stop_phrases or any(not p.strip() for p in config.lesson.stop_phrases):
         raise ConfigError(src, "lesson.stop_phrases", "must list at least one non-empty phrase")
     if not 0 <= config.audio.volume <= 100:

@@ -99,7 +99,7 @@ class DemoLearner:
         leds = getattr(self.kiosk, "leds", None)
         lit = ""
         if leds is not None:
-            pin = leds._state_pin.get(state)
+            pin = leds.pin_for(state)
             lit = f" (LED on GPIO{pin}{' blinking' if state in (State.CONNECTING, State.ERROR) else ''})"
         self.out(f"state {state.value:<12}{lit} {detail}")
 
@@ -224,7 +224,7 @@ async def _demo(output: Path, quiet: bool) -> int:
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))
         await ready.wait()
-        button = ButtonBridge(config.button, loop, kiosk.press)
+        button = ButtonBridge(config.button, loop, kiosk.press, kiosk.release)
         out("learner presses the button")
         press()
         try:

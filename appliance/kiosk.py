@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.audio.base import AudioSink, AudioSource
@@ -29,6 +30,7 @@ from appliance.audio.gate import HalfDuplexGate
 from appliance.audio.speaker import SpeakerPump
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 from appliance.config import Config
+from appliance.hardware.leds import Activity
 from appliance.lesson import Lesson, matches_stop_phrase
 from appliance.prefetch import Prefetcher
 from appliance.realtime import events
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ERROR_SHOWN_S = 3.0
 WRAP_UP_BEFORE_END_S = 60.0
+GOODBYE_MAX_S = 20.0
 
 
 class KioskObserver(Protocol):
@@ -77,6 +80,28 @@ class NullObserver:
 @dataclass(frozen=True)
 class Press:
     at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Release:
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class _LongPress:
+    press_at: float
+
+
+@dataclass(frozen=True)
+class _RemoteTrack:
+    call: RealtimeCall
+    track: MediaStreamTrack
+
+
+@dataclass(frozen=True)
+class _IdleCheck:
+    session_id: str
+    activity: int
 
 
 @dataclass(frozen=True)
@@ -170,6 +195,11 @@ class Kiosk:
         self._pump: SpeakerPump | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._tutor_audible = False
+        self._tutor_speaking_hint = False
+        self._listening = False
+        self._button_down_at: float | None = None
+        self._activity = 0
+        self._ending_reason: str | None = None
         self._running = False
         self.lessons_saved: list[dict[str, Any]] = []
         self._awaiting_first_sync: dict[str, dict[str, Any]] = {}
@@ -194,6 +224,9 @@ class Kiosk:
 
     def press(self, at: float | None = None) -> None:
         self.post(Press(time.monotonic() if at is None else at))
+
+    def release(self, at: float | None = None) -> None:
+        self.post(Release(time.monotonic() if at is None else at))
 
     def say(self, text: str) -> None:
         self.post(Say(text))
@@ -276,8 +309,19 @@ class Kiosk:
 
     async def _handle(self, message: object) -> None:
         match message:
-            case Press():
-                await self._on_press()
+            case Press(at=at):
+                await self._on_press(at)
+            case Release(at=at):
+                self._on_release(at)
+            case _LongPress(press_at=press_at):
+                if self._button_down_at == press_at and self.lesson is not None:
+                    log.info("long press: ending the lesson")
+                    await self._end_lesson("button")
+            case _RemoteTrack(call=call, track=track):
+                if call is self.call or (self.call is None and self.state is State.CONNECTING):
+                    self._start_speaker(track)
+            case _IdleCheck(session_id=session_id, activity=activity):
+                self._on_idle_check(session_id, activity)
             case Say(text=text):
                 self._on_say(text)
             case EndLesson(reason=reason):
@@ -300,18 +344,68 @@ class Kiosk:
             case _:
                 log.warning("unknown message %r", message)
 
-    async def _on_press(self) -> None:
+    async def _on_press(self, at: float) -> None:
+        self._button_down_at = at
+        self._later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)))
         if self.state in (State.IDLE, State.ERROR):
             self._start_lesson()
-        elif self.state is State.CONNECTED:
-            await self._end_lesson("button")
-        else:
+            self._button_down_at = None  # the press that starts a lesson is not a turn or a long press
+            return
+        if self.state is not State.CONNECTED or self.call is None:
             log.info("press ignored while %s", self.state.value)
+            return
+        self._touch()
+        interrupted = self._barge_in()
+        if self.config.button.mode == "hold":
+            self._start_listening()
+        elif not interrupted:
+            await self._end_lesson("button")
+
+    def _on_release(self, at: float) -> None:
+        self._button_down_at = None
+        if self._listening:
+            self._stop_listening(commit=True)
+
+    def _barge_in(self) -> bool:
+        """Interrupt the tutor if it is speaking; True when it was."""
+        if self.call is None or not (self._tutor_audible or self._tutor_speaking_hint):
+            return False
+        log.info("barge-in: interrupting the tutor")
+        self.call.send(events.response_cancel())
+        self.call.send(events.output_audio_buffer_clear())
+        self._tutor_speaking_hint = False
+        return True
+
+    def _start_listening(self) -> None:
+        """Hold-to-talk: the learner's turn runs while the button is held."""
+        if self.call is None:
+            return
+        self.call.send(events.input_audio_buffer_clear())
+        self._listening = True
+        self._show_activity()
+
+    def _stop_listening(self, commit: bool) -> None:
+        self._listening = False
+        if self.call is not None:
+            if commit:
+                self.call.send(events.input_audio_buffer_commit())
+                self.call.send(events.response_create())
+            else:
+                self.call.send(events.input_audio_buffer_clear())
+        self._show_activity()
+
+    def _mic_frames(self, n: int) -> np.ndarray:
+        """What the call's microphone track sends (runs on the loop, in the track's recv)."""
+        if self.config.button.mode == "hold":
+            samples = self.mic.read(n)  # always read, so captured audio never piles up
+            return samples if self._listening else np.zeros(n, dtype=np.int16)
+        return self.gate.read(n)
 
     def _on_say(self, text: str) -> None:
         if self.state is not State.CONNECTED or self.call is None or self.lesson is None:
             log.warning("say: no lesson in progress; text not sent")
             return
+        self._touch()
         if self.call.send(events.user_text(text)) and self.call.send(events.response_create()):
             turn = self.lesson.transcript.add_typed(text)
             self.observer.turn(turn)
@@ -338,9 +432,9 @@ class Kiosk:
             call = self._call_factory(
                 self.config.realtime.base_url,
                 token.token,
-                self.gate.read,
+                self._mic_frames,
                 on_event=lambda event: self.post(_CallEvent(call, event)),
-                on_remote_track=lambda track: self._start_speaker(track),
+                on_remote_track=lambda track: self.post(_RemoteTrack(call, track)),
                 on_closed=lambda reason: self.post(_CallClosed(call, reason)),
                 ice_servers=self.config.realtime.ice_servers,
                 consent_fix=self.config.realtime.ice_lite_consent_fix,
@@ -378,8 +472,12 @@ class Kiosk:
         self._set_state(State.CONNECTED, f"lesson {lesson.session_id[:8]} (call {call.call_id})")
         log.info("press → connected: %.0f ms", lesson.connect_ms or 0)
         self._checkpoint(lesson)
+        self._ending_reason = None
+        if self.config.button.mode == "hold":
+            call.send(events.manual_turns_update())
         if self.config.lesson.greeting:
             call.send(events.response_create())
+        self._touch()
         limit_s = self.config.lesson.max_minutes * 60
         session_id = lesson.session_id
         if limit_s > WRAP_UP_BEFORE_END_S * 2:
@@ -397,6 +495,7 @@ class Kiosk:
     # -- during a lesson --------------------------------------------------------------------
 
     def _start_speaker(self, track: MediaStreamTrack) -> None:
+        """Drain the tutor's audio track into the speaker (one pump per call)."""
         if self._pump_task is not None:
             self._pump_task.cancel()
         pump = SpeakerPump(self.speaker, volume=self.config.audio.volume,
@@ -407,6 +506,11 @@ class Kiosk:
     def _on_audible(self, audible: bool, at: float) -> None:
         self._tutor_audible = audible
         self.gate.set_tutor_audible(audible)
+        self._show_activity()
+        if not audible:
+            self._touch()  # the learner's idle time counts from the end of the tutor's words
+            if self._ending_reason is not None and self.lesson is not None:
+                self.post(EndLesson(self._ending_reason))
         lesson = self.lesson
         if audible and lesson is not None and lesson.first_audio_at is None and self.state is State.CONNECTED:
             lesson.first_audio_at = at
@@ -419,9 +523,13 @@ class Kiosk:
             return
         etype = event.type
         if etype == "output_audio_buffer.started":
+            self._tutor_speaking_hint = True
             self.gate.set_tutor_audible(True)
         elif etype in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
+            self._tutor_speaking_hint = False
             self.gate.set_tutor_audible(self._tutor_audible)
+        elif etype == "input_audio_buffer.speech_started":
+            self._touch()
         elif etype == "response.done":
             response = event.get("response")
             if isinstance(response, dict):
@@ -437,6 +545,8 @@ class Kiosk:
                 return
         turn = lesson.transcript.handle(event)
         if turn is not None:
+            if turn.role == "learner":
+                self._touch()
             log.info("%s: %s", turn.role, turn.text)
             self.observer.turn(turn)
             self._checkpoint(lesson)
@@ -451,6 +561,40 @@ class Kiosk:
             "One minute is left in this lesson. Wrap up now: praise the learner, recap the targets "
             "in one sentence and say goodbye."))
         self.call.send(events.response_create())
+
+    def _touch(self) -> None:
+        """Learner activity (or the tutor just finished): restart the idle countdown."""
+        self._activity += 1
+        lesson = self.lesson
+        if lesson is not None and self.state is State.CONNECTED:
+            check = _IdleCheck(lesson.session_id, self._activity)
+            self._later(self.config.lesson.idle_limit_s, lambda: self.post(check))
+
+    def _on_idle_check(self, session_id: str, activity: int) -> None:
+        lesson, call = self.lesson, self.call
+        if lesson is None or call is None or lesson.session_id != session_id or activity != self._activity:
+            return
+        if self._tutor_audible or self._listening or self._ending_reason is not None:
+            return
+        log.info("no learner speech for %.0f s: saying goodbye", self.config.lesson.idle_limit_s)
+        self._ending_reason = "idle"
+        call.send(events.system_text(
+            "The learner has been silent for a long time and may have walked away. Say one short, "
+            "friendly goodbye sentence now."))
+        call.send(events.response_create())
+        # If the goodbye never becomes audible, end anyway.
+        self._later(GOODBYE_MAX_S, lambda sid=session_id: self._end_if_current(sid, "idle"))
+
+    def _show_activity(self) -> None:
+        if self.leds is None:
+            return
+        if self._listening:
+            activity = Activity.LISTENING
+        elif self._tutor_audible:
+            activity = Activity.SPEAKING
+        else:
+            activity = Activity.NONE
+        self.leds.show(self.state, activity)
 
     def _end_if_current(self, session_id: str, reason: str) -> None:
         if self.lesson is not None and self.lesson.session_id == session_id:
@@ -479,6 +623,9 @@ class Kiosk:
         if call is not None:
             await call.close()
         self._tutor_audible = False
+        self._tutor_speaking_hint = False
+        self._listening = False
+        self._ending_reason = None
         self.gate.set_tutor_audible(False)
         for turn in lesson.transcript.flush():
             self.observer.turn(turn)

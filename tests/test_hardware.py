@@ -50,7 +50,7 @@ def test_one_led_per_state_and_one_animation(pins: MockFactory) -> None:
     values = [s.state for s in states[1:5]]
     assert values in ([True, False, True, False], [False, True, False, True])
     gaps = [s.timestamp for s in states[2:5]]  # a mock pin records the time since the previous change
-    assert all(0.15 < g < 0.6 for g in gaps), gaps  # 0.25 s on / 0.25 s off
+    assert all(0.08 < g < 0.4 for g in gaps), gaps  # 0.125 s on / 0.125 s off
     leds.show(State.ERROR)  # replaces the connecting animation
     assert not pins.pin(settings.connecting).state
     connecting.clear_states()
@@ -75,29 +75,35 @@ def test_state_without_led_turns_all_off(pins: MockFactory) -> None:
 async def test_button_presses_reach_the_loop_debounced(pins: MockFactory) -> None:
     loop = asyncio.get_running_loop()
     presses: list[float] = []
-    got = asyncio.Event()
+    releases: list[float] = []
+    pressed, released = asyncio.Event(), asyncio.Event()
 
     def on_press(at: float) -> None:
         presses.append(at)
-        got.set()
+        pressed.set()
 
-    bridge = ButtonBridge(ButtonSettings(pin=17, bounce_ms=200), loop, on_press)
+    def on_release(at: float) -> None:
+        releases.append(at)
+        released.set()
+
+    bridge = ButtonBridge(ButtonSettings(pin=17, bounce_ms=200), loop, on_press, on_release)
     pin = pins.pin(17)
+    # One quick tap with contact bounce: down, up, down, up within a few microseconds.
     pin.drive_low()
     pin.drive_high()
-    pin.drive_low()  # contact bounce: within 200 ms of the first
+    pin.drive_low()
     pin.drive_high()
-    await asyncio.wait_for(got.wait(), 5)
-    # Deliveries from the mock thread are queued on the loop; let them all run.
-    await asyncio.wait_for(_drain(loop), 5)
-    assert len(presses) == 1
-    # A press long after the bounce window counts.
-    bridge._pressed_on_loop(presses[0] + 0.5)
+    await asyncio.wait_for(pressed.wait(), 5)
+    await asyncio.wait_for(released.wait(), 5)  # delivered once the contact settled
+    assert len(presses) == 1 and len(releases) == 1
+    assert releases[0] - presses[0] >= 0.19
+    # The next real press, after the bounce window, counts; its release comes with it.
+    pressed.clear()
+    released.clear()
+    bridge._pressed_on_loop(releases[0] + 0.5)
+    bridge._released_on_loop(releases[0] + 1.5)
+    assert len(presses) == 2 and len(releases) == 2
+    # A bounce right after a release is not a press.
+    bridge._pressed_on_loop(releases[1] + 0.05)
     assert len(presses) == 2
     bridge.close()
-
-
-async def _drain(loop: asyncio.AbstractEventLoop) -> None:
-    done = asyncio.Event()
-    loop.call_soon(done.set)
-    await done.wait()

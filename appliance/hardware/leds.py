@@ -1,32 +1,37 @@
 """Status LEDs: one LED per state, exactly one animation at a time.
 
-Why gpiozero's own ``blink``: it runs its animation on gpiozero's background thread and a new
-``on``/``off``/``blink`` call cancels the previous one, so setting a state never stacks animations.
+Patterns a learner can tell apart without a screen:
+  idle: dim steady · connecting: blink 4/s · connected: steady · tutor speaking: slow pulse ·
+  listening (hold-to-talk): fast blink · error: very fast blink · disconnected: all off.
+Why gpiozero's own ``blink``/``pulse``: each runs on gpiozero's background thread and a new
+``on``/``off``/``blink``/``pulse`` call cancels the previous one, so animations never stack.
 """
 
 from __future__ import annotations
 
 import logging
+from enum import Enum
 
-from gpiozero import LED
+from gpiozero import PWMLED
 
 from appliance.config import LedSettings
 from appliance.state import State
 
 log = logging.getLogger(__name__)
 
-#: (on_time, off_time) per blinking state; None = steady on.
-PATTERNS: dict[State, tuple[float, float] | None] = {
-    State.IDLE: None,
-    State.CONNECTING: (0.25, 0.25),
-    State.CONNECTED: None,
-    State.ERROR: (0.1, 0.1),
-    State.DISCONNECTED: (0.5, 0.5),
-}
+IDLE_LEVEL = 0.2
+
+
+class Activity(Enum):
+    """What happens inside a connected lesson (shown on the connected LED)."""
+
+    NONE = "none"
+    SPEAKING = "speaking"
+    LISTENING = "listening"
 
 
 class StatusLeds:
-    """Shows the kiosk state; the same state again is a no-op."""
+    """Shows the kiosk state; the same state (and activity) again is a no-op."""
 
     def __init__(self, settings: LedSettings) -> None:
         pins = {
@@ -34,33 +39,45 @@ class StatusLeds:
             State.CONNECTING: settings.connecting,
             State.CONNECTED: settings.connected,
             State.ERROR: settings.error,
-            # A dropped call shows on the error LED with a slower blink.
-            State.DISCONNECTED: settings.error,
         }
-        self._leds: dict[int, LED] = {}
+        self._leds: dict[int, PWMLED] = {}
         self._state_pin: dict[State, int] = {}
         for state, pin in pins.items():
             if pin > 0:
                 self._state_pin[state] = pin
                 if pin not in self._leds:
-                    self._leds[pin] = LED(pin)
+                    self._leds[pin] = PWMLED(pin)
         self.state: State | None = None
+        self.activity = Activity.NONE
 
-    def show(self, state: State) -> None:
-        if state is self.state:
+    def pin_for(self, state: State) -> int | None:
+        return self._state_pin.get(state)
+
+    def show(self, state: State, activity: Activity = Activity.NONE) -> None:
+        if state is not State.CONNECTED:
+            activity = Activity.NONE
+        if state is self.state and activity is self.activity:
             return
-        self.state = state
+        self.state, self.activity = state, activity
         lit = self._state_pin.get(state)
         for pin, led in self._leds.items():
             if pin != lit:
                 led.off()
         if lit is None:
             return
-        pattern = PATTERNS[state]
-        if pattern is None:
-            self._leds[lit].on()
+        led = self._leds[lit]
+        if state is State.IDLE:
+            led.value = IDLE_LEVEL
+        elif state is State.CONNECTING:
+            led.blink(on_time=0.125, off_time=0.125)
+        elif state is State.ERROR:
+            led.blink(on_time=0.05, off_time=0.05)
+        elif activity is Activity.SPEAKING:
+            led.pulse(fade_in_time=0.4, fade_out_time=0.4)
+        elif activity is Activity.LISTENING:
+            led.blink(on_time=0.08, off_time=0.08)
         else:
-            self._leds[lit].blink(on_time=pattern[0], off_time=pattern[1], background=True)
+            led.on()
 
     def close(self) -> None:
         for led in self._leds.values():
