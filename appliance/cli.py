@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         control.add_argument("--socket", type=Path, help="control socket path (overrides the config)")
         if verb == "say":
             control.add_argument("text")
+    doctor = sub.add_parser("doctor", help="check config, audio, LEDs, button, companion and clock")
+    doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    doctor.add_argument("--button-timeout", type=float, default=15.0,
+                        help="seconds to wait for a button press (0 skips the button check)")
+    doctor.add_argument("--no-hardware", action="store_true", help="skip audio, LED and button checks")
     sessions = sub.add_parser("sessions", help="lessons stored on this kiosk")
     sessions.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     sessions_sub = sessions.add_subparsers(dest="action", required=True)
@@ -74,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run":
         return run_daemon(args.config)
+    if args.command == "doctor":
+        from appliance.doctor import run_doctor
+
+        return run_doctor(args.config, args.button_timeout, not args.no_hardware)
     if args.command == "sessions":
         return sessions_command(args)
     if args.command == "sync":

@@ -1,0 +1,213 @@
+"""`stella-kiosk doctor`: check everything a kiosk needs, print a pass/fail table, exit 0 only if
+all checks passed.
+
+Meant for the admin at first boot and for support over the phone: each line says what was
+checked and, when it failed, what to do. Run it with the service stopped (it needs the pins and the
+sound card for itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from appliance.config import Config, ConfigError, load_config
+
+# A Pi without a real-time clock boots with an old date until NTP answers; TLS then fails.
+EARLIEST_PLAUSIBLE = 1767225600.0  # 2026-01-01T00:00:00Z
+MAX_SKEW_S = 300.0
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+class Doctor:
+    def __init__(self, config: Config, *, wait_button_s: float = 15.0, use_hardware: bool = True,
+                 out: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.wait_button_s = wait_button_s
+        self.use_hardware = use_hardware
+        self.out = out
+        self.checks: list[Check] = []
+
+    def record(self, name: str, ok: bool, detail: str) -> None:
+        self.checks.append(Check(name, ok, detail))
+        self.out(f"  {'PASS' if ok else 'FAIL'}  {name:<22} {detail}")
+
+    async def run(self) -> bool:
+        self.out(f"Stella Kiosk doctor — config {self.config.source}")
+        self.record("config", True, "valid")
+        self._check_key()
+        self._check_state_dir()
+        await self._check_clock_and_companion()
+        await self._check_realtime()
+        if self.use_hardware:
+            await self._guard("audio devices", self._check_audio)
+            await self._guard("LEDs and button", self._check_gpio)
+        failed = [c for c in self.checks if not c.ok]
+        self.out(f"{len(self.checks) - len(failed)} passed, {len(failed)} failed")
+        return not failed
+
+    async def _guard(self, name: str, check: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await check()
+        except Exception as exc:  # a broken device must become a FAIL line, not a traceback
+            self.record(name, False, f"{type(exc).__name__}: {exc}")
+
+    def _check_key(self) -> None:
+        try:
+            self.config.read_device_key()
+            mode = self.config.companion.device_key_file.stat().st_mode & 0o777
+            loose = mode & 0o077
+            self.record("device key", not loose, f"{self.config.companion.device_key_file} mode {mode:o}"
+                        + ("; run: chmod 600 on it" if loose else ""))
+        except ConfigError as exc:
+            self.record("device key", False, exc.message)
+
+    def _check_state_dir(self) -> None:
+        state_dir = Path(self.config.kiosk.state_dir)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            probe = state_dir / ".doctor-probe"
+            probe.write_text("ok")
+            probe.unlink()
+            self.record("storage", True, f"{state_dir} writable")
+        except OSError as exc:
+            self.record("storage", False, f"{state_dir}: {exc.strerror or exc}")
+
+    async def _check_clock_and_companion(self) -> None:
+        now = time.time()
+        if now < EARLIEST_PLAUSIBLE:
+            self.record("clock", False, "the date is in the past: wait for network time (timedatectl) "
+                        "or fit a real-time clock; TLS will fail until then")
+        from appliance.companion.client import CompanionClient, CompanionError
+
+        url = self.config.companion.url.rstrip("/")
+        try:
+            async with httpx.AsyncClient(timeout=self.config.companion.timeout_s) as http:
+                response = await http.get(f"{url}/api/health")
+            healthy = response.status_code == 200 and response.json().get("ok") is True
+            self.record("companion health", healthy, f"{url} answered {response.status_code}")
+            server_date = response.headers.get("date")
+            if server_date and now >= EARLIEST_PLAUSIBLE:
+                skew = abs(email.utils.parsedate_to_datetime(server_date).timestamp() - now)
+                self.record("clock", skew < MAX_SKEW_S, f"{skew:.0f} s from the companion's clock")
+            elif now >= EARLIEST_PLAUSIBLE:
+                self.record("clock", True, "plausible (the companion sent no Date header)")
+        except (httpx.HTTPError, ValueError) as exc:
+            self.record("companion health", False, f"cannot reach {url}: {exc}")
+            if now >= EARLIEST_PLAUSIBLE:
+                self.record("clock", True, "plausible")
+            return
+        try:
+            key = self.config.read_device_key()
+        except ConfigError:
+            return
+        client = CompanionClient(url, key, self.config.kiosk.id, timeout_s=self.config.companion.timeout_s)
+        try:
+            plan = await client.plan(level=self.config.lesson.level)
+            token = await client.token(plan_id=plan.plan_id)
+            self.record("lesson + token", True, f"plan {plan.title!r}, token valid "
+                        f"{token.expires_at - time.time():.0f} s, model {token.model}")
+        except CompanionError as exc:
+            self.record("lesson + token", False, exc.message)
+        finally:
+            await client.aclose()
+
+    async def _check_realtime(self) -> None:
+        base = self.config.realtime.base_url.rstrip("/")
+        try:
+            async with httpx.AsyncClient(timeout=self.config.companion.timeout_s) as http:
+                response = await http.get(base)
+            self.record("realtime reachable", True, f"{base} answered {response.status_code}")
+        except httpx.HTTPError as exc:
+            self.record("realtime reachable", False, f"cannot reach {base}: {exc}")
+
+    async def _check_audio(self) -> None:
+        from appliance.audio.dsp import rms_dbfs
+        from appliance.audio.earcons import Cue, Earcons
+        from appliance.parts import HardwareError, build_microphone, build_speaker
+
+        if self.config.audio.input == "pyaudio" or self.config.audio.output == "pyaudio":
+            from appliance.audio.devices import list_devices
+
+            devices = list_devices()
+            names = ", ".join(f"{d.name} (in {d.max_input_channels}/out {d.max_output_channels})"
+                              for d in devices) or "none"
+            self.record("sound devices", bool(devices), names)
+        try:
+            speaker = build_speaker(self.config)
+            await speaker.start()
+            speaker.write(Earcons(speaker.sample_rate)[Cue.CONNECTED])
+            await speaker.close()
+            self.record("speaker", True, f"chime played on {self.config.audio.output_device!r}")
+        except HardwareError as exc:
+            self.record("speaker", False, str(exc))
+        try:
+            mic = build_microphone(self.config)
+            await mic.start()
+            chunks = []
+            deadline = time.monotonic() + 1.0
+            frame = mic.sample_rate // 50
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # recording for a fixed second is the check itself
+                chunks.append(mic.read(frame))
+            await mic.close()
+            level = rms_dbfs(np.concatenate(chunks))
+            self.record("microphone", level > -100, f"1 s recorded, level {level:.1f} dBFS"
+                        + (" (digital silence: muted or wrong device?)" if level <= -100 else ""))
+        except HardwareError as exc:
+            self.record("microphone", False, str(exc))
+
+    async def _check_gpio(self) -> None:
+        from gpiozero import Button
+
+        from appliance.hardware.leds import StatusLeds
+        from appliance.parts import select_pin_factory
+        from appliance.state import State
+
+        select_pin_factory(self.config)
+        leds = StatusLeds(self.config.leds)
+        try:
+            for state in (State.IDLE, State.CONNECTING, State.CONNECTED, State.ERROR):
+                leds.show(state)
+                await asyncio.sleep(0.4)  # long enough for a person to see each LED
+            self.record("LEDs", True, "cycled idle, connecting, connected, error (look at them)")
+        finally:
+            leds.close()
+        if self.wait_button_s <= 0:
+            return
+        button = Button(self.config.button.pin, pull_up=self.config.button.pull_up)
+        pressed = threading.Event()
+        button.when_pressed = pressed.set
+        try:
+            self.out(f"  ....  press the button within {self.wait_button_s:g} s")
+            seen = await asyncio.to_thread(pressed.wait, self.wait_button_s)
+            self.record("button", seen, f"pin {self.config.button.pin} " + ("pressed" if seen else "no press seen"))
+        finally:
+            button.close()
+
+
+def run_doctor(config_path: Path, wait_button_s: float, use_hardware: bool) -> int:
+    from appliance.config import EX_CONFIG
+
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"config error: {exc}")
+        print("  FAIL  config")
+        return EX_CONFIG
+    doctor = Doctor(config, wait_button_s=wait_button_s, use_hardware=use_hardware)
+    return 0 if asyncio.run(doctor.run()) else 1
