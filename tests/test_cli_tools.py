@@ -1,0 +1,149 @@
+"""Sessions listing/export, the control socket protocol, earcons, LED activity patterns."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+from appliance import sessions_cli
+from appliance.audio.dsp import rms_dbfs
+from appliance.audio.earcons import Cue, Earcons
+from appliance.config import LedSettings
+from appliance.control import ControlServer, send_command
+from appliance.hardware.leds import IDLE_LEVEL, Activity, StatusLeds
+from appliance.state import State
+from appliance.store import SessionStore
+
+
+def record(sid: str, reason: str = "button") -> dict[str, Any]:
+    return {"schema": 1, "session_id": sid, "kiosk_id": "k", "started_at": "2026-11-24T10:00:00.000Z",
+            "ended_at": "2026-11-24T10:05:00.000Z", "end_reason": reason, "plan_id": "p", "targets": [],
+            "turns": [{"role": "learner", "text": "Hello, tutor", "at": "2026-11-24T10:00:01.000Z", "source": "voice"},
+                      {"role": "tutor", "text": "Hi!", "at": "2026-11-24T10:00:02.000Z", "source": "voice"}],
+            "metrics": {"duration_s": 300.0, "learner_turns": 1, "tutor_turns": 1, "est_cost_usd": 0.01},
+            "errors": []}
+
+
+def test_sessions_list_show_export(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.save(record("aaaa-1"))
+    store.save(record("bbbb-2", "voice_stop"))
+    store.mark_synced("aaaa-1")
+    store.save(record("cccc-3"))
+    store.park("cccc-3", "invalid_record: turns[0].role")
+    out = io.StringIO()
+    sessions_cli.list_sessions(store, out)
+    text = out.getvalue()
+    assert "synced" in text and "pending" in text and "parked: invalid_record" in text
+    out = io.StringIO()
+    assert sessions_cli.show_session(store, "bbbb", out) == 0
+    assert "learner: Hello, tutor" in out.getvalue() and "voice_stop" in out.getvalue()
+    assert sessions_cli.show_session(store, "zzzz", io.StringIO()) == 1
+    out = io.StringIO()
+    sessions_cli.export_sessions(store, "jsonl", out)
+    assert [json.loads(line)["session_id"] for line in out.getvalue().splitlines()] == ["aaaa-1", "bbbb-2", "cccc-3"]
+    out = io.StringIO()
+    sessions_cli.export_sessions(store, "csv", out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [r["state"] for r in rows] == ["synced", "pending", "parked"]
+    assert rows[0]["transcript"] == "learner: Hello, tutor | tutor: Hi!"
+
+
+class FakeKiosk:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def press(self, at: float | None = None) -> None:
+        self.calls.append(("press", None))
+
+    def say(self, text: str) -> None:
+        self.calls.append(("say", text))
+
+    def request_stop(self) -> None:
+        self.calls.append(("stop", None))
+
+    def status(self) -> dict[str, Any]:
+        return {"state": "idle"}
+
+    async def sync_now(self, timeout_s: float) -> int:
+        return 0
+
+
+async def test_control_socket_round_trip_and_permissions(tmp_path: Path) -> None:
+    kiosk = FakeKiosk()
+    server = ControlServer(tmp_path / "run" / "control.sock", kiosk)
+    await server.start()
+    try:
+        mode = stat.S_IMODE(os.stat(server.path).st_mode)
+        assert mode == 0o660
+        assert (await send_command(server.path, {"command": "status"}))["status"] == {"state": "idle"}
+        assert (await send_command(server.path, {"command": "say", "text": "  hi  "}))["ok"]
+        assert (await send_command(server.path, {"command": "press"}))["ok"]
+        assert (await send_command(server.path, {"command": "stop"}))["ok"]
+        assert (await send_command(server.path, {"command": "sync"}))["outbox"] == 0
+        bad = await send_command(server.path, {"command": "reboot"})
+        assert not bad["ok"] and "unknown command" in bad["error"]
+        assert not (await send_command(server.path, {"command": "say", "text": ""}))["ok"]
+        reader, writer = await asyncio.open_unix_connection(str(server.path))
+        writer.write(b"not json\n")
+        assert json.loads(await reader.readline()) == {"ok": False, "error": "not JSON"}
+        writer.close()
+    finally:
+        await server.stop()
+    assert kiosk.calls == [("say", "hi"), ("press", None), ("stop", None)]
+    with pytest.raises(ConnectionError, match="no kiosk is running"):
+        await send_command(server.path, {"command": "status"})
+
+
+def test_earcons_are_short_audible_and_distinct() -> None:
+    cues = Earcons(16000)
+    for cue in Cue:
+        samples = cues[cue]
+        assert 0.1 < len(samples) / 16000 < 1.0
+        assert rms_dbfs(samples) > -30
+        assert abs(int(samples[0])) < 200 and abs(int(samples[-1])) < 200  # faded: no click
+    assert not np.array_equal(cues[Cue.READY][:1000], cues[Cue.ERROR][:1000])
+
+
+def test_led_activity_patterns() -> None:
+    factory = MockFactory(pin_class=MockPWMPin)
+    Device.pin_factory = factory
+    settings = LedSettings()
+    leds = StatusLeds(settings)
+    try:
+        leds.show(State.IDLE)
+        assert factory.pin(settings.idle).state == pytest.approx(IDLE_LEVEL)
+        leds.show(State.CONNECTED)
+        connected = factory.pin(settings.connected)
+        assert connected.state == 1
+        connected.clear_states()
+        leds.show(State.CONNECTED, Activity.SPEAKING)
+        _wait(lambda: any(0 < s.state < 1 for s in connected.states))  # a pulse fades
+        leds.show(State.CONNECTED, Activity.LISTENING)
+        connected.clear_states()
+        _wait(lambda: len(connected.states) >= 4)
+        assert {s.state for s in connected.states[1:]} <= {0, 1}  # a blink, not a fade
+        leds.show(State.IDLE, Activity.SPEAKING)  # activity only shows while connected
+        assert leds.activity is Activity.NONE
+    finally:
+        leds.close()
+
+
+def _wait(predicate: Any, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "LED pattern not seen"
+        time.sleep(0.02)
