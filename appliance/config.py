@@ -117,6 +117,11 @@ class AudioSettings:
     """Preferred device rate in Hz; the kiosk resamples when the device wants another."""
     volume: int = 80
     """Speaker volume, 0–100."""
+    echo: str = field(default="half_duplex", metadata=_check(("half_duplex", "full_duplex")))
+    """half_duplex: the mic sends silence while the tutor is audible (speaker next to the mic, no
+    echo cancellation); full_duplex: for AEC hardware or PulseAudio's echo-cancel module."""
+    echo_tail_ms: int = 300
+    """With half_duplex: how long after the tutor stops before the mic opens again (room echo)."""
     cues: bool = True
     """Short sounds for ready, connected, lesson ended and error (the learner has no screen)."""
 
@@ -296,6 +301,8 @@ def _validate(config: Config) -> None:
     _positive(src, "button.long_press_s", config.button.long_press_s, 0.5, 30)
     if not config.lesson.stop_phrases or any(not p.strip() for p in config.lesson.stop_phrases):
         raise ConfigError(src, "lesson.stop_phrases", "must list at least one non-empty phrase")
+    if not 0 <= config.audio.echo_tail_ms <= 2000:
+        raise ConfigError(src, "audio.echo_tail_ms", f"{config.audio.echo_tail_ms} is out of range; use 0-2000")
     if not 0 <= config.audio.volume <= 100:
         raise ConfigError(src, "audio.volume", f"{config.audio.volume} is out of range; use 0-100")
     if config.audio.sample_rate not in (8000, 16000, 22050, 24000, 32000, 44100, 48000):

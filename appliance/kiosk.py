@@ -183,7 +183,7 @@ class Kiosk:
         self.observer: KioskObserver = observer or NullObserver()
         self.notifier = notifier or Notifier()
         self._call_factory = call_factory
-        self.gate = HalfDuplexGate(mic)
+        self.gate = HalfDuplexGate(mic, mode=config.audio.echo, tail_ms=config.audio.echo_tail_ms)
         self._earcons = Earcons(speaker.sample_rate) if config.audio.cues else None
         self.state = State.IDLE
         self.lesson: Lesson | None = None
