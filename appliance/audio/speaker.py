@@ -54,7 +54,7 @@ class SpeakerPump:
         if self.audible:
             self._set(False)
 
-    def _update(self, samples, seconds: float) -> None:  # noqa: ANN001
+    def _update(self, samples, seconds: float) -> None:
         loud = rms_dbfs(samples) > self.threshold_dbfs
         if loud:
             self._quiet_s = 0.0

@@ -109,7 +109,7 @@ class WavFileSink:
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            wav = wave.open(str(self.path), "wb")
+            wav = wave.open(str(self.path), "wb")  # noqa: SIM115 - kept open for the whole call
         except OSError as exc:
             raise AudioDeviceError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         wav.setnchannels(1)
