@@ -1,0 +1,125 @@
+"""`stella-kiosk companion serve | add-kiosk NAME | revoke-kiosk NAME | export`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import re
+import secrets
+import signal
+import sys
+from pathlib import Path
+
+from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.companion.storage import Storage
+
+KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stella-kiosk companion",
+                                     description="The companion service: plans, Realtime tokens, lesson records.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8700, help="0 lets the system pick a free port")
+    serve.add_argument("--db", type=Path, default=Path("companion.db"))
+    serve.add_argument("--openai-base-url", default="https://api.openai.com",
+                       help="OpenAI, a proxy, or a local `stella-kiosk simulator`")
+    serve.add_argument("--model", default="gpt-realtime-mini", help="Realtime model for lessons")
+    serve.add_argument("--voice", default="marin")
+    serve.add_argument("--planner-model", default="gpt-5-nano")
+    serve.add_argument("--tokens-per-hour", type=int, default=60, help="per kiosk")
+    serve.add_argument("--daily-minutes", type=float, default=0.0, help="per-kiosk daily budget (0 = none)")
+    serve.add_argument("--provision", action="append", default=[], metavar="NAME=KEY",
+                       help="register a kiosk with this key at start (local trials and the demo)")
+    for name in ("add-kiosk", "revoke-kiosk"):
+        cmd = sub.add_parser(name, help=f"{name.split('-')[0]} a kiosk's device key")
+        cmd.add_argument("name")
+        cmd.add_argument("--db", type=Path, default=Path("companion.db"))
+    export = sub.add_parser("export", help="every stored lesson as CSV on stdout (for teachers)")
+    export.add_argument("--db", type=Path, default=Path("companion.db"))
+    export.add_argument("--kiosk", help="only this kiosk")
+    export.add_argument("--since", help="only lessons started on or after this ISO date")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        return serve_command(args)
+    if args.command in ("add-kiosk", "revoke-kiosk") and not KIOSK_ID.match(args.name):
+        print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
+        return 2
+    storage = Storage(args.db)
+    try:
+        if args.command == "add-kiosk":
+            key = secrets.token_urlsafe(32)
+            storage.add_kiosk(args.name, key)
+            print(key)
+            print(f"device key for {args.name} (shown once; put it in the kiosk's device.key, mode 0600)",
+                  file=sys.stderr)
+            return 0
+        if args.command == "revoke-kiosk":
+            if storage.revoke_kiosk(args.name):
+                print(f"revoked {args.name}", file=sys.stderr)
+                return 0
+            print(f"companion: no active kiosk named {args.name}", file=sys.stderr)
+            return 1
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "duration_s",
+                         "learner_turns", "tutor_turns", "est_cost_usd", "transcript"])
+        for r in storage.sessions(args.kiosk, args.since):
+            m = r.get("metrics") or {}
+            writer.writerow([r["session_id"], r["kiosk_id"], r["started_at"], r["ended_at"], r["end_reason"],
+                             m.get("duration_s"), m.get("learner_turns"), m.get("tutor_turns"), m.get("est_cost_usd"),
+                             " | ".join(f"{t['role']}: {t['text']}" for t in r.get("turns", []))])
+        return 0
+    finally:
+        storage.close()
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if not key:
+        print("companion: OPENAI_API_KEY is not set (put it in the service's environment file)", file=sys.stderr)
+        return 78
+    provisions = []
+    for item in args.provision:
+        name, sep, kiosk_key = item.partition("=")
+        if not sep or not KIOSK_ID.match(name) or len(kiosk_key) < 16:
+            print(f"companion: --provision wants NAME=KEY with a key of 16+ characters, got {name!r}",
+                  file=sys.stderr)
+            return 2
+        provisions.append((name, kiosk_key))
+    config = CompanionConfig(host=args.host, port=args.port, db_path=args.db, openai_base_url=args.openai_base_url,
+                             openai_api_key=key, realtime_model=args.model, voice=args.voice,
+                             planner_model=args.planner_model, tokens_per_hour=args.tokens_per_hour,
+                             daily_minutes=args.daily_minutes)
+    try:
+        return asyncio.run(_serve(config, provisions))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"companion: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(config: CompanionConfig, provisions: list[tuple[str, str]]) -> int:
+    import logging
+
+    from appliance.logs import setup_logging
+
+    setup_logging("info")
+    logging.getLogger("appliance").info("companion starting")
+    server = CompanionServer(config)
+    for name, key in provisions:
+        server.provision(name, key)
+    await server.start()
+    print(f"READY {server.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    return 0

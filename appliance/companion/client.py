@@ -1,0 +1,178 @@
+"""The kiosk's client for the companion HTTP API (lesson plans, ephemeral tokens, lesson records).
+
+Every answer is validated: a companion that answers 200 with the wrong shape gives a
+CompanionError with a readable message, never a KeyError deep in the kiosk. Errors say whether
+retrying can help (network, timeouts, 5xx, 429) or not (bad key, invalid request).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+KINDS = ("vocab", "phrase", "grammar", "pronunciation")
+
+
+class CompanionError(Exception):
+    """A failed companion request, phrased for logs and the admin."""
+
+    def __init__(self, message: str, code: str = "error", status: int | None = None,
+                 retryable: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing the lesson practises."""
+
+    id: str
+    kind: str
+    text: str
+    example: str = ""
+
+    def to_record(self) -> dict[str, str]:
+        return {"id": self.id, "kind": self.kind, "text": self.text, "example": self.example}
+
+
+@dataclass(frozen=True)
+class LessonPlan:
+    plan_id: str
+    title: str
+    targets: tuple[Target, ...]
+    warmup: str = ""
+
+
+@dataclass(frozen=True)
+class RealtimeToken:
+    token: str
+    expires_at: float
+    model: str
+    voice: str
+    prompt: str = ""
+    active_targets: tuple[Any, ...] = ()
+
+    def __repr__(self) -> str:  # the token is a credential: never in logs or tracebacks
+        return (f"RealtimeToken(token='ek_…redacted', expires_at={self.expires_at}, model={self.model!r}, "
+                f"voice={self.voice!r})")
+
+    __str__ = __repr__
+
+
+def parse_target(data: Any) -> Target:
+    if not isinstance(data, dict):
+        raise ValueError("a target is not an object")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"target kind {kind!r} is not one of {', '.join(KINDS)}")
+    for key in ("id", "text"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise ValueError(f"target {key} is missing")
+    example = data.get("example", "")
+    return Target(data["id"], kind, data["text"], example if isinstance(example, str) else "")
+
+
+class CompanionClient:
+    """One kiosk's authenticated client; reuse it for the kiosk's lifetime."""
+
+    def __init__(self, base_url: str, device_key: str, kiosk_id: str, timeout_s: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.kiosk_id = kiosk_id
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=timeout_s, transport=transport,
+            headers={"Authorization": f"Bearer {device_key}", "User-Agent": "stella-kiosk"})
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = await self._http.request(method, path, json=body)
+        except httpx.TimeoutException:
+            raise CompanionError(f"the companion at {self.base_url} did not answer in time",
+                                 code="timeout", retryable=True) from None
+        except httpx.HTTPError as exc:
+            raise CompanionError(f"cannot reach the companion at {self.base_url}: {exc}",
+                                 code="unreachable", retryable=True) from None
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            error = data.get("error") if isinstance(data, dict) else None
+            error = error if isinstance(error, dict) else {}
+            code = str(error.get("code") or f"http_{response.status_code}")
+            message = str(error.get("message") or response.reason_phrase)
+            retryable = response.status_code >= 500 or response.status_code in (408, 429)
+            raise CompanionError(f"companion refused {path}: {response.status_code} {code}: {message}",
+                                 code=code, status=response.status_code, retryable=retryable)
+        if not isinstance(data, dict):
+            raise CompanionError(f"companion answered {path} with something that is not a JSON object",
+                                 code="bad_response", status=response.status_code, retryable=True)
+        return data
+
+    async def health(self) -> bool:
+        try:
+            data = await self._request("GET", "/api/health")
+        except CompanionError:
+            return False
+        return data.get("ok") is True
+
+    async def plan(self, level: str | None = None, recent_targets: list[str] | None = None) -> LessonPlan:
+        body: dict[str, Any] = {"kiosk_id": self.kiosk_id}
+        if level:
+            body["learner"] = {"level": level}
+        if recent_targets:
+            body["recent_targets"] = recent_targets
+        data = await self._request("POST", "/api/planner", body)
+        try:
+            targets = tuple(parse_target(t) for t in data["targets"])
+            plan = LessonPlan(str(data["plan_id"]), str(data.get("title", "")), targets,
+                              str(data.get("warmup", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CompanionError(f"companion answered the planner with an invalid plan ({exc})",
+                                 code="bad_response", retryable=True) from None
+        return plan
+
+    async def token(self, plan_id: str | None = None) -> RealtimeToken:
+        body: dict[str, Any] = {"kiosk_id": self.kiosk_id}
+        if plan_id:
+            body["plan_id"] = plan_id
+        data = await self._request("POST", "/api/realtime-token", body)
+        token = data.get("token")
+        expires_at = data.get("expires_at")
+        if not isinstance(token, str) or not token:
+            raise CompanionError("companion answered 200 but the token is missing", code="bad_response",
+                                 retryable=True)
+        if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+            raise CompanionError("companion answered 200 but expires_at is missing", code="bad_response",
+                                 retryable=True)
+        targets = data.get("activeTargets", [])
+        return RealtimeToken(token, float(expires_at), str(data.get("model", "")), str(data.get("voice", "")),
+                             str(data.get("prompt", "")), tuple(targets) if isinstance(targets, list) else ())
+
+    async def summarize(self, record: dict[str, Any]) -> None:
+        data = await self._request("POST", "/api/summarize", record)
+        if data.get("stored") is not True:
+            raise CompanionError("companion did not confirm the lesson was stored", code="bad_response",
+                                 retryable=True)
+
+    async def send_batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        data = await self._request("POST", "/api/sessions/batch", {"sessions": records})
+        results = data.get("results")
+        if not isinstance(results, list):
+            raise CompanionError("companion answered the batch without results", code="bad_response",
+                                 retryable=True)
+        return [r for r in results if isinstance(r, dict)]
+
+    async def sessions(self, since: str | None = None) -> list[dict[str, Any]]:
+        params = f"?since={since}" if since else ""
+        data = await self._request("GET", f"/api/sessions{params}")
+        sessions = data.get("sessions")
+        return sessions if isinstance(sessions, list) else []

@@ -1,0 +1,162 @@
+"""The companion's calls to OpenAI (or the local simulator): ephemeral Realtime secrets and lesson
+planning by Chat Completions. GA shapes only; the ``sk-`` key never leaves this module's headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import uuid
+from importlib import resources
+from typing import Any
+
+import httpx
+
+from appliance.companion.client import parse_target
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
+
+
+class UpstreamError(Exception):
+    def __init__(self, message: str, code: str = "upstream_error", status: int = 502) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+
+
+TUTOR_PERSONA = (
+    "You are Stella, a warm and patient English tutor in a school kiosk. The learner speaks to you "
+    "through a microphone; there is no screen. Speak first: greet the learner in one short sentence "
+    "and open the lesson. Keep every turn short (one or two sentences), speak clearly and simply for "
+    "a {level} learner, ask one question at a time, and correct mistakes gently by repeating the "
+    "sentence correctly. If the learner says 'stop', say a one-sentence goodbye."
+)
+
+
+def tutor_instructions(plan: dict[str, Any] | None, level: str) -> str:
+    """The tutor's instructions with the lesson plan folded in."""
+    text = TUTOR_PERSONA.format(level=level)
+    if plan:
+        targets = "; ".join(f"{t['text']} ({t['kind']}, e.g. \"{t.get('example', '')}\")" for t in plan["targets"])
+        text += (f"\n\nToday's lesson: {plan['title']}. Practise these targets: {targets}. "
+                 f"Warm-up question: {plan.get('warmup', '')}")
+    return text
+
+
+class Upstream:
+    """OpenAI-compatible upstream (real OpenAI, a proxy, or `stella-kiosk simulator`)."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport,
+                                       headers={"Authorization": f"Bearer {api_key}"})
+        self.base_url = base_url.rstrip("/")
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = await self._http.post(path, json=body)
+        except httpx.TimeoutException:
+            raise UpstreamError(f"{self.base_url}{path} did not answer in time", "upstream_timeout", 504) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"cannot reach {self.base_url}: {type(exc).__name__}", "upstream_unreachable") from None
+        if response.status_code >= 400:
+            detail = ""
+            try:
+                error = response.json().get("error", {})
+                detail = f": {error.get('code') or error.get('type')}: {error.get('message')}"
+            except (ValueError, AttributeError):
+                pass
+            raise UpstreamError(f"{path} answered {response.status_code}{detail}")
+        try:
+            data = response.json()
+        except ValueError:
+            raise UpstreamError(f"{path} answered with invalid JSON") from None
+        if not isinstance(data, dict):
+            raise UpstreamError(f"{path} answered with something that is not an object")
+        return data
+
+    async def client_secret(self, *, model: str, voice: str, instructions: str, ttl_s: int,
+                            transcription_model: str, silence_ms: int) -> tuple[str, float]:
+        """Mint an ephemeral Realtime secret (GA body); returns (value, expires_at)."""
+        body = {
+            "expires_after": {"anchor": "created_at", "seconds": ttl_s},
+            "session": {
+                "type": "realtime",
+                "model": model,
+                "instructions": instructions,
+                "output_modalities": ["audio"],
+                "audio": {
+                    "input": {
+                        "transcription": {"model": transcription_model},
+                        "noise_reduction": {"type": "far_field"},
+                        "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+                    },
+                    "output": {"voice": voice},
+                },
+            },
+        }
+        data = await self._post("/v1/realtime/client_secrets", body)
+        value, expires_at = data.get("value"), data.get("expires_at")
+        if not isinstance(value, str) or not isinstance(expires_at, int | float):
+            raise UpstreamError("client_secrets answered without value/expires_at")
+        return value, float(expires_at)
+
+    async def plan(self, *, model: str, level: str, recent: list[str]) -> dict[str, Any]:
+        """Ask the planning model for a micro-pack; raises UpstreamError when it is not valid."""
+        prompt = (f"Make a micro English lesson for a {level} learner: a short title, 3 targets and a warm-up "
+                  "question. Answer only JSON: {\"title\": str, \"targets\": [{\"id\": str, \"kind\": "
+                  "\"vocab|phrase|grammar|pronunciation\", \"text\": str, \"example\": str}], \"warmup\": str}."
+                  + (f" Avoid these recent targets: {', '.join(recent)}." if recent else ""))
+        data = await self._post("/v1/chat/completions", {
+            "model": model,
+            "messages": [{"role": "system", "content": "You plan short spoken English lessons."},
+                         {"role": "user", "content": prompt}],
+            "response_format": {"type": "json_object"},
+        })
+        try:
+            content = data["choices"][0]["message"]["content"]
+            pack = json.loads(content)
+            return validate_pack(pack)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise UpstreamError(f"the planner's answer is not a valid lesson pack ({exc})") from None
+
+
+def validate_pack(pack: Any) -> dict[str, Any]:
+    if not isinstance(pack, dict):
+        raise ValueError("not an object")
+    title, warmup, targets = pack.get("title"), pack.get("warmup", ""), pack.get("targets")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError("title missing")
+    if not isinstance(targets, list) or not 1 <= len(targets) <= 8:
+        raise ValueError("targets must be a list of 1-8")
+    parsed = [parse_target(t).to_record() for t in targets]
+    return {"title": title.strip(), "targets": parsed, "warmup": warmup if isinstance(warmup, str) else ""}
+
+
+def load_curriculum() -> list[dict[str, Any]]:
+    text = resources.files("appliance").joinpath("data/curriculum.json").read_text(encoding="utf-8")
+    return json.loads(text)["packs"]
+
+
+def fallback_pack(level: str, recent: list[str], seed: str) -> dict[str, Any]:
+    """A built-in pack for the level (or the nearest), avoiding recent targets where possible."""
+    packs = load_curriculum()
+    rank = LEVELS.index(level) if level in LEVELS else 1
+    packs = sorted(packs, key=lambda p: abs(LEVELS.index(p["level"]) - rank))
+    nearest = [p for p in packs if abs(LEVELS.index(p["level"]) - rank) == abs(LEVELS.index(packs[0]["level"]) - rank)]
+    fresh = [p for p in nearest if not {t["text"] for t in p["targets"]} & set(recent)] or nearest
+    rng = random.Random(int(hashlib.sha256(seed.encode()).hexdigest(), 16))
+    pack = rng.choice(fresh)
+    return {"title": pack["title"], "targets": pack["targets"], "warmup": pack["warmup"]}
+
+
+def new_plan_id() -> str:
+    return f"plan_{uuid.uuid4().hex[:16]}"
