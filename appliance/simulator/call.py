@@ -1,0 +1,440 @@
+"""One simulated Realtime call: an aiortc answerer that speaks the GA event protocol.
+
+It behaves like OpenAI's WebRTC endpoint where the kiosk can tell: ``session.created`` first,
+server VAD on the learner's audio, transcription events, the response lifecycle with transcript
+deltas, ``output_audio_buffer.started/stopped`` around audio that is really played on the track
+(silence in between, the track never stops), ``response.done`` with usage, cancel and clear.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
+from appliance.realtime.ice_consent import ice_connections
+from appliance.simulator import tutor
+from appliance.simulator.asr import transcribe
+from appliance.simulator.ice import ignore_non_nominating_consent
+from appliance.simulator.vad import EnergyVad
+from appliance.simulator.voice import RATE, synthesize
+
+log = logging.getLogger(__name__)
+
+PREFIX_PADDING_MS = 300
+MAX_BUFFER_S = 120
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+def turn_detection(session: dict[str, Any]) -> dict[str, Any] | None:
+    audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
+    audio_input = audio.get("input") if isinstance(audio.get("input"), dict) else {}
+    if "turn_detection" in audio_input:
+        return audio_input["turn_detection"]
+    return {"type": "server_vad", "silence_duration_ms": 500}
+
+
+class _Playback:
+    """Speech of one response being played out on the track."""
+
+    def __init__(self, response_id: str, samples: np.ndarray) -> None:
+        self.response_id = response_id
+        self.samples = samples
+        self.pos = 0
+        self.started = False
+
+
+class SimulatedCall:
+    def __init__(self, call_id: str, session: dict[str, Any], *, voice: str, consent_emulation: bool,
+                 event_log: Path | None, max_session_s: float, on_end: Callable[[str], None]) -> None:
+        self.call_id = call_id
+        self.session = {"type": "realtime", "object": "realtime.session", "id": new_id("sess"), **session}
+        self.voice = voice
+        self.consent_emulation = consent_emulation
+        self.event_log = event_log
+        self.max_session_s = max_session_s
+        self._on_end = on_end
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.track = PacedAudioTrack(self._supply, sample_rate=RATE)
+        self.channel: Any = None
+        self.received: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self.ended = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._playback: _Playback | None = None
+        self._vad = EnergyVad()
+        self._audio_ms = 0.0
+        self._buffer: list[np.ndarray] = []
+        self._buffer_start_ms = 0.0
+        self._speech_item: str | None = None
+        self._last_item: str | None = None
+        self._learner_texts: list[str] = []
+        self._pending_transcripts: list[asyncio.Task[str]] = []
+        self._active_response: str | None = None
+        self._responses = 0
+        self._input_audio_ms = 0.0
+        self._expiry: asyncio.TimerHandle | None = None
+        self._system_note = ""
+        self._cancelled: set[str] = set()
+        self._last_response_id = ""
+
+    # -- signalling -------------------------------------------------------------------------
+    async def answer(self, offer_sdp: str) -> str:
+        pc = self.pc
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("track", self._on_track)
+        pc.on("connectionstatechange", self._on_state)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        pc.addTrack(self.track)
+        await pc.setLocalDescription(await pc.createAnswer())
+        if self.consent_emulation:
+            for connection in ice_connections(pc):
+                ignore_non_nominating_consent(connection)
+        self._expiry = asyncio.get_running_loop().call_later(self.max_session_s, self._expire)
+        return mark_ice_lite(pc.localDescription.sdp)
+
+    async def close(self, reason: str = "closed") -> None:
+        if self.ended.is_set():
+            return
+        self.ended.set()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        self.track.stop()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        self._on_end(self.call_id)
+        log.info("call %s ended (%s)", self.call_id, reason)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            self._spawn(self.close(f"connection {self.pc.connectionState}"))
+
+    def _expire(self) -> None:
+        self.send("error", error={"type": "invalid_request_error", "code": "session_expired",
+                                  "message": "Your session hit the maximum duration of 60 minutes."})
+        self._spawn(self.close("session expired"))
+
+    # -- events out -------------------------------------------------------------------------
+    def send(self, event_type: str, **fields: Any) -> None:
+        event = {"type": event_type, "event_id": new_id("event"), **fields}
+        self.sent.append(event)
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(json.dumps(event))
+
+    def _error(self, message: str, code: str, event_id: str | None = None,
+               etype: str = "invalid_request_error") -> None:
+        self.send("error", error={"type": etype, "code": code, "message": message, "param": None,
+                                  "event_id": event_id})
+
+    # -- events in --------------------------------------------------------------------------
+    def _on_datachannel(self, channel: Any) -> None:
+        if channel.label != "oai-events":
+            return
+        self.channel = channel
+        channel.on("message", self._on_message)
+        self.send("session.created", session=self.session)
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            event = json.loads(message)
+        except (ValueError, UnicodeDecodeError):
+            self._error("The message is not valid JSON.", "invalid_json")
+            return
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            self._error("The event has no type.", "invalid_event")
+            return
+        self.received.append(event)
+        if self.event_log is not None:
+            with open(self.event_log, "a", encoding="utf-8") as log_file:
+                log_file.write(json.dumps({"ts": time.time(), "call_id": self.call_id, "event": event}) + "\n")
+        handler = {
+            "session.update": self._session_update,
+            "conversation.item.create": self._item_create,
+            "response.create": self._response_create,
+            "response.cancel": self._response_cancel,
+            "output_audio_buffer.clear": self._output_clear,
+            "input_audio_buffer.commit": self._input_commit,
+            "input_audio_buffer.clear": self._input_clear,
+        }.get(event["type"])
+        if handler is None:
+            self._error(f"Invalid value: '{event['type']}'. Unsupported client event.", "invalid_value",
+                        event.get("event_id"))
+            return
+        handler(event)
+
+    def _session_update(self, event: dict[str, Any]) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict) or session.get("type") != "realtime":
+            self._error("session.type must be 'realtime'.", "invalid_value", event.get("event_id"))
+            return
+        if "modalities" in session or "voice" in session or "input_audio_format" in session:
+            self._error("The beta session shape is no longer supported.", "beta_api_shape_disabled",
+                        event.get("event_id"))
+            return
+        for key, value in session.items():
+            if key == "audio" and isinstance(value, dict):
+                audio = self.session.setdefault("audio", {})
+                for side, settings in value.items():
+                    if isinstance(settings, dict):
+                        audio.setdefault(side, {}).update(settings)
+            elif key not in ("id", "object"):
+                self.session[key] = value
+        self.send("session.updated", session=self.session)
+
+    def _item_create(self, event: dict[str, Any]) -> None:
+        item = event.get("item")
+        if not isinstance(item, dict) or item.get("type") != "message":
+            self._error("Only message items are supported here.", "invalid_value", event.get("event_id"))
+            return
+        texts = [c.get("text", "") for c in item.get("content", []) if isinstance(c, dict)
+                 and c.get("type") == "input_text"]
+        role = item.get("role")
+        if role not in ("user", "system") or not texts:
+            self._error("A message needs a user or system role and input_text content.", "invalid_value",
+                        event.get("event_id"))
+            return
+        item_id = item.get("id") or new_id("item")
+        full = {"id": item_id, "type": "message", "object": "realtime.item", "status": "completed", "role": role,
+                "content": [{"type": "input_text", "text": t} for t in texts]}
+        self.send("conversation.item.added", previous_item_id=self._last_item, item=full)
+        self.send("conversation.item.done", previous_item_id=self._last_item, item=full)
+        self._last_item = item_id
+        if role == "user":
+            self._learner_texts.append(" ".join(texts))
+        else:
+            self._system_note = " ".join(texts)
+
+    def _response_create(self, event: dict[str, Any]) -> None:
+        response = event.get("response") if isinstance(event.get("response"), dict) else {}
+        if "modalities" in response:
+            self._error("The beta response shape is no longer supported.", "beta_api_shape_disabled",
+                        event.get("event_id"))
+            return
+        if self._active_response is not None:
+            self._error("Conversation already has an active response in progress.",
+                        "conversation_already_has_active_response", event.get("event_id"))
+            return
+        self._active_response = new_id("resp")
+        self._spawn(self._respond(self._active_response, str(response.get("instructions") or "")))
+
+    def _response_cancel(self, event: dict[str, Any]) -> None:
+        rid = self._active_response
+        if rid is None:
+            self._error("Cancellation failed: no active response found.", "response_cancel_not_active",
+                        event.get("event_id"))
+            return
+        self._active_response = None
+        self._cancelled.add(rid)
+        self._stop_playback(rid, cleared=False)
+
+    def _output_clear(self, event: dict[str, Any]) -> None:
+        playing = self._playback
+        self._stop_playback(playing.response_id if playing else self._last_response_id, cleared=True)
+
+    def _input_commit(self, event: dict[str, Any]) -> None:
+        audio = np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.int16)
+        if len(audio) < RATE // 10:
+            self._error("Error committing input audio buffer: buffer too small. Expected at least 100ms of "
+                        "audio.", "input_audio_buffer_commit_empty", event.get("event_id"))
+            return
+        self._buffer = []
+        self._commit_utterance(new_id("item"), audio)
+
+    def _input_clear(self, event: dict[str, Any]) -> None:
+        self._buffer = []
+        self.send("input_audio_buffer.cleared")
+
+    # -- the learner's audio ------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._spawn(self._drain(track))
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            samples = frame_to_mono(frame)
+            if frame.sample_rate != RATE:
+                from appliance.audio.dsp import resample
+
+                samples = resample(samples, frame.sample_rate, RATE)
+            ms = 1000 * len(samples) / RATE
+            self._audio_ms += ms
+            self._hear(samples, ms)
+
+    def _hear(self, samples: np.ndarray, ms: float) -> None:
+        detection = turn_detection(self.session)
+        self._buffer.append(samples)
+        if detection is None:
+            # Manual turns: keep everything until commit/clear (bounded).
+            while len(self._buffer) * 20 > MAX_BUFFER_S * 1000:
+                self._buffer.pop(0)
+            return
+        self._vad.silence_ms = int(detection.get("silence_duration_ms") or 500)
+        if not self._vad.in_speech:
+            # Keep only the prefix padding before speech starts.
+            keep = max(1, int(PREFIX_PADDING_MS / ms))
+            self._buffer = self._buffer[-keep:]
+        result = self._vad.feed(samples, ms)
+        if result.started:
+            self._speech_item = new_id("item")
+            self._buffer_start_ms = self._audio_ms - PREFIX_PADDING_MS
+            self.send("input_audio_buffer.speech_started", item_id=self._speech_item,
+                      audio_start_ms=int(max(0, self._audio_ms - self._vad.min_speech_ms)))
+            if detection.get("interrupt_response", True) and self._playback is not None:
+                rid = self._playback.response_id
+                if self._active_response is not None:
+                    self._cancelled.add(self._active_response)
+                    self._active_response = None
+                self._stop_playback(rid, cleared=True)
+        elif result.stopped and self._speech_item is not None:
+            item_id, self._speech_item = self._speech_item, None
+            self.send("input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=int(self._audio_ms))
+            audio = np.concatenate(self._buffer)
+            self._buffer = []
+            self._commit_utterance(item_id, audio, auto_respond=detection.get("create_response", True))
+
+    def _commit_utterance(self, item_id: str, audio: np.ndarray, auto_respond: bool = False) -> None:
+        self._input_audio_ms += 1000 * len(audio) / RATE
+        self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
+        item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "completed", "role": "user",
+                "content": [{"type": "input_audio", "transcript": None}]}
+        self.send("conversation.item.added", previous_item_id=self._last_item, item=item)
+        self._last_item = item_id
+        task: asyncio.Task[str] = self._spawn(self._transcribe(item_id, audio, item))
+        self._pending_transcripts.append(task)
+        if auto_respond and self._active_response is None:
+            self._active_response = new_id("resp")
+            self._spawn(self._respond(self._active_response, ""))
+
+    async def _transcribe(self, item_id: str, audio: np.ndarray, item: dict[str, Any]) -> str:
+        text = await transcribe(audio)
+        self.send("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text)
+        self.send("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                  transcript=text, usage={"type": "duration", "seconds": round(len(audio) / RATE, 2)})
+        item["content"][0]["transcript"] = text
+        self.send("conversation.item.done", previous_item_id=None, item=item)
+        self._learner_texts.append(text)
+        return text
+
+    # -- the tutor's turn -------------------------------------------------------------------
+    async def _respond(self, rid: str, instructions: str) -> None:
+        for task in list(self._pending_transcripts):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._pending_transcripts = [t for t in self._pending_transcripts if not t.done()]
+        self._last_response_id = rid
+        item_id = new_id("item")
+        base = {"id": rid, "object": "realtime.response", "conversation_id": "conv_sim",
+                "output_modalities": ["audio"], "metadata": None}
+        self.send("response.created", response={**base, "status": "in_progress", "output": []})
+        all_instructions = " ".join([str(self.session.get("instructions") or ""), instructions, self._system_note])
+        if self._system_note:
+            text = tutor.reply("", self._responses, all_instructions)
+            self._system_note = ""
+        elif not self._learner_texts:
+            text = tutor.greeting(all_instructions)
+        else:
+            text = tutor.reply(self._learner_texts[-1], self._responses, all_instructions)
+        self._responses += 1
+        item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress",
+                "role": "assistant", "content": []}
+        self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
+        self.send("conversation.item.added", previous_item_id=self._last_item, item=item)
+        self._last_item = item_id
+        part = {"type": "audio", "transcript": ""}
+        where = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.send("response.content_part.added", part=part, **where)
+        audio = await synthesize(text, self.voice)
+        if rid in self._cancelled:
+            return self._finish(rid, base, item, "", "cancelled", 0)
+        self._playback = _Playback(rid, audio)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            self.send("response.output_audio_transcript.delta", delta=word + (" " if i < len(words) - 1 else ""),
+                      **where)
+        self.send("response.output_audio_transcript.done", transcript=text, **where)
+        self.send("response.content_part.done", part={"type": "audio", "transcript": text}, **where)
+        self._finish(rid, base, item, text, "completed", len(audio))
+
+    def _finish(self, rid: str, base: dict[str, Any], item: dict[str, Any], text: str, status: str,
+                samples: int) -> None:
+        item = {**item, "status": "completed" if status == "completed" else "incomplete",
+                "content": [{"type": "output_audio", "transcript": text}] if text else []}
+        if text:
+            self.send("response.output_item.done", response_id=rid, output_index=0, item=item)
+            self.send("conversation.item.done", previous_item_id=None, item=item)
+        out_audio = int(1000 * samples / RATE / 50)
+        in_audio = int(self._input_audio_ms / 100)
+        text_in = 50 + 5 * self._responses
+        text_out = len(text.split())
+        usage = {"total_tokens": in_audio + text_in + out_audio + text_out, "input_tokens": in_audio + text_in,
+                 "output_tokens": out_audio + text_out,
+                 "input_token_details": {"text_tokens": text_in, "audio_tokens": in_audio, "cached_tokens": 0},
+                 "output_token_details": {"text_tokens": text_out, "audio_tokens": out_audio}}
+        details = {"type": status, "reason": "client_cancelled"} if status == "cancelled" else None
+        self.send("response.done", response={**base, "status": status, "status_details": details,
+                                             "output": [item] if text else [], "usage": usage})
+        if self._active_response == rid:
+            self._active_response = None
+
+    # -- the outgoing track -------------------------------------------------------------------
+    def _supply(self, n: int) -> np.ndarray:
+        """Called by the paced track every 20 ms: the next slice of speech, or silence."""
+        playing = self._playback
+        if playing is None:
+            return np.zeros(n, dtype=np.int16)
+        if not playing.started:
+            playing.started = True
+            self.send("output_audio_buffer.started", response_id=playing.response_id)
+        chunk = playing.samples[playing.pos:playing.pos + n]
+        playing.pos += n
+        if playing.pos >= len(playing.samples):
+            self._playback = None
+            self.send("output_audio_buffer.stopped", response_id=playing.response_id)
+        if len(chunk) < n:
+            chunk = np.concatenate([chunk, np.zeros(n - len(chunk), dtype=np.int16)])
+        return chunk
+
+    def _stop_playback(self, rid: str, cleared: bool) -> None:
+        playing = self._playback
+        if playing is not None and (playing.response_id == rid or cleared):
+            self._playback = None
+            if not cleared and playing.started:
+                self.send("output_audio_buffer.stopped", response_id=playing.response_id)
+        if cleared:
+            self.send("output_audio_buffer.cleared", response_id=rid or "none")
+
+
+def mark_ice_lite(sdp: str) -> str:
+    """Declare ICE-lite at session level, as OpenAI's server does."""
+    if "a=ice-lite" in sdp:
+        return sdp
+    lines = sdp.split("\r\n")
+    first_media = next((i for i, line in enumerate(lines) if line.startswith("m=")), len(lines))
+    lines.insert(first_media, "a=ice-lite")
+    return "\r\n".join(lines)

@@ -1,0 +1,311 @@
+"""The Realtime simulator's HTTP side: a local stand-in for OpenAI's GA Realtime endpoints.
+
+Admins use it to try a kiosk at zero cost; the demo, the benchmarks and the tests run against it.
+Endpoints: ``POST /v1/realtime/client_secrets``, ``POST /v1/realtime/calls`` (raw SDP or multipart),
+``POST /v1/realtime/calls/{id}/hangup``, ``POST /v1/chat/completions`` (enough for the planner).
+The beta interface answers 400 ``beta_api_shape_disabled``, as OpenAI's does since 2026-05-12.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from appliance.net import enable_loopback_candidates
+from appliance.simulator.call import SimulatedCall, new_id
+
+log = logging.getLogger(__name__)
+
+BETA_SESSION_KEYS = ("modalities", "voice", "input_audio_format", "output_audio_format",
+                     "input_audio_transcription")
+
+PACKS = [
+    {"title": "Fruit and food", "warmup": "What fruit do you like?",
+     "targets": [{"id": "t1", "kind": "vocab", "text": "apple", "example": "I eat an apple every day."},
+                 {"id": "t2", "kind": "phrase", "text": "I'd like", "example": "I'd like some bread, please."},
+                 {"id": "t3", "kind": "grammar", "text": "some and any", "example": "Is there any milk?"}]},
+    {"title": "Hobbies", "warmup": "What do you do after school?",
+     "targets": [{"id": "t1", "kind": "vocab", "text": "hobby", "example": "My hobby is drawing."},
+                 {"id": "t2", "kind": "grammar", "text": "like + -ing", "example": "I like swimming."},
+                 {"id": "t3", "kind": "pronunciation", "text": "guitar", "example": "I play the guitar."}]},
+    {"title": "Directions in town", "warmup": "How do you get to school?",
+     "targets": [{"id": "t1", "kind": "phrase", "text": "turn left", "example": "Turn left at the bank."},
+                 {"id": "t2", "kind": "vocab", "text": "crossroads", "example": "Stop at the crossroads."},
+                 {"id": "t3", "kind": "phrase", "text": "next to", "example": "The shop is next to the park."}]},
+]
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_keys: frozenset[str] | None = None
+    """Accepted sk- keys; None accepts any key that starts with "sk-"."""
+    consent_emulation: bool = True
+    """Ignore ICE consent checks without USE-CANDIDATE, like OpenAI's ICE-lite server."""
+    event_log: Path | None = None
+    """JSONL file of every client event received."""
+    voice: str = "auto"
+    max_session_s: float = 3600.0
+
+
+@dataclass
+class _Secret:
+    session: dict[str, Any]
+    expires_at: float
+    calls: list[str] = field(default_factory=list)
+
+
+def oai_error(status: int, message: str, code: str | None, etype: str = "invalid_request_error",
+              param: str | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": etype, "code": code, "param": param}},
+                             status=status)
+
+
+class RealtimeSimulator:
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self.calls: dict[str, SimulatedCall] = {}
+        self.ended_calls: dict[str, SimulatedCall] = {}
+        self._secrets: dict[str, _Secret] = {}
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+        self.requests: list[tuple[str, str]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[self._beta_guard])
+        app.router.add_post("/v1/realtime/client_secrets", self.client_secrets)
+        app.router.add_post("/v1/realtime/calls", self.create_call)
+        app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self.hangup)
+        app.router.add_post("/v1/realtime/sessions", self.beta)
+        app.router.add_post("/v1/realtime", self.beta)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/", self.index)
+        return app
+
+    async def start(self) -> None:
+        enable_loopback_candidates()
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        assert site._server is not None
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.config.host}:{self.port}"
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(call.close("simulator stopping") for call in list(self.calls.values())),
+                             return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def _call_ended(self, call_id: str) -> None:
+        call = self.calls.pop(call_id, None)
+        if call is not None:
+            self.ended_calls[call_id] = call
+
+    # -- helpers ----------------------------------------------------------------------------
+    @web.middleware
+    async def _beta_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
+        if request.headers.get("OpenAI-Beta", "").startswith("realtime"):
+            return oai_error(400, "The Realtime beta interface has been switched off; use the GA interface.",
+                             "beta_api_shape_disabled")
+        return await handler(request)
+
+    def _api_key_ok(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer sk-"):
+            return False
+        key = auth[7:].strip()
+        return self.config.api_keys is None or key in self.config.api_keys
+
+    def _unauthorized(self) -> web.Response:
+        return oai_error(401, "Incorrect API key provided.", "invalid_api_key")
+
+    # -- routes -----------------------------------------------------------------------------
+    async def index(self, request: web.Request) -> web.Response:
+        return web.json_response({"service": "stella-kiosk Realtime simulator", "calls": len(self.calls)})
+
+    async def beta(self, request: web.Request) -> web.Response:
+        return oai_error(400, "The Realtime beta interface has been switched off; use POST /v1/realtime/calls.",
+                         "beta_api_shape_disabled")
+
+    async def client_secrets(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        try:
+            body = await request.json()
+        except ValueError:
+            return oai_error(400, "We could not parse the JSON body of your request.", "invalid_json")
+        if not isinstance(body, dict):
+            return oai_error(400, "The body must be a JSON object.", "invalid_type")
+        expires = body.get("expires_after") or {}
+        seconds = expires.get("seconds", 600) if isinstance(expires, dict) else None
+        if not isinstance(seconds, int) or not 10 <= seconds <= 7200:
+            return oai_error(400, "expires_after.seconds must be between 10 and 7200.", "invalid_value",
+                             param="expires_after.seconds")
+        session = body.get("session") or {"type": "realtime"}
+        if not isinstance(session, dict):
+            return oai_error(400, "session must be an object.", "invalid_type", param="session")
+        problem = check_session(session)
+        if problem:
+            return problem
+        value = f"ek_{secrets.token_hex(16)}"
+        expires_at = int(time.time()) + seconds
+        self._secrets[value] = _Secret(session, expires_at)
+        return web.json_response({"value": value, "expires_at": expires_at,
+                                  "session": {"object": "realtime.session", "id": new_id("sess"), **session}})
+
+    async def create_call(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        secret = self._secrets.get(auth[7:].strip()) if auth.startswith("Bearer ek_") else None
+        session: dict[str, Any]
+        if secret is not None:
+            if time.time() > secret.expires_at:
+                return oai_error(401, "The ephemeral key has expired.", "expired_ephemeral_key")
+            session = json.loads(json.dumps(secret.session))
+        elif self._api_key_ok(request):
+            session = {"type": "realtime"}
+        else:
+            return oai_error(401, "Invalid or missing ephemeral key.", "invalid_api_key")
+        content_type = request.content_type
+        if content_type == "application/sdp":
+            offer = await request.text()
+        elif content_type == "multipart/form-data":
+            form = await request.post()
+            offer = str(form.get("sdp") or "")
+            extra = form.get("session")
+            if extra:
+                try:
+                    extra_session = json.loads(str(extra))
+                except ValueError:
+                    return oai_error(400, "The session part is not valid JSON.", "invalid_json", param="session")
+                problem = check_session(extra_session) if isinstance(extra_session, dict) else None
+                if problem:
+                    return problem
+                session.update(extra_session)
+        else:
+            return oai_error(400, "Send the SDP offer as application/sdp or multipart/form-data.",
+                             "unsupported_content_type")
+        if not offer.startswith("v=0") or "m=" not in offer:
+            return oai_error(400, "The SDP offer is not valid.", "invalid_offer", param="sdp")
+        call_id = new_id("rtc")
+        call = SimulatedCall(call_id, session, voice=self.config.voice,
+                             consent_emulation=self.config.consent_emulation, event_log=self.config.event_log,
+                             max_session_s=self.config.max_session_s, on_end=self._call_ended)
+        try:
+            answer = await call.answer(offer)
+        except Exception as exc:  # aiortc rejects malformed offers in many ways
+            await call.close("bad offer")
+            return oai_error(400, f"The SDP offer could not be used: {exc}", "invalid_offer", param="sdp")
+        self.calls[call_id] = call
+        if secret is not None:
+            secret.calls.append(call_id)
+        return web.Response(status=201, text=answer, content_type="application/sdp",
+                            headers={"Location": f"/v1/realtime/calls/{call_id}"})
+
+    async def hangup(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        call = self.calls.get(request.match_info["call_id"])
+        if call is None:
+            return oai_error(404, "Call not found or already ended.", "call_not_found")
+        await call.close("hung up")
+        return web.json_response({})
+
+    async def chat(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        try:
+            body = await request.json()
+            messages = body["messages"]
+            prompt = " ".join(str(m.get("content", "")) for m in messages)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return oai_error(400, "messages is required.", "invalid_value", param="messages")
+        fmt = (body.get("response_format") or {}).get("type")
+        digest = int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+        if fmt in ("json_object", "json_schema"):
+            content = json.dumps(PACKS[digest % len(PACKS)])
+        else:
+            content = "Let's practise English together!"
+        return web.json_response({
+            "id": f"chatcmpl-{secrets.token_hex(8)}", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "gpt-5-nano"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(content.split()),
+                      "total_tokens": len(prompt.split()) + len(content.split())}})
+
+
+def check_session(session: dict[str, Any]) -> web.Response | None:
+    """400 for beta shapes and values the GA API refuses."""
+    beta = [k for k in BETA_SESSION_KEYS if k in session]
+    if beta:
+        return oai_error(400, f"Unknown parameter: 'session.{beta[0]}'. The beta shape is switched off.",
+                         "beta_api_shape_disabled", param=f"session.{beta[0]}")
+    if session.get("type") != "realtime":
+        return oai_error(400, "session.type must be 'realtime'.", "invalid_value", param="session.type")
+    modalities = session.get("output_modalities", ["audio"])
+    if modalities not in (["audio"], ["text"]):
+        return oai_error(400, "output_modalities must be ['audio'] or ['text'].", "invalid_value",
+                         param="session.output_modalities")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stella-kiosk simulator",
+                                     description="A local stand-in for the OpenAI Realtime API (GA, WebRTC).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8800, help="0 lets the system pick a free port")
+    parser.add_argument("--api-key", action="append", dest="api_keys",
+                        help="accepted sk- key (repeatable; default: any key starting with sk-)")
+    parser.add_argument("--no-consent-emulation", action="store_true",
+                        help="answer every ICE consent check (OpenAI's server reportedly does not)")
+    parser.add_argument("--event-log", type=Path, help="append every client event received to this JSONL file")
+    parser.add_argument("--voice", choices=["auto", "espeak", "synthetic"], default="auto")
+    args = parser.parse_args(argv)
+    config = SimulatorConfig(host=args.host, port=args.port,
+                             api_keys=frozenset(args.api_keys) if args.api_keys else None,
+                             consent_emulation=not args.no_consent_emulation, event_log=args.event_log,
+                             voice=args.voice)
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        print(f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+async def _serve(config: SimulatorConfig) -> int:
+    from appliance.logs import setup_logging
+
+    setup_logging("info")
+    simulator = RealtimeSimulator(config)
+    await simulator.start()
+    print(f"READY {simulator.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await simulator.stop()
+    return 0
