@@ -196,6 +196,7 @@ class Kiosk:
         self._pump_task: asyncio.Task[None] | None = None
         self._tutor_audible = False
         self._tutor_speaking_hint = False
+        self._tutor_speaking = False
         self._listening = False
         self._button_down_at: float | None = None
         self._activity = 0
@@ -243,7 +244,8 @@ class Kiosk:
         self.syncer.round_done.clear()
         self.syncer.kick()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.syncer.round_done.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self.syncer.round_done.wait()
         try:
             return len(self.store.unsynced())
         except StoreError:
@@ -368,7 +370,7 @@ class Kiosk:
 
     def _barge_in(self) -> bool:
         """Interrupt the tutor if it is speaking; True when it was."""
-        if self.call is None or not (self._tutor_audible or self._tutor_speaking_hint):
+        if self.call is None or not self._tutor_speaking:
             return False
         log.info("barge-in: interrupting the tutor")
         self.call.send(events.response_cancel())
@@ -504,18 +506,32 @@ class Kiosk:
         self._pump_task = self._spawn(pump.run(track), "speaker")
 
     def _on_audible(self, audible: bool, at: float) -> None:
+        """The speaker started or stopped emitting sound (measured on what it plays)."""
         self._tutor_audible = audible
-        self.gate.set_tutor_audible(audible)
-        self._show_activity()
-        if not audible:
-            self._touch()  # the learner's idle time counts from the end of the tutor's words
-            if self._ending_reason is not None and self.lesson is not None:
-                self.post(EndLesson(self._ending_reason))
         lesson = self.lesson
         if audible and lesson is not None and lesson.first_audio_at is None and self.state is State.CONNECTED:
             lesson.first_audio_at = at
             log.info("press → first tutor audio: %.0f ms", lesson.first_audio_ms or 0)
-        self.observer.tutor_audible(audible)
+        self._update_tutor_speaking()
+
+    def _update_tutor_speaking(self) -> None:
+        """The tutor speaks while the speaker is audible or the server says its audio is playing.
+
+        Why both: the speaker alone goes quiet in pauses between sentences (the mic would open
+        mid-answer), and the server's ``output_audio_buffer.*`` hints are missing on some servers
+        and end ~a jitter buffer before the last sound leaves the speaker.
+        """
+        speaking = self._tutor_audible or self._tutor_speaking_hint
+        if speaking == self._tutor_speaking:
+            return
+        self._tutor_speaking = speaking
+        self.gate.set_tutor_audible(speaking)
+        self._show_activity()
+        if not speaking:
+            self._touch()  # the learner's idle time counts from the end of the tutor's words
+            if self._ending_reason is not None and self.lesson is not None:
+                self.post(EndLesson(self._ending_reason))
+        self.observer.tutor_audible(speaking)
 
     async def _on_call_event(self, call: RealtimeCall, event: ServerEvent) -> None:
         lesson = self.lesson
@@ -524,10 +540,10 @@ class Kiosk:
         etype = event.type
         if etype == "output_audio_buffer.started":
             self._tutor_speaking_hint = True
-            self.gate.set_tutor_audible(True)
+            self._update_tutor_speaking()
         elif etype in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
             self._tutor_speaking_hint = False
-            self.gate.set_tutor_audible(self._tutor_audible)
+            self._update_tutor_speaking()
         elif etype == "input_audio_buffer.speech_started":
             self._touch()
         elif etype == "response.done":
@@ -574,7 +590,7 @@ class Kiosk:
         lesson, call = self.lesson, self.call
         if lesson is None or call is None or lesson.session_id != session_id or activity != self._activity:
             return
-        if self._tutor_audible or self._listening or self._ending_reason is not None:
+        if self._tutor_speaking or self._listening or self._ending_reason is not None:
             return
         log.info("no learner speech for %.0f s: saying goodbye", self.config.lesson.idle_limit_s)
         self._ending_reason = "idle"
@@ -590,7 +606,7 @@ class Kiosk:
             return
         if self._listening:
             activity = Activity.LISTENING
-        elif self._tutor_audible:
+        elif self._tutor_speaking:
             activity = Activity.SPEAKING
         else:
             activity = Activity.NONE
@@ -624,6 +640,7 @@ class Kiosk:
             await call.close()
         self._tutor_audible = False
         self._tutor_speaking_hint = False
+        self._tutor_speaking = False
         self._listening = False
         self._ending_reason = None
         self.gate.set_tutor_audible(False)

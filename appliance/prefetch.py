@@ -68,8 +68,9 @@ class Prefetcher:
         while True:
             wait_s = self._next_wait_s()
             if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait_s)
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Syncer.run
+                    async with asyncio.timeout(wait_s):
+                        await self._wake.wait()
                 self._wake.clear()
                 if self._next_wait_s() > 0:
                     continue

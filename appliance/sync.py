@@ -67,8 +67,11 @@ class Syncer:
     async def run(self) -> None:
         while True:
             wait_s = self.backoff_s() if self.failures else self.period_s
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # races with the event being set, and the task would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
             self._wake.clear()
             if await self.drain():
                 self.failures = 0

@@ -73,10 +73,14 @@ class Recorder(NullObserver):
 
     async def until(self, predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:
         """Wait until ``predicate()`` holds, re-checking on every observed event."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; states {self.states}, "
+                                 f"audible {self.audible[-6:]}, turns {[(t.role, t.text) for t in self.turns]}") from None
 
     def tutor_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.role == "tutor"]

@@ -18,8 +18,9 @@ from tests.harness import KIOSK_ID, Recorder, espeak, lesson_stack
 
 
 def tutor_quiet_after(rec: Recorder, turns: int) -> bool:
-    """The tutor finished ``turns`` turns and the speaker has gone quiet again."""
-    return len(rec.tutor_turns()) >= turns and bool(rec.audible) and rec.audible[-1] is False
+    """The tutor finished ``turns`` turns and has gone quiet after each (one spoken stretch per turn)."""
+    return (len(rec.tutor_turns()) >= turns and rec.audible.count(False) >= turns
+            and rec.audible[-1] is False)
 
 
 async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:

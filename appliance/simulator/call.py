@@ -301,6 +301,7 @@ class SimulatedCall:
             self._buffer = self._buffer[-keep:]
         result = self._vad.feed(samples, ms)
         if result.started:
+            log.info("call %s: learner speech started at %.0f ms", self.call_id, self._audio_ms)
             self._speech_item = new_id("item")
             self._buffer_start_ms = self._audio_ms - PREFIX_PADDING_MS
             self.send("input_audio_buffer.speech_started", item_id=self._speech_item,
@@ -352,12 +353,15 @@ class SimulatedCall:
         base = {"id": rid, "object": "realtime.response", "conversation_id": "conv_sim",
                 "output_modalities": ["audio"], "metadata": None}
         self.send("response.created", response={**base, "status": "in_progress", "output": []})
-        all_instructions = " ".join([str(self.session.get("instructions") or ""), instructions, self._system_note])
+        # Session instructions set the persona; only this response's own instructions and system notes
+        # (e.g. "wrap up now") change what this turn says.
+        all_instructions = " ".join([instructions, self._system_note])
+        session_instructions = str(self.session.get("instructions") or "")
         if self._system_note:
             text = tutor.reply("", self._responses, all_instructions)
             self._system_note = ""
         elif not self._learner_texts:
-            text = tutor.greeting(all_instructions)
+            text = tutor.greeting(session_instructions)
         else:
             text = tutor.reply(self._learner_texts[-1], self._responses, all_instructions)
         self._responses += 1
