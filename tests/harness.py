@@ -16,17 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.audio.wav import ScriptedMicrophone, WavFileSink
-from appliance.companion.client import CompanionClient
-from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from appliance.audio.wav import ScriptedMicrophone, WavFileSink
+from appliance.companion.client import CompanionClient
+from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.config import Config, config_from_dict
 from appliance.kiosk import Kiosk, NullObserver
 from appliance.net import enable_loopback_candidates
 from appliance.realtime.transcript import Turn
+from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.state import State
 from appliance.store import SessionStore
 
