@@ -28,6 +28,7 @@ class ButtonBridge:
         self._last_press = float("-inf")
         self._last_release = float("-inf")
         self._down = False
+        self._pending_release: asyncio.TimerHandle | None = None
         self.button = Button(settings.pin, pull_up=settings.pull_up)
         self.button.when_pressed = self._pressed_on_thread
         self.button.when_released = self._released_on_thread
@@ -52,11 +53,12 @@ class ButtonBridge:
         early = self._bounce_s - (at - self._last_press)
         if early > 0:
             # Possibly bounce: decide once the contact has settled, by reading the pin.
-            self._loop.call_later(early, self._confirm_release)
+            self._pending_release = self._loop.call_later(early, self._confirm_release)
             return
         self._deliver_release(at)
 
     def _confirm_release(self) -> None:
+        self._pending_release = None
         if self._down and not self.button.is_pressed:
             self._deliver_release(time.monotonic())
 
@@ -67,4 +69,6 @@ class ButtonBridge:
             self._on_release(at)
 
     def close(self) -> None:
+        if self._pending_release is not None:
+            self._pending_release.cancel()
         self.button.close()
