@@ -186,8 +186,9 @@ async def _demo(output: Path, quiet: bool) -> int:
     (output / "device.key").write_text(device_key + "\n", encoding="utf-8")
     (output / "device.key").chmod(0o600)
     api_key = "sk-demo-" + secrets.token_hex(8)
+    phrases = [arg for line in LEARNER_LINES for arg in ("--phrase", line)]
     simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key,
-                                          "--event-log", str(output / "events.jsonl")],
+                                          "--event-log", str(output / "events.jsonl"), *phrases],
                             output / "simulator.log")
     companion = ChildServer("companion", ["companion", "serve", "--port", "0",
                                           "--db", str(output / "companion.db"),

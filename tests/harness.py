@@ -26,6 +26,7 @@ from appliance.config import Config, config_from_dict
 from appliance.kiosk import Kiosk, NullObserver
 from appliance.net import enable_loopback_candidates
 from appliance.realtime.transcript import Turn
+from appliance.simulator.asr import DEFAULT_PHRASES
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.state import State
 from appliance.store import SessionStore
@@ -79,8 +80,9 @@ class Recorder(NullObserver):
                     self._changed.clear()
                     await self._changed.wait()
         except TimeoutError:
+            turns = [(t.role, t.text) for t in self.turns]
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}; states {self.states}, "
-                                 f"audible {self.audible[-6:]}, turns {[(t.role, t.text) for t in self.turns]}") from None
+                                 f"audible {self.audible[-6:]}, turns {turns}") from None
 
     def tutor_turns(self) -> list[Turn]:
         return [t for t in self.turns if t.role == "tutor"]
@@ -133,9 +135,13 @@ class Stack:
             store.close()
 
 
+LEARNER_LINES = ("Hello, my name is Anna. I like to eat apples.", "Stop.")
+
+
 @asynccontextmanager
 async def lesson_stack(tmp: Path, **simulator_options: Any) -> AsyncIterator[Stack]:
     enable_loopback_candidates()
+    simulator_options.setdefault("phrases", (*DEFAULT_PHRASES, *LEARNER_LINES))
     simulator = RealtimeSimulator(SimulatorConfig(api_keys=frozenset({API_KEY}),
                                                   event_log=tmp / "events.jsonl", **simulator_options))
     await simulator.start()

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 
 from appliance.audio.dsp import rms_dbfs
 from appliance.state import State
-from tests.harness import KIOSK_ID, Recorder, espeak, lesson_stack
+from tests.harness import KIOSK_ID, LEARNER_LINES, Recorder, espeak, lesson_stack
 
 
 def tutor_quiet_after(rec: Recorder, turns: int) -> bool:
@@ -24,7 +24,7 @@ def tutor_quiet_after(rec: Recorder, turns: int) -> bool:
 
 
 async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
-    clip = espeak("Hello, my name is Anna. I like to eat apples.", tmp_path / "learner.wav")
+    clip = espeak(LEARNER_LINES[0], tmp_path / "learner.wav")
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, mic):
         kiosk.press()
         await rec.until(lambda: State.CONNECTED in rec.states, what="connected")
@@ -51,6 +51,8 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
     assert synced, "the companion did not confirm the session"
     assert record["end_reason"] == "button" and record["kiosk_id"] == KIOSK_ID
     roles = [(t["role"], t["source"]) for t in record["turns"]]
+    spoken = [t["text"] for t in record["turns"] if t["role"] == "learner" and t["source"] == "voice"]
+    assert spoken == [LEARNER_LINES[0]]  # recognised by the simulator from the audio
     assert roles.count(("learner", "text")) == 1 and roles.count(("learner", "voice")) == 1
     assert roles.count(("tutor", "voice")) >= 3
     assert record["metrics"]["connect_ms"] > 0 and record["metrics"]["first_audio_ms"] > record["metrics"]["connect_ms"]
@@ -77,6 +79,20 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
     assert {e["type"] for e in sent} >= {"response.create", "conversation.item.create"}
     for event in sent:
         adapter.validate_python(event)
+
+
+async def test_saying_stop_ends_the_lesson(tmp_path: Path) -> None:
+    stop = espeak(LEARNER_LINES[1], tmp_path / "stop.wav")
+    async with lesson_stack(tmp_path) as stack:
+        # No echo tail: the learner answers the moment the tutor is quiet, and "stop" is short.
+        async with stack.kiosk(stack.config(audio={"echo_tail_ms": 0})) as (kiosk, rec, mic):
+            kiosk.press()
+            await rec.until(lambda: tutor_quiet_after(rec, 1), what="greeting")
+            mic.say(stop)
+            await rec.until(lambda: bool(rec.saved), what="lesson saved after 'stop'")
+    record = rec.saved[0][0]
+    assert record["end_reason"] == "voice_stop"
+    assert record["turns"][-1] == {**record["turns"][-1], "role": "learner", "text": "Stop.", "source": "voice"}
 
 
 async def test_press_while_connecting_is_ignored_and_second_press_ends(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
 from appliance.realtime.ice_consent import ice_connections
 from appliance.simulator import tutor
-from appliance.simulator.asr import transcribe
+from appliance.simulator.asr import PhraseRecognizer
 from appliance.simulator.ice import ignore_non_nominating_consent
 from appliance.simulator.vad import EnergyVad
 from appliance.simulator.voice import RATE, synthesize
@@ -60,7 +60,8 @@ class _Playback:
 
 class SimulatedCall:
     def __init__(self, call_id: str, session: dict[str, Any], *, voice: str, consent_emulation: bool,
-                 event_log: Path | None, max_session_s: float, on_end: Callable[[str], None]) -> None:
+                 event_log: Path | None, max_session_s: float, on_end: Callable[[str], None],
+                 recognizer: PhraseRecognizer) -> None:
         self.call_id = call_id
         self.session = {"type": "realtime", "object": "realtime.session", "id": new_id("sess"), **session}
         self.voice = voice
@@ -68,6 +69,7 @@ class SimulatedCall:
         self.event_log = event_log
         self.max_session_s = max_session_s
         self._on_end = on_end
+        self.recognizer = recognizer
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.track = PacedAudioTrack(self._supply, sample_rate=RATE)
         self.channel: Any = None
@@ -333,7 +335,7 @@ class SimulatedCall:
             self._spawn(self._respond(self._active_response, ""))
 
     async def _transcribe(self, item_id: str, audio: np.ndarray, item: dict[str, Any]) -> str:
-        text = await transcribe(audio)
+        text = await self.recognizer.transcribe(audio)
         self.send("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text)
         self.send("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
                   transcript=text, usage={"type": "duration", "seconds": round(len(audio) / RATE, 2)})

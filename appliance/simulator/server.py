@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.net import enable_loopback_candidates
+from appliance.simulator.asr import DEFAULT_PHRASES, PhraseRecognizer
 from appliance.simulator.call import SimulatedCall, new_id
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class SimulatorConfig:
     """JSONL file of every client event received."""
     voice: str = "auto"
     max_session_s: float = 3600.0
+    phrases: tuple[str, ...] = DEFAULT_PHRASES
+    """What the simulator can recognise in the learner's speech (anything else: "(speech, N s)")."""
 
 
 @dataclass
@@ -83,6 +86,7 @@ class RealtimeSimulator:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.requests: list[tuple[str, str]] = []
+        self.recognizer = PhraseRecognizer(self.config.phrases)
 
     # -- lifecycle --------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -210,7 +214,8 @@ class RealtimeSimulator:
         call_id = new_id("rtc")
         call = SimulatedCall(call_id, session, voice=self.config.voice,
                              consent_emulation=self.config.consent_emulation, event_log=self.config.event_log,
-                             max_session_s=self.config.max_session_s, on_end=self._call_ended)
+                             max_session_s=self.config.max_session_s, on_end=self._call_ended,
+                             recognizer=self.recognizer)
         try:
             answer = await call.answer(offer)
         except Exception as exc:  # aiortc rejects malformed offers in many ways
@@ -281,11 +286,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer every ICE consent check (OpenAI's server reportedly does not)")
     parser.add_argument("--event-log", type=Path, help="append every client event received to this JSONL file")
     parser.add_argument("--voice", choices=["auto", "espeak", "synthetic"], default="auto")
+    parser.add_argument("--phrase", action="append", default=[],
+                        help="a phrase the simulator should recognise in learner speech (repeatable; "
+                             f"always known: {', '.join(DEFAULT_PHRASES)})")
     args = parser.parse_args(argv)
     config = SimulatorConfig(host=args.host, port=args.port,
                              api_keys=frozenset(args.api_keys) if args.api_keys else None,
                              consent_emulation=not args.no_consent_emulation, event_log=args.event_log,
-                             voice=args.voice)
+                             voice=args.voice, phrases=(*DEFAULT_PHRASES, *args.phrase))
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
