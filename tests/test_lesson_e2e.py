@@ -83,7 +83,7 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
 
 async def test_saying_stop_ends_the_lesson(tmp_path: Path) -> None:
     stop = espeak(LEARNER_LINES[1], tmp_path / "stop.wav")
-    async with lesson_stack(tmp_path) as stack:
+    async with lesson_stack(tmp_path) as stack:  # noqa: SIM117 - the kiosk's config comes from the stack
         # No echo tail: the learner answers the moment the tutor is quiet, and "stop" is short.
         async with stack.kiosk(stack.config(audio={"echo_tail_ms": 0})) as (kiosk, rec, mic):
             kiosk.press()

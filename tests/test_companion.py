@@ -1,0 +1,184 @@
+"""The companion over real HTTP: auth, planning with fallback, GA token minting, idempotent records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from appliance.companion.client import CompanionClient, CompanionError
+from appliance.companion.server import CompanionConfig, CompanionServer
+
+SK = "sk-upstream-secret-0123456789"
+
+
+class FakeOpenAI:
+    """A tiny upstream that records requests; its behaviour is switchable per test."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any], str]] = []
+        self.planner_mode = "ok"
+        self.secrets_status = 200
+        app = web.Application()
+        app.router.add_post("/v1/realtime/client_secrets", self.secrets)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        self.runner = web.AppRunner(app)
+
+    async def start(self) -> str:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+    async def secrets(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, await request.json(), request.headers.get("Authorization", "")))
+        if self.secrets_status != 200:
+            return web.json_response({"error": {"code": "server_error", "message": "boom"}}, status=self.secrets_status)
+        return web.json_response({"value": "ek_test_123", "expires_at": 2_000_000_000, "session": {"odd": "shape"}})
+
+    async def chat(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path, await request.json(), request.headers.get("Authorization", "")))
+        if self.planner_mode == "500":
+            return web.json_response({"error": {"message": "overloaded"}}, status=500)
+        content = "not json" if self.planner_mode == "garbage" else json.dumps({
+            "title": "Pets", "warmup": "Do you have a pet?",
+            "targets": [{"id": "p1", "kind": "vocab", "text": "hamster", "example": "My hamster is small."}]})
+        return web.json_response({"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+
+@pytest.fixture
+async def stack(tmp_path: Path):
+    upstream = FakeOpenAI()
+    url = await upstream.start()
+    server = CompanionServer(CompanionConfig(db_path=tmp_path / "c.db", openai_base_url=url, openai_api_key=SK,
+                                             tokens_per_hour=3))
+    await server.start()
+    server.provision("kiosk-a", "key-a-0123456789abcdef")
+    server.provision("kiosk-b", "key-b-0123456789abcdef")
+    a = CompanionClient(server.base_url, "key-a-0123456789abcdef", "kiosk-a")
+    yield server, upstream, a
+    await a.aclose()
+    await server.stop()
+    await upstream.runner.cleanup()
+
+
+def record(kiosk: str = "kiosk-a", **overrides: Any) -> dict[str, Any]:
+    base = {"schema": 1, "session_id": str(uuid.uuid4()), "kiosk_id": kiosk,
+            "started_at": "2026-11-24T10:00:00.000Z", "ended_at": "2026-11-24T10:03:00.000Z",
+            "end_reason": "button", "plan_id": None, "targets": [],
+            "turns": [{"role": "learner", "text": "hi", "at": "2026-11-24T10:00:01.000Z", "source": "voice"}],
+            "metrics": {"duration_s": 180.0}, "errors": []}
+    return {**base, **overrides}
+
+
+async def test_plan_and_token_use_ga_shape_and_hide_the_key(stack, caplog: pytest.LogCaptureFixture) -> None:
+    server, upstream, a = stack
+    caplog.set_level(logging.DEBUG)
+    plan = await a.plan(level="B1")
+    assert plan.title == "Pets" and plan.targets[0].text == "hamster"
+    token = await a.token(plan_id=plan.plan_id)
+    assert token.token == "ek_test_123" and token.expires_at == 2_000_000_000
+    assert "ek_test_123" not in repr(token)
+    path, body, auth = upstream.requests[-1]
+    assert path == "/v1/realtime/client_secrets" and auth == f"Bearer {SK}"
+    session = body["session"]
+    assert session["type"] == "realtime" and session["output_modalities"] == ["audio"]
+    assert "modalities" not in session and "voice" not in session
+    assert session["audio"]["output"]["voice"] == "marin"
+    assert "hamster" in session["instructions"] and "hamster" in token.prompt
+    assert SK not in caplog.text
+
+
+async def test_planner_falls_back_to_curriculum(stack) -> None:
+    server, upstream, a = stack
+    for mode in ("500", "garbage"):
+        upstream.planner_mode = mode
+        plan = await a.plan(level="A1")
+        assert plan.title in {"At the café", "My family"}, plan
+
+
+async def test_token_errors_and_rate_limit(stack) -> None:
+    server, upstream, a = stack
+    upstream.secrets_status = 500
+    with pytest.raises(CompanionError) as info:
+        await a.token()
+    assert info.value.status == 502 and info.value.retryable and SK not in info.value.message
+    upstream.secrets_status = 200
+    with pytest.raises(CompanionError, match="unknown_plan"):
+        await a.token(plan_id="plan_nope")
+    for _ in range(3):
+        await a.token()
+    with pytest.raises(CompanionError) as info:
+        await a.token()
+    assert info.value.status == 429 and info.value.code == "rate_limited"
+
+
+async def test_records_are_idempotent_and_validated(stack) -> None:
+    server, upstream, a = stack
+    rec = record()
+    await a.summarize(rec)
+    await a.summarize(rec)
+    results = await a.send_batch([rec, record(), record(end_reason="exploded")])
+    assert [r.get("stored") for r in results] == [True, True, None]
+    assert results[2]["error"]["code"] == "invalid_record" and "end_reason" in results[2]["error"]["message"]
+    assert len(await a.sessions()) == 2
+    with pytest.raises(CompanionError) as info:
+        await a.summarize(record(turns=[{"role": "robot", "text": "x", "at": "2026-11-24T10:00:01Z"}]))
+    assert info.value.status == 400 and not info.value.retryable
+
+
+async def test_auth_and_isolation(stack) -> None:
+    server, upstream, a = stack
+    await a.summarize(record())
+    base = server.base_url
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{base}/api/health")).json()["ok"] is True
+        for headers in ({}, {"Authorization": "Bearer wrong-key-000000000"}):
+            r = await http.post(f"{base}/api/planner", headers=headers, json={"kiosk_id": "kiosk-a"})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        b = {"Authorization": "Bearer key-b-0123456789abcdef"}
+        assert (await http.get(f"{base}/api/sessions", headers=b)).json()["sessions"] == []
+        assert (await http.get(f"{base}/api/sessions?kiosk=kiosk-a", headers=b)).status_code == 403
+        r = await http.post(f"{base}/api/summarize", headers=b, json=record("kiosk-a"))
+        assert r.status_code == 403
+        r = await http.post(f"{base}/api/summarize", headers=b, content=b"{not json")
+        assert r.status_code == 400
+        r = await http.post(f"{base}/api/summarize", headers=b, content=b"x" * (2 * 1024 * 1024))
+        assert r.status_code == 413
+    server.storage.revoke_kiosk("kiosk-b")
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{base}/api/sessions", headers=b)
+        assert r.status_code == 401
+
+
+def test_cli_add_kiosk_and_serve(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "add-kiosk", "room-12", "--db", str(db)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    key = out.stdout.strip()
+    assert len(key) > 30
+    env = {"OPENAI_API_KEY": SK, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "companion", "serve", "--port", "0", "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:")
+        url = line.split()[1]
+        r = httpx.get(f"{url}/api/sessions", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200 and r.json() == {"sessions": []}
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert SK not in proc.stderr.read()
+    missing = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "serve", "--db", str(db)],
+                             capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert missing.returncode == 78 and "OPENAI_API_KEY" in missing.stderr
