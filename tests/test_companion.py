@@ -80,7 +80,7 @@ def record(kiosk: str = "kiosk-a", **overrides: Any) -> dict[str, Any]:
 
 
 async def test_plan_and_token_use_ga_shape_and_hide_the_key(stack, caplog: pytest.LogCaptureFixture) -> None:
-    server, upstream, a = stack
+    _server, upstream, a = stack
     caplog.set_level(logging.DEBUG)
     plan = await a.plan(level="B1")
     assert plan.title == "Pets" and plan.targets[0].text == "hamster"
@@ -98,7 +98,7 @@ async def test_plan_and_token_use_ga_shape_and_hide_the_key(stack, caplog: pytes
 
 
 async def test_planner_falls_back_to_curriculum(stack) -> None:
-    server, upstream, a = stack
+    _server, upstream, a = stack
     for mode in ("500", "garbage"):
         upstream.planner_mode = mode
         plan = await a.plan(level="A1")
@@ -106,7 +106,7 @@ async def test_planner_falls_back_to_curriculum(stack) -> None:
 
 
 async def test_token_errors_and_rate_limit(stack) -> None:
-    server, upstream, a = stack
+    _server, upstream, a = stack
     upstream.secrets_status = 500
     with pytest.raises(CompanionError) as info:
         await a.token()
@@ -122,7 +122,7 @@ async def test_token_errors_and_rate_limit(stack) -> None:
 
 
 async def test_records_are_idempotent_and_validated(stack) -> None:
-    server, upstream, a = stack
+    _server, _upstream, a = stack
     rec = record()
     await a.summarize(rec)
     await a.summarize(rec)
@@ -136,7 +136,7 @@ async def test_records_are_idempotent_and_validated(stack) -> None:
 
 
 async def test_auth_and_isolation(stack) -> None:
-    server, upstream, a = stack
+    server, _upstream, a = stack
     await a.summarize(record())
     base = server.base_url
     async with httpx.AsyncClient() as http:
@@ -161,8 +161,8 @@ async def test_auth_and_isolation(stack) -> None:
 
 def test_cli_add_kiosk_and_serve(tmp_path: Path) -> None:
     db = tmp_path / "c.db"
-    out = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "add-kiosk", "room-12", "--db", str(db)],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "add-kiosk", "room-12",
+                          "--db", str(db)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0
     key = out.stdout.strip()
     assert len(key) > 30

@@ -39,8 +39,8 @@ async def simulator(tmp_path: Path):
 
 async def mint(sim: RealtimeSimulator, session: dict | None = None) -> str:
     async with httpx.AsyncClient() as http:
-        r = await http.post(f"{sim.base_url}/v1/realtime/client_secrets", headers={"Authorization": f"Bearer {API_KEY}"},
-                            json={"expires_after": {"anchor": "created_at", "seconds": 60},
+        r = await http.post(f"{sim.base_url}/v1/realtime/client_secrets",
+                            headers={"Authorization": f"Bearer {API_KEY}"}, json={"expires_after": {"anchor": "created_at", "seconds": 60},
                                   "session": session or GA_SESSION})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -103,7 +103,7 @@ class Client:
         self.events.append(event)
         self.changed.set()
 
-    def _track(self, track) -> None:  # noqa: ANN001
+    def _track(self, track) -> None:
         async def drain() -> None:
             while True:
                 frame = await track.recv()
@@ -192,8 +192,9 @@ async def test_multipart_offer_is_accepted(simulator: RealtimeSimulator) -> None
     call_id = r.headers["location"].rsplit("/", 1)[1]
     async with httpx.AsyncClient() as http:
         auth = {"Authorization": f"Bearer {API_KEY}"}
-        assert (await http.post(f"{simulator.base_url}/v1/realtime/calls/{call_id}/hangup", headers=auth)).status_code == 200
-        assert (await http.post(f"{simulator.base_url}/v1/realtime/calls/{call_id}/hangup", headers=auth)).status_code == 404
+        hangup = f"{simulator.base_url}/v1/realtime/calls/{call_id}/hangup"
+        assert (await http.post(hangup, headers=auth)).status_code == 200
+        assert (await http.post(hangup, headers=auth)).status_code == 404
 
 
 def test_phrase_recognizer_rejects_unknown_speech(tmp_path: Path) -> None:
