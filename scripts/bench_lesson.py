@@ -57,11 +57,11 @@ def peak_rss_mb() -> float:
 
 
 async def bench_kiosk(lessons: int, hold_s: float, workdir: Path) -> dict[str, list[float]]:
-    from appliance.audio.wav import NullSink, ScriptedMicrophone
-    from appliance.companion.client import CompanionClient
     from gpiozero import Device
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+    from appliance.audio.wav import NullSink, ScriptedMicrophone
+    from appliance.companion.client import CompanionClient
     from appliance.config import config_from_dict
     from appliance.kiosk import Kiosk
     from appliance.services import ChildServer
@@ -133,7 +133,7 @@ from aiortc import RTCPeerConnection, RTCConfiguration, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 import aioice.ice
 _orig = aioice.ice.get_host_addresses
-aioice.ice.get_host_addresses = lambda v4, v6: list(_orig(v4, v6)) + (["127.0.0.1"] if v4 else [])
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(_orig(use_ipv4=use_ipv4, use_ipv6=use_ipv6)) + (["127.0.0.1"] if use_ipv4 else [])
 
 class Tone(MediaStreamTrack):
     kind = "audio"
