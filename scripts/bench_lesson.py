@@ -160,7 +160,10 @@ async def main():
         @pc.on("track")
         def on_track(track):
             async def drain():
-                while True: await track.recv()
+                try:
+                    while True: await track.recv()
+                except Exception:
+                    pass
             asyncio.ensure_future(drain())
         pc.addTrack(Tone())
         await pc.setRemoteDescription(RTCSessionDescription(**json.loads(line)))

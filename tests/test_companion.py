@@ -167,8 +167,8 @@ def test_cli_add_kiosk_and_serve(tmp_path: Path) -> None:
     key = out.stdout.strip()
     assert len(key) > 30
     env = {"OPENAI_API_KEY": SK, "PATH": "/usr/bin:/bin"}
-    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "companion", "serve", "--port", "0", "--db", str(db)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    serve = [sys.executable, "-m", "appliance.cli", "companion", "serve", "--port", "0", "--db", str(db)]
+    proc = subprocess.Popen(serve, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
         assert line.startswith("READY http://127.0.0.1:")

@@ -40,7 +40,8 @@ async def simulator(tmp_path: Path):
 async def mint(sim: RealtimeSimulator, session: dict | None = None) -> str:
     async with httpx.AsyncClient() as http:
         r = await http.post(f"{sim.base_url}/v1/realtime/client_secrets",
-                            headers={"Authorization": f"Bearer {API_KEY}"}, json={"expires_after": {"anchor": "created_at", "seconds": 60},
+                            headers={"Authorization": f"Bearer {API_KEY}"},
+                            json={"expires_after": {"anchor": "created_at", "seconds": 60},
                                   "session": session or GA_SESSION})
     assert r.status_code == 200, r.text
     body = r.json()
