@@ -133,7 +133,9 @@ from aiortc import RTCPeerConnection, RTCConfiguration, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 import aioice.ice
 _orig = aioice.ice.get_host_addresses
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: list(_orig(use_ipv4=use_ipv4, use_ipv6=use_ipv6)) + (["127.0.0.1"] if use_ipv4 else [])
+def _with_loopback(use_ipv4, use_ipv6):
+    return list(_orig(use_ipv4=use_ipv4, use_ipv6=use_ipv6)) + (["127.0.0.1"] if use_ipv4 else [])
+aioice.ice.get_host_addresses = _with_loopback
 
 class Tone(MediaStreamTrack):
     kind = "audio"
