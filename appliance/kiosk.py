@@ -489,6 +489,8 @@ class Kiosk:
     def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:
         if lesson is not self.lesson:
             return
+        if self.prefetcher is not None:
+            self.prefetcher.kick()
         log.error("cannot start the lesson: %s", message)
         self.lesson = None
         self._set_state(State.ERROR, message)
@@ -633,6 +635,8 @@ class Kiosk:
             return
         self.lesson = None
         self.call = None
+        if self.prefetcher is not None:
+            self.prefetcher.kick()
         if self._pump_task is not None:
             self._pump_task.cancel()
             self._pump_task = None

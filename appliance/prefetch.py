@@ -46,14 +46,19 @@ class Prefetcher:
         self._ready: Materials | None = None
         self._wake = asyncio.Event()
         self.failures = 0
+        self._paused = False
         self.filled = asyncio.Event()
         """Set while a fresh pair is ready."""
 
     def take(self) -> Materials | None:
-        """The prefetched pair if its token is still good for starting a call, else None."""
+        """The prefetched pair if its token is still good for starting a call, else None.
+
+        The next pair is fetched when the kiosk calls :meth:`kick` after the lesson, so nothing
+        competes with the call for the network while it starts.
+        """
         ready, self._ready = self._ready, None
         self.filled.clear()
-        self._wake.set()
+        self._paused = True
         if ready is None:
             return None
         if ready[1].expires_at - self._clock() < self.usable_margin_s:
@@ -62,6 +67,8 @@ class Prefetcher:
         return ready
 
     def kick(self) -> None:
+        """Fetch the next pair now (a lesson ended)."""
+        self._paused = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -93,6 +100,8 @@ class Prefetcher:
 
     def _next_wait_s(self) -> float:
         """0 when a fetch is due now; otherwise how long until it is."""
+        if self._paused:
+            return 3600.0
         if self._ready is None:
             return self._retry_s() if self.failures else 0.0
         remaining = self._ready[1].expires_at - self._clock() - self.refresh_margin_s

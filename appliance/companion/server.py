@@ -63,6 +63,8 @@ class CompanionServer:
         self.storage = storage or Storage(config.db_path)
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self._token_times: dict[str, list[float]] = {}
+        self.requests: list[tuple[str, str]] = []
+        """(method, path) of every request served, for tests and benchmarks."""
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = self._build_app()
@@ -105,6 +107,7 @@ class CompanionServer:
     # -- plumbing ---------------------------------------------------------------------------
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append((request.method, request.path))
         try:
             return await handler(request)
         except web.HTTPRequestEntityTooLarge:

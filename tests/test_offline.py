@@ -1,0 +1,178 @@
+"""Never lose a lesson: prefetch, offline outbox with backoff, and recovery after a SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from appliance.companion.client import CompanionClient
+from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.state import State
+from appliance.store import SessionStore
+from appliance.sync import Syncer
+from tests.harness import API_KEY, KIOSK_ID, lesson_stack
+from tests.test_daemon import FakeSystemd, control
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record(i: int) -> dict:
+    return {"schema": 1, "session_id": str(uuid.uuid4()), "kiosk_id": KIOSK_ID,
+            "started_at": f"2026-11-24T10:{i:02d}:00.000Z", "ended_at": f"2026-11-24T10:{i:02d}:30.000Z",
+            "end_reason": "button", "plan_id": None, "targets": [],
+            "turns": [{"role": "learner", "text": f"lesson {i}", "at": f"2026-11-24T10:{i:02d}:01.000Z",
+                       "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}
+
+
+async def test_prefetched_press_skips_the_companion(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        assert kiosk.prefetcher is not None
+        await asyncio.wait_for(kiosk.prefetcher.filled.wait(), 10)
+        before = list(stack.companion.requests)
+        assert before.count(("POST", "/api/realtime-token")) == 1
+        kiosk.press()
+        await rec.until(lambda: State.CONNECTED in rec.states)
+        assert stack.companion.requests == before, "the press went to the companion"
+        kiosk.press()
+        await rec.until(lambda: bool(rec.saved))
+        # After the lesson the next plan + token are fetched for the next press.
+        await asyncio.wait_for(kiosk.prefetcher.filled.wait(), 10)
+        assert stack.companion.requests.count(("POST", "/api/realtime-token")) == 2
+
+
+async def test_outbox_survives_a_companion_outage(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="appliance.sync")
+    port = free_port()
+    store = SessionStore(tmp_path / "state")
+    records = [record(i) for i in range(20)]
+    for r in records:
+        store.save(r)
+    key = "device-key-0123456789abcdef"
+    client = CompanionClient(f"http://127.0.0.1:{port}", key, KIOSK_ID, timeout_s=2)
+    syncer = Syncer(store, client, batch_size=7, base_backoff_s=0.05, max_backoff_s=0.4)
+    task = asyncio.create_task(syncer.run())
+    try:
+        syncer.kick()
+        # The companion is down: attempts fail and back off, nothing is lost.
+        async with asyncio.timeout(10):
+            while syncer.failures < 4:
+                syncer.round_done.clear()
+                await syncer.round_done.wait()
+        assert len(store.unsynced()) == 20
+        assert "sync: will retry in" in caplog.text
+        companion = CompanionServer(CompanionConfig(port=port, db_path=tmp_path / "c.db", openai_api_key=API_KEY))
+        await companion.start()
+        companion.provision(KIOSK_ID, key)
+        try:
+            await asyncio.wait_for(syncer.idle.wait(), 10)
+            stored = companion.storage.sessions(KIOSK_ID)
+            assert [r["session_id"] for r in stored] == [r["session_id"] for r in records]  # once, in order
+            assert store.unsynced() == []
+            batches = [p for m, p in companion.requests if p == "/api/sessions/batch"]
+            assert len(batches) == 3
+            # Sending again (a batch that was interrupted half-way) stores nothing twice.
+            results = await client.send_batch(records[:5])
+            assert all(r["stored"] for r in results) and len(companion.storage.sessions(KIOSK_ID)) == 20
+        finally:
+            await companion.stop()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+
+
+async def test_invalid_record_is_parked_not_retried(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        store = SessionStore(tmp_path / "state")
+        good, bad = record(1), {**record(2), "end_reason": "meteor"}
+        store.save(good)
+        store.save(bad)
+        client = CompanionClient(stack.companion.base_url, stack.device_key, KIOSK_ID)
+        assert await Syncer(store, client).drain()
+        await client.aclose()
+        assert store.state_of(good["session_id"]) == "synced"
+        assert store.state_of(bad["session_id"]) == "parked"
+        assert "end_reason" in store.parked()[0][1]
+
+
+async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        state_dir = tmp_path / "state"
+        sock = tmp_path / "control.sock"
+        toml = tmp_path / "kiosk.toml"
+        toml.write_text(f"""
+[kiosk]
+id = "{KIOSK_ID}"
+state_dir = "{state_dir}"
+control_socket = "{sock}"
+[companion]
+url = "{stack.companion.base_url}"
+device_key_file = "{tmp_path / 'device.key'}"
+[realtime]
+base_url = "{stack.simulator.base_url}"
+allow_loopback_ice = true
+[audio]
+input = "wav"
+output = "null"
+[gpio]
+pin_factory = "mock"
+""")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+        async def start_daemon(notify: Path) -> tuple[asyncio.subprocess.Process, FakeSystemd]:
+            systemd = FakeSystemd(notify)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "appliance.cli", "run", "--config", str(toml),
+                env={**env, "NOTIFY_SOCKET": str(notify)}, stderr=asyncio.subprocess.DEVNULL)
+            await systemd.until(lambda m: "READY=1" in m)
+            return proc, systemd
+
+        proc, systemd = await start_daemon(tmp_path / "n1.sock")
+        await control(sock, "press")
+        await systemd.until(lambda m: m.startswith("STATUS=connected"))
+        assert (await control(sock, "say", "I like green apples"))[0] == 0
+        # Wait until the typed turn and the tutor's answer are checkpointed on disk.
+        async with asyncio.timeout(20):
+            while True:
+                text = (state_dir / "sessions.json").read_text() if (state_dir / "sessions.json").exists() else ""
+                if "I like green apples" in text and text.count('"role":"tutor"') >= 2:
+                    break
+                await asyncio.sleep(0.05)  # polling a file another process writes
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        systemd.close()
+        doc = json.loads((state_dir / "sessions.json").read_text())
+        [kept] = doc["sessions"].values()
+        assert kept["state"] == "in_progress"
+
+        # Restart: the lesson is closed as interrupted and delivered to the companion.
+        proc, systemd = await start_daemon(tmp_path / "n2.sock")
+        try:
+            async with asyncio.timeout(20):
+                while not stack.companion.storage.sessions(KIOSK_ID):
+                    await asyncio.sleep(0.05)  # polling the companion's database
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+            systemd.close()
+        [delivered] = stack.companion.storage.sessions(KIOSK_ID)
+        assert delivered["session_id"] == kept["session_id"]
+        assert delivered["end_reason"] == "interrupted"
+        texts = [t["text"] for t in delivered["turns"]]
+        assert "I like green apples" in texts and len(texts) >= 3
