@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Install Stella Kiosk on a Raspberry Pi OS (Bookworm) machine: system packages, a service user,
+# the app in a venv under /opt/stella-kiosk, the config in /etc/stella-kiosk, the systemd unit.
+# Idempotent: run it again to update; an admin's config and device key are never overwritten
+# unless new ones are given.
+#
+#   sudo scripts/install-pi.sh --config my-kiosk.toml --device-key-file device.key
+#
+# Options:
+#   --config FILE         kiosk.toml to install (default: keep the existing one, or the example)
+#   --device-key KEY      this kiosk's device key (from `stella-kiosk companion add-kiosk NAME`)
+#   --device-key-file F   the same, read from a file
+#   --no-enable           install the unit but do not enable or start it
+#   --root DIR            install into DIR instead of / (testing); skips apt, users, systemctl
+#   --with-venv           with --root: also create the venv and install the app into it
+#   -h, --help            this text
+set -euo pipefail
+
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=""
+CONFIG=""
+DEVICE_KEY=""
+ENABLE=1
+WITH_VENV=0
+USER_NAME=stella-kiosk
+APT_PACKAGES=(python3-venv python3-dev portaudio19-dev libsystemd-dev pkg-config python3-lgpio
+              espeak-ng sox alsa-utils rsync)
+
+die() { echo "install-pi: $*" >&2; exit 1; }
+say() { echo "install-pi: $*"; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config) CONFIG=${2:?--config needs a file}; shift 2 ;;
+    --device-key) DEVICE_KEY=${2:?--device-key needs a key}; shift 2 ;;
+    --device-key-file) DEVICE_KEY=$(tr -d '[:space:]' < "${2:?--device-key-file needs a file}"); shift 2 ;;
+    --no-enable) ENABLE=0; shift ;;
+    --root) ROOT=$(mkdir -p "${2:?--root needs a directory}" && cd "$2" && pwd); shift 2 ;;
+    --with-venv) WITH_VENV=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+  esac
+done
+
+OPT="$ROOT/opt/stella-kiosk"
+ETC="$ROOT/etc/stella-kiosk"
+UNIT_DIR="$ROOT/etc/systemd/system"
+STATE="$ROOT/var/lib/stella-kiosk"
+
+# Steps that change the real system run only without --root; with --root they are printed.
+system() {
+  if [ -n "$ROOT" ]; then
+    echo "install-pi: (--root) would run: $*"
+  else
+    "$@"
+  fi
+}
+
+if [ -z "$ROOT" ]; then
+  [ "$(id -u)" = 0 ] || die "run as root (sudo $0 ...)"
+  [ -f /etc/debian_version ] || die "this installer is for Raspberry Pi OS / Debian"
+fi
+
+if [ -n "$CONFIG" ]; then
+  [ -f "$CONFIG" ] || die "config file $CONFIG not found"
+  # Reject a broken config before touching anything.
+  checker="$SRC/.venv/bin/stella-kiosk"
+  [ -x "$checker" ] || checker="$OPT/.venv/bin/stella-kiosk"
+  if [ -x "$checker" ]; then
+    "$checker" check-config "$CONFIG" >/dev/null || exit 78
+  fi
+fi
+
+say "system packages"
+system apt-get update -qq
+system env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}"
+
+say "service user $USER_NAME (groups gpio, audio)"
+for group in gpio audio; do
+  system sh -c "getent group $group >/dev/null || groupadd --system $group"
+done
+system sh -c "id -u $USER_NAME >/dev/null 2>&1 || useradd --system --home-dir /var/lib/stella-kiosk --shell /usr/sbin/nologin $USER_NAME"
+system usermod -a -G gpio,audio "$USER_NAME"
+
+say "application in $OPT"
+mkdir -p "$OPT" "$ETC" "$UNIT_DIR" "$STATE"
+# Copy the project (not its git history, venv or local outputs); --delete keeps updates exact.
+if command -v rsync >/dev/null 2>&1; then
+  rsync -a --delete --exclude .git --exclude .venv --exclude demo-output --exclude '__pycache__' \
+    --exclude '.pytest_cache' --exclude '.ruff_cache' "$SRC/" "$OPT/src/"
+else
+  rm -rf "$OPT/src" && mkdir -p "$OPT/src"
+  (cd "$SRC" && tar --exclude .git --exclude .venv --exclude demo-output -cf - .) | (cd "$OPT/src" && tar -xf -)
+fi
+if [ -z "$ROOT" ] || [ "$WITH_VENV" = 1 ]; then
+  if [ ! -x "$OPT/.venv/bin/python" ]; then
+    # System site packages: the Pi 5 needs Debian's python3-lgpio for gpiozero.
+    python3 -m venv --system-site-packages "$OPT/.venv"
+  fi
+  "$OPT/.venv/bin/pip" install -q --upgrade "$OPT/src"
+fi
+
+say "configuration in $ETC"
+if [ -n "$CONFIG" ]; then
+  install -m 0640 "$CONFIG" "$ETC/kiosk.toml"
+elif [ ! -f "$ETC/kiosk.toml" ]; then
+  sed -e 's#^state_dir = .*#state_dir = "/var/lib/stella-kiosk"#' \
+      -e 's#^device_key_file = .*#device_key_file = "/etc/stella-kiosk/device.key"#' \
+      "$SRC/config/kiosk.example.toml" > "$ETC/kiosk.toml"
+  chmod 0640 "$ETC/kiosk.toml"
+  say "installed the example config: edit $ETC/kiosk.toml (companion url, pins, audio devices)"
+fi
+if [ -n "$DEVICE_KEY" ]; then
+  (umask 077 && printf '%s\n' "$DEVICE_KEY" > "$ETC/device.key")
+fi
+[ -f "$ETC/device.key" ] && chmod 0600 "$ETC/device.key"
+system chown "root:$USER_NAME" "$ETC/kiosk.toml"
+[ -f "$ETC/device.key" ] && system chown "$USER_NAME:$USER_NAME" "$ETC/device.key"
+system chown "$USER_NAME:$USER_NAME" "$STATE"
+
+if [ -x "$OPT/.venv/bin/stella-kiosk" ]; then
+  "$OPT/.venv/bin/stella-kiosk" check-config "$ETC/kiosk.toml" >/dev/null || exit 78
+fi
+
+say "systemd unit"
+install -m 0644 "$SRC/systemd/stella-kiosk.service" "$UNIT_DIR/stella-kiosk.service"
+system systemctl daemon-reload
+if [ "$ENABLE" = 1 ]; then
+  system systemctl enable stella-kiosk.service
+  system systemctl restart stella-kiosk.service
+fi
+
+cat <<TXT
+install-pi: done.
+  config:      $ETC/kiosk.toml
+  device key:  $ETC/device.key $( [ -f "$ETC/device.key" ] && echo "(present)" || echo "(MISSING: add it with --device-key-file)")
+  lessons:     $STATE
+  next:        sudo systemctl stop stella-kiosk && sudo -u $USER_NAME $OPT/.venv/bin/stella-kiosk doctor --config $ETC/kiosk.toml
+               journalctl -u stella-kiosk -f
+TXT
