@@ -1,0 +1,58 @@
+"""`stella-kiosk doctor` against a real companion and simulator (mock pins, WAV audio)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from tests.harness import lesson_stack
+
+
+async def run_doctor(config: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "appliance.cli", "doctor", "--config", str(config), "--button-timeout", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+def write_config(tmp_path: Path, companion_url: str, realtime_url: str) -> Path:
+    path = tmp_path / "kiosk.toml"
+    path.write_text(f"""
+[kiosk]
+id = "kiosk-test"
+state_dir = "{tmp_path / 'state'}"
+[companion]
+url = "{companion_url}"
+device_key_file = "{tmp_path / 'device.key'}"
+timeout_s = 2.0
+[realtime]
+base_url = "{realtime_url}"
+[audio]
+input = "wav"
+output = "wav"
+output_wav = "{tmp_path / 'chime.wav'}"
+[gpio]
+pin_factory = "mock"
+""")
+    return path
+
+
+async def test_doctor_passes_on_a_healthy_kiosk_and_names_failures(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        (tmp_path / "device.key").chmod(0o600)
+        code, out = await run_doctor(write_config(tmp_path, stack.companion.base_url, stack.simulator.base_url))
+        assert code == 0, out
+        for name in ("config", "device key", "storage", "companion health", "clock", "lesson + token",
+                     "realtime reachable", "speaker", "microphone", "LEDs"):
+            assert f"PASS  {name}" in out, (name, out)
+        assert (tmp_path / "chime.wav").stat().st_size > 1000  # the chime was played
+        assert stack.device_key not in out
+
+        (tmp_path / "device.key").chmod(0o644)
+        code, out = await run_doctor(write_config(tmp_path, "http://127.0.0.1:9", stack.simulator.base_url))
+    assert code == 1
+    assert "FAIL  companion health" in out and "cannot reach http://127.0.0.1:9" in out
+    assert "FAIL  device key" in out and "chmod 600" in out
