@@ -664,7 +664,8 @@ class Kiosk:
             self._set_state(State.ERROR, f"cannot save lessons: {exc}")
             self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()))
             return
-        log.info("lesson %s saved (%s, %d turns)", lesson.session_id, reason, len(record["turns"]))
+        log.info("lesson %s saved (%s, %d turns)", lesson.session_id, reason, len(record["turns"]),
+                 extra={"SESSION_ID": lesson.session_id, "END_REASON": reason})
         self.lessons_saved.append(record)
         if self.state is not State.IDLE and self._running:
             self._set_state(State.IDLE, "ready")
@@ -706,7 +707,9 @@ class Kiosk:
 
     def _show(self, state: State, detail: str) -> None:
         self.state = state
-        log.info("state: %s (%s)", state.value, detail)
+        # Upper-case extras become journal fields: journalctl -u stella-kiosk STATE=error
+        session_id = self.lesson.session_id if self.lesson is not None else ""
+        log.info("state: %s (%s)", state.value, detail, extra={"STATE": state.value, "SESSION_ID": session_id})
         if self.leds is not None:
             self.leds.show(state)
         self.notifier.status(f"{state.value}: {detail}")
