@@ -121,6 +121,16 @@ class Client:
                 await self.changed.wait()
         return [e for e in self.events if e.type == event_type][count - 1]
 
+    async def first(self, predicate, timeout: float = 15) -> ServerEvent:
+        """The first event (already received or still to come) that satisfies ``predicate``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                self.changed.clear()
+                await self.changed.wait()
+
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
@@ -156,15 +166,16 @@ async def test_lesson_events_audio_and_schema(simulator: RealtimeSimulator, tmp_
         client.call.send(events.response_cancel())
         client.call.send(events.output_audio_buffer_clear())
         await client.until("output_audio_buffer.cleared")
-        # Manual turns: commit with nothing heard is an error naming the client event.
+        # Manual turns: a commit right after a clear (under 100 ms of audio) is an error naming the event.
         client.call.send(events.manual_turns_update())
         await client.until("session.updated")
         commit = events.input_audio_buffer_commit()
+        client.call.send(events.input_audio_buffer_clear())
         client.call.send(commit)
-        error = await client.until("error", 2)
-        assert error.data["error"]["event_id"] == commit["event_id"]
+        error = await client.first(lambda e: e.type == "error" and e.data["error"]["event_id"] == commit["event_id"])
+        assert error.data["error"]["code"] == "input_audio_buffer_commit_empty"
         client.call.send({"type": "no.such.event"})
-        await client.until("error", 3)
+        await client.first(lambda e: e.type == "error" and "no.such.event" in e.data["error"]["message"])
     finally:
         await client.close()
     sim_call = simulator.calls.get(client.call.call_id) or simulator.ended_calls[client.call.call_id]
