@@ -140,7 +140,8 @@ class ButtonSettings:
     """toggle: press starts, press again ends. hold: press starts, then hold the button to talk
     (for noisy classrooms: the tutor only hears the learner while the button is held)."""
     long_press_s: float = 3.0
-    """Holding the button this long always ends the lesson, in every mode."""
+    """Holding the button this long ends the lesson, in every mode (in hold mode: a silent hold, so a
+    long spoken turn never ends the lesson by accident)."""
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.audio.base import AudioSink, AudioSource
+from appliance.audio.dsp import rms_dbfs
 from appliance.audio.earcons import Cue, Earcons
 from appliance.audio.gate import HalfDuplexGate
 from appliance.audio.speaker import SpeakerPump
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 ERROR_SHOWN_S = 3.0
 WRAP_UP_BEFORE_END_S = 60.0
 GOODBYE_MAX_S = 20.0
+SPEECH_DBFS = -45.0
 
 
 class KioskObserver(Protocol):
@@ -198,6 +200,7 @@ class Kiosk:
         self._tutor_speaking_hint = False
         self._tutor_speaking = False
         self._listening = False
+        self._spoke_while_held = False
         self._button_down_at: float | None = None
         self._activity = 0
         self._ending_reason: str | None = None
@@ -316,7 +319,8 @@ class Kiosk:
             case Release(at=at):
                 self._on_release(at)
             case _LongPress(press_at=press_at):
-                if self._button_down_at == press_at and self.lesson is not None:
+                # In hold mode a long turn is not a long press: only a silent hold ends the lesson.
+                if self._button_down_at == press_at and self.lesson is not None and not self._spoke_while_held:
                     log.info("long press: ending the lesson")
                     await self._end_lesson("button")
             case _RemoteTrack(call=call, track=track):
@@ -383,6 +387,7 @@ class Kiosk:
         if self.call is None:
             return
         self.call.send(events.input_audio_buffer_clear())
+        self._spoke_while_held = False
         self._listening = True
         self._show_activity()
 
@@ -400,7 +405,11 @@ class Kiosk:
         """What the call's microphone track sends (runs on the loop, in the track's recv)."""
         if self.config.button.mode == "hold":
             samples = self.mic.read(n)  # always read, so captured audio never piles up
-            return samples if self._listening else np.zeros(n, dtype=np.int16)
+            if not self._listening:
+                return np.zeros(n, dtype=np.int16)
+            if not self._spoke_while_held and rms_dbfs(samples) > SPEECH_DBFS:
+                self._spoke_while_held = True
+            return samples
         return self.gate.read(n)
 
     def _on_say(self, text: str) -> None:
