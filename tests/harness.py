@@ -113,11 +113,12 @@ class Stack:
         return config_from_dict(data, source="test")
 
     @asynccontextmanager
-    async def kiosk(self, config: Config | None = None) -> AsyncIterator[tuple[Kiosk, Recorder, ScriptedMicrophone]]:
+    async def kiosk(self, config: Config | None = None, mic: Any = None,
+                    speaker: Any = None) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
         config = config or self.config()
         Device.pin_factory = MockFactory(pin_class=MockPWMPin)
-        mic = ScriptedMicrophone(sample_rate=config.audio.sample_rate)
-        speaker = WavFileSink(config.audio.output_wav, sample_rate=config.audio.sample_rate)
+        mic = mic or ScriptedMicrophone(sample_rate=config.audio.sample_rate)
+        speaker = speaker or WavFileSink(config.audio.output_wav, sample_rate=config.audio.sample_rate)
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
                                  timeout_s=config.companion.timeout_s)

@@ -106,3 +106,41 @@ async def test_pyaudio_speaker_and_microphone(pulse: dict[str, str], tmp_path: P
     result = subprocess.run(["sox", "--i", "-D", str(clip)], capture_output=True, text=True)
     expected = float(result.stdout.strip())
     assert 0.5 * expected <= seconds <= 1.2 * expected, (seconds, expected)
+
+
+async def test_lesson_through_real_portaudio(pulse: dict[str, str], tmp_path: Path) -> None:
+    """Spoken WAV into the virtual mic reaches the simulator as speech; the tutor is recorded off the
+    virtual speaker's monitor with the expected duration and energy."""
+    from appliance.state import State
+    from tests.harness import LEARNER_LINES, lesson_stack
+    from tests.test_lesson_e2e import tutor_quiet_after
+
+    rate = 48000
+    clip = espeak(LEARNER_LINES[1], tmp_path / "learner.wav")  # "Stop."
+    recording = tmp_path / "speaker.raw"
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config(audio={"input": "pyaudio", "output": "pyaudio", "input_device": "pulse",
+                                     "output_device": "pulse"})
+        with open(recording, "wb") as out:
+            parec = subprocess.Popen(["parec", "--device=speaker.monitor", "--raw", "--format=s16le",
+                                      f"--rate={rate}", "--channels=1"], env=pulse, stdout=out)
+            try:
+                mic = PyAudioSource("pulse", sample_rate=rate)
+                speaker = PyAudioSink("pulse", sample_rate=rate)
+                async with stack.kiosk(config, mic=mic, speaker=speaker) as (kiosk, rec, _):
+                    kiosk.press()
+                    await rec.until(lambda: tutor_quiet_after(rec, 1), what="greeting")
+                    subprocess.run(["paplay", "--device=micfeed", str(clip)], env=pulse, check=True, timeout=30)
+                    await rec.until(lambda: bool(rec.saved), what="the spoken stop ended the lesson")
+                    assert kiosk.state is State.IDLE
+                    sim_call = [*stack.simulator.calls.values(), *stack.simulator.ended_calls.values()][0]
+            finally:
+                parec.terminate()
+                parec.wait(10)
+    assert [t.text for t in rec.learner_turns()] == [LEARNER_LINES[1]]
+    assert rec.saved[0][0]["end_reason"] == "voice_stop"
+    expected_s = sum(e["response"]["usage"]["output_token_details"]["audio_tokens"] * 0.05
+                     for e in sim_call.sent if e["type"] == "response.done")
+    played = np.frombuffer(recording.read_bytes(), dtype="<i2")
+    audible_s = sum(rms_dbfs(played[i:i + 960]) > -45 for i in range(0, len(played) - 960, 960)) * 0.02
+    assert 0.6 * expected_s <= audible_s <= 1.2 * expected_s, (audible_s, expected_s)
