@@ -47,6 +47,10 @@ class KioskSettings:
     """Where lessons are stored (session database, outbox). Must be writable by the service."""
     log_level: str = field(default="info", metadata=_check(("debug", "info", "warning", "error")))
     """Logging verbosity."""
+    keep_synced_days: float = 30.0
+    """Lessons the companion confirmed are deleted from the kiosk after this many days."""
+    max_stored_lessons: int = 5000
+    """Cap on stored lessons; the oldest synced ones go first, unsynced ones are never deleted."""
     control_socket: Path = Path("/run/stella-kiosk/control.sock")
     """UNIX socket for `stella-kiosk status|press|stop|say` (mode 0660: the service's group only)."""
 
@@ -295,6 +299,8 @@ def _validate(config: Config) -> None:
     kiosk_id = config.kiosk.id
     if not kiosk_id or not all(c.isalnum() or c in "-_" for c in kiosk_id) or len(kiosk_id) > 64:
         raise ConfigError(src, "kiosk.id", f"{_show(kiosk_id)} must be 1-64 letters, digits, '-' or '_'")
+    _positive(src, "kiosk.keep_synced_days", config.kiosk.keep_synced_days, 0, 3650)
+    _positive(src, "kiosk.max_stored_lessons", config.kiosk.max_stored_lessons, 10, 1_000_000)
     _positive(src, "companion.timeout_s", config.companion.timeout_s, 0.1, 120)
     _positive(src, "realtime.connect_timeout_s", config.realtime.connect_timeout_s, 1, 120)
     _positive(src, "lesson.max_minutes", config.lesson.max_minutes, 0.1, 60)

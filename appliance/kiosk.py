@@ -49,6 +49,7 @@ ERROR_SHOWN_S = 3.0
 WRAP_UP_BEFORE_END_S = 60.0
 GOODBYE_MAX_S = 20.0
 SPEECH_DBFS = -45.0
+SAVE_RETRY_S = 30.0
 
 
 class KioskObserver(Protocol):
@@ -157,6 +158,11 @@ class _ErrorShown:
     pass
 
 
+@dataclass(frozen=True)
+class _RetrySave:
+    pass
+
+
 CallFactory = Callable[..., RealtimeCall]
 
 
@@ -207,6 +213,8 @@ class Kiosk:
         self._running = False
         self.lessons_saved: list[dict[str, Any]] = []
         self._awaiting_first_sync: dict[str, dict[str, Any]] = {}
+        self._unsaved: list[dict[str, Any]] = []
+        self.save_retry_s = SAVE_RETRY_S
         self.syncer = Syncer(store, companion, on_attempt=self._sync_attempted)
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
 
@@ -280,6 +288,7 @@ class Kiosk:
         self._show(State.IDLE, "ready")
         self._cue(Cue.READY)
         self.notifier.ready("idle: press the button to start a lesson")
+        self._apply_retention()
         try:
             for record in self.store.recover_interrupted():
                 log.warning("lesson %s was interrupted (power cut or crash); kept with %d turns",
@@ -302,6 +311,10 @@ class Kiosk:
         finally:
             self.notifier.stopping()
             await self._end_lesson("shutdown")
+            self._retry_unsaved()
+            if self._unsaved:
+                log.critical("%d lesson(s) could not be written to disk and are lost at exit: %s",
+                             len(self._unsaved), [r["session_id"] for r in self._unsaved])
             for timer in self._timers:
                 timer.cancel()
             for task in list(self._tasks):
@@ -344,6 +357,8 @@ class Kiosk:
                 await self._on_call_closed(call, reason)
             case _Audible(audible=audible, at=at):
                 self._on_audible(audible, at)
+            case _RetrySave():
+                self._retry_unsaved()
             case _ErrorShown():
                 if self.state is State.ERROR:
                     self._set_state(State.IDLE, "ready")
@@ -668,13 +683,19 @@ class Kiosk:
         try:
             self.store.save(record)
         except StoreError as exc:
-            log.error("the lesson could not be saved: %s", exc)
+            # Never drop it: keep it in memory, show the error, retry until the disk takes it.
+            log.error("the lesson could not be saved (kept in memory, retrying every %.0f s): %s",
+                      self.save_retry_s, exc, extra={"SESSION_ID": lesson.session_id})
+            self._unsaved.append(record)
             self.lessons_saved.append(record)
-            self._set_state(State.ERROR, f"cannot save lessons: {exc}")
+            self._later(self.save_retry_s, lambda: self.post(_RetrySave()))
+            if self.state is not State.ERROR:
+                self._set_state(State.ERROR, f"cannot save lessons: {exc}")
             self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()))
             return
         log.info("lesson %s saved (%s, %d turns)", lesson.session_id, reason, len(record["turns"]),
                  extra={"SESSION_ID": lesson.session_id, "END_REASON": reason})
+        self._apply_retention()
         self.lessons_saved.append(record)
         if self.state is not State.IDLE and self._running:
             self._set_state(State.IDLE, "ready")
@@ -687,6 +708,28 @@ class Kiosk:
         record = self._awaiting_first_sync.pop(session_id, None)
         if record is not None:
             self.observer.lesson_saved(record, synced)
+
+    def _retry_unsaved(self) -> None:
+        """Try again to write lessons the disk refused (disk full, read-only storage)."""
+        while self._unsaved:
+            record = self._unsaved[0]
+            try:
+                self.store.save(record)
+            except StoreError as exc:
+                log.error("still cannot save %d lesson(s): %s", len(self._unsaved), exc)
+                self._later(self.save_retry_s, lambda: self.post(_RetrySave()))
+                return
+            self._unsaved.pop(0)
+            log.info("lesson %s saved after a retry", record["session_id"])
+            self._awaiting_first_sync[record["session_id"]] = record
+            self.syncer.kick()
+
+    def _apply_retention(self) -> None:
+        settings = self.config.kiosk
+        try:
+            self.store.apply_retention(settings.keep_synced_days, settings.max_stored_lessons)
+        except StoreError as exc:
+            log.error("retention: %s", exc)
 
     def _checkpoint(self, lesson: Lesson) -> None:
         """Keep the lesson so far on disk: a power cut loses at most the turn being spoken."""

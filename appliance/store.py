@@ -127,6 +127,24 @@ class SessionStore:
             self._sessions.update({"record": record, "state": "pending"}, q.session_id == doc["session_id"])
         return [dict(doc["record"], end_reason="interrupted") for doc in docs]
 
+    def apply_retention(self, keep_synced_days: float, max_lessons: int) -> int:
+        """Delete synced lessons older than ``keep_synced_days``, then the oldest synced ones while
+        there are more than ``max_lessons``. Unsynced lessons are never deleted: when they alone
+        exceed the cap, say so loudly. Returns how many were deleted."""
+        q = Query()
+        cutoff = time.time() - keep_synced_days * 86400
+        removed = self._sessions.remove((q.state == "synced") & (q.synced_at < cutoff))
+        excess = len(self._sessions) - max_lessons
+        if excess > 0:
+            synced = [d for d in self._docs() if d["state"] == "synced"][:excess]
+            if synced:
+                removed += self._sessions.remove(doc_ids=[d.doc_id for d in synced])
+            if len(self._sessions) > max_lessons:
+                log.error("session store is full: %d lessons waiting for the companion exceed the cap of %d; "
+                          "nothing unsynced is deleted — check the companion connection",
+                          len(self._sessions), max_lessons)
+        return len(removed) if isinstance(removed, list) else int(removed or 0)
+
     def mark_synced(self, session_id: str) -> None:
         q = Query()
         self._sessions.update({"state": "synced", "synced_at": time.time()}, q.session_id == session_id)

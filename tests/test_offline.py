@@ -176,3 +176,41 @@ pin_factory = "mock"
         assert delivered["end_reason"] == "interrupted"
         texts = [t["text"] for t in delivered["turns"]]
         assert "I like green apples" in texts and len(texts) >= 3
+
+
+def test_retention_never_deletes_unsynced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SessionStore(tmp_path)
+    records = [record(i) for i in range(12)]
+    for r in records:
+        store.save(r)
+    for r in records[:6]:
+        store.mark_synced(r["session_id"])
+    # Synced lessons older than the retention go; pending ones stay whatever their age.
+    doc = store._sessions.get(doc_id=1)
+    store._sessions.update({"synced_at": doc["synced_at"] - 40 * 86400}, doc_ids=[1])
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 1
+    assert records[0]["session_id"] not in {r["session_id"] for r in store.records()}
+    # Over the cap: oldest synced first, never the unsynced; a cap below the unsynced count is reported.
+    assert store.apply_retention(keep_synced_days=30, max_lessons=8) == 3
+    assert len(store) == 8 and len(store.unsynced()) == 6
+    assert store.apply_retention(keep_synced_days=30, max_lessons=4) == 2
+    assert len(store.unsynced()) == 6 and "session store is full" in caplog.text
+
+
+async def test_unwritable_store_keeps_the_lesson_and_retries(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        kiosk.save_retry_s = 0.2
+        kiosk.press()
+        await rec.until(lambda: State.CONNECTED in rec.states)
+        store_file = tmp_path / "state" / "sessions.json"
+        store_file.rename(tmp_path / "state" / "moved.json")
+        store_file.mkdir()  # the store can be neither read nor written now
+        kiosk.press()
+        await rec.until(lambda: State.ERROR in rec.states, what="error shown")
+        assert not rec.saved
+        store_file.rmdir()
+        (tmp_path / "state" / "moved.json").rename(store_file)
+        await rec.until(lambda: bool(rec.saved), what="saved after the retry")
+        record_, synced = rec.saved[0]
+        assert synced and record_["end_reason"] == "button"
+        assert SessionStore(tmp_path / "state").is_synced(record_["session_id"])
