@@ -54,11 +54,13 @@ class FakeOpenAI:
         return web.json_response({"choices": [{"message": {"role": "assistant", "content": content}}]})
 
 
-@pytest.fixture
-async def stack(tmp_path: Path):
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stack(request: pytest.FixtureRequest, tmp_path: Path):
+    """The companion with each storage backend: every test below runs on SQLite and on PostgreSQL."""
+    db = tmp_path / "c.db" if request.param == "sqlite" else request.getfixturevalue("postgres_dsn")
     upstream = FakeOpenAI()
     url = await upstream.start()
-    server = CompanionServer(CompanionConfig(db_path=tmp_path / "c.db", openai_base_url=url, openai_api_key=SK,
+    server = CompanionServer(CompanionConfig(db_path=db, openai_base_url=url, openai_api_key=SK,
                                              tokens_per_hour=3))
     await server.start()
     server.provision("kiosk-a", "key-a-0123456789abcdef")

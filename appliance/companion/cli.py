@@ -10,10 +10,9 @@ import re
 import secrets
 import signal
 import sys
-from pathlib import Path
 
 from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.companion.storage import Storage
+from appliance.companion.storage import open_storage
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the HTTP service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8700, help="0 lets the system pick a free port")
-    serve.add_argument("--db", type=Path, default=Path("companion.db"))
+    serve.add_argument("--db", default="companion.db", help="SQLite file, or postgresql://user@host/db")
     serve.add_argument("--openai-base-url", default="https://api.openai.com",
                        help="OpenAI, a proxy, or a local `stella-kiosk simulator`")
     serve.add_argument("--model", default="gpt-realtime-mini", help="Realtime model for lessons")
@@ -38,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("add-kiosk", "revoke-kiosk"):
         cmd = sub.add_parser(name, help=f"{name.split('-')[0]} a kiosk's device key")
         cmd.add_argument("name")
-        cmd.add_argument("--db", type=Path, default=Path("companion.db"))
+        cmd.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     export = sub.add_parser("export", help="every stored lesson as CSV on stdout (for teachers)")
-    export.add_argument("--db", type=Path, default=Path("companion.db"))
+    export.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     export.add_argument("--kiosk", help="only this kiosk")
     export.add_argument("--since", help="only lessons started on or after this ISO date")
     args = parser.parse_args(argv)
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("add-kiosk", "revoke-kiosk") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
-    storage = Storage(args.db)
+    storage = open_storage(args.db)
     try:
         if args.command == "add-kiosk":
             key = secrets.token_urlsafe(32)

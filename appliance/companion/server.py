@@ -16,7 +16,7 @@ from aiohttp import web
 
 from appliance import __version__
 from appliance.companion.records import InvalidRecord, validate_record
-from appliance.companion.storage import Storage
+from appliance.companion.storage import Storage, open_storage
 from appliance.companion.upstream import (
     Upstream,
     UpstreamError,
@@ -36,7 +36,8 @@ MAX_BATCH = 100
 class CompanionConfig:
     host: str = "127.0.0.1"
     port: int = 0
-    db_path: Path = Path("companion.db")
+    db_path: Path | str = Path("companion.db")
+    """A SQLite file, or a postgresql:// DSN for a district's shared database."""
     openai_base_url: str = "https://api.openai.com"
     openai_api_key: str = field(default="", repr=False)
     realtime_model: str = "gpt-realtime-mini"
@@ -60,7 +61,7 @@ def error(status: int, code: str, message: str) -> web.Response:
 class CompanionServer:
     def __init__(self, config: CompanionConfig, storage: Storage | None = None) -> None:
         self.config = config
-        self.storage = storage or Storage(config.db_path)
+        self.storage = storage or open_storage(config.db_path)
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self._token_times: dict[str, list[float]] = {}
         self.requests: list[tuple[str, str]] = []
