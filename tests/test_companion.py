@@ -184,3 +184,34 @@ def test_cli_add_kiosk_and_serve(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "serve", "--db", str(db)],
                              capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert missing.returncode == 78 and "OPENAI_API_KEY" in missing.stderr
+
+
+async def test_daily_minutes_budget(stack) -> None:
+    import dataclasses
+    import time as _time
+
+    server, _upstream, a = stack
+    server.config = dataclasses.replace(server.config, daily_minutes=2.0)
+    today = _time.strftime("%Y-%m-%dT%H:%M:%S.000Z", _time.gmtime())
+    await a.token()  # under budget
+    await a.summarize(record(started_at=today, ended_at=today, metrics={"duration_s": 150.0}))
+    with pytest.raises(CompanionError) as info:
+        await a.token()
+    assert info.value.status == 429 and info.value.code == "daily_budget_exhausted"
+
+
+def test_export_csv_for_teachers(tmp_path: Path) -> None:
+    import csv as _csv
+    import io
+
+    from appliance.companion.storage import Storage
+
+    storage = Storage(tmp_path / "c.db")
+    storage.store_session(record("kiosk-a"))
+    storage.store_session(record("kiosk-b", end_reason="voice_stop"))
+    storage.close()
+    out = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "export", "--db", str(tmp_path / "c.db"),
+                          "--kiosk", "kiosk-b"], capture_output=True, text=True, timeout=60)
+    rows = list(_csv.DictReader(io.StringIO(out.stdout)))
+    assert out.returncode == 0 and [r["end_reason"] for r in rows] == ["voice_stop"]
+    assert rows[0]["transcript"] == "learner: hi"
