@@ -214,3 +214,57 @@ async def test_unwritable_store_keeps_the_lesson_and_retries(tmp_path: Path) -> 
         record_, synced = rec.saved[0]
         assert synced and record_["end_reason"] == "button"
         assert SessionStore(tmp_path / "state").is_synced(record_["session_id"])
+
+
+async def test_companion_killed_while_the_outbox_drains(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGKILL the companion process after its first stored batch; restart it; nothing is lost or doubled."""
+    import sqlite3
+
+    from appliance.services import ChildServer
+
+    caplog.set_level(logging.INFO, logger="appliance.sync")
+    port, db, key = free_port(), tmp_path / "c.db", "device-key-0123456789abcdef"
+    args = ["companion", "serve", "--port", str(port), "--db", str(db), "--provision", f"{KIOSK_ID}={key}"]
+    env = {"OPENAI_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+
+    def stored_ids() -> list[str]:
+        if not db.exists():
+            return []
+        with sqlite3.connect(db) as conn:
+            return [row[0] for row in conn.execute("SELECT session_id FROM sessions ORDER BY seq")]
+
+    store = SessionStore(tmp_path / "state")
+    records = [record(i) for i in range(20)]
+    for r in records:
+        store.save(r)
+    companion = ChildServer("companion", args, tmp_path / "c1.log", env=env)
+    await companion.start()
+    client = CompanionClient(f"http://127.0.0.1:{port}", key, KIOSK_ID, timeout_s=2)
+    syncer = Syncer(store, client, batch_size=4, base_backoff_s=0.05, max_backoff_s=0.3)
+    task = asyncio.create_task(syncer.run())
+    try:
+        syncer.kick()
+        async with asyncio.timeout(10):
+            while not stored_ids():
+                await asyncio.sleep(0.005)  # watching another process's database
+        assert companion.process is not None
+        companion.process.kill()  # SIGKILL, mid-drain
+        await companion.process.wait()
+        async with asyncio.timeout(10):
+            while syncer.failures < 2:
+                syncer.round_done.clear()
+                await syncer.round_done.wait()
+        assert len(store.unsynced()) > 0
+        restarted = ChildServer("companion", args, tmp_path / "c2.log", env=env)
+        await restarted.start()
+        try:
+            await asyncio.wait_for(syncer.idle.wait(), 15)
+        finally:
+            await restarted.stop()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+    assert stored_ids() == [r["session_id"] for r in records]
+    assert store.unsynced() == []
+    assert "sync: will retry in" in caplog.text
