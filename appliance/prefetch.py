@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 
+from appliance.backoff import backoff_delay
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Prefetcher:
         self._wake = asyncio.Event()
         self.failures = 0
         self._paused = False
+        self._retry_wait_s = 0.0
         self.filled = asyncio.Event()
         """Set while a fresh pair is ready."""
 
@@ -79,14 +80,16 @@ class Prefetcher:
                     async with asyncio.timeout(wait_s):
                         await self._wake.wait()
                 self._wake.clear()
-                if self._next_wait_s() > 0:
+                # Woken or timed out: fetch unless paused for a lesson or the pair is still fresh.
+                if self._paused or (self._ready is not None and self._next_wait_s() > 0):
                     continue
             try:
                 plan = await self.companion.plan(level=self.level)
                 token = await self.companion.token(plan_id=plan.plan_id)
             except CompanionError as exc:
                 self.failures += 1
-                log.info("prefetch failed (%s); retrying in %.0f s", exc.message, self._retry_s())
+                self._retry_wait_s = backoff_delay(self.failures, self.retry_base_s, self.retry_max_s)
+                log.info("prefetch failed (%s); retrying in %.1f s", exc.message, self._retry_wait_s)
                 continue
             self.failures = 0
             self._ready = (plan, token)
@@ -94,15 +97,11 @@ class Prefetcher:
             log.debug("next lesson ready: plan %s, token valid %.0f s", plan.plan_id,
                       token.expires_at - self._clock())
 
-    def _retry_s(self) -> float:
-        step = min(self.retry_max_s, self.retry_base_s * 2 ** max(0, self.failures - 1))
-        return step * (0.5 + 0.5 * random.random())
-
     def _next_wait_s(self) -> float:
         """0 when a fetch is due now; otherwise how long until it is."""
         if self._paused:
             return 3600.0
         if self._ready is None:
-            return self._retry_s() if self.failures else 0.0
+            return self._retry_wait_s if self.failures else 0.0
         remaining = self._ready[1].expires_at - self._clock() - self.refresh_margin_s
         return max(0.0, remaining)

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from appliance.backoff import backoff_delay
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.store import SessionStore, StoreError
 
@@ -59,14 +60,9 @@ class Syncer:
         """Try now (a lesson just ended, or the network is back)."""
         self._wake.set()
 
-    def backoff_s(self) -> float:
-        """Capped exponential backoff with full jitter in [50 %, 100 %] of the step."""
-        step = min(self.max_backoff_s, self.base_backoff_s * (2 ** max(0, self.failures - 1)))
-        return step * (0.5 + 0.5 * self._jitter())
-
     async def run(self) -> None:
+        wait_s = self.period_s
         while True:
-            wait_s = self.backoff_s() if self.failures else self.period_s
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
             # races with the event being set, and the task would then never stop.
             with contextlib.suppress(TimeoutError):
@@ -75,9 +71,11 @@ class Syncer:
             self._wake.clear()
             if await self.drain():
                 self.failures = 0
+                wait_s = self.period_s
             else:
                 self.failures += 1
-                log.warning("sync: will retry in %.1f s (attempt %d failed)", self.backoff_s(), self.failures)
+                wait_s = backoff_delay(self.failures, self.base_backoff_s, self.max_backoff_s, self._jitter)
+                log.warning("sync: will retry in %.1f s (attempt %d failed)", wait_s, self.failures)
             self.round_done.set()
 
     async def drain(self) -> bool:

@@ -268,3 +268,32 @@ async def test_companion_killed_while_the_outbox_drains(tmp_path: Path, caplog: 
     assert stored_ids() == [r["session_id"] for r in records]
     assert store.unsynced() == []
     assert "sync: will retry in" in caplog.text
+
+
+async def test_prefetch_retries_until_the_companion_is_back(tmp_path: Path) -> None:
+    from appliance.prefetch import Prefetcher
+
+    port, key = free_port(), "device-key-0123456789abcdef"
+    client = CompanionClient(f"http://127.0.0.1:{port}", key, KIOSK_ID, timeout_s=1)
+    async with lesson_stack(tmp_path) as stack:
+        prefetcher = Prefetcher(client, "A2", retry_base_s=0.05, retry_max_s=0.2)
+        task = asyncio.create_task(prefetcher.run())
+        try:
+            async with asyncio.timeout(10):
+                while prefetcher.failures < 3:  # the companion is down: retries with backoff
+                    await asyncio.sleep(0.02)
+            companion = CompanionServer(CompanionConfig(port=port, db_path=tmp_path / "p.db",
+                                                        openai_base_url=stack.simulator.base_url,
+                                                        openai_api_key=API_KEY))
+            await companion.start()
+            companion.provision(KIOSK_ID, key)
+            try:
+                await asyncio.wait_for(prefetcher.filled.wait(), 10)
+                plan, token = prefetcher.take()
+                assert token.token.startswith("ek_") and plan.targets
+            finally:
+                await companion.stop()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()
