@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.harness import lesson_stack
 
@@ -43,6 +44,28 @@ class FakeSystemd:
         self.sock.close()
 
 
+def write_daemon_config(path: Path, stack: Any, state_dir: Path, sock_path: Path) -> Path:
+    """A kiosk.toml for a real daemon process against the test stack (mock pins, WAV mic, no speaker)."""
+    path.write_text(f"""
+[kiosk]
+id = "kiosk-test"
+state_dir = "{state_dir}"
+control_socket = "{sock_path}"
+[companion]
+url = "{stack.companion.base_url}"
+device_key_file = "{path.parent / 'device.key'}"
+[realtime]
+base_url = "{stack.simulator.base_url}"
+allow_loopback_ice = true
+[audio]
+input = "wav"
+output = "null"
+[gpio]
+pin_factory = "mock"
+""")
+    return path
+
+
 async def control(path: Path, *args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "appliance.cli", args[0], "--socket", str(path), *args[1:],
@@ -56,25 +79,8 @@ async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
         config = stack.config()  # writes device.key
         state_dir = tmp_path / "state"
         sock_path = tmp_path / "control.sock"
-        toml = f"""
-[kiosk]
-id = "kiosk-test"
-state_dir = "{state_dir}"
-control_socket = "{sock_path}"
-[companion]
-url = "{stack.companion.base_url}"
-device_key_file = "{tmp_path / 'device.key'}"
-[realtime]
-base_url = "{stack.simulator.base_url}"
-allow_loopback_ice = true
-[audio]
-input = "wav"
-output = "null"
-[gpio]
-pin_factory = "mock"
-"""
         assert config.kiosk.id == "kiosk-test"
-        (tmp_path / "kiosk.toml").write_text(toml)
+        write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
         systemd = FakeSystemd(tmp_path / "notify.sock")
         env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000",
                "PYTHONPATH": str(ROOT)}

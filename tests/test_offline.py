@@ -20,7 +20,7 @@ from appliance.state import State
 from appliance.store import SessionStore
 from appliance.sync import Syncer
 from tests.harness import API_KEY, KIOSK_ID, lesson_stack
-from tests.test_daemon import FakeSystemd, control
+from tests.test_daemon import FakeSystemd, control, write_daemon_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,24 +115,7 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
         stack.config()  # writes device.key
         state_dir = tmp_path / "state"
         sock = tmp_path / "control.sock"
-        toml = tmp_path / "kiosk.toml"
-        toml.write_text(f"""
-[kiosk]
-id = "{KIOSK_ID}"
-state_dir = "{state_dir}"
-control_socket = "{sock}"
-[companion]
-url = "{stack.companion.base_url}"
-device_key_file = "{tmp_path / 'device.key'}"
-[realtime]
-base_url = "{stack.simulator.base_url}"
-allow_loopback_ice = true
-[audio]
-input = "wav"
-output = "null"
-[gpio]
-pin_factory = "mock"
-""")
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
         async def start_daemon(notify: Path) -> tuple[asyncio.subprocess.Process, FakeSystemd]:

@@ -8,7 +8,6 @@ import csv
 import os
 import re
 import secrets
-import signal
 import sys
 
 from appliance.companion.server import CompanionConfig, CompanionServer
@@ -104,21 +103,11 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 async def _serve(config: CompanionConfig, provisions: list[tuple[str, str]]) -> int:
-    import logging
-
+    from appliance.httpserve import serve_until_signal
     from appliance.logs import setup_logging
 
     setup_logging("info")
-    logging.getLogger("appliance").info("companion starting")
     server = CompanionServer(config)
     for name, key in provisions:
         server.provision(name, key)
-    await server.start()
-    print(f"READY {server.base_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop()
-    return 0
+    return await serve_until_signal(server)

@@ -25,6 +25,7 @@ from appliance.companion.upstream import (
     tutor_instructions,
     validate_pack,
 )
+from appliance.httpserve import start_http
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,7 @@ class CompanionServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = server.sockets[0].getsockname()[1]
+        self._runner, self.port = await start_http(self.app, self.config.host, self.config.port)
 
     @property
     def base_url(self) -> str:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import secrets
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.httpserve import serve_until_signal, start_http
 from appliance.net import enable_loopback_candidates
 from appliance.simulator.asr import DEFAULT_PHRASES, PhraseRecognizer
 from appliance.simulator.call import SimulatedCall, new_id
@@ -102,12 +102,7 @@ class RealtimeSimulator:
 
     async def start(self) -> None:
         enable_loopback_candidates()
-        self._runner = web.AppRunner(self.build_app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port)
-        await site.start()
-        assert site._server is not None
-        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner, self.port = await start_http(self.build_app(), self.config.host, self.config.port)
 
     @property
     def base_url(self) -> str:
@@ -307,13 +302,4 @@ async def _serve(config: SimulatorConfig) -> int:
     from appliance.logs import setup_logging
 
     setup_logging("info")
-    simulator = RealtimeSimulator(config)
-    await simulator.start()
-    print(f"READY {simulator.base_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await simulator.stop()
-    return 0
+    return await serve_until_signal(RealtimeSimulator(config))
