@@ -218,7 +218,7 @@ async def _run_daemon(config: object) -> int:
     from appliance.config import Config
     from appliance.control import ControlServer
     from appliance.hardware.button import ButtonBridge
-    from appliance.hardware.leds import StatusLeds
+    from appliance.hardware.leds import make_status_leds
     from appliance.kiosk import Kiosk
     from appliance.net import enable_loopback_candidates
     from appliance.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
@@ -231,7 +231,7 @@ async def _run_daemon(config: object) -> int:
     notifier = Notifier()
     try:
         select_pin_factory(config)
-        leds = StatusLeds(config.leds)
+        leds = make_status_leds(config.leds)
         mic = build_microphone(config)
         speaker = build_speaker(config)
         store = SessionStore(config.kiosk.state_dir)

@@ -150,12 +150,17 @@ class ButtonSettings:
 
 @dataclass(frozen=True)
 class LedSettings:
-    """One LED per state (BCM numbers); 0 or a negative number leaves a state without an LED."""
+    """Status light: one LED per state, or one RGB LED (BCM numbers; 0 = not fitted)."""
 
+    kind: str = field(default="single", metadata=_check(("single", "rgb")))
+    """single: the four pins below, one LED per state; rgb: one RGB LED on red/green/blue."""
     idle: int = 22
     connecting: int = 23
     connected: int = 24
     error: int = 25
+    red: int = 0
+    green: int = 0
+    blue: int = 0
 
 
 @dataclass(frozen=True)
@@ -323,9 +328,12 @@ def _validate(config: Config) -> None:
     if not 0 <= config.button.bounce_ms <= 1000:
         raise ConfigError(src, "button.bounce_ms", f"{config.button.bounce_ms} is out of range; use 0-1000")
     used = {config.button.pin: "button.pin"}
-    for f in dataclasses.fields(LedSettings):
-        pin = getattr(config.leds, f.name)
-        key = f"leds.{f.name}"
+    led_pins = ("red", "green", "blue") if config.leds.kind == "rgb" else ("idle", "connecting", "connected", "error")
+    if config.leds.kind == "rgb" and any(getattr(config.leds, c) <= 0 for c in led_pins):
+        raise ConfigError(src, "leds.red", "an RGB LED needs red, green and blue pins")
+    for name in led_pins:
+        pin = getattr(config.leds, name)
+        key = f"leds.{name}"
         _check_pin(src, key, pin, allow_none=True)
         if pin > 0:
             if pin in used:

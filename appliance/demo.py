@@ -165,7 +165,7 @@ async def _demo(output: Path, quiet: bool) -> int:
 
     from appliance.companion.client import CompanionClient
     from appliance.hardware.button import ButtonBridge
-    from appliance.hardware.leds import StatusLeds
+    from appliance.hardware.leds import make_status_leds
     from appliance.kiosk import Kiosk
     from appliance.net import enable_loopback_candidates
     from appliance.parts import build_microphone, build_speaker, select_pin_factory
@@ -206,7 +206,7 @@ async def _demo(output: Path, quiet: bool) -> int:
         config = demo_config(output, companion_url, realtime_url)
         enable_loopback_candidates()
         select_pin_factory(config)
-        leds = StatusLeds(config.leds)
+        leds = make_status_leds(config.leds)
         mic = build_microphone(config)
         speaker = build_speaker(config)
         store = SessionStore(config.kiosk.state_dir)

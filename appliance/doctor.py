@@ -177,12 +177,12 @@ class Doctor:
     async def _check_gpio(self) -> None:
         from gpiozero import Button
 
-        from appliance.hardware.leds import StatusLeds
+        from appliance.hardware.leds import make_status_leds
         from appliance.parts import select_pin_factory
         from appliance.state import State
 
         select_pin_factory(self.config)
-        leds = StatusLeds(self.config.leds)
+        leds = make_status_leds(self.config.leds)
         try:
             for state in (State.IDLE, State.CONNECTING, State.CONNECTED, State.ERROR):
                 leds.show(state)

@@ -506,8 +506,8 @@ class Kiosk:
         self._touch()
         limit_s = self.config.lesson.max_minutes * 60
         session_id = lesson.session_id
-        if limit_s > WRAP_UP_BEFORE_END_S * 2:
-            self._later(limit_s - WRAP_UP_BEFORE_END_S, self._wrap_up, session_id)
+        # A minute before the end (a quarter of the lesson for very short ones) the tutor wraps up.
+        self._later(limit_s - min(WRAP_UP_BEFORE_END_S, limit_s / 4), self._wrap_up, session_id)
         self._later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id)
 
     def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:

@@ -87,3 +87,13 @@ def test_check_config_command(tmp_path: Path) -> None:
     ok = subprocess.run([sys.executable, "-m", "appliance.cli", "check-config",
                          str(ROOT / "config" / "kiosk.example.toml")], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "OK" in ok.stdout
+
+
+def test_rgb_led_needs_three_free_pins() -> None:
+    ok = config_from_dict({"leds": {"kind": "rgb", "red": 5, "green": 6, "blue": 13, "idle": 17}})
+    assert ok.leds.kind == "rgb"  # single-LED pins are ignored for an RGB LED
+    with pytest.raises(ConfigError, match="red, green and blue"):
+        config_from_dict({"leds": {"kind": "rgb", "red": 5}})
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({"leds": {"kind": "rgb", "red": 5, "green": 5, "blue": 13}})
+    assert info.value.key == "leds.green"

@@ -107,3 +107,54 @@ async def test_button_presses_reach_the_loop_debounced(pins: MockFactory) -> Non
     bridge._pressed_on_loop(releases[1] + 0.05)
     assert len(presses) == 2
     bridge.close()
+
+
+def test_rgb_led_colours_and_patterns(pins: MockFactory) -> None:
+    from appliance.hardware.leds import COLORS, Activity, RgbStatusLed, make_status_leds
+
+    settings = LedSettings(kind="rgb", red=5, green=6, blue=13)
+    led = make_status_leds(settings)
+    assert isinstance(led, RgbStatusLed)
+    try:
+        led.show(State.IDLE)
+        assert led.led.color == COLORS["idle"]
+        led.show(State.CONNECTED)
+        assert led.led.color == COLORS["connected"]
+        red = pins.pin(5)
+        red.clear_states()
+        led.show(State.ERROR)
+        states = wait_for_toggles(red, 4)
+        assert {round(s.state) for s in states[1:4]} == {0, 1}  # the red channel blinks
+        led.show(State.CONNECTED, Activity.SPEAKING)
+        green = pins.pin(6)
+        green.clear_states()
+        wait_for_toggles(green, 5)
+        assert any(0 < s.state < 1 for s in green.states)  # a pulse fades
+    finally:
+        led.close()
+
+
+def test_half_duplex_gate_tail() -> None:
+    import numpy as np
+
+    from appliance.audio.gate import HalfDuplexGate
+
+    class Loud:
+        sample_rate = 48000
+
+        def read(self, n: int) -> np.ndarray:
+            return np.full(n, 1000, dtype=np.int16)
+
+    now = [100.0]
+    gate = HalfDuplexGate(Loud(), tail_ms=300, clock=lambda: now[0])
+    assert gate.read(10).any()
+    gate.set_tutor_audible(True)
+    assert not gate.read(10).any()
+    gate.set_tutor_audible(False)
+    now[0] += 0.29
+    assert not gate.read(10).any()  # the room's echo tail
+    now[0] += 0.02
+    assert gate.read(10).any()
+    full = HalfDuplexGate(Loud(), mode="full_duplex")
+    full.set_tutor_audible(True)
+    assert full.read(10).any()

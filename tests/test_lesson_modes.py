@@ -78,3 +78,33 @@ async def test_idle_learner_gets_a_goodbye_and_the_lesson_ends(tmp_path: Path) -
     notes = [e for e in client_events(tmp_path) if e["type"] == "conversation.item.create"
              and e["item"]["role"] == "system"]
     assert notes and "silent" in notes[0]["item"]["content"][0]["text"]
+
+
+async def test_time_limit_wraps_up_first(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:  # noqa: SIM117
+        async with stack.kiosk(stack.config(lesson={"max_minutes": 0.2})) as (kiosk, rec, _mic):
+            kiosk.press()
+            await rec.until(lambda: bool(rec.saved), timeout=30, what="time limit")
+    record = rec.saved[0][0]
+    assert record["end_reason"] == "time_limit"
+    notes = [e["item"]["content"][0]["text"] for e in client_events(tmp_path)
+             if e["type"] == "conversation.item.create" and e["item"]["role"] == "system"]
+    assert notes and "wrap up" in notes[0].lower()
+    assert "goodbye" in record["turns"][-1]["text"].lower()  # the wrap-up answer was spoken
+
+
+async def test_no_companion_is_heard_not_just_seen(tmp_path: Path) -> None:
+    """A learner with no screen hears the error cue when the kiosk cannot reach the companion."""
+    from appliance.audio.dsp import rms_dbfs
+    from appliance.audio.wav import read_wav
+
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config(companion={"url": "http://127.0.0.1:9", "timeout_s": 1.0}, audio={"cues": True})
+        async with stack.kiosk(config) as (kiosk, rec, _mic):
+            ready_samples = kiosk.speaker.samples_written  # the ready chime
+            kiosk.press()
+            await rec.until(lambda: State.ERROR in rec.states, what="error")
+            error_samples = kiosk.speaker.samples_written - ready_samples
+    samples, rate = read_wav(tmp_path / "tutor.wav")
+    assert 0.5 < error_samples / rate < 1.0  # the three low notes
+    assert rms_dbfs(samples[-error_samples:]) > -30

@@ -9,6 +9,7 @@ the source is still read so its buffer never piles up. Full duplex passes everyt
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -16,8 +17,10 @@ from appliance.audio.base import AudioSource
 
 
 class HalfDuplexGate:
-    def __init__(self, source: AudioSource, mode: str = "half_duplex", tail_ms: int = 300) -> None:
+    def __init__(self, source: AudioSource, mode: str = "half_duplex", tail_ms: int = 300,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.source = source
+        self._clock = clock
         self.mode = mode
         self.tail_s = tail_ms / 1000
         self._tutor_audible = False
@@ -32,13 +35,13 @@ class HalfDuplexGate:
             self._tutor_audible = True
         elif self._tutor_audible:
             self._tutor_audible = False
-            self._open_after = time.monotonic() + self.tail_s
+            self._open_after = self._clock() + self.tail_s
 
     @property
     def gated(self) -> bool:
         if self.mode != "half_duplex":
             return False
-        return self._tutor_audible or time.monotonic() < self._open_after
+        return self._tutor_audible or self._clock() < self._open_after
 
     def read(self, n: int) -> np.ndarray:
         samples = self.source.read(n)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 
-from gpiozero import PWMLED
+from gpiozero import PWMLED, RGBLED
 
 from appliance.config import LedSettings
 from appliance.state import State
@@ -28,6 +28,55 @@ class Activity(Enum):
     NONE = "none"
     SPEAKING = "speaking"
     LISTENING = "listening"
+
+
+Color = tuple[float, float, float]
+OFF: Color = (0.0, 0.0, 0.0)
+#: RGB colours: idle dim blue, connecting amber, connected green, listening cyan, error red.
+COLORS: dict[str, Color] = {"idle": (0.0, 0.0, 0.2), "connecting": (1.0, 0.5, 0.0), "connected": (0.0, 1.0, 0.0),
+                            "listening": (0.0, 1.0, 1.0), "error": (1.0, 0.0, 0.0)}
+
+
+def make_status_leds(settings: LedSettings) -> StatusLeds | RgbStatusLed:
+    """The status light the config describes."""
+    return RgbStatusLed(settings) if settings.kind == "rgb" else StatusLeds(settings)
+
+
+class RgbStatusLed:
+    """One RGB LED showing every state by colour and pattern (same patterns as the single LEDs)."""
+
+    def __init__(self, settings: LedSettings) -> None:
+        self.led = RGBLED(settings.red, settings.green, settings.blue)
+        self.state: State | None = None
+        self.activity = Activity.NONE
+
+    def pin_for(self, state: State) -> int | None:
+        return None
+
+    def show(self, state: State, activity: Activity = Activity.NONE) -> None:
+        if state is not State.CONNECTED:
+            activity = Activity.NONE
+        if state is self.state and activity is self.activity:
+            return
+        self.state, self.activity = state, activity
+        led = self.led
+        if state is State.IDLE:
+            led.color = COLORS["idle"]
+        elif state is State.CONNECTING:
+            led.blink(on_time=0.125, off_time=0.125, on_color=COLORS["connecting"], off_color=OFF)
+        elif state is State.ERROR:
+            led.blink(on_time=0.05, off_time=0.05, on_color=COLORS["error"], off_color=OFF)
+        elif state is State.DISCONNECTED:
+            led.off()
+        elif activity is Activity.SPEAKING:
+            led.pulse(fade_in_time=0.4, fade_out_time=0.4, on_color=COLORS["connected"], off_color=OFF)
+        elif activity is Activity.LISTENING:
+            led.blink(on_time=0.08, off_time=0.08, on_color=COLORS["listening"], off_color=OFF)
+        else:
+            led.color = COLORS["connected"]
+
+    def close(self) -> None:
+        self.led.close()
 
 
 class StatusLeds:
