@@ -215,3 +215,24 @@ def test_export_csv_for_teachers(tmp_path: Path) -> None:
     rows = list(_csv.DictReader(io.StringIO(out.stdout)))
     assert out.returncode == 0 and [r["end_reason"] for r in rows] == ["voice_stop"]
     assert rows[0]["transcript"] == "learner: hi"
+
+
+def test_companion_config_file(tmp_path: Path) -> None:
+    import argparse
+
+    from appliance.companion.cli import build_config
+
+    root = Path(__file__).resolve().parent.parent
+    args = argparse.Namespace(config=str(root / "config" / "companion.example.toml"), host=None, port=0, db=None,
+                              openai_base_url=None, model="gpt-realtime-2", voice=None, planner_model=None,
+                              tokens_per_hour=None, daily_minutes=None)
+    config = build_config(args, SK)
+    assert config.host == "0.0.0.0" and config.port == 0  # the flag wins over the file
+    assert config.realtime_model == "gpt-realtime-2" and config.voice == "marin"
+    assert SK not in repr(config)
+    bad = tmp_path / "c.toml"
+    bad.write_text('openai_api_key = "sk-in-a-file"\n')
+    result = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "serve", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60, env={"OPENAI_API_KEY": SK, "PATH": "/usr/bin"})
+    assert result.returncode == 78 and "openai_api_key: unknown key" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import os
 import re
 import secrets
 import sys
+import tomllib
+from pathlib import Path
 
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import open_storage
@@ -20,17 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stella-kiosk companion",
                                      description="The companion service: plans, Realtime tokens, lesson records.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the HTTP service")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8700, help="0 lets the system pick a free port")
-    serve.add_argument("--db", default="companion.db", help="SQLite file, or postgresql://user@host/db")
-    serve.add_argument("--openai-base-url", default="https://api.openai.com",
-                       help="OpenAI, a proxy, or a local `stella-kiosk simulator`")
-    serve.add_argument("--model", default="gpt-realtime-mini", help="Realtime model for lessons")
-    serve.add_argument("--voice", default="marin")
-    serve.add_argument("--planner-model", default="gpt-5-nano")
-    serve.add_argument("--tokens-per-hour", type=int, default=60, help="per kiosk")
-    serve.add_argument("--daily-minutes", type=float, default=0.0, help="per-kiosk daily budget (0 = none)")
+    serve = sub.add_parser("serve", help="run the HTTP service (flags override the --config file)")
+    serve.add_argument("--config", help="companion TOML (see config/companion.example.toml)")
+    serve.add_argument("--host", help="default 127.0.0.1; 0.0.0.0 to serve the school network")
+    serve.add_argument("--port", type=int, help="default 8700; 0 lets the system pick a free port")
+    serve.add_argument("--db", help="SQLite file (default companion.db), or postgresql://user@host/db")
+    serve.add_argument("--openai-base-url", help="OpenAI (default), a proxy, or a local `stella-kiosk simulator`")
+    serve.add_argument("--model", help="Realtime model for lessons (default gpt-realtime-mini)")
+    serve.add_argument("--voice", help="default marin")
+    serve.add_argument("--planner-model", help="default gpt-5-nano")
+    serve.add_argument("--tokens-per-hour", type=int, help="per kiosk (default 60)")
+    serve.add_argument("--daily-minutes", type=float, help="per-kiosk daily budget (default 0 = none)")
     serve.add_argument("--provision", action="append", default=[], metavar="NAME=KEY",
                        help="register a kiosk with this key at start (local trials and the demo)")
     for name in ("add-kiosk", "revoke-kiosk"):
@@ -89,17 +92,49 @@ def serve_command(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         provisions.append((name, kiosk_key))
-    config = CompanionConfig(host=args.host, port=args.port, db_path=args.db, openai_base_url=args.openai_base_url,
-                             openai_api_key=key, realtime_model=args.model, voice=args.voice,
-                             planner_model=args.planner_model, tokens_per_hour=args.tokens_per_hour,
-                             daily_minutes=args.daily_minutes)
+    try:
+        config = build_config(args, key)
+    except ValueError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 78
     try:
         return asyncio.run(_serve(config, provisions))
     except KeyboardInterrupt:
         return 0
     except OSError as exc:
-        print(f"companion: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"companion: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+#: CLI flag → CompanionConfig field.
+FLAGS = {"host": "host", "port": "port", "db": "db_path", "openai_base_url": "openai_base_url",
+         "model": "realtime_model", "voice": "voice", "planner_model": "planner_model",
+         "tokens_per_hour": "tokens_per_hour", "daily_minutes": "daily_minutes"}
+
+
+def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
+    """Defaults, then the TOML file, then command-line flags; ValueError names a bad key."""
+    values: dict[str, object] = {"port": 8700, "db_path": "companion.db"}
+    fields = {f.name: f for f in dataclasses.fields(CompanionConfig)}
+    if args.config:
+        try:
+            data = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ValueError(f"{args.config}: cannot read: {exc}") from None
+        for key, value in data.items():
+            if key not in fields or key == "openai_api_key":
+                allowed = ", ".join(k for k in fields if k != "openai_api_key")
+                raise ValueError(f"{args.config}: {key}: unknown key; allowed: {allowed} "
+                                 "(the API key comes from OPENAI_API_KEY only)")
+            default = fields[key].default
+            if isinstance(default, bool | int | float) and not isinstance(value, type(default) | int):
+                raise ValueError(f"{args.config}: {key}: {value!r} must be a {type(default).__name__}")
+            values[key] = value
+    for flag, field_name in FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            values[field_name] = value
+    return CompanionConfig(openai_api_key=api_key, **values)  # type: ignore[arg-type]
 
 
 async def _serve(config: CompanionConfig, provisions: list[tuple[str, str]]) -> int:
