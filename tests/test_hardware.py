@@ -60,6 +60,8 @@ def test_one_led_per_state_and_one_animation(pins: MockFactory) -> None:
     assert len(connecting.states) <= 1  # the old animation stopped
     leds.show(State.IDLE)
     assert lit(pins, settings)["idle"] and not lit(pins, settings)["error"]
+    leds.show(State.DISCONNECTED)  # a dropped call: every LED off while the lesson is saved
+    assert not any(lit(pins, settings).values())
     leds.close()
 
 
