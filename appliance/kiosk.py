@@ -18,8 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamTrack
@@ -33,11 +32,28 @@ from appliance.companion.client import CompanionClient, CompanionError, LessonPl
 from appliance.config import Config
 from appliance.hardware.leds import Activity
 from appliance.lesson import Lesson, matches_stop_phrase
+from appliance.messages import (
+    EndLesson,
+    Press,
+    Release,
+    Say,
+    Shutdown,
+    _Audible,
+    _CallClosed,
+    _CallEvent,
+    _Connected,
+    _ConnectFailed,
+    _ErrorShown,
+    _IdleCheck,
+    _LongPress,
+    _RemoteTrack,
+    _RetrySave,
+)
+from appliance.observer import KioskObserver, NullObserver
 from appliance.prefetch import Prefetcher
 from appliance.realtime import events
 from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
-from appliance.realtime.transcript import Turn
 from appliance.state import State, check_transition
 from appliance.store import SessionStore, StoreError
 from appliance.sync import Syncer
@@ -50,117 +66,6 @@ WRAP_UP_BEFORE_END_S = 60.0
 GOODBYE_MAX_S = 20.0
 SPEECH_DBFS = -45.0
 SAVE_RETRY_S = 30.0
-
-
-class KioskObserver(Protocol):
-    """Hooks for the CLI, the demo and tests; all called on the event loop."""
-
-    def state_changed(self, state: State, detail: str) -> None: ...
-    def turn(self, turn: Turn) -> None: ...
-    def tutor_audible(self, audible: bool) -> None: ...
-    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None: ...
-
-
-class NullObserver:
-    """An observer that ignores everything (subclass and override what you need)."""
-
-    def state_changed(self, state: State, detail: str) -> None:
-        pass
-
-    def turn(self, turn: Turn) -> None:
-        pass
-
-    def tutor_audible(self, audible: bool) -> None:
-        pass
-
-    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None:
-        pass
-
-
-# -- messages -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Press:
-    at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class Release:
-    at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class _LongPress:
-    press_at: float
-
-
-@dataclass(frozen=True)
-class _RemoteTrack:
-    call: RealtimeCall
-    track: MediaStreamTrack
-
-
-@dataclass(frozen=True)
-class _IdleCheck:
-    session_id: str
-    activity: int
-
-
-@dataclass(frozen=True)
-class Say:
-    text: str
-
-
-@dataclass(frozen=True)
-class EndLesson:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Shutdown:
-    pass
-
-
-@dataclass(frozen=True)
-class _Connected:
-    lesson: Lesson
-    call: RealtimeCall
-
-
-@dataclass(frozen=True)
-class _ConnectFailed:
-    lesson: Lesson
-    code: str
-    message: str
-
-
-@dataclass(frozen=True)
-class _CallEvent:
-    call: RealtimeCall
-    event: ServerEvent
-
-
-@dataclass(frozen=True)
-class _CallClosed:
-    call: RealtimeCall
-    reason: str
-
-
-@dataclass(frozen=True)
-class _Audible:
-    audible: bool
-    at: float
-
-
-@dataclass(frozen=True)
-class _ErrorShown:
-    pass
-
-
-@dataclass(frozen=True)
-class _RetrySave:
-    pass
 
 
 CallFactory = Callable[..., RealtimeCall]

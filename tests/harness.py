@@ -23,8 +23,9 @@ from appliance.audio.wav import ScriptedMicrophone, WavFileSink
 from appliance.companion.client import CompanionClient
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.config import Config, config_from_dict
-from appliance.kiosk import Kiosk, NullObserver
+from appliance.kiosk import Kiosk
 from appliance.net import enable_loopback_candidates
+from appliance.observer import NullObserver
 from appliance.realtime.transcript import Turn
 from appliance.simulator.asr import DEFAULT_PHRASES
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig

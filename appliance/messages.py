@@ -1,0 +1,99 @@
+"""Messages to the kiosk's owner task: from the button, the call, timers, the control socket.
+
+Everything that changes kiosk state arrives as one of these on one queue, so state has a single
+owner. The underscored ones are internal (posted by the kiosk's own tasks and timers).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc.mediastreams import MediaStreamTrack
+
+from appliance.lesson import Lesson
+from appliance.realtime.events import ServerEvent
+
+
+@dataclass(frozen=True)
+class Press:
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Release:
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class _LongPress:
+    press_at: float
+
+
+@dataclass(frozen=True)
+class _RemoteTrack:
+    call: Any
+    track: MediaStreamTrack
+
+
+@dataclass(frozen=True)
+class _IdleCheck:
+    session_id: str
+    activity: int
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True)
+class EndLesson:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class _Connected:
+    lesson: Lesson
+    call: Any
+
+
+@dataclass(frozen=True)
+class _ConnectFailed:
+    lesson: Lesson
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class _CallEvent:
+    call: Any
+    event: ServerEvent
+
+
+@dataclass(frozen=True)
+class _CallClosed:
+    call: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Audible:
+    audible: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class _ErrorShown:
+    pass
+
+
+@dataclass(frozen=True)
+class _RetrySave:
+    pass

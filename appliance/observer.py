@@ -1,0 +1,33 @@
+"""What the kiosk tells the CLI, the demo and the tests (all callbacks run on the event loop)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from appliance.realtime.transcript import Turn
+from appliance.state import State
+
+
+class KioskObserver(Protocol):
+    """Hooks for the CLI, the demo and tests; all called on the event loop."""
+
+    def state_changed(self, state: State, detail: str) -> None: ...
+    def turn(self, turn: Turn) -> None: ...
+    def tutor_audible(self, audible: bool) -> None: ...
+    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything (subclass and override what you need)."""
+
+    def state_changed(self, state: State, detail: str) -> None:
+        pass
+
+    def turn(self, turn: Turn) -> None:
+        pass
+
+    def tutor_audible(self, audible: bool) -> None:
+        pass
+
+    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None:
+        pass
