@@ -139,8 +139,9 @@ async def test_lesson_through_real_portaudio(pulse: dict[str, str], tmp_path: Pa
                 parec.wait(10)
     assert [t.text for t in rec.learner_turns()] == [LEARNER_LINES[1]]
     assert rec.saved[0][0]["end_reason"] == "voice_stop"
-    expected_s = sum(e["response"]["usage"]["output_token_details"]["audio_tokens"] * 0.05
-                     for e in sim_call.sent if e["type"] == "response.done")
+    # The greeting is the tutor audio that was played in full (the answer to "stop" is cut by the hang-up).
+    greeting = next(e for e in sim_call.sent if e["type"] == "response.done")
+    expected_s = greeting["response"]["usage"]["output_token_details"]["audio_tokens"] * 0.05
     played = np.frombuffer(recording.read_bytes(), dtype="<i2")
     audible_s = sum(rms_dbfs(played[i:i + 960]) > -45 for i in range(0, len(played) - 960, 960)) * 0.02
-    assert 0.6 * expected_s <= audible_s <= 1.2 * expected_s, (audible_s, expected_s)
+    assert 0.6 * expected_s <= audible_s <= 1.6 * expected_s, (audible_s, expected_s)
