@@ -280,3 +280,38 @@ async def test_prefetch_retries_until_the_companion_is_back(tmp_path: Path) -> N
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await client.aclose()
+
+
+async def test_sync_now_command_without_a_running_kiosk(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # device.key
+        config = write_daemon_config(tmp_path / "kiosk.toml", stack, tmp_path / "state", tmp_path / "control.sock")
+        store = SessionStore(tmp_path / "state")
+        store.save(record(1))
+        store.close()
+
+        async def sync_now() -> tuple[int, str]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "appliance.cli", "sync", "--now", "--config", str(config),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            return proc.returncode or 0, out.decode() + err.decode()
+
+        code, out = await sync_now()  # no kiosk running: syncs from the command itself
+        assert code == 0 and "outbox: 0" in out
+        assert len(stack.companion.storage.sessions(KIOSK_ID)) == 1
+
+
+def test_expiring_prefetched_token_is_not_used() -> None:
+    from appliance.companion.client import LessonPlan, RealtimeToken
+    from appliance.prefetch import Prefetcher
+
+    now = [1000.0]
+    prefetcher = Prefetcher(None, "A2", usable_margin_s=20, clock=lambda: now[0])  # type: ignore[arg-type]
+    plan = LessonPlan("plan_1", "t", ())
+    prefetcher._ready = (plan, RealtimeToken("ek_x", 1015.0, "m", "v"))  # 15 s left: too late to start
+    assert prefetcher.take() is None
+    fresh = (plan, RealtimeToken("ek_x", 1100.0, "m", "v"))
+    prefetcher._ready = fresh
+    assert prefetcher.take() == fresh
+    assert prefetcher.take() is None  # each pair serves one lesson
