@@ -3,14 +3,18 @@
 Why measure audibility here: the kiosk gates its microphone (half duplex) and times "press → first
 tutor audio" on what the speaker actually plays. Events are only hints: some servers keep the
 track running with silence, send ``response.done`` seconds before the audio ends, or never send
-``output_audio_buffer.*``.
+``output_audio_buffer.*``; others stop sending packets altogether when the tutor is done, so
+silence is also inferred from frames that stop arriving.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.base import AudioSink
@@ -22,7 +26,12 @@ QUIET_HANGOVER_S = 0.3
 
 
 class SpeakerPump:
-    """Reads every frame of a remote track (its queue is unbounded) and plays it."""
+    """Reads every frame of a remote track (its queue is unbounded) and plays it.
+
+    ``on_audible(True)`` fires on the first frame louder than ``threshold_dbfs``;
+    ``on_audible(False)`` after ``hangover_s`` of quieter frames (or of no frames at all), plus
+    whatever the sink still holds when it reports ``buffered_s``. Callbacks run on the event loop.
+    """
 
     def __init__(self, sink: AudioSink, volume: int = 100,
                  on_audible: Callable[[bool], None] | None = None,
@@ -33,42 +42,93 @@ class SpeakerPump:
         self.threshold_dbfs = threshold_dbfs
         self.hangover_s = hangover_s
         self.audible = False
+        #: time.monotonic() when the first audible frame will leave the speaker (None: not yet).
         self.first_audible_at: float | None = None
         self.frames = 0
+        self.seconds_in = 0.0
         self.audible_s = 0.0
+        self.last_level_dbfs = -120.0
         self._quiet_s = 0.0
+        self._quiet_timer: asyncio.TimerHandle | None = None
 
     async def run(self, track: MediaStreamTrack) -> None:
-        """Until the track ends (call closed) or the task is cancelled."""
-        while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                break
-            samples = frame_to_mono(frame)
-            rate = frame.sample_rate
-            self.frames += 1
-            self._update(samples, len(samples) / rate)
-            out = resample(samples, rate, self.sink.sample_rate)
-            self.sink.write(apply_volume(out, self.volume))
+        """Until the track ends (call closed) or the task is cancelled; ends inaudible."""
+        pending: asyncio.Future | None = None
+        try:
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(track.recv())
+                # While audible, frames that stop arriving count as silence after the hangover.
+                timeout = self.hangover_s if self.audible and self._quiet_timer is None else None
+                done, _ = await asyncio.wait({pending}, timeout=timeout)
+                if not done:
+                    self._went_quiet()
+                    continue
+                try:
+                    frame = pending.result()
+                except MediaStreamError:
+                    break
+                finally:
+                    pending = None
+                self._play(frame_to_mono(frame), frame.sample_rate or 48000)
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending  # retrieve its outcome: no "exception never retrieved" later
+            self._cancel_quiet_timer()
+            if self.audible:
+                self._set(False)
+
+    def _play(self, samples: np.ndarray, rate: int) -> None:
+        self.frames += 1
+        self.seconds_in += len(samples) / rate
+        self._update(samples, len(samples) / rate)
+        out = resample(samples, rate, self.sink.sample_rate)
+        self.sink.write(apply_volume(out, self.volume))
+
+    def _update(self, samples: np.ndarray, seconds: float) -> None:
+        self.last_level_dbfs = rms_dbfs(samples)
+        if self.last_level_dbfs > self.threshold_dbfs:
+            self._quiet_s = 0.0
+            self.audible_s += seconds
+            self._cancel_quiet_timer()
+            if not self.audible:
+                if self.first_audible_at is None:
+                    self.first_audible_at = time.monotonic() + self._sink_backlog_s()
+                self._set(True)
+        elif self.audible and self._quiet_timer is None:
+            self._quiet_s += seconds
+            if self._quiet_s >= self.hangover_s:
+                self._went_quiet()
+
+    def _went_quiet(self) -> None:
+        """The track has been quiet for the hangover; the sink may still be playing its backlog."""
+        backlog = self._sink_backlog_s()
+        if backlog <= 0.02:
+            self._set(False)
+            return
+        self._quiet_timer = asyncio.get_running_loop().call_later(backlog, self._backlog_played)
+
+    def _backlog_played(self) -> None:
+        self._quiet_timer = None
         if self.audible:
             self._set(False)
 
-    def _update(self, samples, seconds: float) -> None:
-        loud = rms_dbfs(samples) > self.threshold_dbfs
-        if loud:
-            self._quiet_s = 0.0
-            self.audible_s += seconds
-            if not self.audible:
-                if self.first_audible_at is None:
-                    self.first_audible_at = time.monotonic()
-                self._set(True)
-        elif self.audible:
-            self._quiet_s += seconds
-            if self._quiet_s >= self.hangover_s:
-                self._set(False)
+    def _cancel_quiet_timer(self) -> None:
+        if self._quiet_timer is not None:
+            self._quiet_timer.cancel()
+            self._quiet_timer = None
+
+    def _sink_backlog_s(self) -> float:
+        """Audio the sink has queued but not played yet (0 for sinks that play at once)."""
+        try:
+            return max(0.0, float(getattr(self.sink, "buffered_s", 0.0)))
+        except (TypeError, ValueError):
+            return 0.0
 
     def _set(self, audible: bool) -> None:
         self.audible = audible
+        self._quiet_s = 0.0
         if self.on_audible is not None:
             self.on_audible(audible)
