@@ -48,3 +48,35 @@ def apply_volume(samples: np.ndarray, volume_percent: int) -> np.ndarray:
         return samples
     gain = (max(0, volume_percent) / 100.0) ** 2
     return np.clip(samples.astype(np.float32) * gain, -32768, INT16_MAX).astype(np.int16)
+
+
+class StreamResampler:
+    """Linear resampling of a stream cut into chunks, continuous across chunk boundaries.
+
+    Why not ``resample`` per chunk: each chunk would be interpolated on its own, so the gap
+    between two chunks is never interpolated and odd chunk sizes drift in phase; on a live
+    device stream that is an audible buzz at the chunk rate. This keeps the last input sample
+    and the fractional read position between calls.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        self._step = from_rate / to_rate
+        self._pos = 0.0  # next output position, in input samples relative to ``_tail``'s start
+        self._tail = np.zeros(0, dtype=np.int16)
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        """Resample the next chunk of mono int16 samples (may return one sample more or less)."""
+        if self.from_rate == self.to_rate:
+            return samples.astype(np.int16, copy=False)
+        if samples.size == 0:
+            return np.zeros(0, dtype=np.int16)
+        buf = np.concatenate([self._tail, samples.astype(np.int16, copy=False)])
+        last = buf.size - 1  # interpolation needs a right neighbour: positions stay below ``last``
+        count = max(0, int(np.ceil((last - self._pos) / self._step)))
+        positions = self._pos + np.arange(count, dtype=np.float64) * self._step
+        out = np.interp(positions, np.arange(buf.size, dtype=np.float64), buf.astype(np.float64))
+        self._pos = self._pos + count * self._step - last
+        self._tail = buf[-1:]
+        return np.clip(np.round(out), -32768, INT16_MAX).astype(np.int16)

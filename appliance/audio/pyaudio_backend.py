@@ -1,42 +1,74 @@
 """Real microphone and speaker through PortAudio (PyAudio), chosen by device name.
 
-PortAudio calls back on its own thread; that thread only moves samples in or out of a bounded,
-lock-protected ring buffer. Devices are picked by a case-insensitive substring of their name
-("USB", "seeed", "pulse"), never by index, because indexes change between boots. When the device
-will not run at the wanted rate, it runs at its own default rate and the samples are resampled.
+PortAudio calls back on its own thread; that thread only converts its own chunk (channels) and
+moves it in or out of a bounded, lock-protected ring buffer. Resampling happens on the event
+loop's side, with state kept across chunks. Devices are picked by a case-insensitive substring of
+their name ("USB", "seeed", "pulse"), never by index, because indexes change between boots. When
+the device will not run at the wanted rate (or in mono), it runs at its own default rate (or with
+its own channel count) and the samples are converted.
+
+Callback streams never raise on overflow (``exception_on_overflow`` only concerns blocking
+reads): an overflow reported by PortAudio, or a full ring buffer, is counted and the oldest audio
+is dropped; an underrun plays or returns silence and is counted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from appliance.audio.base import AudioDeviceError
-from appliance.audio.devices import DeviceInfo, find_device, list_devices, pyaudio_instance
-from appliance.audio.dsp import resample
+from appliance.audio.devices import DeviceInfo, find_device, list_devices, no_device_message, pyaudio_instance
+from appliance.audio.dsp import StreamResampler, to_mono
 
 log = logging.getLogger(__name__)
 
-BUFFER_S = 2.0
+MIC_BUFFER_S = 2.0
+"""Microphone ring size; bounds memory if nobody reads (e.g. between lessons)."""
+MIC_MAX_LATENCY_S = 0.2
+"""Backlog beyond this sheds quiet blocks at read time: the tutor hears the learner now."""
+MIC_HARD_LATENCY_S = 1.5
+"""Backlog beyond this is dropped, oldest first, speech or not."""
+QUIET_DBFS = -50.0
+PAUSE_S = 0.3
+PAUSE_KEEP_S = 0.1
+"""Backlog shedding: only quiet (< QUIET_DBFS) runs of PAUSE_S or more are pauses worth shortening."""
+SPEAKER_BUFFER_S = 30.0
+"""Speaker ring size: cues and any burst written at once fit; live audio arrives in real time."""
 FRAMES_PER_BUFFER_S = 0.02
+"""PortAudio period: 20 ms, the WebRTC frame size (a Pi copes; larger only adds latency)."""
+DRAIN_TIMEOUT_S = 5.0
+
+# PortAudio callback status flags (portaudio.h); kept here so the module imports without PyAudio.
+PA_INPUT_OVERFLOW = 0x2
+PA_OUTPUT_UNDERFLOW = 0x4
 
 
 class RingBuffer:
     """Bounded int16 FIFO shared by one PortAudio thread and the event loop."""
 
     def __init__(self, capacity: int) -> None:
-        self._data = np.zeros(capacity, dtype=np.int16)
+        self._data = np.zeros(max(1, capacity), dtype=np.int16)
         self._start = 0
         self._size = 0
         self._lock = threading.Lock()
         self.overruns = 0
         self.underruns = 0
+        self.device_overflows = 0
+        self.device_underflows = 0
 
     def __len__(self) -> int:
         return self._size
+
+    @property
+    def capacity(self) -> int:
+        return len(self._data)
 
     def push(self, samples: np.ndarray) -> None:
         """Append; when full, the oldest samples are dropped (counted as an overrun)."""
@@ -55,7 +87,7 @@ class RingBuffer:
             self._data[: len(samples) - first] = samples[first:]
             self._size += len(samples)
 
-    def pop(self, n: int) -> np.ndarray:
+    def pop(self, n: int, count_underrun: bool = True) -> np.ndarray:
         """Take ``n`` samples; missing ones are silence (counted as an underrun)."""
         out = np.zeros(n, dtype=np.int16)
         with self._lock:
@@ -66,56 +98,107 @@ class RingBuffer:
             out[first:take] = self._data[: take - first]
             self._start = (self._start + take) % cap
             self._size -= take
-            if take < n:
+            if take < n and count_underrun:
                 self.underruns += 1
         return out
 
+    def pop_all(self) -> np.ndarray:
+        """Everything buffered (possibly nothing)."""
+        with self._lock:
+            n = self._size
+        return self.pop(n, count_underrun=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._start = self._size = 0
+
+    def note_status(self, flags: int) -> None:
+        """Count PortAudio's own overflow/underflow reports (called on the PortAudio thread)."""
+        if flags:
+            with self._lock:
+                self.device_overflows += bool(flags & PA_INPUT_OVERFLOW)
+                self.device_underflows += bool(flags & PA_OUTPUT_UNDERFLOW)
+
 
 class _PyAudioStream:
-    """Shared opening logic: find the device, negotiate the rate, open a callback stream."""
+    """Shared opening logic: find the device, negotiate rate and channels, open a callback stream."""
 
     direction = "input"
 
-    def __init__(self, device_name: str, sample_rate: int = 48000) -> None:
+    def __init__(self, device_name: str, sample_rate: int = 48000,
+                 pa_factory: Callable[[], Any] = pyaudio_instance) -> None:
         self.device_name = device_name
         self.sample_rate = sample_rate
+        self._pa_factory = pa_factory
         self._pa: Any = None
         self._stream: Any = None
         self.device: DeviceInfo | None = None
         self.device_rate = sample_rate
+        self.channels = 1
+        self.latency_s = 0.0
 
-    def _open(self, callback: Any) -> None:
+    @property
+    def running(self) -> bool:
+        return self._stream is not None
+
+    def _candidates(self, device: DeviceInfo) -> list[tuple[int, int]]:
+        """(rate, channels) to try, best first: the wanted rate, then the device's own, in mono first."""
+        rates = dict.fromkeys([self.sample_rate, int(device.default_rate), 48000, 44100, 16000])
+        most = device.max_input_channels if self.direction == "input" else device.max_output_channels
+        channels = dict.fromkeys([1, min(2, most), most])
+        return [(r, c) for c in channels for r in rates if r > 0 and c > 0]
+
+    def _open(self, make_callback: Callable[[], Any]) -> None:
+        """Blocking (PortAudio probes devices): run in a worker thread."""
         import pyaudio
 
-        self._pa = pyaudio_instance()
-        devices = list_devices(self._pa)
-        self.device = find_device(devices, self.device_name, self.direction)
-        is_input = self.direction == "input"
-        last_error: Exception | None = None
-        for rate in dict.fromkeys([self.sample_rate, int(self.device.default_rate), 48000, 44100, 16000]):
+        self._pa = self._pa_factory()
+        try:
+            devices = list_devices(self._pa)
+            self.device = find_device(devices, self.device_name, self.direction)
+            is_input = self.direction == "input"
+            errors: list[str] = []
+            for rate, channels in self._candidates(self.device):
+                self.device_rate, self.channels = rate, channels
+                self._prepare()
+                try:
+                    self._stream = self._pa.open(
+                        format=pyaudio.paInt16, channels=channels, rate=rate, input=is_input,
+                        output=not is_input,
+                        input_device_index=self.device.index if is_input else None,
+                        output_device_index=None if is_input else self.device.index,
+                        frames_per_buffer=int(rate * FRAMES_PER_BUFFER_S), stream_callback=make_callback())
+                    break
+                except (OSError, ValueError) as exc:
+                    errors.append(f"{rate} Hz x{channels}: {exc}")
+            else:
+                raise AudioDeviceError(no_device_message(
+                    devices, self.device_name, self.direction,
+                    f"cannot open {self.direction} device {self.device.name!r} ({'; '.join(errors[:3])}); "
+                    "is it in use by another program?"))
             try:
-                self._stream = self._pa.open(
-                    format=pyaudio.paInt16, channels=1, rate=rate, input=is_input, output=not is_input,
-                    input_device_index=self.device.index if is_input else None,
-                    output_device_index=None if is_input else self.device.index,
-                    frames_per_buffer=int(rate * FRAMES_PER_BUFFER_S), stream_callback=callback)
-                self.device_rate = rate
-                break
-            except (OSError, ValueError) as exc:
-                last_error = exc
+                latency = self._stream.get_input_latency() if is_input else self._stream.get_output_latency()
+                self.latency_s = max(0.0, float(latency))
+            except (OSError, AttributeError, TypeError, ValueError):
+                self.latency_s = 0.0
+            self._stream.start_stream()
+        except BaseException:
+            self._shutdown()
+            raise
+        if (self.device_rate, self.channels) != (self.sample_rate, 1):
+            log.info("%s device %r runs at %d Hz x%d; converting to %d Hz mono", self.direction,
+                     self.device.name, self.device_rate, self.channels, self.sample_rate)
         else:
-            self._pa.terminate()
-            raise AudioDeviceError(f"cannot open {self.direction} device {self.device.name!r} at any usual rate "
-                                   f"({last_error}); is it in use by another program?")
-        if self.device_rate != self.sample_rate:
-            log.info("%s device %r runs at %d Hz; resampling to %d Hz", self.direction, self.device.name,
-                     self.device_rate, self.sample_rate)
-        self._stream.start_stream()
+            log.info("%s device %r open at %d Hz", self.direction, self.device.name, self.device_rate)
 
-    async def close(self) -> None:
+    def _prepare(self) -> None:
+        """Set up buffers and resamplers for ``device_rate``/``channels`` (before the stream runs)."""
+
+    def _shutdown(self) -> None:
         if self._stream is not None:
             try:
-                self._stream.stop_stream()
+                if self._stream.is_active():
+                    self._stream.stop_stream()
                 self._stream.close()
             except OSError as exc:
                 log.warning("closing the %s device: %s", self.direction, exc)
@@ -124,56 +207,184 @@ class _PyAudioStream:
             self._pa.terminate()
             self._pa = None
 
+    async def close(self) -> None:
+        """Stop the device (off the loop: PortAudio waits for its buffers)."""
+        if self._stream is not None or self._pa is not None:
+            await asyncio.to_thread(self._shutdown)
+
 
 class PyAudioSource(_PyAudioStream):
-    """The kiosk microphone."""
+    """The kiosk microphone: ``read`` returns what was captured, with a small bounded backlog."""
 
     direction = "input"
 
-    def __init__(self, device_name: str = "default", sample_rate: int = 48000) -> None:
-        super().__init__(device_name, sample_rate)
-        self.buffer = RingBuffer(int(sample_rate * BUFFER_S))
+    def __init__(self, device_name: str = "default", sample_rate: int = 48000,
+                 pa_factory: Callable[[], Any] = pyaudio_instance,
+                 max_latency_s: float = MIC_MAX_LATENCY_S) -> None:
+        super().__init__(device_name, sample_rate, pa_factory)
+        self.max_latency_s = max_latency_s
+        self.buffer = RingBuffer(int(sample_rate * MIC_BUFFER_S))
+        self._resampler = StreamResampler(sample_rate, sample_rate)
+        self._ready = np.zeros(0, dtype=np.int16)
+        self.underruns = 0
+        self.latency_trims = 0
+        self.shed_blocks = 0
+
+    @property
+    def overruns(self) -> int:
+        return self.buffer.overruns + self.buffer.device_overflows
+
+    def _prepare(self) -> None:
+        self.buffer = RingBuffer(int(self.device_rate * MIC_BUFFER_S))
+        self._resampler = StreamResampler(self.device_rate, self.sample_rate)
 
     async def start(self) -> None:
+        """Open the device; AudioDeviceError names it and lists the input devices that exist."""
+        await asyncio.to_thread(self._open, self._make_callback)
+
+    def _make_callback(self) -> Callable[[bytes | None, int, Any, int], tuple[None, int]]:
         import pyaudio
 
-        def callback(data: bytes, frames: int, info: Any, status: int) -> tuple[None, int]:
-            samples = np.frombuffer(data, dtype="<i2")
-            if self.device_rate != self.sample_rate:
-                samples = resample(samples, self.device_rate, self.sample_rate)
-            self.buffer.push(samples)
+        ring, channels = self.buffer, self.channels
+
+        def callback(data: bytes | None, frames: int, info: Any, status: int) -> tuple[None, int]:
+            ring.note_status(status)
+            if data:
+                samples = np.frombuffer(data, dtype="<i2")
+                ring.push(to_mono(samples, channels) if channels > 1 else samples)
             return None, pyaudio.paContinue
 
-        self._open(callback)
+        return callback
 
     def read(self, n: int) -> np.ndarray:
-        return self.buffer.pop(n)
+        """The next ``n`` int16 mono samples; silence when not enough was captured (never blocks).
+
+        An underrun returns a whole frame of silence and keeps the partial capture for the next
+        read: the backlog then absorbs the jitter between PortAudio's and the track's clocks
+        instead of cutting a gap into every other frame of speech.
+        """
+        if self._stream is None:
+            return np.zeros(n, dtype=np.int16)
+        captured = self.buffer.pop_all()
+        if captured.size:
+            self._ready = np.concatenate([self._ready, self._resampler.process(captured)])
+        self._shed_latency(n)
+        if self._ready.size < n:
+            self.underruns += 1
+            return np.zeros(n, dtype=np.int16)
+        out = self._ready[:n].copy()
+        self._ready = self._ready[n:]
+        return out
+
+    def _shed_latency(self, n: int) -> None:
+        """Keep the learner's words timely after reads fell behind (a loop stall, clock drift).
+
+        Beyond ``max_latency_s`` the middle of pauses (quiet runs of at least ``PAUSE_S``, minus
+        ``PAUSE_KEEP_S`` at each end) is dropped, oldest first: speech caught during a stall
+        still reaches the tutor whole, just sooner, and short silences inside words (a "t"
+        closure) are never touched. Beyond ``MIC_HARD_LATENCY_S`` the oldest audio goes,
+        whatever it holds.
+        """
+        rate = self.sample_rate
+        hard = self._ready.size - n - int(MIC_HARD_LATENCY_S * rate)
+        if hard > 0:
+            self._ready = self._ready[hard:]
+            self.latency_trims += 1
+        excess = self._ready.size - n - int(self.max_latency_s * rate)
+        block = max(1, rate // 50)
+        blocks = self._ready.size // block
+        if excess < block or blocks == 0:
+            return
+        frames = self._ready[: blocks * block].reshape(blocks, block).astype(np.float64)
+        quiet = 20 * np.log10(np.sqrt(np.mean(frames * frames, axis=1)) / 32767 + 1e-9) < QUIET_DBFS
+        drop = _pause_middles(quiet, round(PAUSE_S * 50), round(PAUSE_KEEP_S * 50))[: excess // block]
+        if drop.size:
+            keep = np.ones(self._ready.size, dtype=bool)
+            keep[(drop[:, None] * block + np.arange(block)).reshape(-1)] = False
+            self._ready = self._ready[keep]
+            self.shed_blocks += int(drop.size)
+
+
+def _pause_middles(quiet: np.ndarray, min_run: int, keep: int) -> np.ndarray:
+    """Indexes of quiet blocks inside runs of at least ``min_run``, minus ``keep`` at each end."""
+    padded = np.concatenate([[False], quiet, [False]]).astype(np.int8)
+    edges = np.diff(padded)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    picks = [np.arange(s + keep, e - keep) for s, e in zip(starts, ends, strict=True) if e - s >= min_run]
+    return np.concatenate(picks) if picks else np.zeros(0, dtype=np.int64)
 
 
 class PyAudioSink(_PyAudioStream):
-    """The kiosk speaker."""
+    """The kiosk speaker: ``write`` queues; the PortAudio thread plays, silence when nothing is queued."""
 
     direction = "output"
 
-    def __init__(self, device_name: str = "default", sample_rate: int = 48000) -> None:
-        super().__init__(device_name, sample_rate)
-        self.buffer = RingBuffer(int(sample_rate * 30))  # earcons and a whole tutor answer fit
+    def __init__(self, device_name: str = "default", sample_rate: int = 48000,
+                 pa_factory: Callable[[], Any] = pyaudio_instance) -> None:
+        super().__init__(device_name, sample_rate, pa_factory)
+        self.buffer = RingBuffer(int(sample_rate * SPEAKER_BUFFER_S))
+        self._resampler = StreamResampler(sample_rate, sample_rate)
+
+    @property
+    def underruns(self) -> int:
+        return self.buffer.underruns + self.buffer.device_underflows
+
+    @property
+    def overruns(self) -> int:
+        return self.buffer.overruns
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds queued but not yet heard (ring buffer plus the device's own latency)."""
+        if self._stream is None:
+            return 0.0
+        return len(self.buffer) / self.device_rate + self.latency_s
+
+    def _prepare(self) -> None:
+        self.buffer = RingBuffer(int(self.device_rate * SPEAKER_BUFFER_S))
+        self._resampler = StreamResampler(self.sample_rate, self.device_rate)
 
     async def start(self) -> None:
+        """Open the device; AudioDeviceError names it and lists the output devices that exist."""
+        await asyncio.to_thread(self._open, self._make_callback)
+
+    def _make_callback(self) -> Callable[[bytes | None, int, Any, int], tuple[bytes, int]]:
         import pyaudio
 
-        def callback(data: bytes | None, frames: int, info: Any, status: int) -> tuple[bytes, int]:
-            need = frames
-            if self.device_rate != self.sample_rate:
-                need = round(frames * self.sample_rate / self.device_rate)
-            samples = self.buffer.pop(need) if len(self.buffer) else np.zeros(need, dtype=np.int16)
-            if self.device_rate != self.sample_rate:
-                samples = resample(samples, self.sample_rate, self.device_rate)
-            out = np.zeros(frames, dtype=np.int16)
-            out[: min(frames, len(samples))] = samples[:frames]
-            return out.astype("<i2").tobytes(), pyaudio.paContinue
+        ring, channels = self.buffer, self.channels
 
-        self._open(callback)
+        def callback(data: bytes | None, frames: int, info: Any, status: int) -> tuple[bytes, int]:
+            ring.note_status(status)
+            # An empty ring is a pause between answers, not an underrun.
+            samples = ring.pop(frames) if len(ring) else np.zeros(frames, dtype=np.int16)
+            if channels > 1:
+                samples = np.repeat(samples, channels)
+            return samples.astype("<i2", copy=False).tobytes(), pyaudio.paContinue
+
+        return callback
 
     def write(self, samples: np.ndarray) -> None:
-        self.buffer.push(samples.astype(np.int16, copy=False))
+        """Queue int16 mono samples at ``sample_rate`` (dropped when the device is not open)."""
+        if self._stream is None:
+            return
+        self.buffer.push(self._resampler.process(samples.astype(np.int16, copy=False)))
+
+    def clear(self) -> None:
+        """Forget what is queued (the tutor was interrupted)."""
+        self.buffer.clear()
+
+    async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Until everything queued has been handed to the device; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while self._stream is not None and len(self.buffer):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(FRAMES_PER_BUFFER_S)  # polling a ring fed by another thread
+        return True
+
+    async def close(self) -> None:
+        """Play what is queued (a goodbye cue), then stop the device."""
+        if self._stream is not None:
+            await self.drain()
+            await asyncio.sleep(self.latency_s)  # the device's own buffer
+        await super().close()
