@@ -66,7 +66,8 @@ if [ -n "$CONFIG" ]; then
   # Reject a broken config before touching anything.
   checker="$SRC/.venv/bin/stella-kiosk"
   [ -x "$checker" ] || checker="$OPT/.venv/bin/stella-kiosk"
-  if [ -x "$checker" ]; then
+  [ -x "$checker" ] || checker=$(command -v stella-kiosk || true)
+  if [ -n "$checker" ] && [ -x "$checker" ]; then
     "$checker" check-config "$CONFIG" >/dev/null || exit 78
   fi
 fi

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import threading
 import wave
 from pathlib import Path
@@ -143,7 +144,7 @@ async def test_wav_file_sink_survives_a_kill(tmp_path: Path) -> None:
         "for _ in range(10): sink.write(np.full(320, 1234, dtype=np.int16))\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run([".venv/bin/python", "-c", code], cwd=Path(__file__).parent.parent)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent)
     assert proc.returncode == -9
     samples, rate = read_wav(path)
     assert rate == 16000 and len(samples) == 3200 and (samples == 1234).all()
