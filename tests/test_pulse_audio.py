@@ -98,7 +98,7 @@ async def test_pyaudio_speaker_and_microphone(pulse: dict[str, str], tmp_path: P
     while time.monotonic() - started < 4.0:  # the clip is ~2 s; read in 20 ms steps like the call track
         await asyncio.sleep(0.02)
         captured.append(source.read(960))
-    paplay.wait(10)
+    assert paplay.wait(10) == 0
     await source.close()
     audio = np.concatenate(captured)
     voiced = [rms_dbfs(audio[i:i + 960]) > -45 for i in range(0, len(audio) - 960, 960)]
@@ -130,7 +130,10 @@ async def test_lesson_through_real_portaudio(pulse: dict[str, str], tmp_path: Pa
                 async with stack.kiosk(config, mic=mic, speaker=speaker) as (kiosk, rec, _):
                     kiosk.press()
                     await rec.until(lambda: tutor_quiet_after(rec, 1), what="greeting")
-                    subprocess.run(["paplay", "--device=micfeed", str(clip)], env=pulse, check=True, timeout=30)
+                    # Play without blocking the loop: the kiosk must keep reading the microphone meanwhile.
+                    paplay = await asyncio.create_subprocess_exec("paplay", "--device=micfeed", str(clip),
+                                                                  env=pulse)
+                    assert await asyncio.wait_for(paplay.wait(), 30) == 0
                     await rec.until(lambda: bool(rec.saved), what="the spoken stop ended the lesson")
                     assert kiosk.state is State.IDLE
                     sim_call = [*stack.simulator.calls.values(), *stack.simulator.ended_calls.values()][0]
