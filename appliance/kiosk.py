@@ -299,6 +299,9 @@ class Kiosk:
         log.info("barge-in: interrupting the tutor")
         self.call.send(events.response_cancel())
         self.call.send(events.output_audio_buffer_clear())
+        clear_speaker = getattr(self.speaker, "clear", None)  # a real speaker may hold ~1 s of queue
+        if callable(clear_speaker):
+            clear_speaker()
         self._tutor_speaking_hint = False
         return True
 

@@ -108,3 +108,22 @@ async def test_no_companion_is_heard_not_just_seen(tmp_path: Path) -> None:
     samples, rate = read_wav(tmp_path / "tutor.wav")
     assert 0.5 < error_samples / rate < 1.0  # the three low notes
     assert rms_dbfs(samples[-error_samples:]) > -30
+
+
+async def test_barge_in_also_drops_what_the_speaker_still_has_queued(tmp_path: Path) -> None:
+    from appliance.audio.wav import WavFileSink
+
+    class QueueingSpeaker(WavFileSink):
+        cleared = 0
+
+        def clear(self) -> None:
+            self.cleared += 1
+
+    async with lesson_stack(tmp_path) as stack:
+        speaker = QueueingSpeaker(tmp_path / "tutor.wav", 48000)
+        async with stack.kiosk(speaker=speaker) as (kiosk, rec, _mic):
+            kiosk.press()
+            await rec.until(lambda: rec.audible[:1] == [True], what="greeting audible")
+            kiosk.press()
+            await rec.until(lambda: rec.audible[-1] is False, what="tutor silenced")
+    assert speaker.cleared == 1
