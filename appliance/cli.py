@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -214,21 +213,43 @@ def run_daemon(config_path: Path) -> int:
 
 
 async def _run_daemon(config: object) -> int:
-    from appliance.companion.client import CompanionClient
     from appliance.config import Config
-    from appliance.control import ControlServer
-    from appliance.hardware.button import ButtonBridge
-    from appliance.hardware.leds import make_status_leds
-    from appliance.kiosk import Kiosk
+    from appliance.instance_lock import AlreadyRunning, InstanceLock
     from appliance.net import enable_loopback_candidates
-    from appliance.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
-    from appliance.store import SessionStore, StoreError
     from appliance.systemd import Notifier
 
     assert isinstance(config, Config)
     if config.realtime.allow_loopback_ice:
         enable_loopback_candidates()
     notifier = Notifier()
+    lock = InstanceLock(config.kiosk.state_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        log.error("cannot start: %s", exc)
+        print(f"stella-kiosk: {exc}", file=sys.stderr)
+        return EX_CONFIG  # systemd must not restart into the same conflict every few seconds
+    except OSError as exc:
+        print(f"stella-kiosk: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        return await _run_locked(config, notifier)
+    finally:
+        lock.release()
+
+
+async def _run_locked(config: object, notifier: object) -> int:
+    from appliance.companion.client import CompanionClient
+    from appliance.config import Config
+    from appliance.control import ControlServer
+    from appliance.hardware.button import ButtonBridge
+    from appliance.hardware.leds import make_status_leds
+    from appliance.kiosk import Kiosk
+    from appliance.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
+    from appliance.store import SessionStore, StoreError
+    from appliance.systemd import Notifier
+
+    assert isinstance(config, Config) and isinstance(notifier, Notifier)
     try:
         select_pin_factory(config)
         leds = make_status_leds(config.leds)
@@ -253,7 +274,14 @@ async def _run_daemon(config: object) -> int:
         loop.add_signal_handler(sig, kiosk.shutdown)
     ready = asyncio.Event()
     runner = asyncio.create_task(kiosk.run(ready))
-    await ready.wait()
+    ready_wait = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({runner, ready_wait}, return_when=asyncio.FIRST_COMPLETED)
+    ready_wait.cancel()
+    if runner.done():  # the kiosk stopped before it was ready (a bug): say so, exit non-zero
+        error = runner.exception()
+        log.error("the kiosk stopped while starting: %r", error)
+        print(f"stella-kiosk: the kiosk stopped while starting: {error!r}", file=sys.stderr)
+        return 1
     button = ButtonBridge(config.button, loop, kiosk.press, kiosk.release)
     control = ControlServer(config.kiosk.control_socket, kiosk)
     try:
@@ -261,31 +289,15 @@ async def _run_daemon(config: object) -> int:
     except OSError as exc:
         log.warning("control socket %s unavailable (%s); status/press/say will not work",
                     config.kiosk.control_socket, exc)
-    watchdog = asyncio.create_task(_watchdog(notifier, runner))
     try:
         await runner
     finally:
-        watchdog.cancel()
         await control.stop()
         button.close()
         leds.close()
         await kiosk.aclose()
         store.close()
     return 0
-
-
-async def _watchdog(notifier: object, runner: asyncio.Task[None]) -> None:
-    """Ping systemd's watchdog from the loop itself, only while the kiosk task is alive."""
-    from appliance.systemd import Notifier
-
-    assert isinstance(notifier, Notifier)
-    interval = Notifier.watchdog_interval_s()
-    if interval is None:
-        return
-    with contextlib.suppress(asyncio.CancelledError):
-        while not runner.done():
-            notifier.watchdog()
-            await asyncio.sleep(interval)
 
 
 if __name__ == "__main__":

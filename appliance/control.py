@@ -39,6 +39,8 @@ class ControlServer:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if await _answers(self.path):
+            raise OSError(f"another kiosk is already serving {self.path}; not taking it over")
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket from a killed run
         old_umask = os.umask(0o117)
@@ -96,6 +98,18 @@ class ControlServer:
             self.kiosk.say(text.strip())
             return {"ok": True}
         return {"ok": False, "error": f"unknown command {command!r}; use status, press, stop or say"}
+
+
+async def _answers(path: Path) -> bool:
+    """True when a live process accepts connections on ``path`` (a stale socket file refuses)."""
+    if not path.exists():
+        return False
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), 2)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 def _is_sync(line: bytes) -> bool:

@@ -9,14 +9,22 @@ place that logs it, lights the LEDs, notifies systemd and tells observers.
 Presses while connecting are ignored on purpose: an impatient learner pressing twice must not
 cancel the lesson that is about to start. A press while a lesson is being saved arrives after the
 save (the owner task is busy until then) and starts a new lesson.
+
+Unattended for months, so: every await in the owner task is bounded (hang-up, save), every
+background task is supervised (restarted after a crash), every collection that grows per lesson has
+a cap, and the systemd watchdog is pinged only while the owner task keeps handling messages — a
+wedged kiosk is restarted by systemd instead of looking alive while it ignores the button.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +52,7 @@ from appliance.messages import (
     _Connected,
     _ConnectFailed,
     _ErrorShown,
+    _Heartbeat,
     _IdleCheck,
     _LongPress,
     _RemoteTrack,
@@ -56,6 +65,8 @@ from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.state import State, check_transition
 from appliance.store import SessionStore, StoreError
+from appliance.store_worker import AsyncStore
+from appliance.supervise import supervise
 from appliance.sync import Syncer
 from appliance.systemd import Notifier
 
@@ -66,6 +77,15 @@ WRAP_UP_BEFORE_END_S = 60.0
 GOODBYE_MAX_S = 20.0
 SPEECH_DBFS = -45.0
 SAVE_RETRY_S = 30.0
+CLOSE_TIMEOUT_S = 5.0
+"""A hang-up that takes longer is abandoned: the lesson is saved and the kiosk goes on."""
+SAVE_TIMEOUT_S = 10.0
+"""A save the disk has not finished by then is treated as failed (kept in memory, retried)."""
+EXIT_SAVE_BUDGET_S = 12.0
+"""At stop, how long to keep retrying lessons the disk refused (systemd allows 20 s in all)."""
+RECENT_LESSONS = 3
+LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
+"""Prefix of the log line that carries a lesson the disk refused at exit (`sessions import` reads it)."""
 
 
 CallFactory = Callable[..., RealtimeCall]
@@ -89,7 +109,7 @@ class Kiosk:
     ) -> None:
         self.config = config
         self.companion = companion
-        self.store = store
+        self.store = AsyncStore(store, timeout_s=SAVE_TIMEOUT_S)
         self.mic = mic
         self.speaker = speaker
         self.leds = leds
@@ -104,7 +124,10 @@ class Kiosk:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timers: dict[object, asyncio.TimerHandle] = {}
+        """Pending timers by key; a timer leaves the map when it fires or is cancelled."""
+        self._lesson_timers: set[object] = set()
+        self._timer_ids = itertools.count()
         self._pump: SpeakerPump | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._tutor_audible = False
@@ -116,11 +139,18 @@ class Kiosk:
         self._activity = 0
         self._ending_reason: str | None = None
         self._running = False
-        self.lessons_saved: list[dict[str, Any]] = []
+        self.lessons_saved: deque[dict[str, Any]] = deque(maxlen=RECENT_LESSONS)
+        """Summaries of the last few lessons (for `status`); full records live only in the store."""
+        self.lessons_saved_count = 0
         self._awaiting_first_sync: dict[str, dict[str, Any]] = {}
         self._unsaved: list[dict[str, Any]] = []
         self.save_retry_s = SAVE_RETRY_S
-        self.syncer = Syncer(store, companion, on_attempt=self._sync_attempted)
+        self.close_timeout_s = CLOSE_TIMEOUT_S
+        self.exit_save_budget_s = EXIT_SAVE_BUDGET_S
+        self._heartbeats_handled = 0
+        self._heartbeat = asyncio.Event()
+        self.store_problems: list[str] = list(getattr(store, "problems", []) or [])
+        self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted)
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
 
     # -- public API (thread-safe) --------------------------------------------------------
@@ -163,47 +193,56 @@ class Kiosk:
             async with asyncio.timeout(timeout_s):
                 await self.syncer.round_done.wait()
         try:
-            return len(self.store.unsynced())
+            return len(await self.store.run(SessionStore.unsynced))
         except StoreError:
             return -1
 
     def status(self) -> dict[str, Any]:
-        """A snapshot for `stella-kiosk status` (read on the loop, between messages)."""
+        """A snapshot for `stella-kiosk status` (read on the loop, between messages; no disk I/O)."""
         lesson = self.lesson
         current = None
         if lesson is not None:
             current = {"session_id": lesson.session_id, "plan_id": lesson.plan_id,
                        "seconds": round(time.monotonic() - lesson.pressed_at, 1),
                        "turns": len(lesson.transcript.turns)}
-        recent = [{"session_id": r["session_id"], "ended_at": r["ended_at"], "end_reason": r["end_reason"],
-                   "turns": len(r["turns"])} for r in self.lessons_saved[-3:]]
-        try:
-            outbox = len(self.store.unsynced())
-        except StoreError:
-            outbox = -1
         return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
-                "recent_lessons": recent, "outbox": outbox}
+                "recent_lessons": list(self.lessons_saved), "outbox": self.syncer.waiting,
+                "held_in_memory": len(self._unsaved), "store_problems": list(self.store_problems)}
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
-        """Own the state until :meth:`shutdown`; a lesson in progress is then ended and saved."""
+        """Own the state until :meth:`shutdown`; a lesson in progress is then ended and saved.
+
+        Start-up never stops half-way: each step that fails is logged and the kiosk starts anyway
+        (a kiosk that is up but cannot reach its disk still shows the error; one that never opened its
+        control socket and ignores SIGTERM helps nobody).
+        """
         self._loop = asyncio.get_running_loop()
         self._running = True
-        await self.mic.start()
-        await self.speaker.start()
+        for name, step in (("microphone", self.mic.start), ("speaker", self.speaker.start)):
+            try:
+                async with asyncio.timeout(10):
+                    await step()
+            except Exception as exc:
+                log.error("the %s did not start: %s", name, exc)
         self._show(State.IDLE, "ready")
         self._cue(Cue.READY)
         self.notifier.ready("idle: press the button to start a lesson")
-        self._apply_retention()
+        for problem in self.store_problems:
+            log.critical("session store: %s", problem)
+        await self._apply_retention()
         try:
-            for record in self.store.recover_interrupted():
+            for record in await self.store.run(SessionStore.recover_interrupted):
                 log.warning("lesson %s was interrupted (power cut or crash); kept with %d turns",
-                            record["session_id"], len(record["turns"]))
+                            record.get("session_id"), len(record.get("turns") or []))
         except StoreError as exc:
             log.error("cannot recover interrupted lessons: %s", exc)
-        self._spawn(self.syncer.run(), "sync")
+        self._spawn(supervise("sync", self.syncer.run), "sync")
         self.syncer.kick()
         if self.prefetcher is not None:
-            self._spawn(self.prefetcher.run(), "prefetch")
+            self._spawn(supervise("prefetch", self.prefetcher.run), "prefetch")
+        interval = self.notifier.watchdog_interval_s()
+        if interval is not None:
+            self._spawn(self._watchdog(interval), "watchdog")
         if ready is not None:
             ready.set()
         try:
@@ -213,20 +252,57 @@ class Kiosk:
                     await self._handle(message)
                 except Exception:  # the owner task must survive any bug in one handler
                     log.exception("error while handling %s", type(message).__name__)
+                    await self._recover_after_bug()
         finally:
             self.notifier.stopping()
-            await self._end_lesson("shutdown")
-            self._retry_unsaved()
-            if self._unsaved:
-                log.critical("%d lesson(s) could not be written to disk and are lost at exit: %s",
-                             len(self._unsaved), [r["session_id"] for r in self._unsaved])
-            for timer in self._timers:
+            with contextlib.suppress(Exception):
+                await self._end_lesson("shutdown")
+            await self._keep_unsaved_at_exit()
+            for timer in self._timers.values():
                 timer.cancel()
+            self._timers.clear()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await self.mic.close()
-            await self.speaker.close()
+            for device in (self.mic, self.speaker):
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(5):
+                        await device.close()
+            await asyncio.to_thread(self.store.close)
+
+    async def _recover_after_bug(self) -> None:
+        """A handler raised: never stay in a half-state. A lesson whose call is gone is saved; a
+        kiosk left in connecting/disconnected without a lesson goes back to idle."""
+        if self.lesson is not None and (self.call is None or not self.call.connected) \
+                and self.state is not State.CONNECTING:
+            await self._end_lesson("error")
+        elif self.lesson is None and self.state in (State.CONNECTING, State.DISCONNECTED, State.CONNECTED):
+            self._show(State.IDLE, "ready (after an internal error)")
+
+    async def _watchdog(self, interval_s: float) -> None:
+        """Ping systemd's watchdog only while the owner task keeps handling messages.
+
+        Each round posts a heartbeat through the owner's own queue and pings once it has been
+        handled. A wedged owner task (an await that never returns, a loop spinning in a handler)
+        handles nothing, so the pings stop and systemd restarts the kiosk; the checkpointed lesson
+        is then recovered as ``interrupted``.
+        """
+        sent = 0
+        while True:
+            sent += 1
+            self._heartbeat.clear()
+            self.post(_Heartbeat(sent))
+            try:
+                async with asyncio.timeout(interval_s):
+                    while self._heartbeats_handled < sent:
+                        await self._heartbeat.wait()
+                        self._heartbeat.clear()
+            except TimeoutError:
+                log.error("the kiosk did not handle its heartbeat within %.1f s; not pinging the watchdog",
+                          interval_s)
+                continue  # no ping: if this persists, systemd restarts the kiosk
+            self.notifier.watchdog()
+            await asyncio.sleep(interval_s)
 
     # -- message handling ---------------------------------------------------------------------
 
@@ -263,7 +339,10 @@ class Kiosk:
             case _Audible(audible=audible, at=at):
                 self._on_audible(audible, at)
             case _RetrySave():
-                self._retry_unsaved()
+                await self._retry_unsaved()
+            case _Heartbeat(seq=seq):
+                self._heartbeats_handled = max(self._heartbeats_handled, seq)
+                self._heartbeat.set()
             case _ErrorShown():
                 if self.state is State.ERROR:
                     self._set_state(State.IDLE, "ready")
@@ -272,7 +351,7 @@ class Kiosk:
 
     async def _on_press(self, at: float) -> None:
         self._button_down_at = at
-        self._later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)))
+        self._later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)), key="long_press")
         if self.state in (State.IDLE, State.ERROR):
             self._start_lesson()
             self._button_down_at = None  # the press that starts a lesson is not a turn or a long press
@@ -356,33 +435,39 @@ class Kiosk:
     async def _connect(self, lesson: Lesson) -> None:
         """Fetch plan + token and open the call; report back as a message (never raises)."""
         call: RealtimeCall | None = None
+        # Bounded as a whole: a companion that drips its answer byte by byte must not keep the kiosk
+        # in "connecting" (where presses are ignored) for ever.
+        budget_s = 2 * self.config.companion.timeout_s + self.config.realtime.connect_timeout_s + 5
         try:
-            plan, token = await self._lesson_materials()
-            lesson.plan_id = plan.plan_id
-            lesson.targets = [t.to_record() if hasattr(t, "to_record") else dict(t.__dict__)
-                              for t in plan.targets]
-            lesson.model = token.model
-            # The callbacks late-bind `call`: it is assigned before any of them can fire.
-            call = self._call_factory(
-                self.config.realtime.base_url,
-                token.token,
-                self._mic_frames,
-                on_event=lambda event: self.post(_CallEvent(call, event)),
-                on_remote_track=lambda track: self.post(_RemoteTrack(call, track)),
-                on_closed=lambda reason: self.post(_CallClosed(call, reason)),
-                ice_servers=self.config.realtime.ice_servers,
-                consent_fix=self.config.realtime.ice_lite_consent_fix,
-                mic_sample_rate=self.mic.sample_rate,
-            )
-            await call.open(self.config.realtime.connect_timeout_s)
+            async with asyncio.timeout(budget_s):
+                plan, token = await self._lesson_materials()
+                lesson.plan_id = plan.plan_id
+                lesson.targets = [t.to_record() if hasattr(t, "to_record") else dict(t.__dict__)
+                                  for t in plan.targets]
+                lesson.model = token.model
+                # The callbacks late-bind `call`: it is assigned before any of them can fire.
+                call = self._call_factory(
+                    self.config.realtime.base_url,
+                    token.token,
+                    self._mic_frames,
+                    on_event=lambda event: self.post(_CallEvent(call, event)),
+                    on_remote_track=lambda track: self.post(_RemoteTrack(call, track)),
+                    on_closed=lambda reason: self.post(_CallClosed(call, reason)),
+                    ice_servers=self.config.realtime.ice_servers,
+                    consent_fix=self.config.realtime.ice_lite_consent_fix,
+                    mic_sample_rate=self.mic.sample_rate,
+                )
+                await call.open(self.config.realtime.connect_timeout_s)
+        except TimeoutError:
+            await self._hang_up(call)
+            self.post(_ConnectFailed(lesson, "timeout", f"the lesson did not start within {budget_s:.0f} s"))
         except CompanionError as exc:
             self.post(_ConnectFailed(lesson, f"companion_{exc.code}", str(exc.message)))
         except CallError as exc:
             self.post(_ConnectFailed(lesson, exc.code, exc.message))
         except Exception as exc:  # a bug must not leave the kiosk stuck in connecting
             log.exception("unexpected error while connecting")
-            if call is not None:
-                await call.close()
+            await self._hang_up(call)
             self.post(_ConnectFailed(lesson, "internal", str(exc)))
         else:
             self.post(_Connected(lesson, call))
@@ -399,7 +484,7 @@ class Kiosk:
 
     async def _on_connected(self, lesson: Lesson, call: RealtimeCall) -> None:
         if lesson is not self.lesson or self.state is not State.CONNECTING:
-            await call.close()  # a shutdown or failure overtook this connection
+            await self._hang_up(call)  # a shutdown or failure overtook this connection
             return
         self.call = call
         lesson.connected_at = time.monotonic()
@@ -415,8 +500,10 @@ class Kiosk:
         limit_s = self.config.lesson.max_minutes * 60
         session_id = lesson.session_id
         # A minute before the end (a quarter of the lesson for very short ones) the tutor wraps up.
-        self._later(limit_s - min(WRAP_UP_BEFORE_END_S, limit_s / 4), self._wrap_up, session_id)
-        self._later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id)
+        self._later(limit_s - min(WRAP_UP_BEFORE_END_S, limit_s / 4), self._wrap_up, session_id,
+                    key="wrap_up", per_lesson=True)
+        self._later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id,
+                    key="time_limit", per_lesson=True)
 
     def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:
         if lesson is not self.lesson:
@@ -426,7 +513,7 @@ class Kiosk:
         log.error("cannot start the lesson: %s", message)
         self.lesson = None
         self._set_state(State.ERROR, message)
-        self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()))
+        self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
 
     # -- during a lesson --------------------------------------------------------------------
 
@@ -437,7 +524,24 @@ class Kiosk:
         pump = SpeakerPump(self.speaker, volume=self.config.audio.volume,
                            on_audible=lambda audible: self.post(_Audible(audible, time.monotonic())))
         self._pump = pump
-        self._pump_task = self._spawn(pump.run(track), "speaker")
+        self._pump_task = self._spawn(self._run_pump(pump, track), "speaker")
+
+    @staticmethod
+    async def _run_pump(pump: SpeakerPump, track: MediaStreamTrack) -> None:
+        """Play the call until its track ends; a crash in the pump is logged and the pump restarted
+        (the learner would otherwise hear a silent tutor for the rest of the lesson)."""
+        failures = 0
+        while True:
+            try:
+                await pump.run(track)
+                return  # the track ended: the call is over
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                failures += 1
+                if failures == 1:
+                    log.exception("the speaker pump crashed; restarting it")
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** failures))
 
     def _on_audible(self, audible: bool, at: float) -> None:
         """The speaker started or stopped emitting sound (measured on what it plays)."""
@@ -518,7 +622,8 @@ class Kiosk:
         lesson = self.lesson
         if lesson is not None and self.state is State.CONNECTED:
             check = _IdleCheck(lesson.session_id, self._activity)
-            self._later(self.config.lesson.idle_limit_s, lambda: self.post(check))
+            self._later(self.config.lesson.idle_limit_s, lambda: self.post(check), key="idle_check",
+                        per_lesson=True)
 
     def _on_idle_check(self, session_id: str, activity: int) -> None:
         lesson, call = self.lesson, self.call
@@ -533,7 +638,8 @@ class Kiosk:
             "friendly goodbye sentence now."))
         call.send(events.response_create())
         # If the goodbye never becomes audible, end anyway.
-        self._later(GOODBYE_MAX_S, lambda sid=session_id: self._end_if_current(sid, "idle"))
+        self._later(GOODBYE_MAX_S, lambda sid=session_id: self._end_if_current(sid, "idle"), key="goodbye",
+                    per_lesson=True)
 
     def _show_activity(self) -> None:
         if self.leds is None:
@@ -561,90 +667,182 @@ class Kiosk:
     # -- ending ------------------------------------------------------------------------------
 
     async def _end_lesson(self, reason: str) -> None:
-        """Hang up, save the record durably, then sync in the background. Idempotent."""
+        """Hang up, save the record durably, then sync in the background. Idempotent.
+
+        Whatever fails on the way (a hang-up that never returns, a record that cannot be built, a
+        disk that refuses it), the kiosk ends idle (through error where it is one) and the lesson is
+        on disk or held in memory and retried: never lost, never wedged.
+        """
         lesson, call = self.lesson, self.call
         if lesson is None:
             return
         self.lesson = None
         self.call = None
+        self._reset_lesson_flags()
         if self.prefetcher is not None:
             self.prefetcher.kick()
+        await self._hang_up(call)
+        try:
+            for turn in lesson.transcript.flush():
+                self.observer.turn(turn)
+        except Exception:
+            log.exception("could not close the last turns of lesson %s", lesson.session_id)
+        if lesson.connected_at is None:
+            # Never connected: nothing was said, nothing to keep.
+            if self.state is State.CONNECTING and self._running:
+                self._set_state(State.IDLE, "lesson cancelled before it started")
+            return
+        record = self._final_record(lesson, reason)
+        self.store.drop_checkpoint(lesson.session_id)
+        try:
+            await self.store.save(record)
+        except StoreError as exc:
+            self._hold_unsaved(record, exc)
+            return
+        log.info("lesson %s saved (%s, %d turns)", lesson.session_id, record["end_reason"], len(record["turns"]),
+                 extra={"SESSION_ID": lesson.session_id, "END_REASON": record["end_reason"]})
+        self._lesson_kept(record)
+        await self._apply_retention()
+        if self.state is not State.IDLE and self._running:
+            self._set_state(State.IDLE, "ready")
+        elif not self._running:
+            self._show(State.IDLE, "stopped")
+
+    def _reset_lesson_flags(self) -> None:
         if self._pump_task is not None:
             self._pump_task.cancel()
             self._pump_task = None
-        if call is not None:
-            await call.close()
         self._tutor_audible = False
         self._tutor_speaking_hint = False
         self._tutor_speaking = False
         self._listening = False
         self._ending_reason = None
         self.gate.set_tutor_audible(False)
-        for turn in lesson.transcript.flush():
-            self.observer.turn(turn)
-        if lesson.connected_at is None:
-            # Never connected: nothing was said, nothing to keep.
-            if self.state is State.CONNECTING and self._running:
-                self._set_state(State.IDLE, "lesson cancelled before it started")
+        for key in list(self._lesson_timers):
+            self._cancel_timer(key)
+
+    async def _hang_up(self, call: RealtimeCall | None) -> None:
+        """Close the call, but never wait longer than ``close_timeout_s`` for it."""
+        if call is None:
             return
-        record = lesson.to_record(reason)
         try:
-            self.store.save(record)
-        except StoreError as exc:
-            # Never drop it: keep it in memory, show the error, retry until the disk takes it.
-            log.error("the lesson could not be saved (kept in memory, retrying every %.0f s): %s",
-                      self.save_retry_s, exc, extra={"SESSION_ID": lesson.session_id})
-            self._unsaved.append(record)
-            self.lessons_saved.append(record)
-            self._later(self.save_retry_s, lambda: self.post(_RetrySave()))
+            async with asyncio.timeout(self.close_timeout_s):
+                await call.close()
+        except TimeoutError:
+            log.error("the call did not hang up within %.0f s; abandoned", self.close_timeout_s)
+        except Exception:
+            log.exception("error while hanging up")
+
+    def _final_record(self, lesson: Lesson, reason: str) -> dict[str, Any]:
+        """The lesson's record; if building it fails (a bug), the turns are still kept."""
+        try:
+            return lesson.to_record(reason)
+        except Exception:
+            log.exception("could not build the record of lesson %s; keeping a minimal one", lesson.session_id)
+            record = Lesson(kiosk_id=lesson.kiosk_id, session_id=lesson.session_id).to_record(reason)
+            with contextlib.suppress(Exception):
+                record["turns"] = [t.to_record() for t in lesson.transcript.turns]
+            record["errors"] = [{"code": "internal", "message": "record rebuilt after an internal error",
+                                 "at": record["ended_at"]}]
+            return record
+
+    def _hold_unsaved(self, record: dict[str, Any], exc: Exception) -> None:
+        """The disk refused a finished lesson: keep it in memory, show the error, retry later."""
+        log.error("the lesson could not be saved (kept in memory, retrying every %.0f s): %s",
+                  self.save_retry_s, exc, extra={"SESSION_ID": record["session_id"]})
+        self._unsaved.append(record)
+        self._remember(record)
+        self._later(self.save_retry_s, lambda: self.post(_RetrySave()), key="retry_save")
+        if self._running:
             if self.state is not State.ERROR:
                 self._set_state(State.ERROR, f"cannot save lessons: {exc}")
-            self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()))
-            return
-        log.info("lesson %s saved (%s, %d turns)", lesson.session_id, reason, len(record["turns"]),
-                 extra={"SESSION_ID": lesson.session_id, "END_REASON": reason})
-        self._apply_retention()
-        self.lessons_saved.append(record)
-        if self.state is not State.IDLE and self._running:
-            self._set_state(State.IDLE, "ready")
-        elif not self._running:
-            self._show(State.IDLE, "stopped")
-        self._awaiting_first_sync[record["session_id"]] = record
+            self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
+        else:
+            self._show(State.ERROR, f"cannot save lessons: {exc}")
+
+    def _lesson_kept(self, record: dict[str, Any]) -> None:
+        self._remember(record)
+        self.syncer.waiting += 1  # corrected by the syncer's next look at the store
+        if len(self._awaiting_first_sync) < 100:
+            self._awaiting_first_sync[record["session_id"]] = record
         self.syncer.kick()
+
+    def _remember(self, record: dict[str, Any]) -> None:
+        self.lessons_saved_count += 1
+        self.lessons_saved.append({"session_id": record["session_id"], "ended_at": record["ended_at"],
+                                   "end_reason": record["end_reason"], "turns": len(record["turns"])})
 
     def _sync_attempted(self, session_id: str, synced: bool) -> None:
         record = self._awaiting_first_sync.pop(session_id, None)
         if record is not None:
             self.observer.lesson_saved(record, synced)
 
-    def _retry_unsaved(self) -> None:
-        """Try again to write lessons the disk refused (disk full, read-only storage)."""
+    async def _retry_unsaved(self) -> bool:
+        """Try again to write lessons the disk refused (disk full, read-only storage); True when all are."""
         while self._unsaved:
             record = self._unsaved[0]
             try:
-                self.store.save(record)
+                await self.store.save(record)
             except StoreError as exc:
                 log.error("still cannot save %d lesson(s): %s", len(self._unsaved), exc)
-                self._later(self.save_retry_s, lambda: self.post(_RetrySave()))
-                return
+                if self._running:
+                    self._later(self.save_retry_s, lambda: self.post(_RetrySave()), key="retry_save")
+                return False
             self._unsaved.pop(0)
             log.info("lesson %s saved after a retry", record["session_id"])
-            self._awaiting_first_sync[record["session_id"]] = record
+            self.syncer.waiting += 1
+            if len(self._awaiting_first_sync) < 100:
+                self._awaiting_first_sync[record["session_id"]] = record
             self.syncer.kick()
+        return True
 
-    def _apply_retention(self) -> None:
+    async def _keep_unsaved_at_exit(self) -> None:
+        """Stopping with lessons the disk refused: retry until the stop budget, then send them to the
+        companion directly, and as a last resort write each one into the journal as one line that
+        `stella-kiosk sessions import` reads back. Nothing is dropped silently."""
+        if not self._unsaved:
+            return
+        deadline = time.monotonic() + self.exit_save_budget_s
+        delay = 0.5
+        while self._unsaved and time.monotonic() < deadline:
+            if await self._retry_unsaved():
+                return
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 4.0)
+        delivered: set[str] = set()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(max(1.0, min(5.0, deadline - time.monotonic() + 3.0))):
+                results = await self.companion.send_batch(list(self._unsaved))
+                delivered = {r.get("session_id") for r in results if r.get("stored") is True}
+        for record in self._unsaved:
+            if record["session_id"] in delivered:
+                log.warning("lesson %s could not be written to disk but the companion has it",
+                            record["session_id"], extra={"SESSION_ID": record["session_id"]})
+                continue
+            line = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+            log.critical("%s %s", LOST_LESSON_MARKER, line,
+                         extra={"SESSION_ID": record["session_id"], "LESSON_RECORD": line})
+            log.critical("lesson %s could not be written to disk nor sent; it is in the journal: restore it "
+                         "with `journalctl -u stella-kiosk -o cat | stella-kiosk sessions import -`",
+                         record["session_id"])
+        self._unsaved.clear()
+
+    async def _apply_retention(self) -> None:
         settings = self.config.kiosk
         try:
-            self.store.apply_retention(settings.keep_synced_days, settings.max_stored_lessons)
+            await self.store.run(SessionStore.apply_retention, settings.keep_synced_days,
+                                 settings.max_stored_lessons)
         except StoreError as exc:
             log.error("retention: %s", exc)
 
     def _checkpoint(self, lesson: Lesson) -> None:
-        """Keep the lesson so far on disk: a power cut loses at most the turn being spoken."""
+        """Keep the lesson so far on disk: a power cut loses at most the turn being spoken.
+
+        Queued to the store thread (never waits for the disk on the loop that paces the audio)."""
         try:
-            self.store.checkpoint(lesson.to_record("interrupted"))
-        except StoreError as exc:
-            log.error("checkpoint failed (the lesson continues, kept in memory): %s", exc)
+            self.store.checkpoint_soon(lesson.to_record("interrupted"))
+        except Exception:
+            log.exception("checkpoint failed (the lesson continues, kept in memory)")
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -681,10 +879,35 @@ class Kiosk:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _later(self, delay_s: float, callback: Callable[..., None], *args: Any) -> None:
+    def _later(self, delay_s: float, callback: Callable[..., None], *args: Any,
+               key: object = None, per_lesson: bool = False) -> None:
+        """Run ``callback(*args)`` on the loop after ``delay_s``.
+
+        A keyed timer replaces the pending one with the same key (only the latest idle check or
+        long-press check matters), per-lesson timers are cancelled when the lesson ends, and a timer
+        leaves the map when it fires: the map stays as small as what is actually pending.
+        """
         assert self._loop is not None
-        self._timers = [t for t in self._timers if not t.cancelled()]
-        self._timers.append(self._loop.call_later(delay_s, callback, *args))
+        if key is None:
+            key = next(self._timer_ids)
+        self._cancel_timer(key)
+        self._timers[key] = self._loop.call_later(delay_s, self._fire, key, callback, args)
+        if per_lesson:
+            self._lesson_timers.add(key)
+
+    def _fire(self, key: object, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
+        self._timers.pop(key, None)
+        self._lesson_timers.discard(key)
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("timer %s failed", key)
+
+    def _cancel_timer(self, key: object) -> None:
+        handle = self._timers.pop(key, None)
+        self._lesson_timers.discard(key)
+        if handle is not None:
+            handle.cancel()
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

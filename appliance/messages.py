@@ -97,3 +97,10 @@ class _ErrorShown:
 @dataclass(frozen=True)
 class _RetrySave:
     pass
+
+
+@dataclass(frozen=True)
+class _Heartbeat:
+    """Posted by the watchdog; handling it proves the owner task still makes progress."""
+
+    seq: int

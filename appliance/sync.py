@@ -19,6 +19,7 @@ from typing import Any
 from appliance.backoff import backoff_delay
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.store import SessionStore, StoreError
+from appliance.store_worker import AsyncStore
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class Syncer:
 
     def __init__(
         self,
-        store: SessionStore,
+        store: SessionStore | AsyncStore,
         companion: CompanionClient,
         *,
         batch_size: int = 20,
@@ -41,7 +42,7 @@ class Syncer:
         on_attempt: Callable[[str, bool], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self.store = store
+        self.store = store if isinstance(store, AsyncStore) else AsyncStore(store)
         self.companion = companion
         self.batch_size = batch_size
         self.period_s = period_s
@@ -51,10 +52,13 @@ class Syncer:
         self._jitter = jitter
         self._wake = asyncio.Event()
         self.failures = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.idle = asyncio.Event()
         """Set whenever the outbox was last found empty (tests wait on it)."""
         self.round_done = asyncio.Event()
         """Set after every drain attempt, successful or not (`sync --now` waits on it)."""
+        self.waiting = 0
+        """Lessons found waiting at the last look (for `status`, without touching the disk)."""
 
     def kick(self) -> None:
         """Try now (a lesson just ended, or the network is back)."""
@@ -80,13 +84,16 @@ class Syncer:
 
     async def drain(self) -> bool:
         """Send everything pending, oldest first; True when the outbox is empty afterwards."""
+        self._loop = asyncio.get_running_loop()
         sent_ids: set[str] = set()
         while True:
             try:
-                batch = [r for r in self.store.unsynced() if r["session_id"] not in sent_ids][: self.batch_size]
+                waiting = await self.store.run(SessionStore.unsynced)
             except StoreError as exc:
                 log.error("sync: cannot read the store: %s", exc)
                 return False
+            self.waiting = len(waiting)
+            batch = [r for r in waiting if r["session_id"] not in sent_ids][: self.batch_size]
             if not batch:
                 self.idle.set()
                 return True
@@ -96,32 +103,39 @@ class Syncer:
             except CompanionError as exc:
                 level = logging.WARNING if exc.retryable else logging.ERROR
                 log.log(level, "sync: companion unreachable or refusing (%s): %s; %d lesson(s) waiting",
-                        exc.code, exc.message, len(self.store.unsynced()))
+                        exc.code, exc.message, self.waiting)
                 for record in batch:
                     self._report(record["session_id"], False)
                 return False
-            retry_later = self._apply(batch, results)
+            try:
+                retry_later = await self.store.run(self._apply, batch, results)
+            except StoreError as exc:
+                log.error("sync: cannot record what the companion stored: %s", exc)
+                return False
             sent_ids.update(r["session_id"] for r in batch)
             if retry_later:
                 return False
 
-    def _apply(self, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
-        """Mark what the companion stored, park what it rejected for good; True if some must retry."""
+    def _apply(self, store: SessionStore, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
+        """Mark what the companion stored, park what it rejected for good; True if some must retry.
+
+        Runs on the store thread; outcomes are reported back on the loop."""
         by_id = {r.get("session_id"): r for r in results if isinstance(r, dict)}
         retry_later = False
         for record in batch:
             session_id = record["session_id"]
             result = by_id.get(session_id)
-            if result is not None and result.get("stored"):
-                self.store.mark_synced(session_id)
+            if result is not None and result.get("stored") is True:
+                store.mark_synced(session_id)
                 self._report(session_id, True)
                 continue
-            error = (result or {}).get("error") or {}
+            error = (result or {}).get("error")
+            error = error if isinstance(error, dict) else {}
             code = str(error.get("code", "missing_result"))
             if code in PERMANENT_CODES:
                 reason = f"{code}: {error.get('message', '')}".strip()
                 log.error("sync: companion rejected lesson %s for good (%s); parked", session_id, reason)
-                self.store.park(session_id, reason)
+                store.park(session_id, reason)
             else:
                 retry_later = True
             self._report(session_id, False)
@@ -132,5 +146,12 @@ class Syncer:
         return retry_later
 
     def _report(self, session_id: str, synced: bool) -> None:
-        if self.on_attempt is not None:
-            self.on_attempt(session_id, synced)
+        if self.on_attempt is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # on the store thread: hand the outcome to the loop
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self.on_attempt, session_id, synced)
+        else:
+            loop.call_soon(self.on_attempt, session_id, synced)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024
 MAX_BATCH = 100
+REQUEST_LOG_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,9 @@ class CompanionServer:
         self.storage = storage or open_storage(config.db_path)
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self._token_times: dict[str, list[float]] = {}
-        self.requests: list[tuple[str, str]] = []
-        """(method, path) of every request served, for tests and benchmarks."""
+        self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
+        """(method, path) of the latest requests served, for tests and benchmarks (bounded: a
+        companion runs for months)."""
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = self._build_app()

@@ -3,6 +3,8 @@
 Only the GA shapes are ever sent (the beta interface is switched off). On input, beta event names
 from older proxies are mapped to their GA names, because accepting them costs one dict lookup.
 A malformed message never raises out of :func:`parse_server_event`: it becomes ``None`` and a log line.
+Strings are cleaned at this edge (:mod:`appliance.safe_text`), so no event can carry a lone surrogate
+or absurd nesting into the transcript, the store or a log line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+
+from appliance.safe_text import UnsafeJSON, clean_json, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +51,38 @@ class ServerEvent:
         return self.data.get(key, default)
 
 
-def parse_server_event(message: str | bytes) -> ServerEvent | None:
-    """Parse one data channel message; ``None`` (logged) when it is not a JSON event object."""
+MAX_MESSAGE_BYTES = 1_000_000
+"""Larger data channel messages are dropped: no Realtime event over WebRTC comes near it."""
+
+
+def parse_server_event(message: Any) -> ServerEvent | None:
+    """Parse one data channel message; ``None`` (logged) when it is not a JSON event object.
+
+    Never raises, whatever arrives: wrong type, huge, deeply nested, invalid UTF-8, lone surrogates.
+    """
+    if not isinstance(message, str | bytes):
+        log.warning("dropped Realtime message of type %s", type(message).__name__)
+        return None
+    if len(message) > MAX_MESSAGE_BYTES:
+        log.warning("dropped oversized Realtime message (%d bytes)", len(message))
+        return None
     try:
-        data = json.loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
-        log.warning("dropped malformed Realtime message (%s): %.120r", exc, message)
+        data = clean_json(json.loads(message))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # UnsafeJSON is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError | UnsafeJSON) else exc
+        log.warning("dropped malformed Realtime message (%s): %.120r", reason, _preview(message))
         return None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-        log.warning("dropped Realtime message without a type: %.120r", message)
+        log.warning("dropped Realtime message without a type: %.120r", _preview(message))
         return None
     event_type = BETA_TO_GA.get(data["type"], data["type"])
     return ServerEvent(type=event_type, data=data)
+
+
+def _preview(message: str | bytes) -> str:
+    """A short, log-safe excerpt of a rejected message."""
+    text = message[:120].decode("utf-8", "replace") if isinstance(message, bytes) else message[:120]
+    return clean_text(text)
 
 
 def _event(event_type: str, **fields: Any) -> dict[str, Any]:

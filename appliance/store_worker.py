@@ -1,0 +1,94 @@
+"""Run every session-store operation on one worker thread, with a deadline.
+
+Why: the store writes and fsyncs files. On the event loop that paces the microphone and the
+speaker, even a few tens of milliseconds of disk I/O is heard as a glitch, and a stuck disk would
+wedge the whole kiosk. One dedicated thread keeps the operations in the order they were asked (a
+checkpoint never overtakes the save that follows it) and needs no locking in the store, because
+only that thread ever touches it. Every await is bounded: a store that does not answer in time
+raises :class:`StoreError` like a store that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from appliance.store import SessionStore, StoreError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class AsyncStore:
+    """The kiosk's handle on its :class:`SessionStore`: awaitable, ordered, bounded."""
+
+    def __init__(self, store: SessionStore, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.store = store
+        self.timeout_s = timeout_s
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._pending_checkpoints: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()  # the pending map is shared by the loop and the store thread
+
+    async def run(self, function: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
+        """``function(store, *args)`` on the store thread; StoreError on any failure or timeout."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self._call, function, args)
+        try:
+            async with asyncio.timeout(self.timeout_s if timeout_s is None else timeout_s):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            raise StoreError(f"the session store did not answer within {self.timeout_s:g} s "
+                             "(disk stalled?)") from None
+
+    def _call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+        try:
+            return function(self.store, *args)
+        except StoreError:
+            raise
+        except Exception as exc:  # a bug or odd data in the store must read as a store failure
+            log.exception("session store operation %s failed", getattr(function, "__name__", function))
+            raise StoreError(f"session store failure: {type(exc).__name__}: {exc}") from None
+
+    def checkpoint_soon(self, record: dict[str, Any]) -> None:
+        """Queue a checkpoint without waiting for it (per-turn; must never stall the loop).
+
+        Checkpoints of one lesson coalesce: if the thread is still busy, only the newest record is
+        written, so a slow disk makes checkpoints rarer, never a growing queue.
+        """
+        session_id = record["session_id"]
+        with self._lock:
+            first = session_id not in self._pending_checkpoints
+            self._pending_checkpoints[session_id] = record
+        if first:
+            self._executor.submit(self._write_checkpoint, session_id)
+
+    def _write_checkpoint(self, session_id: str) -> None:
+        with self._lock:
+            record = self._pending_checkpoints.pop(session_id, None)
+        if record is None:
+            return
+        try:
+            self.store.checkpoint(record)
+        except Exception as exc:  # logged here: nobody awaits a checkpoint
+            log.error("checkpoint failed (the lesson continues, kept in memory): %s", exc)
+
+    def drop_checkpoint(self, session_id: str) -> None:
+        """A lesson is being saved: a checkpoint still queued for it must not overwrite the save."""
+        with self._lock:
+            self._pending_checkpoints.pop(session_id, None)
+
+    async def save(self, record: dict[str, Any]) -> None:
+        self.drop_checkpoint(record["session_id"])
+        await self.run(SessionStore.save, record)
+
+    def close(self) -> None:
+        """Finish queued work, then close the store (called once, at exit)."""
+        self._executor.shutdown(wait=True)
+        self.store.close()
