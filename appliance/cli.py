@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("session_id", help="the id or a unique prefix of it")
     export = sessions_sub.add_parser("export", help="all lessons to stdout")
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    restore = sessions_sub.add_parser("import", help="add lessons recovered from the journal or an export "
+                                                     "(the kiosk must be stopped)")
+    restore.add_argument("file", help="a file, or - for standard input (e.g. journalctl -u stella-kiosk -o cat)")
     sync = sub.add_parser("sync", help="send waiting lessons to the companion")
     sync.add_argument("--now", action="store_true", help="try at once (the default; kept for clarity)")
     sync.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -112,7 +115,35 @@ def sessions_command(args: argparse.Namespace) -> int:
         return sessions_cli.list_sessions(store)
     if args.action == "show":
         return sessions_cli.show_session(store, args.session_id)
+    if args.action == "import":
+        return _import_sessions(store, args.file)
     return sessions_cli.export_sessions(store, args.format)
+
+
+def _import_sessions(store: object, source: str) -> int:
+    """Import under the kiosk's lock: two writers on one store would lose each other's updates."""
+    from appliance import sessions_cli
+    from appliance.instance_lock import AlreadyRunning, InstanceLock
+    from appliance.store import SessionStore
+
+    assert isinstance(store, SessionStore)
+    lock = InstanceLock(store.path.parent)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"stella-kiosk: {exc}; then import again", file=sys.stderr)
+        return 1
+    try:
+        if source == "-":
+            return sessions_cli.import_sessions(store, sys.stdin)
+        try:
+            with open(source, encoding="utf-8", errors="replace") as lines:
+                return sessions_cli.import_sessions(store, lines)
+        except OSError as exc:
+            print(f"stella-kiosk: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    finally:
+        lock.release()
 
 
 def sync_command(args: argparse.Namespace) -> int:

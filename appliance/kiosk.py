@@ -63,6 +63,7 @@ from appliance.prefetch import Prefetcher
 from appliance.realtime import events
 from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
+from appliance.sessions_cli import LOST_LESSON_MARKER
 from appliance.state import State, check_transition
 from appliance.store import SessionStore, StoreError
 from appliance.store_worker import AsyncStore
@@ -84,8 +85,6 @@ SAVE_TIMEOUT_S = 10.0
 EXIT_SAVE_BUDGET_S = 12.0
 """At stop, how long to keep retrying lessons the disk refused (systemd allows 20 s in all)."""
 RECENT_LESSONS = 3
-LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
-"""Prefix of the log line that carries a lesson the disk refused at exit (`sessions import` reads it)."""
 
 
 CallFactory = Callable[..., RealtimeCall]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,3 +77,54 @@ def export_sessions(store: SessionStore, fmt: str, out: TextIO = sys.stdout) -> 
 
 def open_store(state_dir: Path) -> SessionStore:
     return SessionStore(state_dir)
+
+
+LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
+"""The kiosk writes a lesson the disk refused at exit into its log as ``<marker> <json>``."""
+
+
+def read_importable(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
+    """Lesson records found in ``lines``: the kiosk's ``STELLA-UNSAVED-LESSON {...}`` log lines (as
+    `journalctl -o cat` prints them), `journalctl -o json` entries with a LESSON_RECORD field, or
+    plain JSONL records (`sessions export`). Returns the records and how many lines were skipped."""
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        candidate: Any = None
+        if LOST_LESSON_MARKER in text:
+            candidate = _json(text.split(LOST_LESSON_MARKER, 1)[1].strip())
+        else:
+            parsed = _json(text)
+            if isinstance(parsed, dict) and isinstance(parsed.get("LESSON_RECORD"), str):
+                candidate = _json(parsed["LESSON_RECORD"])
+            else:
+                candidate = parsed
+        if isinstance(candidate, dict) and isinstance(candidate.get("session_id"), str) \
+                and isinstance(candidate.get("turns"), list):
+            records.append(candidate)
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def import_sessions(store: SessionStore, lines: Iterable[str], out: TextIO = sys.stdout) -> int:
+    """Add recovered lessons to the store as waiting for the companion; ones already stored are kept."""
+    records, skipped = read_importable(lines)
+    added = 0
+    for record in records:
+        if store.get(record["session_id"]) is None:
+            store.save(record)
+            added += 1
+    print(f"imported {added} lesson(s); {len(records) - added} already stored; {skipped} line(s) skipped",
+          file=out)
+    return 0 if records or not skipped else 1

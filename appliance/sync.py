@@ -120,7 +120,7 @@ class Syncer:
         """Mark what the companion stored, park what it rejected for good; True if some must retry.
 
         Runs on the store thread; outcomes are reported back on the loop."""
-        by_id = {r.get("session_id"): r for r in results if isinstance(r, dict)}
+        by_id = {r["session_id"]: r for r in results if isinstance(r, dict) and isinstance(r.get("session_id"), str)}
         retry_later = False
         for record in batch:
             session_id = record["session_id"]

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 
+from appliance.safe_text import clean_json
+
 KINDS = ("vocab", "phrase", "grammar", "pronunciation")
 
 
@@ -101,8 +103,8 @@ class CompanionClient:
             raise CompanionError(f"cannot reach the companion at {self.base_url}: {exc}",
                                  code="unreachable", retryable=True) from None
         try:
-            data = response.json()
-        except ValueError:
+            data = clean_json(response.json())  # text from the network is made safe at the edge
+        except (ValueError, RecursionError, UnicodeDecodeError):
             data = None
         if response.status_code >= 400:
             error = data.get("error") if isinstance(data, dict) else None
