@@ -192,7 +192,7 @@ class Kiosk:
             async with asyncio.timeout(timeout_s):
                 await self.syncer.round_done.wait()
         try:
-            return len(await self.store.run(SessionStore.unsynced))
+            return len(await self.store.run("unsynced"))
         except StoreError:
             return -1
 
@@ -230,7 +230,7 @@ class Kiosk:
             log.critical("session store: %s", problem)
         await self._apply_retention()
         try:
-            for record in await self.store.run(SessionStore.recover_interrupted):
+            for record in await self.store.run("recover_interrupted"):
                 log.warning("lesson %s was interrupted (power cut or crash); kept with %d turns",
                             record.get("session_id"), len(record.get("turns") or []))
         except StoreError as exc:
@@ -829,7 +829,7 @@ class Kiosk:
     async def _apply_retention(self) -> None:
         settings = self.config.kiosk
         try:
-            await self.store.run(SessionStore.apply_retention, settings.keep_synced_days,
+            await self.store.run("apply_retention", settings.keep_synced_days,
                                  settings.max_stored_lessons)
         except StoreError as exc:
             log.error("retention: %s", exc)

@@ -36,8 +36,9 @@ class AsyncStore:
         self._pending_checkpoints: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()  # the pending map is shared by the loop and the store thread
 
-    async def run(self, function: Callable[..., T], *args: Any, timeout_s: float | None = None) -> T:
-        """``function(store, *args)`` on the store thread; StoreError on any failure or timeout."""
+    async def run(self, function: Callable[..., T] | str, *args: Any, timeout_s: float | None = None) -> T:
+        """``store.<function>(*args)`` (a method name) or ``function(store, *args)`` on the store thread;
+        StoreError on any failure or timeout."""
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self._call, function, args)
         try:
@@ -47,8 +48,10 @@ class AsyncStore:
             raise StoreError(f"the session store did not answer within {self.timeout_s:g} s "
                              "(disk stalled?)") from None
 
-    def _call(self, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    def _call(self, function: Callable[..., T] | str, args: tuple[Any, ...]) -> T:
         try:
+            if isinstance(function, str):
+                return getattr(self.store, function)(*args)  # type: ignore[no-any-return]
             return function(self.store, *args)
         except StoreError:
             raise
@@ -86,7 +89,7 @@ class AsyncStore:
 
     async def save(self, record: dict[str, Any]) -> None:
         self.drop_checkpoint(record["session_id"])
-        await self.run(SessionStore.save, record)
+        await self.run("save", record)
 
     def close(self) -> None:
         """Finish queued work, then close the store (called once, at exit)."""

@@ -88,7 +88,7 @@ class Syncer:
         sent_ids: set[str] = set()
         while True:
             try:
-                waiting = await self.store.run(SessionStore.unsynced)
+                waiting = await self.store.run("unsynced")
             except StoreError as exc:
                 log.error("sync: cannot read the store: %s", exc)
                 return False

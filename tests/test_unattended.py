@@ -1,0 +1,405 @@
+"""A school year unattended: hostile server events in a live call, hang-ups that never return, a
+wedged owner task, long uptime, a full disk at stop, two daemons on one store.
+
+Every case asserts the end state — the kiosk idle again and the lesson kept — not just "no crash".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from appliance.realtime.call import RealtimeCall
+from appliance.sessions_cli import LOST_LESSON_MARKER
+from appliance.state import State
+from appliance.store import SessionStore, StoreError
+from tests.harness import Recorder, Stack, lesson_stack
+from tests.test_daemon import FakeSystemd, control, write_daemon_config
+from tests.test_hostile_input import deep, event_like, json_values
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BugCatcher(logging.Handler):
+    """Collects log records that carry a traceback from the kiosk's own code: a handler that raised."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.name.startswith("appliance"):
+            self.records.append(record)
+
+    def __enter__(self) -> BugCatcher:
+        logging.getLogger("appliance").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("appliance").removeHandler(self)
+
+
+def simulated_call(stack: Stack) -> Any:
+    calls = list(stack.simulator.calls.values())
+    assert calls, "no call at the simulator"
+    return calls[-1]  # the newest: the previous lesson's call may still be winding down
+
+
+def inject(stack: Stack, raw: str | bytes) -> None:
+    """Send a raw data-channel message from the simulator's side of the live call."""
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = raw.encode("utf-8", "surrogatepass")  # invalid UTF-8 on the wire, as a broken server sends
+    simulated_call(stack).channel.send(raw)
+
+
+def tutor_line(text: str, n: int) -> str:
+    """A finished tutor transcript, JSON-escaped the way a server sends it (lone surrogates too)."""
+    return json.dumps({"type": "response.output_audio_transcript.done", "event_id": f"event_t{n}",
+                       "response_id": f"resp_t{n}", "item_id": f"item_t{n}", "output_index": 0,
+                       "content_index": 0, "transcript": text})
+
+
+async def connected_lesson(stack: Stack, kiosk: Any, rec: Recorder, nth: int = 1) -> None:
+    kiosk.press()
+    await rec.until(lambda: rec.states.count(State.CONNECTED) >= nth, what="connected")
+
+
+async def end_and_wait_saved(kiosk: Any, rec: Recorder, count: int) -> dict[str, Any]:
+    kiosk.request_stop()
+    await rec.until(lambda: len(rec.saved) >= count and kiosk.state is State.IDLE, timeout=20,
+                    what="lesson saved and kiosk idle")
+    return rec.saved[count - 1][0]
+
+
+hostile_message = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=200),
+    json_values.map(json.dumps),
+    event_like.map(json.dumps),
+    st.integers(100, 5000).map(deep),
+)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(hostile_message, min_size=5, max_size=40))
+def test_hostile_server_events_in_a_live_call(messages: list[str | bytes]) -> None:
+    """Random and hostile server events through the kiosk's handling of a live call: the call goes on,
+    the tutor turns around them are recorded, the lesson is saved when it ends and the kiosk is idle
+    and answers the next press. Nothing escapes a handler."""
+
+    async def scenario(tmp: Path) -> None:
+        async with lesson_stack(tmp) as stack, stack.kiosk() as (kiosk, rec, _mic):
+            with BugCatcher() as bugs:
+                await connected_lesson(stack, kiosk, rec)
+                inject(stack, tutor_line("before the storm", 1))
+                for message in messages:
+                    inject(stack, message)
+                inject(stack, tutor_line("after the storm", 2))
+                await rec.until(lambda: any(t.text == "after the storm" for t in rec.turns), what="marker turn")
+                record = await end_and_wait_saved(kiosk, rec, 1)
+                texts = [t["text"] for t in record["turns"]]
+                assert "before the storm" in texts and "after the storm" in texts
+                assert record["end_reason"] == "button"
+                json.dumps(record, ensure_ascii=False).encode("utf-8")
+                await connected_lesson(stack, kiosk, rec, nth=2)  # not wedged: the next lesson starts
+                await end_and_wait_saved(kiosk, rec, 2)
+                assert not bugs.records, [r.getMessage() for r in bugs.records]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(scenario(Path(tmp)))
+
+
+async def test_lone_surrogate_in_tutor_transcript_keeps_every_turn(tmp_path: Path) -> None:
+    """Before: the save raised UnicodeEncodeError after the hang-up, the kiosk stayed "connected" and
+    ignored every later press, and the last turns were lost."""
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        await connected_lesson(stack, kiosk, rec)
+        lines = ["One \ud800 two", "Three", "Four \udfff", "Five"]
+        for n, text in enumerate(lines):
+            inject(stack, tutor_line(text, n))
+        await rec.until(lambda: any(t.text == "Five" for t in rec.turns), what="all turns")
+        record = await end_and_wait_saved(kiosk, rec, 1)
+        texts = [t["text"] for t in record["turns"] if t["role"] == "tutor"]
+        for expected in ("One \ufffd two", "Three", "Four \ufffd", "Five"):
+            assert expected in texts
+        store = SessionStore(tmp_path / "state")
+        assert store.get(record["session_id"])["turns"] == record["turns"]
+        await connected_lesson(stack, kiosk, rec, nth=2)
+        assert kiosk.state is State.CONNECTED
+
+
+async def test_deeply_nested_event_does_not_end_the_lesson(tmp_path: Path) -> None:
+    """Before: RecursionError escaped the parser inside aiortc, the DTLS transport died and the lesson
+    ended as an error."""
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        await connected_lesson(stack, kiosk, rec)
+        inject(stack, deep(5000))
+        inject(stack, tutor_line("still here", 1))
+        await rec.until(lambda: any(t.text == "still here" for t in rec.turns), what="turn after the bomb")
+        assert kiosk.state is State.CONNECTED
+        record = await end_and_wait_saved(kiosk, rec, 1)
+        assert record["end_reason"] == "button"
+        assert not [e for e in record["errors"] if e["code"] == "call_dropped"]
+
+
+class HangingCloseCall(RealtimeCall):
+    """A call whose hang-up never returns (a peer that never answers the close)."""
+
+    async def close(self) -> None:
+        await super().close()
+        await asyncio.Event().wait()
+
+
+async def test_hang_up_that_never_returns_is_abandoned(tmp_path: Path) -> None:
+    """Before: the owner task awaited call.close() without a timeout and the kiosk was wedged."""
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config()
+        async with stack.kiosk(config) as (kiosk, rec, _mic):
+            kiosk._call_factory = HangingCloseCall
+            kiosk.close_timeout_s = 1.0
+            await connected_lesson(stack, kiosk, rec)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            record = await end_and_wait_saved(kiosk, rec, 1)
+            assert loop.time() - started < 8
+            assert record["end_reason"] == "button"
+            await connected_lesson(stack, kiosk, rec, nth=2)
+
+
+async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog proves progress, not just a running loop: with the owner task stuck in a handler,
+    no WATCHDOG=1 is sent (so systemd restarts the kiosk), while the event loop itself keeps running."""
+    systemd = FakeSystemd(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(systemd.path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    try:
+        async with lesson_stack(tmp_path) as stack:
+            config = stack.config()
+            from appliance.audio.wav import NullSink, ScriptedMicrophone
+            from appliance.companion.client import CompanionClient
+            from appliance.kiosk import Kiosk
+
+            store = SessionStore(config.kiosk.state_dir)
+            client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id)
+            kiosk = Kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(), speaker=NullSink())
+            runner = asyncio.create_task(kiosk.run())
+            try:
+                for _ in range(3):
+                    await systemd.until(lambda m: m == "WATCHDOG=1", timeout=5)
+                wedged = asyncio.Event()
+
+                async def stuck(at: float) -> None:
+                    wedged.set()
+                    await asyncio.Event().wait()
+
+                kiosk._on_press = stuck  # a handler that never returns, as a bug would
+                kiosk.press()
+                await asyncio.wait_for(wedged.wait(), 5)
+                await asyncio.sleep(0.3)  # a ping already in flight may still arrive; later ones must not
+                _drain(systemd)
+                loop_alive = 0
+                # Observe 2 s (10 watchdog intervals): the loop keeps running, no ping is sent.
+                deadline = asyncio.get_running_loop().time() + 2.0
+                while asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                    loop_alive += 1
+                    assert "WATCHDOG=1" not in _drain(systemd), "pinged while the owner task was wedged"
+                assert loop_alive > 10  # the loop ran all along: only the owner was stuck
+            finally:
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+                await client.aclose()
+                store.close()
+    finally:
+        systemd.close()
+
+
+def _drain(systemd: FakeSystemd) -> list[str]:
+    """Datagrams waiting on the fake NOTIFY_SOCKET, read without blocking."""
+    received = []
+    while True:
+        try:
+            received.append(systemd.sock.recv(4096).decode())
+        except BlockingIOError:
+            return received
+
+
+async def test_long_uptime_keeps_timers_and_history_bounded(tmp_path: Path) -> None:
+    """Before: every fired timer handle and every full saved record stayed in memory for ever."""
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        for n in range(1, 7):
+            await connected_lesson(stack, kiosk, rec, nth=n)
+            inject(stack, tutor_line(f"lesson {n}", n))
+            await rec.until(lambda n=n: any(t.text == f"lesson {n}" for t in rec.turns), what="turn")
+            kiosk.press()  # a short press of the button: the long-press timer is armed and then fires
+            await end_and_wait_saved(kiosk, rec, n)
+        await asyncio.sleep(kiosk.config.button.long_press_s + 0.2)  # let the long-press timers fire
+        assert kiosk.lessons_saved_count == 6
+        assert len(kiosk.lessons_saved) == 3
+        assert len(kiosk._timers) <= 2, kiosk._timers
+        assert len(kiosk.status()["recent_lessons"]) == 3
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    """A 512 KiB tmpfs: a real file system that really fills up."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(disk: Path) -> None:
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass  # ENOSPC: the disk is full
+    finally:
+        os.close(fd)
+
+
+async def test_disk_full_at_stop_sends_the_lesson_to_the_companion(tmp_path: Path, tiny_disk: Path) -> None:
+    """Before: "1 lesson(s) … lost at exit" although the companion was reachable, and `status` said
+    outbox 0 meanwhile. Now the lesson is counted as held in memory and reaches the companion."""
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config(kiosk={"state_dir": str(tiny_disk / "state")})
+        async with stack.kiosk(config) as (kiosk, rec, _mic):
+            kiosk.exit_save_budget_s = 1.0
+            await connected_lesson(stack, kiosk, rec)
+            fill(tiny_disk)
+            inject(stack, tutor_line("on a full disk", 1))
+            await rec.until(lambda: any(t.text == "on a full disk" for t in rec.turns), what="turn")
+            kiosk.request_stop()
+            await rec.until(lambda: State.ERROR in rec.states, what="error shown")
+            assert kiosk.status()["held_in_memory"] == 1
+            session_id = kiosk.status()["recent_lessons"][-1]["session_id"]
+        stored = stack.companion.storage.sessions("kiosk-test")
+        assert [r["session_id"] for r in stored] == [session_id]
+        assert any(t["text"] == "on a full disk" for t in stored[0]["turns"])
+
+
+async def test_disk_full_and_no_companion_at_stop_goes_to_the_journal_and_imports_back(
+        tmp_path: Path, tiny_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With neither the disk nor the companion, the lesson is written into the log as one line, and
+    `stella-kiosk sessions import` puts it back in the store, from where it syncs."""
+    caplog.set_level(logging.INFO)
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config(kiosk={"state_dir": str(tiny_disk / "state")})
+        async with stack.kiosk(config) as (kiosk, rec, _mic):
+            kiosk.exit_save_budget_s = 1.0
+            await connected_lesson(stack, kiosk, rec)
+            fill(tiny_disk)
+            inject(stack, tutor_line("nowhere to go", 1))
+            await rec.until(lambda: any(t.text == "nowhere to go" for t in rec.turns), what="turn")
+            await stack.companion.stop()
+            kiosk.request_stop()
+            await rec.until(lambda: State.ERROR in rec.states, what="error shown")
+        lines = [r.getMessage() for r in caplog.records if LOST_LESSON_MARKER in r.getMessage()]
+        assert len(lines) == 1 and "nowhere to go" in lines[0]
+        # The journal's text, as `journalctl -o cat` prints it, imported into a store on a good disk.
+        journal = tmp_path / "journal.txt"
+        journal.write_text("some other line\n" + "\n".join(lines) + "\n")
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, tmp_path / "restored", tmp_path / "c.sock")
+        result = subprocess.run([sys.executable, "-m", "appliance.cli", "sessions", "--config", str(toml),
+                                 "import", str(journal)], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert result.returncode == 0, result.stderr
+        assert "imported 1 lesson(s)" in result.stdout
+        restored = SessionStore(tmp_path / "restored").unsynced()
+        assert len(restored) == 1 and any(t["text"] == "nowhere to go" for t in restored[0]["turns"])
+
+
+async def test_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path) -> None:
+    """Before: both ran, the second silently unlinked the first one's control socket, both wrote the
+    same store."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, tmp_path / "state", tmp_path / "c.sock")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        first = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
+                                                     str(toml), env=env, stderr=asyncio.subprocess.PIPE)
+        try:
+            async with asyncio.timeout(30):
+                while (await control(tmp_path / "c.sock", "status"))[0] != 0:
+                    await asyncio.sleep(0.1)
+            second = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "appliance.cli", "run", "--config", str(toml), env=env,
+                stderr=asyncio.subprocess.PIPE)
+            _, err = await asyncio.wait_for(second.communicate(), 30)
+            assert second.returncode == 78
+            lines = [line for line in err.decode().splitlines() if line.strip()]
+            assert any("already running" in line for line in lines), lines
+            assert "Traceback" not in err.decode()
+            code, out, _ = await control(tmp_path / "c.sock", "status")
+            assert code == 0 and "state:   idle" in out  # the first kiosk still answers
+            first.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(first.wait(), 30) == 0
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.wait()
+
+
+class FailingSaveStore(SessionStore):
+    """A store whose finished-lesson writes fail as on a broken card (checkpoints still work)."""
+
+    def save(self, record: dict[str, Any]) -> None:
+        raise StoreError("cannot write: Input/output error")
+
+
+async def test_status_counts_lessons_held_in_memory(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config()
+        from appliance.audio.wav import NullSink, ScriptedMicrophone
+        from appliance.companion.client import CompanionClient
+        from appliance.kiosk import Kiosk
+
+        store = FailingSaveStore(config.kiosk.state_dir)
+        client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id)
+        rec = Recorder()
+        kiosk = Kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(), speaker=NullSink(),
+                      observer=rec)
+        kiosk.exit_save_budget_s = 0.5
+        ready = asyncio.Event()
+        runner = asyncio.create_task(kiosk.run(ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        try:
+            await connected_lesson(stack, kiosk, rec)
+            kiosk.request_stop()
+            await rec.until(lambda: State.ERROR in rec.states, what="error")
+            assert kiosk.status()["held_in_memory"] == 1
+            await rec.until(lambda: kiosk.state is State.IDLE, what="back to idle after the error")
+            await connected_lesson(stack, kiosk, rec, nth=2)  # the kiosk still takes lessons
+            kiosk.request_stop()
+            await rec.until(lambda: kiosk.status()["held_in_memory"] == 2, what="two held")
+        finally:
+            kiosk.shutdown()
+            await asyncio.wait_for(runner, 30)
+            await client.aclose()
+        # At stop both went to the companion, which was reachable.
+        assert len(stack.companion.storage.sessions("kiosk-test")) == 2
