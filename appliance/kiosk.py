@@ -63,6 +63,7 @@ from appliance.prefetch import Prefetcher
 from appliance.realtime import events
 from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
+from appliance.realtime.resume import resume_instructions
 from appliance.sessions_cli import LOST_LESSON_MARKER
 from appliance.state import State, check_transition
 from appliance.store import SessionStore, StoreError
@@ -85,6 +86,8 @@ SAVE_TIMEOUT_S = 10.0
 EXIT_SAVE_BUDGET_S = 12.0
 """At stop, how long to keep retrying lessons the disk refused (systemd allows 20 s in all)."""
 RECENT_LESSONS = 3
+MAX_RESUMES = 1
+"""A lesson whose call drops is resumed on a new call this many times before it is saved as dropped."""
 
 
 CallFactory = Callable[..., RealtimeCall]
@@ -147,6 +150,8 @@ class Kiosk:
         self.close_timeout_s = CLOSE_TIMEOUT_S
         self.exit_save_budget_s = EXIT_SAVE_BUDGET_S
         self._heartbeats_handled = 0
+        self._resuming: Lesson | None = None
+        """The lesson whose dropped call is being replaced (presses wait, as while connecting)."""
         self._heartbeat = asyncio.Event()
         self.store_problems: list[str] = list(getattr(store, "problems", []) or [])
         self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted)
@@ -206,7 +211,14 @@ class Kiosk:
                        "turns": len(lesson.transcript.turns)}
         return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
                 "recent_lessons": list(self.lessons_saved), "outbox": self.syncer.waiting,
-                "held_in_memory": len(self._unsaved), "store_problems": list(self.store_problems)}
+                "held_in_memory": len(self._unsaved), "store_problems": list(self.store_problems),
+                "internals": self.internals()}
+
+    def internals(self) -> dict[str, Any]:
+        """Sizes of everything that could grow over months (the soak benchmark watches them stay flat)."""
+        return {"tasks": len(self._tasks), "timers": len(self._timers), "queue": self._queue.qsize(),
+                "awaiting_first_sync": len(self._awaiting_first_sync), "lessons_saved": self.lessons_saved_count,
+                "checkpoint_ms": self.store.checkpoint_stats()}
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Own the state until :meth:`shutdown`; a lesson in progress is then ended and saved.
@@ -327,10 +339,13 @@ class Kiosk:
                 await self._end_lesson(reason)
             case Shutdown():
                 self._running = False
-            case _Connected(lesson=lesson, call=call):
-                await self._on_connected(lesson, call)
+            case _Connected(lesson=lesson, call=call, resume_instructions=resume):
+                if resume is None:
+                    await self._on_connected(lesson, call)
+                else:
+                    await self._on_resumed(lesson, call, resume)
             case _ConnectFailed(lesson=lesson, code=code, message=text):
-                self._on_connect_failed(lesson, code, text)
+                await self._on_connect_failed(lesson, code, text)
             case _CallEvent(call=call, event=event):
                 await self._on_call_event(call, event)
             case _CallClosed(call=call, reason=reason):
@@ -351,6 +366,9 @@ class Kiosk:
     async def _on_press(self, at: float) -> None:
         self._button_down_at = at
         self._later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)), key="long_press")
+        if self._resuming is not None:
+            log.info("press ignored while the lesson is being resumed")
+            return
         if self.state in (State.IDLE, State.ERROR):
             self._start_lesson()
             self._button_down_at = None  # the press that starts a lesson is not a turn or a long press
@@ -431,19 +449,26 @@ class Kiosk:
         self._set_state(State.CONNECTING, "fetching the lesson")
         self._spawn(self._connect(lesson), "connect")
 
-    async def _connect(self, lesson: Lesson) -> None:
-        """Fetch plan + token and open the call; report back as a message (never raises)."""
+    async def _connect(self, lesson: Lesson, resume: bool = False) -> None:
+        """Fetch plan + token and open the call; report back as a message (never raises).
+
+        ``resume``: the lesson's call dropped; the new call keeps the lesson's plan and carries the
+        conversation so far in its instructions."""
         call: RealtimeCall | None = None
         # Bounded as a whole: a companion that drips its answer byte by byte must not keep the kiosk
         # in "connecting" (where presses are ignored) for ever.
         budget_s = 2 * self.config.companion.timeout_s + self.config.realtime.connect_timeout_s + 5
         try:
             async with asyncio.timeout(budget_s):
-                plan, token = await self._lesson_materials()
-                lesson.plan_id = plan.plan_id
-                lesson.targets = [t.to_record() if hasattr(t, "to_record") else dict(t.__dict__)
-                                  for t in plan.targets]
-                lesson.model = token.model
+                if resume:
+                    token = await self.companion.token(plan_id=lesson.plan_id)
+                    instructions = resume_instructions(token.prompt, lesson.transcript.to_records())
+                else:
+                    plan, token = await self._lesson_materials()
+                    lesson.plan_id = plan.plan_id
+                    lesson.targets = [t.to_record() if hasattr(t, "to_record") else dict(t.__dict__)
+                                      for t in plan.targets]
+                    lesson.model = token.model
                 # The callbacks late-bind `call`: it is assigned before any of them can fire.
                 call = self._call_factory(
                     self.config.realtime.base_url,
@@ -469,7 +494,7 @@ class Kiosk:
             await self._hang_up(call)
             self.post(_ConnectFailed(lesson, "internal", str(exc)))
         else:
-            self.post(_Connected(lesson, call))
+            self.post(_Connected(lesson, call, instructions if resume else None))
 
     async def _lesson_materials(self) -> tuple[LessonPlan, RealtimeToken]:
         """The prefetched plan + token when fresh (no companion round trip), else fetched now."""
@@ -504,8 +529,15 @@ class Kiosk:
         self._later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id,
                     key="time_limit", per_lesson=True)
 
-    def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:
+    async def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:
         if lesson is not self.lesson:
+            return
+        if self._resuming is lesson:
+            self._resuming = None
+            log.error("could not resume the lesson: %s", message)
+            lesson.add_error("resume_failed", message)
+            self._set_state(State.ERROR, f"the lesson could not be resumed: {message}")
+            await self._end_lesson("call_dropped")
             return
         if self.prefetcher is not None:
             self.prefetcher.kick()
@@ -656,12 +688,42 @@ class Kiosk:
             self.post(EndLesson(reason))
 
     async def _on_call_closed(self, call: RealtimeCall, reason: str) -> None:
-        if call is not self.call or self.lesson is None:
+        """The call died under the lesson (network gone, server frozen or gone).
+
+        Show it at once (error LED and cue), then try once to resume the same lesson on a new call,
+        with the conversation so far in the tutor's instructions, so the learner hears "sorry, where
+        were we" rather than a dead kiosk. If that fails too, the lesson is saved as ``call_dropped``.
+        """
+        lesson = self.lesson
+        if call is not self.call or lesson is None:
             return
         log.warning("the call dropped: %s", reason)
-        self.lesson.add_error("call_dropped", reason)
-        self._set_state(State.DISCONNECTED, reason)
-        await self._end_lesson("error")
+        lesson.add_error("call_dropped", reason)
+        self.call = None
+        self._reset_call_flags()
+        await self._hang_up(call)
+        self._set_state(State.ERROR, f"the call dropped: {reason}")
+        if lesson.resumes >= MAX_RESUMES or not self._running:
+            await self._end_lesson("call_dropped")
+            return
+        lesson.resumes += 1
+        self._resuming = lesson
+        self._set_state(State.CONNECTING, "resuming the lesson")
+        self._spawn(self._connect(lesson, resume=True), "resume")
+
+    async def _on_resumed(self, lesson: Lesson, call: RealtimeCall, instructions: str) -> None:
+        if lesson is not self.lesson or self._resuming is not lesson or self.state is not State.CONNECTING:
+            await self._hang_up(call)
+            return
+        self._resuming = None
+        self.call = call
+        self._set_state(State.CONNECTED, f"lesson {lesson.session_id[:8]} resumed (call {call.call_id})")
+        log.info("lesson %s resumed on call %s", lesson.session_id, call.call_id)
+        call.send(events.session_update(instructions=instructions))
+        if self.config.button.mode == "hold":
+            call.send(events.manual_turns_update())
+        call.send(events.response_create())
+        self._touch()
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -702,12 +764,21 @@ class Kiosk:
                  extra={"SESSION_ID": lesson.session_id, "END_REASON": record["end_reason"]})
         self._lesson_kept(record)
         await self._apply_retention()
-        if self.state is not State.IDLE and self._running:
+        if self.state is State.ERROR and self._running:  # the error stays shown a moment, then idle
+            self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
+        elif self.state is not State.IDLE and self._running:
             self._set_state(State.IDLE, "ready")
         elif not self._running:
             self._show(State.IDLE, "stopped")
 
     def _reset_lesson_flags(self) -> None:
+        self._resuming = None
+        self._reset_call_flags()
+        for key in list(self._lesson_timers):
+            self._cancel_timer(key)
+
+    def _reset_call_flags(self) -> None:
+        """What belongs to one call (a resumed lesson gets a fresh set with its new call)."""
         if self._pump_task is not None:
             self._pump_task.cancel()
             self._pump_task = None
@@ -717,8 +788,6 @@ class Kiosk:
         self._listening = False
         self._ending_reason = None
         self.gate.set_tutor_audible(False)
-        for key in list(self._lesson_timers):
-            self._cancel_timer(key)
 
     async def _hang_up(self, call: RealtimeCall | None) -> None:
         """Close the call, but never wait longer than ``close_timeout_s`` for it."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from appliance.realtime.transcript import Transcript, iso_utc
 
-END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted")
+END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped")
 
 # USD per 1M tokens: (audio in, audio out, text in, text out). Estimates only; the bill is the truth.
 PRICES_PER_M = {
@@ -83,6 +83,8 @@ class Lesson:
     transcript: Transcript = field(default_factory=Transcript)
     usage: Usage = field(default_factory=Usage)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    resumes: int = 0
+    """How many times the lesson moved to a new call after its call dropped."""
 
     @property
     def connect_ms(self) -> float | None:

@@ -62,6 +62,8 @@ class Shutdown:
 class _Connected:
     lesson: Lesson
     call: Any
+    resume_instructions: str | None = None
+    """Set when this call resumes a lesson whose call dropped: the session's new instructions."""
 
 
 @dataclass(frozen=True)

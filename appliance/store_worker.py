@@ -14,6 +14,8 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +36,7 @@ class AsyncStore:
         self.timeout_s = timeout_s
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._pending_checkpoints: dict[str, dict[str, Any]] = {}
+        self._checkpoint_ms: deque[float] = deque(maxlen=500)
         self._lock = threading.Lock()  # the pending map is shared by the loop and the store thread
 
     async def run(self, function: Callable[..., T] | str, *args: Any, timeout_s: float | None = None) -> T:
@@ -77,10 +80,21 @@ class AsyncStore:
             record = self._pending_checkpoints.pop(session_id, None)
         if record is None:
             return
+        started = time.perf_counter()
         try:
             self.store.checkpoint(record)
         except Exception as exc:  # logged here: nobody awaits a checkpoint
             log.error("checkpoint failed (the lesson continues, kept in memory): %s", exc)
+        else:
+            self._checkpoint_ms.append((time.perf_counter() - started) * 1000)
+
+    def checkpoint_stats(self) -> dict[str, float]:
+        """Latency of the recent checkpoints on the store thread (ms): count, p50, p99, max."""
+        recent = sorted(self._checkpoint_ms)
+        if not recent:
+            return {"count": 0}
+        return {"count": len(recent), "p50": round(recent[len(recent) // 2], 2),
+                "p99": round(recent[min(len(recent) - 1, int(len(recent) * 0.99))], 2), "max": round(recent[-1], 2)}
 
     def drop_checkpoint(self, session_id: str) -> None:
         """A lesson is being saved: a checkpoint still queued for it must not overwrite the save."""

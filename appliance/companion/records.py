@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-END_REASONS = frozenset({"button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted"})
+END_REASONS = frozenset({"button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted",
+                         "call_dropped"})
 ROLES = frozenset({"learner", "tutor"})
 SOURCES = frozenset({"voice", "text"})
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
