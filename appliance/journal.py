@@ -80,8 +80,11 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, payload: bytes, *, sync_dir: bool = True) -> None:
-    """Replace ``path`` by ``payload``: after a crash the file is either the old or the new version."""
+def write_atomic(path: Path, payload: bytes, *, sync_dir: bool = True, sync_file: bool = True) -> None:
+    """Replace ``path`` by ``payload``: after a crash the file is either the old or the new version.
+
+    ``sync_file=False`` / ``sync_dir=False`` are for batches (migration, import) that make everything
+    durable at once with :func:`sync_all` before they commit."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -89,7 +92,8 @@ def write_atomic(path: Path, payload: bytes, *, sync_dir: bool = True) -> None:
             view = memoryview(payload)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if sync_file:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -99,6 +103,12 @@ def write_atomic(path: Path, payload: bytes, *, sync_dir: bool = True) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def sync_all(directory: Path) -> None:
+    """Flush every written file to disk (one ``sync`` instead of thousands of fsyncs), then the directory."""
+    os.sync()
+    fsync_dir(directory)
 
 
 def append_line(path: Path, line: bytes, *, check_tail: bool) -> bool:

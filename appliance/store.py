@@ -39,10 +39,10 @@ from appliance.journal import (
     append_line,
     clean_text,
     encode_line,
-    fsync_dir,
     journal_name,
     make_entry,
     read_journal,
+    sync_all,
     write_atomic,
 )
 from appliance.store_index import TABLE, LoadedIndex, load_index, normalize_entry
@@ -271,13 +271,13 @@ class SessionStore:
             except StoreError as exc:
                 self._problem(f"lesson {sid} could not be carried over: {exc}")
                 continue
-            write_atomic(self.journal_dir / journal_name(sid), line, sync_dir=False)
+            write_atomic(self.journal_dir / journal_name(sid), line, sync_dir=False, sync_file=False)
             if kind == "final":
                 entries[sid] = doc.entry
             else:
                 entries.pop(sid, None)
         if carried:
-            fsync_dir(self.journal_dir)
+            sync_all(self.journal_dir)  # durable before the index that no longer holds them is written
             log.warning("session store: %d lesson(s) moved into per-lesson journals", len(carried))
         return bool(carried)
 
@@ -494,14 +494,14 @@ class SessionStore:
             except StoreError as exc:
                 log.warning("import: skipped a record: %s", exc)
                 continue
-            write_atomic(self._journal(sid), line, sync_dir=False)
+            write_atomic(self._journal(sid), line, sync_dir=False, sync_file=False)
             entry = normalize_entry({"session_id": sid, "created_at": now, "saved_at": now}, "pending")
             assert entry is not None
             added.append(entry)
             known.add(sid)
         if added:
             try:
-                fsync_dir(self.journal_dir)
+                sync_all(self.journal_dir)
             except OSError as exc:
                 raise StoreError(f"cannot write {self.journal_dir}: {exc.strerror or exc}") from None
             self._active.put_many(added)
