@@ -1,6 +1,7 @@
 """`stella-kiosk sessions list | show ID | export` and `stella-kiosk sync --now`.
 
-Reading the store while the daemon runs is safe: every write replaces the file atomically.
+Reading the store while the daemon runs is safe: index files are replaced atomically, and a lesson's
+journal is only appended to (a line still being written is ignored).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", 
 
 def list_sessions(store: SessionStore, out: TextIO = sys.stdout) -> int:
     docs = store.documents()
+    for problem in store.problems:  # repairs made while opening or reading the store
+        print(f"store: {problem}", file=sys.stderr)
     if not docs:
         print("no lessons stored", file=out)
         return 0

@@ -1,10 +1,22 @@
-"""Local session store (tinydb) with crash-safe writes.
+"""The kiosk's local lesson store: one journal file per lesson plus a small tinydb index.
 
-TinyDB's default JSON storage rewrites its file in place, so a power cut while the file shrinks
-leaves it corrupt. :class:`AtomicJSONStorage` writes a temporary file, fsyncs it, renames it over
-the old one and fsyncs the directory: after a crash the file is either the old or the new version.
-A finished session is written before the kiosk says it is saved, and only marked synced after the
-companion confirmed it.
+Layout in ``state_dir``:
+
+- ``lessons/<session_id>.jsonl`` — the lesson itself (:mod:`appliance.journal`). A checkpoint appends
+  one fsynced line; a finished lesson's journal is replaced atomically by one ``final`` line. Cost:
+  one lesson, whatever the history.
+- ``sessions.json`` — tinydb index of finished lessons still moving (``pending``, ``parked``, and
+  recently ``synced``): session_id, state, timestamps, parked_reason; never the records.
+- ``synced.json`` — tinydb index of delivered lessons. It is the big one (up to the lesson cap), so it
+  is rewritten only in batches (every ``ARCHIVE_BATCH`` deliveries) and by retention.
+
+A lesson in progress has a journal and no index entry: that is how a crash is recognised at the next
+start. Every index write is atomic and durable (:class:`AtomicJSONStorage`): temporary file, fsync,
+rename, directory fsync. ``save()`` returns only once the final record is on disk.
+
+Damage never stops the kiosk: a file that cannot be read as it should is moved aside
+(``<name>.corrupt-<UTC time>``), whatever it still holds is salvaged, the index is rebuilt from the
+journals on disk, and each event is logged at CRITICAL and listed in :attr:`SessionStore.problems`.
 """
 
 from __future__ import annotations
@@ -12,181 +24,597 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tinydb import Query, TinyDB
+from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Document
+
+from appliance.journal import (
+    SUFFIX,
+    StoreError,
+    append_line,
+    clean_text,
+    encode_line,
+    journal_name,
+    make_entry,
+    read_journal,
+    sync_all,
+    write_atomic,
+)
+from appliance.store_index import TABLE, LoadedIndex, load_index, normalize_entry
+
+__all__ = ["AtomicJSONStorage", "SessionStore", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA = 1
-
-
-class StoreError(Exception):
-    """The store cannot be read or written (disk full, read-only, corrupt file)."""
+STORE_SCHEMA = 2
+"""1: full records inside sessions.json; 2: journals + index."""
+ARCHIVE_BATCH = 32
+"""Synced entries collected in sessions.json before they move to synced.json in one write."""
 
 
 class AtomicJSONStorage(Storage):
-    """TinyDB storage whose every write is atomic and durable."""
+    """TinyDB storage whose every write is atomic and durable.
+
+    Reads are cached and revalidated with one ``stat``: every write replaces the file (new inode), so
+    an unchanged identity means unchanged content, and a write by another process is still seen.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
         self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._data: dict[str, dict[str, Any]] | None = None
+        self._signature: tuple[int, ...] | None = None
+        self.generation = 0
+        """Bumped whenever the data may have changed (a write, or a reload from disk)."""
 
-    def read(self) -> dict[str, dict[str, Any]] | None:
+    def _stat(self) -> tuple[int, ...] | None:
         try:
-            text = self._path.read_text(encoding="utf-8")
+            st = os.stat(self._path)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read {self._path}: {exc.strerror or exc}") from None
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        signature = self._stat()
+        if signature is not None and signature == self._signature:
+            return self._data
+        self.generation += 1
+        self._data, self._signature = None, signature
+        if signature is None:
+            return None
+        try:
+            text = self._path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            self._signature = None
+            raise StoreError(f"cannot read {self._path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            text = "\0"
         if not text.strip():
             return None
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            raise StoreError(f"{self._path} is not valid JSON ({exc}); it was kept untouched") from None
-        if not isinstance(data, dict):
-            raise StoreError(f"{self._path} does not hold a session database")
+        except (ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
+            self._signature = None
+            raise StoreError(f"{self._path} was damaged while the kiosk ran; restart the kiosk to repair it")
+        self._data = data
         return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
-        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.generation += 1
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self._path)
-            dir_fd = os.open(self._path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {self._path}: {exc.strerror or exc}") from None
+            payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            write_atomic(self._path, payload)
+            self._data, self._signature = data, self._stat()
+        except (StoreError, TypeError, ValueError) as exc:
+            self._data, self._signature = None, None  # the cache may hold what never reached the disk
+            raise exc if isinstance(exc, StoreError) else StoreError(f"cannot write {self._path}: {exc}") from None
 
     def close(self) -> None:
         pass
 
 
+class _Index:
+    """One tinydb index file and a ``session_id → (doc_id, entry)`` map kept in step with it."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = TinyDB(path, storage=AtomicJSONStorage)
+        self.storage: AtomicJSONStorage = self.db.storage  # type: ignore[assignment]
+        self.table = self.db.table(TABLE)
+        self._map: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._seen = -1
+
+    def map(self) -> dict[str, tuple[int, dict[str, Any]]]:
+        self.storage.read()  # revalidates the cache against the file
+        if self.storage.generation != self._seen:
+            fresh: dict[str, tuple[int, dict[str, Any]]] = {}
+            for doc in self.table.all():
+                entry = normalize_entry(doc)
+                if entry is None:
+                    log.error("store: skipped a malformed index entry in %s", self.storage._path.name)
+                    continue
+                fresh[entry["session_id"]] = (doc.doc_id, entry)
+            self._map, self._seen = fresh, self.storage.generation
+        return self._map
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        return (entry for _, entry in self.map().values())
+
+    def put_many(self, entries: list[dict[str, Any]]) -> None:
+        """Insert or replace entries (one file write when they are all new or all known)."""
+        if not entries:
+            return
+        current = self.map()
+        before = self.storage.generation
+        writes = 0
+        known = [(current[e["session_id"]][0], e) for e in entries if e["session_id"] in current]
+        for doc_id, entry in known:
+            self.table.update(dict(entry), doc_ids=[doc_id])
+            writes += 1
+        next_id = max((doc_id for doc_id, _ in current.values()), default=0) + 1
+        new = [Document(dict(e), doc_id=next_id + i)
+               for i, e in enumerate(e for e in entries if e["session_id"] not in current)]
+        if new:
+            self.table.insert_multiple(new)
+            writes += 1
+        self._after_write(before + writes, known + [(doc.doc_id, dict(doc)) for doc in new], [])
+
+    def put(self, entry: dict[str, Any]) -> None:
+        self.put_many([entry])
+
+    def remove(self, session_ids: Iterable[str]) -> None:
+        current = self.map()
+        doomed = [sid for sid in set(session_ids) if sid in current]
+        if doomed:
+            before = self.storage.generation
+            self.table.remove(doc_ids=[current[sid][0] for sid in doomed])
+            self._after_write(before + 1, [], doomed)
+
+    def _after_write(self, expected: int, put: list[tuple[int, dict[str, Any]]], removed: list[str]) -> None:
+        """Update the map in place after our own writes instead of re-reading the whole table."""
+        if self.storage.generation != expected:
+            self._seen = -1  # the file was also re-read in between: rebuild on next use
+            return
+        for doc_id, entry in put:
+            self._map[entry["session_id"]] = (doc_id, dict(entry))
+        for sid in removed:
+            self._map.pop(sid, None)
+        self._seen = self.storage.generation
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
 class SessionStore:
     """Lessons on this kiosk, each with its sync state.
 
-    States: ``in_progress`` (a checkpoint of a running lesson, rewritten at every completed turn),
-    ``pending`` (finished, not yet confirmed by the companion), ``synced``, and ``parked`` (the
-    companion rejected it for good; kept with the reason, never retried automatically).
+    States: ``in_progress`` (checkpoints of a running lesson, one per completed turn), ``pending``
+    (finished, not yet confirmed by the companion), ``synced``, and ``parked`` (the companion rejected
+    it for good; kept with the reason, never retried automatically).
+
+    Synchronous and not thread-safe: call it from one thread at a time (the kiosk uses one worker
+    thread). ``problems`` lists, in words, every repair made since the store was opened.
     """
 
-    def __init__(self, state_dir: Path) -> None:
-        self.path = Path(state_dir) / "sessions.json"
+    def __init__(self, state_dir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / "sessions.json"
+        self.archive_path = self.state_dir / "synced.json"
+        self.journal_dir = self.state_dir / "lessons"
+        self.problems: list[str] = []
+        self._clock = clock
+        self._in_progress: dict[str, dict[str, float]] = {}
+        self._tail_checked: set[str] = set()
+        self._warned: set[str] = set()
         try:
-            self._db = TinyDB(self.path, storage=AtomicJSONStorage)
-            self._sessions = self._db.table("sessions")
-            meta = self._db.table("meta")
-            if not meta.all():
-                meta.insert({"schema": STORE_SCHEMA})
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            self._open()
         except OSError as exc:
             raise StoreError(f"cannot open the session store in {state_dir}: {exc.strerror or exc}") from None
+        self._active = _Index(self.path)
+        self._archive = _Index(self.archive_path)
 
-    def _put(self, record: dict[str, Any], state: str) -> None:
-        q = Query()
-        session_id = record["session_id"]
-        now = time.time()
-        if self._sessions.contains(q.session_id == session_id):
-            self._sessions.update({"record": record, "state": state, "saved_at": now}, q.session_id == session_id)
+    # -- opening, repair and migration -------------------------------------------------------
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        log.critical("session store: %s", message)
+
+    def _move_aside(self, path: Path) -> Path:
+        base = f"{path.name}.corrupt-{_utc_stamp()}"
+        target = path.with_name(base)
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f"{base}-{n}")
+        os.replace(path, target)
+        return target
+
+    def _open(self) -> None:
+        """Read both index files, repair or migrate what needs it, and match them with the journals."""
+        loaded = {self.archive_path: load_index(self.archive_path), self.path: load_index(self.path)}
+        rewrite = not self.path.exists() or loaded[self.path].schema != STORE_SCHEMA
+        for path, index in loaded.items():
+            if index.damage or index.dropped:
+                aside = self._move_aside(path)
+                what = index.damage or f"{index.dropped} document(s) of the wrong shape"
+                self._problem(f"{path.name} was damaged ({what}); moved to {aside.name}; "
+                              f"{len(index.entries) + len(index.old)} lesson(s) salvaged from it")
+                rewrite = True
+        entries: dict[str, dict[str, Any]] = {}
+        for index in loaded.values():  # sessions.json last: its entries are the newer ones
+            entries.update(index.entries)
+        rewrite |= self._write_carried_records(loaded.values(), entries)
+        rewrite |= self._match_journals(entries)
+        if rewrite:
+            self._write_indexes(entries)
+
+    def _write_carried_records(self, loaded: Iterable[LoadedIndex], entries: dict[str, dict[str, Any]]) -> bool:
+        """Lessons whose record sits in an index (the previous layout, or salvage) get their journal."""
+        carried = {sid: doc for index in loaded for sid, doc in index.old.items()}
+        for sid, doc in carried.items():
+            kind = "checkpoint" if doc.state == "in_progress" else "final"
+            try:
+                line = encode_line(make_entry(kind, doc.record, doc.entry["created_at"], doc.entry["saved_at"]))
+            except StoreError as exc:
+                self._problem(f"lesson {sid} could not be carried over: {exc}")
+                continue
+            write_atomic(self.journal_dir / journal_name(sid), line, sync_dir=False, sync_file=False)
+            if kind == "final":
+                entries[sid] = doc.entry
+            else:
+                entries.pop(sid, None)
+        if carried:
+            sync_all(self.journal_dir)  # durable before the index that no longer holds them is written
+            log.warning("session store: %d lesson(s) moved into per-lesson journals", len(carried))
+        return bool(carried)
+
+    def _match_journals(self, entries: dict[str, dict[str, Any]]) -> bool:
+        """Journals without an entry are lessons in progress (or finished ones whose index write a crash
+        cut off); entries without a journal are dropped. Returns True if ``entries`` changed."""
+        names = {e.name for e in os.scandir(self.journal_dir)
+                 if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file()}
+        expected = {journal_name(sid): sid for sid in entries}
+        changed = False
+        for name in sorted(names - expected.keys()):
+            path = self.journal_dir / name
+            found = read_journal(path).entry
+            if found is None:
+                aside = self._move_aside(path)
+                self._problem(f"lessons/{name} held no readable lesson; moved to {aside.name}")
+                continue
+            sid = found.record["session_id"]
+            if journal_name(sid) != name:
+                right = self.journal_dir / journal_name(sid)
+                if sid in entries or sid in self._in_progress or right.exists():
+                    aside = self._move_aside(path)
+                    self._problem(f"lessons/{name} holds lesson {sid} stored elsewhere too; moved to {aside.name}")
+                    continue
+                os.replace(path, right)
+            if found.kind == "final":
+                entry = normalize_entry({"session_id": sid, "created_at": found.created_at,
+                                         "saved_at": found.saved_at}, "pending")
+                assert entry is not None
+                entries[sid] = entry
+                changed = True
+            else:
+                self._in_progress[sid] = {"created_at": found.created_at, "saved_at": found.saved_at}
+        for name, sid in expected.items():
+            if name in names:
+                continue
+            entry = entries.pop(sid)
+            changed = True
+            if entry["state"] == "synced":
+                log.info("session store: delivered lesson %s had no journal left (retention was cut off)", sid)
+            else:
+                self._problem(f"lesson {sid} ({entry['state']}) lost its journal file; it cannot be sent")
+        return changed
+
+    def _write_indexes(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Write both index files from scratch: delivered lessons to synced.json, the rest to sessions.json."""
+        ordered = sorted(entries.values(), key=lambda e: e["created_at"])
+        synced = [e for e in ordered if e["state"] == "synced"]
+        active = [e for e in ordered if e["state"] != "synced"]
+
+        def payload(docs: list[dict[str, Any]], meta: bool) -> bytes:
+            data: dict[str, Any] = {TABLE: {str(i): d for i, d in enumerate(docs, 1)}}
+            if meta:
+                data["meta"] = {"1": {"schema": STORE_SCHEMA}}
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+        write_atomic(self.archive_path, payload(synced, False))
+        write_atomic(self.path, payload(active, True))  # the commit point of a migration
+
+    # -- lookups -------------------------------------------------------------------------------
+
+    def _find(self, session_id: str) -> tuple[_Index | None, dict[str, Any]] | None:
+        hit = self._active.map().get(session_id)
+        if hit is not None:
+            return self._active, hit[1]
+        hit = self._archive.map().get(session_id)
+        if hit is not None:
+            return self._archive, hit[1]
+        progress = self._in_progress.get(session_id)
+        if progress is not None:
+            return None, self._progress_entry(session_id, progress)
+        return None
+
+    @staticmethod
+    def _progress_entry(session_id: str, progress: dict[str, float]) -> dict[str, Any]:
+        return {"session_id": session_id, "state": "in_progress", "created_at": progress["created_at"],
+                "saved_at": progress["saved_at"], "synced_at": None, "parked_reason": None}
+
+    def _entries(self) -> list[dict[str, Any]]:
+        """Every lesson's index entry (no records), oldest first."""
+        merged = {e["session_id"]: e for e in self._archive.entries()}
+        merged.update((e["session_id"], e) for e in self._active.entries())
+        for sid, progress in self._in_progress.items():
+            merged.setdefault(sid, self._progress_entry(sid, progress))
+        return sorted(merged.values(), key=lambda e: e["created_at"])
+
+    def _journal(self, session_id: str) -> Path:
+        return self.journal_dir / journal_name(session_id)
+
+    def _load(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+        """A lesson's record from its journal, or None (logged, repaired) if the journal is gone or damaged."""
+        sid = entry["session_id"]
+        path = self._journal(sid)
+        try:
+            read = read_journal(path)
+        except FileNotFoundError:
+            self._forget(entry, f"lesson {sid} ({entry['state']}) lost its journal file; it cannot be sent")
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        found = read.entry
+        if found is None or found.record["session_id"] != sid:
+            try:
+                aside = self._move_aside(path).name
+            except OSError as exc:
+                aside = f"nowhere ({exc.strerror or exc})"
+            self._forget(entry, f"lessons/{path.name} held no readable lesson {sid}; moved to {aside}")
+            return None
+        if read.bad_lines and sid not in self._warned:
+            self._warned.add(sid)
+            self._problem(f"lessons/{path.name} had {read.bad_lines} damaged line(s); kept its last good one")
+        return found.record
+
+    def _forget(self, entry: dict[str, Any], message: str) -> None:
+        sid = entry["session_id"]
+        if entry["state"] == "synced":
+            log.info("session store: %s", message)
         else:
-            self._sessions.insert({"session_id": session_id, "record": record, "state": state,
-                                   "created_at": now, "saved_at": now, "synced_at": None})
+            self._problem(message)
+        self._in_progress.pop(sid, None)
+        try:
+            self._active.remove([sid])
+            self._archive.remove([sid])
+        except StoreError as exc:
+            log.error("session store: cannot drop the entry of lesson %s: %s", sid, exc)
+
+    def _with_records(self, entries: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        for entry in list(entries):
+            record = self._load(entry)
+            if record is not None:
+                yield entry, record
+
+    @staticmethod
+    def _prepare(record: Any) -> tuple[dict[str, Any], str]:
+        if not isinstance(record, dict):
+            raise StoreError(f"a lesson record must be a JSON object, not {type(record).__name__}")
+        sid = record.get("session_id")
+        if not isinstance(sid, str) or not sid:
+            raise StoreError("a lesson record needs a non-empty string session_id")
+        clean = clean_text(sid)
+        return (record if clean == sid else {**record, "session_id": clean}), clean
+
+    # -- writes --------------------------------------------------------------------------------
 
     def checkpoint(self, record: dict[str, Any]) -> None:
-        """Durably keep a lesson in progress (its record as it would be if the power went now)."""
-        self._put(record, "in_progress")
+        """Durably keep a lesson in progress (its record as it would be if the power went now).
+
+        Appends one line to the lesson's journal: the cost does not depend on how many lessons are stored.
+        """
+        record, sid = self._prepare(record)
+        now = self._clock()
+        found = self._find(sid)
+        created = found[1]["created_at"] if found else now
+        line = encode_line(make_entry("checkpoint", record, created, now))
+        if found is not None and found[0] is not None:
+            found[0].remove([sid])  # a finished lesson taken up again (not done by the kiosk)
+        try:
+            append_line(self._journal(sid), line, check_tail=sid not in self._tail_checked)
+        except StoreError:
+            self._tail_checked.discard(sid)  # a failed write may have left a partial line
+            raise
+        self._tail_checked.add(sid)
+        self._in_progress[sid] = {"created_at": created, "saved_at": now}
 
     def save(self, record: dict[str, Any]) -> None:
-        """Durably keep a finished lesson until the companion has it; raises StoreError if it could not."""
-        self._put(record, "pending")
+        """Durably keep a finished lesson until the companion has it; raises StoreError if it could not.
+
+        The journal is replaced by the final record (atomic), then the lesson's index entry is written.
+        A crash between the two is repaired at the next start (the journal says ``final``).
+        """
+        record, sid = self._prepare(record)
+        self._finish(sid, record)
+
+    def _finish(self, sid: str, record: dict[str, Any]) -> None:
+        now = self._clock()
+        found = self._find(sid)
+        created = found[1]["created_at"] if found else now
+        write_atomic(self._journal(sid), encode_line(make_entry("final", record, created, now)))
+        self._tail_checked.add(sid)
+        entry = normalize_entry({"session_id": sid, "created_at": created, "saved_at": now}, "pending")
+        assert entry is not None
+        self._active.put(entry)
+        if found is not None and found[0] is self._archive:
+            self._archive.remove([sid])
+        self._in_progress.pop(sid, None)
 
     def recover_interrupted(self) -> list[dict[str, Any]]:
         """Close lessons a crash or power cut left in progress; they become pending (``interrupted``)."""
-        q = Query()
-        docs = self._sessions.search(q.state == "in_progress")
-        for doc in docs:
-            record = dict(doc["record"])
-            record["end_reason"] = "interrupted"
-            self._sessions.update({"record": record, "state": "pending"}, q.session_id == doc["session_id"])
-        return [dict(doc["record"], end_reason="interrupted") for doc in docs]
+        recovered = []
+        for sid, progress in list(self._in_progress.items()):
+            record = self._load(self._progress_entry(sid, progress))
+            if record is None:
+                continue
+            record = dict(record, end_reason="interrupted")
+            self._finish(sid, record)
+            recovered.append(record)
+        return recovered
+
+    def import_records(self, records: Iterable[Any]) -> int:
+        """Add finished lessons not stored yet, as ``pending`` (e.g. from ``sessions export --format jsonl``).
+
+        Lessons already stored (any state) are left alone; malformed records are skipped with a log line.
+        Returns how many were added. One index write for the whole batch.
+        """
+        known = {e["session_id"] for e in self._entries()}
+        added: list[dict[str, Any]] = []
+        now = self._clock()
+        for raw in records:
+            try:
+                record, sid = self._prepare(raw)
+                if sid in known:
+                    continue
+                line = encode_line(make_entry("final", record, now, now))
+            except StoreError as exc:
+                log.warning("import: skipped a record: %s", exc)
+                continue
+            write_atomic(self._journal(sid), line, sync_dir=False, sync_file=False)
+            entry = normalize_entry({"session_id": sid, "created_at": now, "saved_at": now}, "pending")
+            assert entry is not None
+            added.append(entry)
+            known.add(sid)
+        if added:
+            try:
+                sync_all(self.journal_dir)
+            except OSError as exc:
+                raise StoreError(f"cannot write {self.journal_dir}: {exc.strerror or exc}") from None
+            self._active.put_many(added)
+        return len(added)
+
+    def mark_synced(self, session_id: str) -> None:
+        """The companion confirmed this lesson."""
+        self._set_state(clean_text(session_id), "synced")
+
+    def park(self, session_id: str, reason: str) -> None:
+        """The companion will never accept this record: keep it aside with the reason."""
+        self._set_state(clean_text(session_id), "parked", clean_text(str(reason)))
+
+    def _set_state(self, sid: str, state: str, reason: str | None = None) -> None:
+        found = self._find(sid)
+        if found is None or found[0] is None:
+            log.warning("store: cannot mark lesson %s %s: it is not a finished lesson here", sid, state)
+            return
+        where, old = found
+        entry = dict(old, state=state, synced_at=self._clock() if state == "synced" else None,
+                     parked_reason=reason if state == "parked" else None)
+        if where is self._archive and state == "synced":
+            self._archive.put(entry)
+            return
+        self._active.put(entry)
+        if where is self._archive:
+            self._archive.remove([sid])
+        if state == "synced":
+            self._archive_delivered()
+
+    def _archive_delivered(self) -> None:
+        """Move delivered entries from sessions.json to synced.json in batches, so the big file is
+        rewritten once per ``ARCHIVE_BATCH`` deliveries. Archive first: a crash in between leaves the
+        entry in both files, and sessions.json (read last) wins."""
+        delivered = [e for e in self._active.entries() if e["state"] == "synced"]
+        if len(delivered) >= ARCHIVE_BATCH:
+            self._archive.put_many(delivered)
+            self._active.remove(e["session_id"] for e in delivered)
 
     def apply_retention(self, keep_synced_days: float, max_lessons: int) -> int:
         """Delete synced lessons older than ``keep_synced_days``, then the oldest synced ones while
         there are more than ``max_lessons``. Unsynced lessons are never deleted: when they alone
-        exceed the cap, say so loudly. Returns how many were deleted."""
-        q = Query()
-        cutoff = time.time() - keep_synced_days * 86400
-        removed = self._sessions.remove((q.state == "synced") & (q.synced_at < cutoff))
-        excess = len(self._sessions) - max_lessons
+        exceed the cap, say so loudly. Returns how many were deleted.
+
+        Journals go first, then the index entries: a crash in between leaves entries without a
+        journal, which the next start drops quietly (they were delivered)."""
+        cutoff = self._clock() - keep_synced_days * 86400
+        entries = self._entries()
+        synced = [e for e in entries if e["state"] == "synced"]
+        doomed = [e["session_id"] for e in synced
+                  if (e["synced_at"] if e["synced_at"] is not None else e["saved_at"]) < cutoff]
+        excess = len(entries) - len(doomed) - max_lessons
         if excess > 0:
-            synced = [d for d in self._docs() if d["state"] == "synced"][:excess]
-            if synced:
-                removed += self._sessions.remove(doc_ids=[d.doc_id for d in synced])
-            if len(self._sessions) > max_lessons:
-                log.error("session store is full: %d lessons waiting for the companion exceed the cap of %d; "
-                          "nothing unsynced is deleted — check the companion connection",
-                          len(self._sessions), max_lessons)
-        return len(removed) if isinstance(removed, list) else int(removed or 0)
+            gone = set(doomed)
+            doomed += [e["session_id"] for e in synced if e["session_id"] not in gone][:excess]
+        if doomed:
+            for sid in doomed:
+                try:
+                    self._journal(sid).unlink(missing_ok=True)
+                except OSError as exc:
+                    raise StoreError(f"cannot delete {self._journal(sid)}: {exc.strerror or exc}") from None
+            self._archive.remove(doomed)
+            self._active.remove(doomed)
+        total = len(entries) - len(doomed)
+        if total > max_lessons:
+            log.error("session store is full: %d lessons waiting for the companion exceed the cap of %d; "
+                      "nothing unsynced is deleted — check the companion connection", total, max_lessons)
+        return len(doomed)
 
-    def mark_synced(self, session_id: str) -> None:
-        q = Query()
-        self._sessions.update({"state": "synced", "synced_at": time.time()}, q.session_id == session_id)
-
-    def park(self, session_id: str, reason: str) -> None:
-        """The companion will never accept this record: keep it aside with the reason."""
-        q = Query()
-        self._sessions.update({"state": "parked", "parked_reason": reason}, q.session_id == session_id)
+    # -- reads ---------------------------------------------------------------------------------
 
     def get(self, session_id: str) -> dict[str, Any] | None:
-        q = Query()
-        doc = self._sessions.get(q.session_id == session_id)
-        return dict(doc["record"]) if doc else None
+        found = self._find(clean_text(session_id))
+        if found is None:
+            return None
+        record = self._load(found[1])
+        return dict(record) if record is not None else None
 
     def state_of(self, session_id: str) -> str | None:
-        q = Query()
-        doc = self._sessions.get(q.session_id == session_id)
-        return doc["state"] if doc else None
+        found = self._find(clean_text(session_id))
+        return found[1]["state"] if found else None
 
     def is_synced(self, session_id: str) -> bool:
         return self.state_of(session_id) == "synced"
 
+    def count_unsynced(self) -> int:
+        """How many finished lessons wait for the companion, from the index alone (no journal is read)."""
+        active = self._active.map()
+        waiting = sum(1 for _, e in active.values() if e["state"] == "pending")
+        return waiting + sum(1 for sid, (_, e) in self._archive.map().items()
+                             if e["state"] == "pending" and sid not in active)
+
     def unsynced(self) -> list[dict[str, Any]]:
         """Finished records not yet confirmed by the companion, oldest first."""
-        return [d["record"] for d in self._docs() if d["state"] == "pending"]
+        return [record for _, record in self._with_records(e for e in self._entries() if e["state"] == "pending")]
 
     def parked(self) -> list[tuple[dict[str, Any], str]]:
-        return [(d["record"], d.get("parked_reason", "")) for d in self._docs() if d["state"] == "parked"]
+        return [(record, entry["parked_reason"] or "")
+                for entry, record in self._with_records(e for e in self._entries() if e["state"] == "parked")]
 
     def documents(self) -> list[dict[str, Any]]:
-        """Every stored lesson with its state, oldest first (for `stella-kiosk sessions`)."""
-        return [dict(d) for d in self._docs()]
+        """Every stored lesson with its state, oldest first (for `stella-kiosk sessions`): session_id,
+        state, created_at, saved_at, synced_at, parked_reason and record."""
+        return [dict(entry, record=record) for entry, record in self._with_records(self._entries())]
 
     def records(self) -> Iterator[dict[str, Any]]:
-        for doc in self._docs():
-            yield doc["record"]
-
-    def _docs(self) -> list[Any]:
-        return sorted(self._sessions.all(), key=lambda d: d.get("created_at", 0))
+        for _, record in self._with_records(self._entries()):
+            yield record
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return len(self._entries())
 
     def close(self) -> None:
-        self._db.close()
+        self._active.close()
+        self._archive.close()
+

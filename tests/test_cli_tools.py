@@ -147,3 +147,14 @@ def _wait(predicate: Any, timeout: float = 5.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "LED pattern not seen"
         time.sleep(0.02)
+
+
+def test_sessions_list_reports_store_repairs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged index used to make `sessions list` fail; now it is repaired and the repair is shown."""
+    SessionStore(tmp_path).save(record("aaaa-1"))
+    (tmp_path / "sessions.json").write_bytes(b"\0\0\0")
+    out = io.StringIO()
+    assert sessions_cli.list_sessions(SessionStore(tmp_path), out) == 0
+    assert "aaaa-1" in out.getvalue()  # rebuilt from its journal
+    err = capsys.readouterr().err
+    assert "store: sessions.json was damaged" in err and "moved to sessions.json.corrupt-" in err

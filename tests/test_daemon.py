@@ -4,7 +4,6 @@ control socket, and a graceful SIGTERM that saves the lesson in progress."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.store import SessionStore
 from tests.harness import lesson_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,8 +111,7 @@ async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
         stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
         assert "Traceback" not in stderr, stderr
         assert stack.device_key not in stderr
-        doc = json.loads((state_dir / "sessions.json").read_text())
-        records = [d["record"] for d in doc["sessions"].values()]
+        records = list(SessionStore(state_dir).records())
         assert [r["end_reason"] for r in records] == ["shutdown"]
         assert any(t["text"] == "Hello from the teacher" for t in records[0]["turns"])
         assert not sock_path.exists()

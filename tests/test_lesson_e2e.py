@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from appliance.audio.dsp import rms_dbfs
 from appliance.state import State
+from appliance.store import SessionStore
 from tests.harness import KIOSK_ID, LEARNER_LINES, Recorder, espeak, lesson_stack
 
 
@@ -59,8 +60,7 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
     assert record["metrics"]["usage"]["output_audio_tokens"] > 0
 
     # Saved locally, marked synced, received by the companion exactly once.
-    store_doc = json.loads((tmp_path / "state" / "sessions.json").read_text())
-    stored = [d for d in store_doc["sessions"].values() if d["session_id"] == record["session_id"]]
+    stored = [d for d in SessionStore(tmp_path / "state").documents() if d["session_id"] == record["session_id"]]
     assert len(stored) == 1 and stored[0]["state"] == "synced"
     sessions = listed["sessions"]
     assert [s["session_id"] for s in sessions].count(record["session_id"]) == 1
@@ -144,7 +144,6 @@ async def test_shutdown_mid_lesson_saves_it(tmp_path: Path) -> None:
             kiosk.press()
             await rec.until(lambda: State.CONNECTED in rec.states)
         # leaving the context shut the kiosk down
-        doc = json.loads((tmp_path / "state" / "sessions.json").read_text())
-        reasons = [d["record"]["end_reason"] for d in doc["sessions"].values()]
+        reasons = [r["end_reason"] for r in SessionStore(tmp_path / "state").records()]
         assert reasons == ["shutdown"]
 

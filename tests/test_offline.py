@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -133,15 +132,15 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
         # Wait until the typed turn and the tutor's answer are checkpointed on disk.
         async with asyncio.timeout(20):
             while True:
-                text = (state_dir / "sessions.json").read_text() if (state_dir / "sessions.json").exists() else ""
+                # The newest checkpoint line of the lesson's journal (one line per completed turn).
+                text = "".join(p.read_text().split("\n")[-2:][0] for p in (state_dir / "lessons").glob("*.jsonl"))
                 if "I like green apples" in text and text.count('"role":"tutor"') >= 2:
                     break
                 await asyncio.sleep(0.05)  # polling a file another process writes
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
         systemd.close()
-        doc = json.loads((state_dir / "sessions.json").read_text())
-        [kept] = doc["sessions"].values()
+        [kept] = SessionStore(state_dir).documents()
         assert kept["state"] == "in_progress"
 
         # Restart: the lesson is closed as interrupted and delivered to the companion.
@@ -162,15 +161,16 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
 
 
 def test_retention_never_deletes_unsynced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    store = SessionStore(tmp_path)
+    now = [1_000_000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
     records = [record(i) for i in range(12)]
     for r in records:
         store.save(r)
-    for r in records[:6]:
+    store.mark_synced(records[0]["session_id"])
+    now[0] += 40 * 86400
+    for r in records[1:6]:
         store.mark_synced(r["session_id"])
     # Synced lessons older than the retention go; pending ones stay whatever their age.
-    doc = store._sessions.get(doc_id=1)
-    store._sessions.update({"synced_at": doc["synced_at"] - 40 * 86400}, doc_ids=[1])
     assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 1
     assert records[0]["session_id"] not in {r["session_id"] for r in store.records()}
     # Over the cap: oldest synced first, never the unsynced; a cap below the unsynced count is reported.
