@@ -220,6 +220,11 @@ def control_command(args: argparse.Namespace) -> int:
         if lesson:
             print(f"lesson:  {lesson['session_id']} ({lesson['seconds']} s, {lesson['turns']} turns)")
         print(f"outbox:  {status['outbox']} lesson(s) waiting for the companion")
+        if status.get("held_in_memory"):
+            print(f"held:    {status['held_in_memory']} lesson(s) held in memory: the disk refused them "
+                  "(retrying; see the journal)")
+        for problem in status.get("store_problems") or []:
+            print(f"store:   {problem}")
         for recent in status.get("recent_lessons", []):
             print(f"recent:  {recent['ended_at']} {recent['end_reason']:<10} {recent['turns']} turns "
                   f"{recent['session_id']}")

@@ -86,6 +86,18 @@ class Doctor:
             self.record("storage", True, f"{state_dir} writable")
         except OSError as exc:
             self.record("storage", False, f"{state_dir}: {exc.strerror or exc}")
+            return
+        self._check_store_repairs(state_dir)
+
+    def _check_store_repairs(self, state_dir: Path) -> None:
+        """Files the store moved aside because they were damaged (their good lessons were salvaged)."""
+        moved = sorted(p.relative_to(state_dir) for p in state_dir.rglob("*.corrupt-*"))
+        if moved:
+            listed = ", ".join(str(p) for p in moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")
+            self.record("store", False, f"damaged store files were moved aside ({listed}); the lessons in them "
+                        "were salvaged: check the SD card, then delete these files")
+        else:
+            self.record("store", True, "no damaged store files")
 
     async def _check_clock_and_companion(self) -> None:
         now = time.time()

@@ -197,7 +197,7 @@ class Kiosk:
             async with asyncio.timeout(timeout_s):
                 await self.syncer.round_done.wait()
         try:
-            return len(await self.store.run("unsynced"))
+            return await self.store.run("count_unsynced")
         except StoreError:
             return -1
 

@@ -403,3 +403,62 @@ async def test_status_counts_lessons_held_in_memory(tmp_path: Path) -> None:
             await client.aclose()
         # At stop both went to the companion, which was reachable.
         assert len(stack.companion.storage.sessions("kiosk-test")) == 2
+
+
+DAMAGED_STORES = {
+    "sessions-is-a-list": b'{"sessions": []}',
+    "in-progress-without-record": b'{"sessions": {"1": {"session_id": "a", "state": "in_progress"}}}',
+    "document-not-a-dict": b'{"sessions": {"1": 5}}',
+    "record-is-a-number": b'{"sessions": {"1": {"session_id": "a", "state": "pending", "record": 5}}}',
+    "garbage": b"\x89PNG garbage \xff\xfe",
+    "truncated": b'{"sessions": {"1": {"session_id": "a", "sta',
+    "nul-bytes": b"\0" * 4096,
+    "null": b"null",
+}
+
+
+@pytest.mark.parametrize("content", DAMAGED_STORES.values(), ids=DAMAGED_STORES.keys())
+async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: bytes) -> None:
+    """Before: READY sent but no control socket and SIGTERM ignored, a dead sync task, or exit 1 on
+    every start (a restart loop). Now the damaged file is moved aside, the daemon starts on a fresh
+    store, says so in `status` and `doctor`, and stops cleanly on SIGTERM."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        state_dir = tmp_path / "state"
+        state_dir.mkdir()
+        (state_dir / "sessions.json").write_bytes(content)
+        sock = tmp_path / "c.sock"
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
+        systemd = FakeSystemd(tmp_path / "notify.sock")
+        env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000",
+               "PYTHONPATH": str(ROOT)}
+        env.pop("WATCHDOG_PID", None)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
+                                                    str(toml), env=env, stderr=asyncio.subprocess.PIPE)
+        try:
+            await systemd.until(lambda m: "READY=1" in m, timeout=30)
+            await systemd.until(lambda m: m == "WATCHDOG=1", timeout=10)
+            code, out, err = await control(sock, "status")
+            assert code == 0, err
+            assert "state:   idle" in out
+            assert "store:" in out and "moved" in out, out
+            assert list(state_dir.glob("sessions.json.corrupt-*")), list(state_dir.iterdir())
+            assert (await control(sock, "press"))[0] == 0  # and it still runs lessons
+            await systemd.until(lambda m: m.startswith("STATUS=connected"), timeout=30)
+            assert (await control(sock, "stop"))[0] == 0
+            await systemd.until(lambda m: m.startswith("STATUS=idle"), timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            systemd.close()
+        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+        assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
+        store = SessionStore(state_dir)
+        assert [d["record"]["end_reason"] for d in store.documents()] in (["button"], ["button", "interrupted"])
+        doctor = subprocess.run([sys.executable, "-m", "appliance.cli", "doctor", "--config", str(toml),
+                                 "--no-hardware", "--button-timeout", "0"], capture_output=True, text=True,
+                                timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert "moved aside" in doctor.stdout + doctor.stderr, doctor.stdout
