@@ -74,10 +74,13 @@ class Watched:
         return sum(e.type == event_type for e in self.events)
 
     async def until(self, predicate: object, timeout: float = 15) -> None:
+        """Wait until ``predicate()`` holds: re-checked on every event, and every 0.1 s for conditions
+        that no forwarded event signals (probe counts)."""
         async with asyncio.timeout(timeout):
             while not predicate():  # type: ignore[operator]
                 self._changed.clear()
-                await self._changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.1)
 
     async def close(self) -> None:
         for task in self._drains:
@@ -261,3 +264,19 @@ async def test_monitor_off_and_simulator_switches(quiet_sim: RealtimeSimulator) 
             assert watched.call.probes_sent == 0 and watched.closes == []
         finally:
             await watched.close()
+
+
+async def test_a_stall_of_the_kiosk_loop_is_not_blamed_on_the_server(quiet_sim: RealtimeSimulator) -> None:
+    """Guards against a busy kiosk (its own event loop blocked longer than the dead limit) hanging up
+    a healthy call: the monitor gives the server a fresh chance after the stall."""
+    watched = Watched(quiet_sim.base_url, await mint(quiet_sim.base_url), liveness_probe_s=0.3,
+                      liveness_dead_s=0.8)
+    await watched.call.open(10)
+    try:
+        await watched.until(lambda: watched.call.probes_sent >= 1)  # the monitor is running
+        time.sleep(1.5)  # the kiosk's loop is blocked (deliberately), not waiting for anything
+        probes = watched.call.probes_sent
+        await watched.until(lambda: watched.call.probes_sent >= probes + 3 or bool(watched.closes), 10)
+        assert watched.closes == []
+    finally:
+        await watched.close()

@@ -39,6 +39,8 @@ CALLS_PATH = "/v1/realtime/calls"
 #: the kiosk knows within 5 s that the server stopped answering.
 LIVENESS_PROBE_S = 1.5
 LIVENESS_DEAD_S = 4.0
+#: A monitor tick this much later than due means the kiosk's own loop stalled: not the server's fault.
+STALL_GRACE_S = 1.0
 #: How long ``close()`` may take before it gives up on aiortc's own close.
 CLOSE_TIMEOUT_S = 3.0
 #: session.update events whose answer is still due (a bound, in case a server never answers).
@@ -120,7 +122,7 @@ class RealtimeCall:
         self._dead_after_s = liveness_dead_s
         self._close_timeout_s = close_timeout_s
         self._last_inbound = time.monotonic()
-        self._rtp_packets: int | None = None
+        self._rtp_packets = 0
         self._probe_sent_at: float | None = None
         self._probes: set[str] = set()
         self._updates_in_flight: deque[str] = deque()
@@ -248,10 +250,18 @@ class RealtimeCall:
         """
         limits = [s for s in (self._probe_after_s, self._dead_after_s) if s > 0]
         tick = min(0.25, min(limits) / 4)
+        last_tick = time.monotonic()
         try:
+            self._rtp_packets = await self._inbound_rtp_packets()
             while not self._closing:
                 await asyncio.sleep(tick)
                 packets = await self._inbound_rtp_packets()
+                now = time.monotonic()
+                if now - last_tick > tick + STALL_GRACE_S:
+                    # Our own loop was blocked: what the server sent meanwhile is not read yet.
+                    log.warning("call %s: event loop stalled for %.1f s", self.call_id, now - last_tick)
+                    self._note_inbound()
+                last_tick = now
                 if packets != self._rtp_packets:
                     self._rtp_packets = packets
                     self._note_inbound()
