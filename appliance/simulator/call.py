@@ -26,7 +26,7 @@ from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
 from appliance.realtime.ice_consent import ice_connections
 from appliance.simulator import tutor
 from appliance.simulator.asr import PhraseRecognizer
-from appliance.simulator.ice import ignore_non_nominating_consent
+from appliance.simulator.ice import ignore_non_nominating_consent, partition
 from appliance.simulator.vad import EnergyVad
 from appliance.simulator.voice import RATE, synthesize
 
@@ -58,10 +58,25 @@ class _Playback:
         self.started = False
 
 
+class _GatedAudioTrack(PacedAudioTrack):
+    """A paced track that sends nothing (no RTP at all) while its gate is closed."""
+
+    def __init__(self, supplier: Callable[[int], np.ndarray], sample_rate: int, gate: asyncio.Event) -> None:
+        super().__init__(supplier, sample_rate=sample_rate)
+        self._gate = gate
+
+    async def recv(self) -> Any:
+        await self._gate.wait()
+        return await super().recv()
+
+
 class SimulatedCall:
+    """One call. ``rtp_during_silence=False`` sends RTP only while the tutor speaks (some servers
+    pause the stream between responses); ``freeze()`` cuts the call off like a network partition."""
+
     def __init__(self, call_id: str, session: dict[str, Any], *, voice: str, consent_emulation: bool,
                  event_log: Path | None, max_session_s: float, on_end: Callable[[str], None],
-                 recognizer: PhraseRecognizer) -> None:
+                 recognizer: PhraseRecognizer, rtp_during_silence: bool = True) -> None:
         self.call_id = call_id
         self.session = {"type": "realtime", "object": "realtime.session", "id": new_id("sess"), **session}
         self.voice = voice
@@ -71,7 +86,12 @@ class SimulatedCall:
         self._on_end = on_end
         self.recognizer = recognizer
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.track = PacedAudioTrack(self._supply, sample_rate=RATE)
+        self.rtp_during_silence = rtp_during_silence
+        self._audio_gate = asyncio.Event()
+        if rtp_during_silence:
+            self._audio_gate.set()
+        self.track = _GatedAudioTrack(self._supply, RATE, self._audio_gate)
+        self.frozen = False
         self.channel: Any = None
         self.received: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
@@ -103,9 +123,10 @@ class SimulatedCall:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         pc.addTrack(self.track)
         await pc.setLocalDescription(await pc.createAnswer())
-        if self.consent_emulation:
-            for connection in ice_connections(pc):
+        for connection in ice_connections(pc):
+            if self.consent_emulation:
                 ignore_non_nominating_consent(connection)
+            partition(connection, lambda: self.frozen)
         self._expiry = asyncio.get_running_loop().call_later(self.max_session_s, self._expire)
         return mark_ice_lite(pc.localDescription.sdp)
 
@@ -122,6 +143,28 @@ class SimulatedCall:
             await self.pc.close()
         self._on_end(self.call_id)
         log.info("call %s ended (%s)", self.call_id, reason)
+
+    def freeze(self) -> None:
+        """Go completely silent, both ways (no RTP, no events, nothing inbound): a network partition.
+
+        The call keeps its state; ``unfreeze()`` heals the partition (SCTP then delivers what waited).
+        """
+        if not self.frozen:
+            log.info("call %s frozen (partitioned)", self.call_id)
+        self.frozen = True
+
+    def unfreeze(self) -> None:
+        if self.frozen:
+            log.info("call %s unfrozen", self.call_id)
+        self.frozen = False
+
+    def _set_playback(self, playback: _Playback | None) -> None:
+        """The one place playback changes, so the audio gate always matches it."""
+        self._playback = playback
+        if playback is not None or self.rtp_during_silence:
+            self._audio_gate.set()
+        else:
+            self._audio_gate.clear()
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -378,7 +421,7 @@ class SimulatedCall:
         audio = await synthesize(text, self.voice)
         if rid in self._cancelled:
             return self._finish(rid, base, item, "", "cancelled", 0)
-        self._playback = _Playback(rid, audio)
+        self._set_playback(_Playback(rid, audio))
         words = text.split(" ")
         for i, word in enumerate(words):
             self.send("response.output_audio_transcript.delta", delta=word + (" " if i < len(words) - 1 else ""),
@@ -420,7 +463,7 @@ class SimulatedCall:
         chunk = playing.samples[playing.pos:playing.pos + n]
         playing.pos += n
         if playing.pos >= len(playing.samples):
-            self._playback = None
+            self._set_playback(None)
             self.send("output_audio_buffer.stopped", response_id=playing.response_id)
         if len(chunk) < n:
             chunk = np.concatenate([chunk, np.zeros(n - len(chunk), dtype=np.int16)])
@@ -429,7 +472,7 @@ class SimulatedCall:
     def _stop_playback(self, rid: str, cleared: bool) -> None:
         playing = self._playback
         if playing is not None and (playing.response_id == rid or cleared):
-            self._playback = None
+            self._set_playback(None)
             if not cleared and playing.started:
                 self.send("output_audio_buffer.stopped", response_id=playing.response_id)
         if cleared:

@@ -1,4 +1,6 @@
-"""Emulate OpenAI's ICE-lite server, which reportedly ignores consent checks lacking USE-CANDIDATE.
+"""ICE-level behaviour of the simulated server: OpenAI's consent quirk, and a network partition on demand.
+
+OpenAI's ICE-lite server reportedly ignores consent checks lacking USE-CANDIDATE.
 
 Once ICE has completed, STUN binding requests without USE-CANDIDATE get no answer, so an aiortc
 client without the kiosk's consent fix loses consent after ~30 s, exactly as against OpenAI.
@@ -9,6 +11,7 @@ against aioice 0.9–0.13); nothing global changes.
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
@@ -24,3 +27,34 @@ def ignore_non_nominating_consent(connection: aioice.ice.Connection) -> None:
         original(message, addr, protocol)
 
     connection.request_received = types.MethodType(request_received, connection)  # type: ignore[method-assign]
+
+
+def partition(connection: aioice.ice.Connection, is_cut: Callable[[], bool]) -> None:
+    """While ``is_cut()`` holds, drop every datagram of this connection both ways: a network partition.
+
+    Nothing at all gets through (RTP, RTCP, DTLS/SCTP, ICE consent answers), exactly what a kiosk
+    sees when the server's host freezes or the network between them breaks. The host sockets'
+    protocols are wrapped per instance (aioice internals, as above); call after ICE gathering.
+    """
+    for protocol in connection._protocols:
+        _cut_protocol(protocol, is_cut)
+
+
+def _cut_protocol(protocol: Any, is_cut: Callable[[], bool]) -> None:
+    received, send_data, send_stun = protocol.datagram_received, protocol.send_data, protocol.send_stun
+
+    def datagram_received(data: Any, addr: Any) -> None:
+        if not is_cut():
+            received(data, addr)
+
+    async def send_data_unless_cut(data: bytes, addr: Any) -> None:
+        if not is_cut():
+            await send_data(data, addr)
+
+    def send_stun_unless_cut(message: Any, addr: Any) -> None:
+        if not is_cut():
+            send_stun(message, addr)
+
+    protocol.datagram_received = datagram_received
+    protocol.send_data = send_data_unless_cut
+    protocol.send_stun = send_stun_unless_cut

@@ -62,6 +62,10 @@ class SimulatorConfig:
     max_session_s: float = 3600.0
     phrases: tuple[str, ...] = DEFAULT_PHRASES
     """What the simulator can recognise in the learner's speech (anything else: "(speech, N s)")."""
+    rtp_during_silence: bool = True
+    """Send silent RTP between responses; False sends RTP only while the tutor speaks."""
+    refuse_calls: bool = False
+    """Start with new calls refused (503), e.g. to try how a kiosk copes with an outage."""
 
 
 @dataclass
@@ -87,6 +91,8 @@ class RealtimeSimulator:
         self.port = 0
         self.requests: list[tuple[str, str]] = []
         self.recognizer = PhraseRecognizer(self.config.phrases)
+        self.refuse_calls = self.config.refuse_calls
+        """New calls get 503 while this is true (existing calls are not touched)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -97,6 +103,9 @@ class RealtimeSimulator:
         app.router.add_post("/v1/realtime/sessions", self.beta)
         app.router.add_post("/v1/realtime", self.beta)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/simulator/freeze", self.freeze_endpoint)
+        app.router.add_post("/simulator/unfreeze", self.unfreeze_endpoint)
+        app.router.add_post("/simulator/refuse-calls", self.refuse_calls_endpoint)
         app.router.add_get("/", self.index)
         return app
 
@@ -114,6 +123,20 @@ class RealtimeSimulator:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def freeze_calls(self) -> list[str]:
+        """Cut every current call off, both ways, like a network partition; calls made later are not
+        affected. Returns the frozen call ids."""
+        for call in self.calls.values():
+            call.freeze()
+        return list(self.calls)
+
+    def unfreeze_calls(self) -> list[str]:
+        """Heal the partition of every frozen call; returns their ids."""
+        frozen = [call_id for call_id, call in self.calls.items() if call.frozen]
+        for call_id in frozen:
+            self.calls[call_id].unfreeze()
+        return frozen
 
     def _call_ended(self, call_id: str) -> None:
         call = self.calls.pop(call_id, None)
@@ -142,6 +165,29 @@ class RealtimeSimulator:
     # -- routes -----------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
         return web.json_response({"service": "stella-kiosk Realtime simulator", "calls": len(self.calls)})
+
+    async def freeze_endpoint(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        return web.json_response({"frozen": self.freeze_calls()})
+
+    async def unfreeze_endpoint(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        return web.json_response({"unfrozen": self.unfreeze_calls()})
+
+    async def refuse_calls_endpoint(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        refuse = body.get("refuse") if isinstance(body, dict) else None
+        if not isinstance(refuse, bool):
+            return oai_error(400, 'Send {"refuse": true} or {"refuse": false}.', "invalid_value", param="refuse")
+        self.refuse_calls = refuse
+        return web.json_response({"refuse_calls": refuse})
 
     async def beta(self, request: web.Request) -> web.Response:
         return oai_error(400, "The Realtime beta interface has been switched off; use POST /v1/realtime/calls.",
@@ -174,6 +220,9 @@ class RealtimeSimulator:
                                   "session": {"object": "realtime.session", "id": new_id("sess"), **session}})
 
     async def create_call(self, request: web.Request) -> web.Response:
+        if self.refuse_calls:
+            return oai_error(503, "The Realtime service is temporarily unavailable. Please retry.",
+                             "service_unavailable", etype="server_error")
         auth = request.headers.get("Authorization", "")
         secret = self._secrets.get(auth[7:].strip()) if auth.startswith("Bearer ek_") else None
         session: dict[str, Any]
@@ -210,7 +259,7 @@ class RealtimeSimulator:
         call = SimulatedCall(call_id, session, voice=self.config.voice,
                              consent_emulation=self.config.consent_emulation, event_log=self.config.event_log,
                              max_session_s=self.config.max_session_s, on_end=self._call_ended,
-                             recognizer=self.recognizer)
+                             recognizer=self.recognizer, rtp_during_silence=self.config.rtp_during_silence)
         try:
             answer = await call.answer(offer)
         except Exception as exc:  # aiortc rejects malformed offers in many ways
@@ -281,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer every ICE consent check (OpenAI's server reportedly does not)")
     parser.add_argument("--event-log", type=Path, help="append every client event received to this JSONL file")
     parser.add_argument("--voice", choices=["auto", "espeak", "synthetic"], default="auto")
+    parser.add_argument("--no-silent-rtp", action="store_true",
+                        help="send RTP only while the tutor speaks (some servers pause the stream in between)")
+    parser.add_argument("--refuse-calls", action="store_true",
+                        help="start with new calls refused (503); POST /simulator/refuse-calls switches it")
     parser.add_argument("--phrase", action="append", default=[],
                         help="a phrase the simulator should recognise in learner speech (repeatable; "
                              f"always known: {', '.join(DEFAULT_PHRASES)})")
@@ -288,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     config = SimulatorConfig(host=args.host, port=args.port,
                              api_keys=frozenset(args.api_keys) if args.api_keys else None,
                              consent_emulation=not args.no_consent_emulation, event_log=args.event_log,
-                             voice=args.voice, phrases=(*DEFAULT_PHRASES, *args.phrase))
+                             voice=args.voice, phrases=(*DEFAULT_PHRASES, *args.phrase),
+                             rtp_during_silence=not args.no_silent_rtp, refuse_calls=args.refuse_calls)
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
