@@ -72,7 +72,8 @@ class Doctor:
 
         path = self.config.companion.device_key_file
         problem = check_device_key(self.config)
-        self.record("device key", problem is None, problem.message if problem else f"{path} present, mode 0600")
+        detail = problem.message if problem else f"{path} present, mode {path.stat().st_mode & 0o777:04o}"
+        self.record("device key", problem is None, detail)
         if self.config.companion.ca_file is not None:
             problem = check_ca_file(self.config)
             self.record("companion CA file", problem is None,
