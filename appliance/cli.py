@@ -34,8 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the kiosk daemon")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"kiosk TOML (default {DEFAULT_CONFIG})")
-    check = sub.add_parser("check-config", help="validate a kiosk TOML file and exit")
+    check = sub.add_parser("check-config", help="validate a kiosk TOML file and what it points at, and exit")
     check.add_argument("config", type=Path)
+    check.add_argument("--static", action="store_true",
+                       help="check the file's text only, not the key file, state directory or CA file "
+                            "on this machine (for a config not installed yet)")
     demo = sub.add_parser("demo", help="a whole simulated lesson on this machine (no hardware, no API credit)")
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where files are written")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
@@ -73,9 +76,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "check-config":
         try:
-            load_config(args.config)
+            config = load_config(args.config)
         except ConfigError as exc:
             print(f"config error: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        if not args.static and not preflight_ok(config):
             return EX_CONFIG
         print(f"{args.config}: OK")
         return 0
@@ -173,15 +178,19 @@ async def _sync_here(config: object) -> int:
     from appliance.config import Config
     from appliance.store import SessionStore, StoreError
     from appliance.sync import Syncer
+    from appliance.tls import companion_ssl_context
 
     assert isinstance(config, Config)
+    if not preflight_ok(config):
+        return EX_CONFIG
     try:
         store = SessionStore(config.kiosk.state_dir)
         key = config.read_device_key()
     except (StoreError, ConfigError) as exc:
         print(f"stella-kiosk: {exc}", file=sys.stderr)
         return 1
-    client = CompanionClient(config.companion.url, key, config.kiosk.id, timeout_s=config.companion.timeout_s)
+    client = CompanionClient(config.companion.url, key, config.kiosk.id, timeout_s=config.companion.timeout_s,
+                             ssl_context=companion_ssl_context(config))
     try:
         ok = await Syncer(store, client).drain()
     finally:
@@ -189,6 +198,18 @@ async def _sync_here(config: object) -> int:
     waiting = len(store.unsynced())
     print(f"outbox: {waiting} lesson(s) still waiting" + ("" if ok else " (companion not reachable)"))
     return 0 if ok and waiting == 0 else 1
+
+
+def preflight_ok(config: object) -> bool:
+    """Run the start-up checks (appliance.preflight); print one `config error:` line per problem."""
+    from appliance.config import Config
+    from appliance.preflight import preflight
+
+    assert isinstance(config, Config)
+    problems = preflight(config)
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    return not problems
 
 
 def control_command(args: argparse.Namespace) -> int:
@@ -237,9 +258,10 @@ def run_daemon(config_path: Path) -> int:
 
     try:
         config = load_config(config_path)
-        config.read_device_key()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if not preflight_ok(config):  # the same machine checks as `check-config`
         return EX_CONFIG
     setup_logging(config.kiosk.log_level)
     try:
@@ -253,6 +275,7 @@ async def _run_daemon(config: object) -> int:
     from appliance.instance_lock import AlreadyRunning, InstanceLock
     from appliance.net import enable_loopback_candidates
     from appliance.systemd import Notifier
+    from appliance.tls import companion_ssl_context
 
     assert isinstance(config, Config)
     if config.realtime.allow_loopback_ice:
@@ -302,7 +325,7 @@ async def _run_locked(config: object, notifier: object) -> int:
               file=sys.stderr)
         return 1
     companion = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
-                                timeout_s=config.companion.timeout_s)
+                                timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
     kiosk = Kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
                   notifier=notifier)
     loop = asyncio.get_running_loop()

@@ -8,13 +8,14 @@ as a strange failure in the middle of a lesson.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 EX_CONFIG = 78
 
@@ -60,9 +61,19 @@ class CompanionSettings:
     """The school's companion service: lesson plans, ephemeral tokens, finished sessions."""
 
     url: str = "http://127.0.0.1:8700"
-    """Base URL of the companion (https:// in production)."""
+    """Base URL of the companion. https:// is the rule; http:// only to this machine (127.0.0.1, ::1,
+    localhost) unless allow_insecure_http. Never user:password@ in it: the device key authenticates."""
+    allow_insecure_http: bool = False
+    """Allow http:// to another machine. The device key and learners' transcripts then cross the
+    network in clear text: only for a closed lab network."""
+    ca_file: Path | None = None
+    """A PEM file with the school's own CA certificate(s), trusted in addition to the OS store
+    (/etc/ssl/certs). Not needed when the CA is installed in the OS store (update-ca-certificates)."""
     device_key_file: Path = Path("/etc/stella-kiosk/device.key")
-    """File holding this kiosk's device key (one line; keep it mode 0600)."""
+    """File holding this kiosk's device key (one line). Checked at start-up like ssh checks its keys: a
+    regular file, not empty, owned by the user the kiosk runs as (or root), and no group or other
+    permission bits (mode 0600 or 0400). The installer makes it stella-kiosk:stella-kiosk 0600, the
+    service's own user. When root runs the check, any owner is accepted (root reads it anyway)."""
     timeout_s: float = 5.0
     """Per-request timeout; a press never hangs longer than this waiting for the companion."""
     prefetch: bool = True
@@ -74,7 +85,10 @@ class RealtimeSettings:
     """The Realtime API call (OpenAI, a proxy, or the local simulator)."""
 
     base_url: str = "https://api.openai.com"
-    """Base URL; the kiosk POSTs its SDP offer to {base_url}/v1/realtime/calls."""
+    """Base URL; the kiosk POSTs its SDP offer to {base_url}/v1/realtime/calls. Same rules as
+    companion.url: https://, or http:// to this machine (the local simulator)."""
+    allow_insecure_http: bool = False
+    """Allow http:// to another machine (the call's token then crosses the network in clear text)."""
     ice_servers: list[str] = field(default_factory=list)
     """STUN/TURN URLs (e.g. "stun:stun.example.org:3478"). Empty: host candidates only, no waiting."""
     allow_loopback_ice: bool = False
@@ -266,7 +280,9 @@ def _coerce(value: Any, hint: Any, key: str, source: str, base_dir: Path | None)
             raise ConfigError(source, key, f"must be a list, got {_show(value)}")
         return [_coerce(v, item_type, f"{key}[{i}]", source, base_dir) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type for {key}")  # pragma: no cover - programming error
+        # Optional[X]: TOML has no null, so a value that is present is always an X.
+        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        return _coerce(value, inner, key, source, base_dir)
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(source, key, f"must be true or false, got {_show(value)}")
@@ -295,8 +311,8 @@ def _coerce(value: Any, hint: Any, key: str, source: str, base_dir: Path | None)
 
 def _validate(config: Config) -> None:
     src = config.source
-    _check_url(src, "companion.url", config.companion.url)
-    _check_url(src, "realtime.base_url", config.realtime.base_url)
+    check_url(src, "companion.url", config.companion.url, config.companion.allow_insecure_http)
+    check_url(src, "realtime.base_url", config.realtime.base_url, config.realtime.allow_insecure_http)
     for i, url in enumerate(config.realtime.ice_servers):
         if not url.startswith(("stun:", "turn:", "turns:")):
             raise ConfigError(src, f"realtime.ice_servers[{i}]",
@@ -341,12 +357,57 @@ def _validate(config: Config) -> None:
             used[pin] = key
 
 
-def _check_url(source: str, key: str, url: str) -> None:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(source, key, f"{_show(url)} is not an http(s) URL such as https://host.example.org")
+def check_url(source: str, key: str, url: str, allow_insecure_http: bool = False) -> None:
+    """Refuse a base URL the kiosk must not use; raise ConfigError only, whatever the text.
+
+    Why each rule: credentials in a URL end up in logs and error messages (the kiosk authenticates
+    with its device key or token instead); plain http:// to another machine exposes the device key,
+    tokens and transcripts on the school network. Messages never repeat what stands before an '@'.
+    """
+    section = key.split(".")[0]
+    shown = _show(redact_url(url))
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ConfigError(source, key, f"{shown} contains spaces or control characters")
+    try:
+        parsed = urlsplit(url)
+        host = parsed.hostname
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number 0-65535
+    except ValueError:
+        raise ConfigError(source, key, f"{shown} is not a valid URL such as https://host.example.org") from None
+    if "@" in parsed.netloc or "@" in url.split("?")[0].split("#")[0]:
+        raise ConfigError(source, key, f"{shown} must not contain a user name or password (user:password@): "
+                          "remove it; the kiosk authenticates with its device key")
+    if parsed.scheme not in ("http", "https") or not host:
+        raise ConfigError(source, key, f"{shown} is not an http(s) URL such as https://host.example.org")
     if parsed.query or parsed.fragment:
-        raise ConfigError(source, key, f"{_show(url)} must be a base URL without ?query or #fragment")
+        raise ConfigError(source, key, f"{shown} must be a base URL without ?query or #fragment")
+    if parsed.scheme == "http" and not allow_insecure_http and not is_loopback_host(host):
+        raise ConfigError(source, key, f"{shown} uses plain http:// to another machine: use https:// "
+                          f"(or set {section}.allow_insecure_http = true on a closed network)")
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for this machine's own addresses: 127.0.0.0/8, ::1 (also IPv4-mapped) and localhost."""
+    host = host.rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def redact_url(url: str) -> str:
+    """The URL with everything between the scheme and the last '@' hidden (user, password)."""
+    at = url.rfind("@")
+    if at < 0:
+        return url
+    start = url.find("://")
+    start = start + 3 if 0 <= start < at else 0
+    return url[:start] + "***@" + url[at + 1:]
 
 
 def _check_pin(source: str, key: str, pin: int, allow_none: bool) -> None:

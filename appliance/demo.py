@@ -169,7 +169,9 @@ async def _demo(output: Path, quiet: bool) -> int:
     from appliance.kiosk import Kiosk
     from appliance.net import enable_loopback_candidates
     from appliance.parts import build_microphone, build_speaker, select_pin_factory
+    from appliance.preflight import write_key_file
     from appliance.store import SessionStore
+    from appliance.tls import companion_ssl_context
 
     out = Printer(quiet)
     if output.exists():
@@ -183,8 +185,7 @@ async def _demo(output: Path, quiet: bool) -> int:
     clips = [make_clip(text, output / f"learner-{i + 1}.wav") for i, text in enumerate(LEARNER_LINES)]
 
     device_key = secrets.token_urlsafe(24)
-    (output / "device.key").write_text(device_key + "\n", encoding="utf-8")
-    (output / "device.key").chmod(0o600)
+    write_key_file(output / "device.key", device_key)
     api_key = "sk-demo-" + secrets.token_hex(8)
     phrases = [arg for line in LEARNER_LINES for arg in ("--phrase", line)]
     simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key,
@@ -211,7 +212,7 @@ async def _demo(output: Path, quiet: bool) -> int:
         speaker = build_speaker(config)
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
-                                 timeout_s=config.companion.timeout_s)
+                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
         kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, leds=leds)
         loop = asyncio.get_running_loop()
         button_pin = Device.pin_factory.pin(config.button.pin)

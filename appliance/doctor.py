@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -67,27 +68,25 @@ class Doctor:
             self.record(name, False, f"{type(exc).__name__}: {exc}")
 
     def _check_key(self) -> None:
-        try:
-            self.config.read_device_key()
-            mode = self.config.companion.device_key_file.stat().st_mode & 0o777
-            loose = mode & 0o077
-            self.record("device key", not loose, f"{self.config.companion.device_key_file} mode {mode:o}"
-                        + ("; run: chmod 600 on it" if loose else ""))
-        except ConfigError as exc:
-            self.record("device key", False, exc.message)
+        from appliance.preflight import check_ca_file, check_device_key
+
+        path = self.config.companion.device_key_file
+        problem = check_device_key(self.config)
+        detail = problem.message if problem else f"{path} present, mode {path.stat().st_mode & 0o777:04o}"
+        self.record("device key", problem is None, detail)
+        if self.config.companion.ca_file is not None:
+            problem = check_ca_file(self.config)
+            self.record("companion CA file", problem is None,
+                        problem.message if problem else f"{self.config.companion.ca_file} loads")
 
     def _check_state_dir(self) -> None:
-        state_dir = Path(self.config.kiosk.state_dir)
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            probe = state_dir / ".doctor-probe"
-            probe.write_text("ok")
-            probe.unlink()
-            self.record("storage", True, f"{state_dir} writable")
-        except OSError as exc:
-            self.record("storage", False, f"{state_dir}: {exc.strerror or exc}")
-            return
-        self._check_store_repairs(state_dir)
+        from appliance.preflight import check_state_dir
+
+        problem = check_state_dir(self.config)
+        self.record("storage", problem is None,
+                    problem.message if problem else f"{self.config.kiosk.state_dir} writable")
+        if problem is None:
+            self._check_store_repairs(Path(self.config.kiosk.state_dir))
 
     def _check_store_repairs(self, state_dir: Path) -> None:
         """Files the store moved aside because they were damaged (their good lessons were salvaged)."""
@@ -105,10 +104,16 @@ class Doctor:
             self.record("clock", False, "the date is in the past: wait for network time (timedatectl) "
                         "or fit a real-time clock; TLS will fail until then")
         from appliance.companion.client import CompanionClient, CompanionError
+        from appliance.tls import companion_ssl_context, describe_tls_error
 
         url = self.config.companion.url.rstrip("/")
         try:
-            async with httpx.AsyncClient(timeout=self.config.companion.timeout_s) as http:
+            context = companion_ssl_context(self.config)
+        except (OSError, ssl.SSLError) as exc:
+            self.record("companion health", False, f"companion.ca_file cannot be used: {exc}")
+            return
+        try:
+            async with httpx.AsyncClient(timeout=self.config.companion.timeout_s, verify=context) as http:
                 response = await http.get(f"{url}/api/health")
             healthy = response.status_code == 200 and response.json().get("ok") is True
             self.record("companion health", healthy, f"{url} answered {response.status_code}")
@@ -119,7 +124,8 @@ class Doctor:
             elif now >= EARLIEST_PLAUSIBLE:
                 self.record("clock", True, "plausible (the companion sent no Date header)")
         except (httpx.HTTPError, ValueError) as exc:
-            self.record("companion health", False, f"cannot reach {url}: {exc}")
+            words = describe_tls_error(exc, httpx.URL(url).host) or str(exc)
+            self.record("companion health", False, f"cannot reach {url}: {words}")
             if now >= EARLIEST_PLAUSIBLE:
                 self.record("clock", True, "plausible")
             return
@@ -127,7 +133,8 @@ class Doctor:
             key = self.config.read_device_key()
         except ConfigError:
             return
-        client = CompanionClient(url, key, self.config.kiosk.id, timeout_s=self.config.companion.timeout_s)
+        client = CompanionClient(url, key, self.config.kiosk.id, timeout_s=self.config.companion.timeout_s,
+                                 ssl_context=context)
         try:
             plan = await client.plan(level=self.config.lesson.level)
             token = await client.token(plan_id=plan.plan_id)
@@ -139,13 +146,16 @@ class Doctor:
             await client.aclose()
 
     async def _check_realtime(self) -> None:
+        from appliance.tls import describe_tls_error, ssl_context
+
         base = self.config.realtime.base_url.rstrip("/")
         try:
-            async with httpx.AsyncClient(timeout=self.config.companion.timeout_s) as http:
+            async with httpx.AsyncClient(timeout=self.config.companion.timeout_s, verify=ssl_context()) as http:
                 response = await http.get(base)
             self.record("realtime reachable", True, f"{base} answered {response.status_code}")
         except httpx.HTTPError as exc:
-            self.record("realtime reachable", False, f"cannot reach {base}: {exc}")
+            words = describe_tls_error(exc, httpx.URL(base).host, ca_setting=None) or str(exc)
+            self.record("realtime reachable", False, f"cannot reach {base}: {words}")
 
     async def _check_audio(self) -> None:
         from appliance.audio.dsp import rms_dbfs

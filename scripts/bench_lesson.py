@@ -64,9 +64,11 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path) -> dict[str, l
     from appliance.companion.client import CompanionClient
     from appliance.config import config_from_dict
     from appliance.kiosk import Kiosk
+    from appliance.preflight import write_key_file
     from appliance.services import ChildServer
     from appliance.state import State
     from appliance.store import SessionStore
+    from appliance.tls import ssl_context
     from tests.harness import Recorder
 
     api_key = "sk-bench-" + secrets.token_hex(8)
@@ -80,7 +82,7 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path) -> dict[str, l
         sim_url = await simulator.start()
         companion.args += ["--openai-base-url", sim_url]
         comp_url = await companion.start()
-        (workdir / "device.key").write_text(device_key)
+        write_key_file(workdir / "device.key", device_key)
         config = config_from_dict({
             "kiosk": {"id": "bench", "state_dir": str(workdir / "state"), "log_level": "warning"},
             "companion": {"url": comp_url, "device_key_file": str(workdir / "device.key")},
@@ -90,7 +92,7 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path) -> dict[str, l
         })
         Device.pin_factory = MockFactory(pin_class=MockPWMPin)
         store = SessionStore(config.kiosk.state_dir)
-        client = CompanionClient(comp_url, device_key, "bench")
+        client = CompanionClient(comp_url, device_key, "bench", ssl_context=ssl_context())
         rec = Recorder()
         kiosk = Kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(sample_rate=48000),
                       speaker=NullSink(sample_rate=48000), observer=rec)

@@ -68,7 +68,8 @@ if [ -n "$CONFIG" ]; then
   [ -x "$checker" ] || checker="$OPT/.venv/bin/stella-kiosk"
   [ -x "$checker" ] || checker=$(command -v stella-kiosk || true)
   if [ -n "$checker" ] && [ -x "$checker" ]; then
-    "$checker" check-config "$CONFIG" >/dev/null || exit 78
+    # --static: the key file and state directory it names are not installed yet.
+    "$checker" check-config --static "$CONFIG" >/dev/null || exit 78
   fi
 fi
 
@@ -115,12 +116,22 @@ if [ -n "$DEVICE_KEY" ]; then
   (umask 077 && printf '%s\n' "$DEVICE_KEY" > "$ETC/device.key")
 fi
 [ -f "$ETC/device.key" ] && chmod 0600 "$ETC/device.key"
-system chown "root:$USER_NAME" "$ETC/kiosk.toml"
+# The service (User=stella-kiosk) reads the config through its group and owns its key: the kiosk
+# refuses a key file with group or other permission bits, or owned by another user than itself or root.
+chmod 0750 "$ETC"
+system chown "root:$USER_NAME" "$ETC" "$ETC/kiosk.toml"
 [ -f "$ETC/device.key" ] && system chown "$USER_NAME:$USER_NAME" "$ETC/device.key"
 system chown "$USER_NAME:$USER_NAME" "$STATE"
 
+READY_TO_START=1
 if [ -x "$OPT/.venv/bin/stella-kiosk" ]; then
-  "$OPT/.venv/bin/stella-kiosk" check-config "$ETC/kiosk.toml" >/dev/null || exit 78
+  "$OPT/.venv/bin/stella-kiosk" check-config --static "$ETC/kiosk.toml" >/dev/null || exit 78
+  if [ -z "$ROOT" ]; then
+    # As the service user: the same checks `run` makes at start-up (key present, private and
+    # readable, state directory writable, CA file loads). A failure keeps the service stopped.
+    runuser -u "$USER_NAME" -- "$OPT/.venv/bin/stella-kiosk" check-config "$ETC/kiosk.toml" >/dev/null \
+      || READY_TO_START=0
+  fi
 fi
 
 say "systemd unit"
@@ -128,7 +139,11 @@ install -m 0644 "$SRC/systemd/stella-kiosk.service" "$UNIT_DIR/stella-kiosk.serv
 system systemctl daemon-reload
 if [ "$ENABLE" = 1 ]; then
   system systemctl enable stella-kiosk.service
-  system systemctl restart stella-kiosk.service
+  if [ "$READY_TO_START" = 1 ]; then
+    system systemctl restart stella-kiosk.service
+  else
+    say "not starting the service: fix the config errors above, then: sudo systemctl restart stella-kiosk"
+  fi
 fi
 
 cat <<TXT

@@ -26,11 +26,13 @@ from appliance.config import Config, config_from_dict
 from appliance.kiosk import Kiosk
 from appliance.net import enable_loopback_candidates
 from appliance.observer import NullObserver
+from appliance.preflight import write_key_file
 from appliance.realtime.transcript import Turn
 from appliance.simulator.asr import DEFAULT_PHRASES
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.state import State
 from appliance.store import SessionStore
+from appliance.tls import companion_ssl_context
 
 API_KEY = "sk-test-" + "0" * 16
 KIOSK_ID = "kiosk-test"
@@ -110,7 +112,7 @@ class Stack:
         }
         for name, values in sections.items():
             data.setdefault(name, {}).update(values)
-        (self.tmp / "device.key").write_text(self.device_key)
+        write_key_file(self.tmp / "device.key", self.device_key)
         return config_from_dict(data, source="test")
 
     @asynccontextmanager
@@ -122,7 +124,7 @@ class Stack:
         speaker = speaker or WavFileSink(config.audio.output_wav, sample_rate=config.audio.sample_rate)
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
-                                 timeout_s=config.companion.timeout_s)
+                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
         recorder = Recorder()
         kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder)
         ready = asyncio.Event()

@@ -42,6 +42,8 @@ def test_install_into_a_root_is_complete_safe_and_idempotent(tmp_path: Path) -> 
     assert (etc / "device.key").read_text().strip() == KEY
     assert (etc / "device.key").stat().st_mode & 0o777 == 0o600
     assert (etc / "kiosk.toml").stat().st_mode & 0o777 == 0o640
+    assert etc.stat().st_mode & 0o777 == 0o750  # the service reads it through its group
+    assert f"would run: chown root:stella-kiosk {etc} {etc / 'kiosk.toml'}" in first.stdout
     unit = tmp_path / "etc" / "systemd" / "system" / "stella-kiosk.service"
     assert unit.read_text() == (ROOT / "systemd" / "stella-kiosk.service").read_text()
     assert (tmp_path / "opt" / "stella-kiosk" / "src" / "appliance" / "kiosk.py").is_file()
@@ -49,7 +51,8 @@ def test_install_into_a_root_is_complete_safe_and_idempotent(tmp_path: Path) -> 
     assert (tmp_path / "var" / "lib" / "stella-kiosk").is_dir()
     installed = (etc / "kiosk.toml").read_text()
     assert 'device_key_file = "/etc/stella-kiosk/device.key"' in installed
-    check = subprocess.run([sys.executable, "-m", "appliance.cli", "check-config", str(etc / "kiosk.toml")],
+    # --static: the installed file names /etc/stella-kiosk/device.key of the real machine, not of the root.
+    check = subprocess.run([sys.executable, "-m", "appliance.cli", "check-config", "--static", str(etc / "kiosk.toml")],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "would run: apt-get" in first.stdout and "would run: systemctl daemon-reload" in first.stdout

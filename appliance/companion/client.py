@@ -7,11 +7,14 @@ retrying can help (network, timeouts, 5xx, 429) or not (bad key, invalid request
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from appliance import tls
+from appliance.config import redact_url
 from appliance.safe_text import clean_json
 
 KINDS = ("vocab", "phrase", "grammar", "pronunciation")
@@ -80,14 +83,22 @@ def parse_target(data: Any) -> Target:
 
 
 class CompanionClient:
-    """One kiosk's authenticated client; reuse it for the kiosk's lifetime."""
+    """One kiosk's authenticated client; reuse it for the kiosk's lifetime.
+
+    ``ssl_context`` decides which certificates are trusted for an https:// companion; build it with
+    ``appliance.tls.companion_ssl_context(config)`` (OS store + companion.ca_file). None: the OS store.
+    """
 
     def __init__(self, base_url: str, device_key: str, kiosk_id: str, timeout_s: float = 5.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.kiosk_id = kiosk_id
+        self._host = httpx.URL(self.base_url).host
+        self._shown = redact_url(self.base_url)  # for messages: never a user:password@ part
         self._http = httpx.AsyncClient(
             base_url=self.base_url, timeout=timeout_s, transport=transport,
+            verify=ssl_context if ssl_context is not None else tls.ssl_context(),
             headers={"Authorization": f"Bearer {device_key}", "User-Agent": "stella-kiosk"})
 
     async def aclose(self) -> None:
@@ -97,10 +108,15 @@ class CompanionClient:
         try:
             response = await self._http.request(method, path, json=body)
         except httpx.TimeoutException:
-            raise CompanionError(f"the companion at {self.base_url} did not answer in time",
+            raise CompanionError(f"the companion at {self._shown} did not answer in time",
                                  code="timeout", retryable=True) from None
         except httpx.HTTPError as exc:
-            raise CompanionError(f"cannot reach the companion at {self.base_url}: {exc}",
+            words = tls.describe_tls_error(exc, self._host)
+            if words is not None:
+                # Retryable: a clock that catches up or a CA the admin installs fixes it without a restart.
+                raise CompanionError(f"cannot reach the companion at {self._shown}: {words}",
+                                     code="tls", retryable=True) from None
+            raise CompanionError(f"cannot reach the companion at {self._shown}: {exc}",
                                  code="unreachable", retryable=True) from None
         try:
             data = clean_json(response.json())  # text from the network is made safe at the edge

@@ -30,6 +30,7 @@ from appliance.audio.tracks import FrameSupplier, PacedAudioTrack
 from appliance.realtime import events
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.ice_consent import ice_connections, install_consent_fix
+from appliance.tls import describe_tls_error, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +185,13 @@ class RealtimeCall:
     async def _post_offer(self, sdp: str) -> str:
         headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/sdp"}
         try:
-            async with httpx.AsyncClient(timeout=self._http_timeout_s) as client:
+            async with httpx.AsyncClient(timeout=self._http_timeout_s, verify=ssl_context()) as client:
                 response = await client.post(self._url, content=sdp.encode(), headers=headers)
         except httpx.TimeoutException:
             raise CallError(f"no answer from {self._url} (timeout)", code="http_timeout") from None
         except httpx.HTTPError as exc:
-            raise CallError(f"cannot reach {self._url}: {exc}", code="network") from None
+            words = describe_tls_error(exc, httpx.URL(self._url).host, ca_setting=None) or str(exc)
+            raise CallError(f"cannot reach {self._url}: {words}", code="network") from None
         if response.status_code != 201:
             raise _http_error(response)
         content_type = response.headers.get("content-type", "")
