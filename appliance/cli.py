@@ -186,6 +186,8 @@ def control_command(args: argparse.Namespace) -> int:
     if args.command == "status":
         status = reply["status"]
         print(f"state:   {status['state']} (kiosk {status['kiosk_id']})")
+        if status.get("clock"):
+            print(f"clock:   {status['clock']}")
         lesson = status.get("lesson")
         if lesson:
             print(f"lesson:  {lesson['session_id']} ({lesson['seconds']} s, {lesson['turns']} turns)")

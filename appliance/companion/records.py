@@ -55,4 +55,7 @@ def validate_record(record: Any) -> dict[str, Any]:
     for key, kind in (("targets", list), ("metrics", dict), ("errors", list)):
         if key in record and not isinstance(record[key], kind):
             raise InvalidRecord(f"{key} must be a {'list' if kind is list else 'object'}")
+    synced = (record.get("metrics") or {}).get("clock_synced")
+    if synced is not None and not isinstance(synced, bool):
+        raise InvalidRecord("metrics.clock_synced must be true, false or absent")
     return record
