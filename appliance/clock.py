@@ -107,6 +107,23 @@ def system_synchronized() -> bool | None:
     return state if state is not None else timesync_flag()
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.cache
+def boot_id() -> str | None:
+    """This boot's id: monotonic instants mean something only within the boot that read them."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def parse_iso(text: str) -> float:
+    """Epoch seconds of an ISO 8601 time as :func:`iso_utc` writes it; ValueError if it is not one."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def iso_utc(epoch_s: float) -> str:
     """ISO 8601 UTC with milliseconds, the format of session records."""
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -26,9 +26,10 @@ from appliance.companion.records import InvalidRecord, validate_record
 from appliance.config import load_config
 from appliance.control import ControlServer
 from appliance.doctor import Doctor
-from appliance.lesson import Lesson
+from appliance.lesson import Lesson, correct_dates
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.transcript import Transcript
+from appliance.store import SessionStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUE_NOW = 1_795_000_000.0  # 2026-11-18
@@ -234,7 +235,7 @@ LESSON_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from appliance.clock import Clock
-from appliance.lesson import Lesson
+from appliance.lesson import Lesson, correct_dates
 
 flag = Path(sys.argv[1]) if len(sys.argv) > 1 else None
 clock = Clock(synced=lambda: flag.exists()) if flag else Clock()
@@ -387,3 +388,48 @@ async def test_status_command_prints_the_clock_line(tmp_path: Path) -> None:
         await server.stop()
     assert proc.returncode == 0, out
     assert "clock:   not synchronized: the date may be stale" in out.decode()
+
+
+# -- records saved before the clock was synchronized ------------------------------------------------
+
+def test_saved_record_is_redated_once_the_clock_is_synchronized(tmp_path: Path) -> None:
+    """Guards against stale dates reaching the companion: a lesson saved (and left in the outbox) while
+    the clock still showed the boot-time date is re-dated, in the same boot, when network time arrives."""
+    t = FakeTime(wall=TRUE_NOW - 2 * DAY, synced=False)
+    clock = t.clock()
+    lesson = Lesson(kiosk_id="k1", clock=clock)
+    t.advance(4)
+    lesson.transcript.add_typed("hello")
+    lesson.add_error("late_audio", "gap")
+    t.advance(26)
+    store = SessionStore(tmp_path / "state")
+    store.save(lesson.to_record("button"))
+    [saved] = store.unsynced()
+    assert saved["metrics"]["clock_synced"] is False and "clock_anchor" in saved
+    assert correct_dates(saved, clock) is None  # still unsynchronized: nothing better to go by
+
+    t.advance(100)
+    t.wall, t.synced = t.wall + 2 * DAY, True
+    fixed = correct_dates(saved, clock)
+    assert fixed is not None
+    store.save(validate_record(fixed))
+    [stored] = store.unsynced()
+    assert parse(stored["started_at"]) == pytest.approx(TRUE_NOW, abs=0.001)
+    assert parse(stored["ended_at"]) == pytest.approx(TRUE_NOW + 30, abs=0.001)
+    assert parse(stored["turns"][0]["at"]) == pytest.approx(TRUE_NOW + 4, abs=0.001)
+    assert parse(stored["errors"][0]["at"]) == pytest.approx(TRUE_NOW + 4, abs=0.001)
+    assert stored["metrics"]["clock_synced"] is True and stored["metrics"]["duration_s"] == 30.0
+    assert "clock_anchor" not in stored
+    assert correct_dates(stored, clock) is None  # once is enough
+    store.close()
+
+
+def test_saved_record_from_another_boot_keeps_its_dates() -> None:
+    """After a reboot the monotonic clock restarted: the old offset means nothing, so no guess is made."""
+    t = FakeTime(wall=TRUE_NOW - 2 * DAY, synced=False)
+    clock = t.clock()
+    record = Lesson(kiosk_id="k1", clock=clock).to_record("interrupted")
+    t.wall, t.synced = TRUE_NOW, True
+    assert correct_dates(record, clock, this_boot="another-boot") is None
+    assert correct_dates({**record, "turns": "garbage"}, clock) is None
+    assert correct_dates({**record, "clock_anchor": {"offset_s": "x"}}, clock) is None
