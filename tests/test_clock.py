@@ -121,6 +121,8 @@ def test_lesson_ended_before_sync_says_so_and_the_companion_accepts_it() -> None
     assert parse(record["started_at"]) == pytest.approx(TRUE_NOW - 2 * DAY, abs=0.001)
     with pytest.raises(InvalidRecord, match="clock_synced"):
         validate_record({**record, "metrics": {**record["metrics"], "clock_synced": "no"}})
+    with pytest.raises(InvalidRecord, match="clock_anchor"):
+        validate_record({**record, "clock_anchor": 3})
     legacy = {**record, "metrics": {k: v for k, v in record["metrics"].items() if k != "clock_synced"}}
     assert validate_record(legacy) is legacy  # records from older kiosks still accepted
 
