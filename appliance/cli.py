@@ -237,6 +237,8 @@ def control_command(args: argparse.Namespace) -> int:
     if args.command == "status":
         status = reply["status"]
         print(f"state:   {status['state']} (kiosk {status['kiosk_id']})")
+        if status.get("clock"):
+            print(f"clock:   {status['clock']}")
         lesson = status.get("lesson")
         if lesson:
             print(f"lesson:  {lesson['session_id']} ({lesson['seconds']} s, {lesson['turns']} turns)")
@@ -275,7 +277,6 @@ async def _run_daemon(config: object) -> int:
     from appliance.instance_lock import AlreadyRunning, InstanceLock
     from appliance.net import enable_loopback_candidates
     from appliance.systemd import Notifier
-    from appliance.tls import companion_ssl_context
 
     assert isinstance(config, Config)
     if config.realtime.allow_loopback_ice:
@@ -307,6 +308,7 @@ async def _run_locked(config: object, notifier: object) -> int:
     from appliance.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
     from appliance.store import SessionStore, StoreError
     from appliance.systemd import Notifier
+    from appliance.tls import companion_ssl_context
 
     assert isinstance(config, Config) and isinstance(notifier, Notifier)
     try:

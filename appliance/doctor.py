@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from appliance.clock import SyncSource, system_synchronized
 from appliance.config import Config, ConfigError, load_config
 
 # A Pi without a real-time clock boots with an old date until NTP answers; TLS then fails.
@@ -36,8 +37,9 @@ class Check:
 
 class Doctor:
     def __init__(self, config: Config, *, wait_button_s: float = 15.0, use_hardware: bool = True,
-                 out: Callable[[str], None] = print) -> None:
+                 out: Callable[[str], None] = print, synced: SyncSource = system_synchronized) -> None:
         self.config = config
+        self.synced = synced
         self.wait_button_s = wait_button_s
         self.use_hardware = use_hardware
         self.out = out
@@ -102,7 +104,7 @@ class Doctor:
         now = time.time()
         if now < EARLIEST_PLAUSIBLE:
             self.record("clock", False, "the date is in the past: wait for network time (timedatectl) "
-                        "or fit a real-time clock; TLS will fail until then")
+                        "or fit a real-time clock; TLS will fail until then" + self._sync_note())
         from appliance.companion.client import CompanionClient, CompanionError
         from appliance.tls import companion_ssl_context, describe_tls_error
 
@@ -120,14 +122,14 @@ class Doctor:
             server_date = response.headers.get("date")
             if server_date and now >= EARLIEST_PLAUSIBLE:
                 skew = abs(email.utils.parsedate_to_datetime(server_date).timestamp() - now)
-                self.record("clock", skew < MAX_SKEW_S, f"{skew:.0f} s from the companion's clock")
+                self.record("clock", skew < MAX_SKEW_S, f"{skew:.0f} s from the companion's clock" + self._sync_note())
             elif now >= EARLIEST_PLAUSIBLE:
-                self.record("clock", True, "plausible (the companion sent no Date header)")
+                self._record_unverified_clock("the companion sent no Date header")
         except (httpx.HTTPError, ValueError) as exc:
             words = describe_tls_error(exc, httpx.URL(url).host) or str(exc)
             self.record("companion health", False, f"cannot reach {url}: {words}")
             if now >= EARLIEST_PLAUSIBLE:
-                self.record("clock", True, "plausible")
+                self._record_unverified_clock("no companion to compare with")
             return
         try:
             key = self.config.read_device_key()
@@ -144,6 +146,21 @@ class Doctor:
             self.record("lesson + token", False, exc.message)
         finally:
             await client.aclose()
+
+    def _sync_note(self) -> str:
+        """Whether network time disciplines the clock: without it lesson dates can be stale after a boot."""
+        state = self.synced()
+        if state is None:
+            return ""
+        if state:
+            return "; synchronized to network time"
+        return ("; NOT synchronized to network time: check the network and `timedatectl timesync-status` "
+                "(lesson dates are corrected once it is)")
+
+    def _record_unverified_clock(self, why: str) -> None:
+        """No companion clock to compare with: only network time can vouch for the date."""
+        synced = self.synced() is not False
+        self.record("clock", synced, f"plausible ({why})" + self._sync_note())
 
     async def _check_realtime(self) -> None:
         from appliance.tls import describe_tls_error, ssl_context

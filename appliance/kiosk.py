@@ -36,6 +36,7 @@ from appliance.audio.dsp import rms_dbfs
 from appliance.audio.earcons import Cue, Earcons
 from appliance.audio.gate import HalfDuplexGate
 from appliance.audio.speaker import SpeakerPump
+from appliance.clock import system_clock
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 from appliance.config import Config
 from appliance.hardware.leds import Activity
@@ -207,12 +208,12 @@ class Kiosk:
         current = None
         if lesson is not None:
             current = {"session_id": lesson.session_id, "plan_id": lesson.plan_id,
-                       "seconds": round(time.monotonic() - lesson.pressed_at, 1),
+                       "seconds": round(lesson.elapsed_s, 1),
                        "turns": len(lesson.transcript.turns)}
         return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
                 "recent_lessons": list(self.lessons_saved), "outbox": self.syncer.waiting,
                 "held_in_memory": len(self._unsaved), "store_problems": list(self.store_problems),
-                "internals": self.internals()}
+                "clock": system_clock().status_line(), "internals": self.internals()}
 
     def internals(self) -> dict[str, Any]:
         """Sizes of everything that could grow over months (the soak benchmark watches them stay flat)."""
@@ -809,7 +810,7 @@ class Kiosk:
             log.exception("could not build the record of lesson %s; keeping a minimal one", lesson.session_id)
             record = Lesson(kiosk_id=lesson.kiosk_id, session_id=lesson.session_id).to_record(reason)
             with contextlib.suppress(Exception):
-                record["turns"] = [t.to_record() for t in lesson.transcript.turns]
+                record["turns"] = lesson.transcript.to_records()
             record["errors"] = [{"code": "internal", "message": "record rebuilt after an internal error",
                                  "at": record["ended_at"]}]
             return record

@@ -1,17 +1,22 @@
 """One lesson's data while it runs, and the session record it becomes (schema 1).
 
 Kept apart from the orchestrator so the record format lives in one readable place.
+
+Every instant a lesson keeps (press, start, turns, errors) is a reading of its :class:`Clock`'s
+monotonic timeline; the record's wall times are computed from them in one go when it is built, so the
+duration is the time that really passed and the dates are right even when network time stepped the
+system clock during the lesson (see :mod:`appliance.clock`).
 """
 
 from __future__ import annotations
 
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.realtime.transcript import Transcript, iso_utc
+from appliance.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
+from appliance.realtime.transcript import Transcript
 
 END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped")
 
@@ -69,53 +74,85 @@ def _int(value: Any) -> int:
 
 @dataclass
 class Lesson:
-    """State of the lesson in progress (owned by the kiosk task)."""
+    """State of the lesson in progress (owned by the kiosk task).
+
+    ``pressed_at``, ``connected_at`` and ``first_audio_at`` are instants of ``clock.monotonic()``: pass
+    readings of that clock (the system clock's is ``time.monotonic``)."""
 
     kiosk_id: str
     model: str = ""
     plan_id: str | None = None
     targets: list[dict[str, Any]] = field(default_factory=list)
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    pressed_at: float = field(default_factory=time.monotonic)
-    started_at: float = field(default_factory=time.time)
+    pressed_at: float | None = None
+    """When the button was pressed (default: when the lesson was made)."""
     connected_at: float | None = None
     first_audio_at: float | None = None
-    transcript: Transcript = field(default_factory=Transcript)
     usage: Usage = field(default_factory=Usage)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    """``{"code", "message", "at"}`` with ``at`` a monotonic instant (a wall time only in the record)."""
     resumes: int = 0
     """How many times the lesson moved to a new call after its call dropped."""
+    clock: Clock = field(default_factory=system_clock, repr=False)
+    transcript: Transcript = field(init=False)
+    started_mono: float = field(init=False)
+    """When the lesson began, on the monotonic timeline: the origin of ``duration_s``."""
+
+    def __post_init__(self) -> None:
+        self.started_mono = self.clock.monotonic()
+        if self.pressed_at is None:
+            self.pressed_at = self.started_mono
+        self.transcript = Transcript(self.clock)
+
+    @property
+    def started_at(self) -> float:
+        """When the lesson began, as a wall time (epoch seconds) from the clock's best anchor now."""
+        return self.clock.wall_at(self.started_mono)
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the lesson began (monotonic: immune to clock steps)."""
+        return max(0.0, self.clock.monotonic() - self.started_mono)
 
     @property
     def connect_ms(self) -> float | None:
-        return None if self.connected_at is None else (self.connected_at - self.pressed_at) * 1000
+        return None if self.connected_at is None else (self.connected_at - self._pressed()) * 1000
 
     @property
     def first_audio_ms(self) -> float | None:
-        return None if self.first_audio_at is None else (self.first_audio_at - self.pressed_at) * 1000
+        return None if self.first_audio_at is None else (self.first_audio_at - self._pressed()) * 1000
+
+    def _pressed(self) -> float:
+        return self.started_mono if self.pressed_at is None else self.pressed_at
 
     def add_error(self, code: str, message: str) -> None:
-        self.errors.append({"code": code, "message": message, "at": iso_utc(time.time())})
+        self.errors.append({"code": code, "message": message, "at": self.clock.monotonic()})
 
     def to_record(self, end_reason: str, ended_at: float | None = None) -> dict[str, Any]:
-        """The session record sent to the companion (PROTOCOL §2)."""
+        """The session record sent to the companion (PROTOCOL §2).
+
+        ``ended_at``: a wall time (epoch seconds) to end the lesson at instead of now; it is placed on
+        the monotonic timeline through the same anchor as every other stamp of the record."""
         assert end_reason in END_REASONS, end_reason
-        ended_at = time.time() if ended_at is None else ended_at
-        turns = self.transcript.to_records()
+        anchor = self.clock.anchor()
+        ended_mono = self.clock.monotonic() if ended_at is None else anchor.mono_at(ended_at)
+        ended_mono = max(ended_mono, self.started_mono)
+        turns = self.transcript.to_records(anchor)
         learner = [t for t in turns if t["role"] == "learner"]
         tutor = [t for t in turns if t["role"] == "tutor"]
         return {
             "schema": 1,
             "session_id": self.session_id,
             "kiosk_id": self.kiosk_id,
-            "started_at": iso_utc(self.started_at),
-            "ended_at": iso_utc(ended_at),
+            "started_at": iso_utc(anchor.wall_at(self.started_mono)),
+            "ended_at": iso_utc(anchor.wall_at(ended_mono)),
             "end_reason": end_reason,
             "plan_id": self.plan_id,
             "targets": self.targets,
             "turns": turns,
             "metrics": {
-                "duration_s": round(max(0.0, ended_at - self.started_at), 3),
+                "duration_s": round(ended_mono - self.started_mono, 3),
+                "clock_synced": anchor.synced,
                 "learner_turns": len(learner),
                 "tutor_turns": len(tutor),
                 "learner_words": sum(_words(t["text"]) for t in learner),
@@ -126,8 +163,44 @@ class Lesson:
                 "usage": self.usage.to_record(),
                 "est_cost_usd": self.usage.cost_usd(self.model),
             },
-            "errors": list(self.errors),
+            "errors": [{**e, "at": iso_utc(anchor.wall_at(e["at"]))} if isinstance(e.get("at"), float) else dict(e)
+                       for e in self.errors],
+            **({} if anchor.synced else {"clock_anchor": _anchor_hint(anchor)}),
         }
+
+
+def _anchor_hint(anchor: Anchor) -> dict[str, Any]:
+    """What :func:`correct_dates` needs to re-date a record built before the clock was synchronized."""
+    return {"boot_id": boot_id(), "offset_s": round(anchor.wall - anchor.mono, 6)}
+
+
+def correct_dates(record: dict[str, Any], clock: Clock, this_boot: str | None = None) -> dict[str, Any] | None:
+    """A copy of a saved record re-dated by the clock's synchronized anchor, or None when not needed/possible.
+
+    A lesson saved before network time set the clock carries stale dates and ``clock_anchor`` (the
+    ``wall - monotonic`` offset it used and the boot it ran in). Once the clock is synchronized, in the
+    same boot, the true offset is known and every stamp moves by the difference; its duration, from
+    the monotonic clock, was right all along. After a reboot the monotonic clock restarted, so the
+    record keeps its dates and ``clock_synced: false`` (the companion can tell)."""
+    hint = record.get("clock_anchor")
+    if not isinstance(hint, dict) or not isinstance(hint.get("offset_s"), int | float):
+        return None
+    anchor = clock.anchor()
+    here = boot_id() if this_boot is None else this_boot
+    if not anchor.synced or hint.get("boot_id") is None or hint.get("boot_id") != here:
+        return None
+    shift = (anchor.wall - anchor.mono) - float(hint["offset_s"])
+    try:
+        fixed = {key: value for key, value in record.items() if key != "clock_anchor"}
+        for key in ("started_at", "ended_at"):
+            fixed[key] = iso_utc(parse_iso(record[key]) + shift)
+        fixed["turns"] = [{**turn, "at": iso_utc(parse_iso(turn["at"]) + shift)} for turn in record["turns"]]
+        fixed["errors"] = [{**e, "at": iso_utc(parse_iso(e["at"]) + shift)} if isinstance(e.get("at"), str) else e
+                           for e in record.get("errors", [])]
+        fixed["metrics"] = {**record.get("metrics", {}), "clock_synced": True, "clock_corrected_s": round(shift, 3)}
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None  # not a record this kiosk wrote: leave it exactly as saved
+    return fixed
 
 
 def _words(text: str) -> int:

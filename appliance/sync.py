@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.backoff import backoff_delay
+from appliance.clock import system_clock
 from appliance.companion.client import CompanionClient, CompanionError
+from appliance.lesson import correct_dates
 from appliance.store import SessionStore, StoreError
 from appliance.store_worker import AsyncStore
 
@@ -94,6 +96,10 @@ class Syncer:
                 return False
             self.waiting = len(waiting)
             batch = [r for r in waiting if r["session_id"] not in sent_ids][: self.batch_size]
+            try:
+                batch = await self.store.run(self._redate, batch)
+            except StoreError as exc:
+                log.warning("sync: could not re-date lessons saved before the clock was set: %s", exc)
             if not batch:
                 self.idle.set()
                 return True
@@ -115,6 +121,22 @@ class Syncer:
             sent_ids.update(r["session_id"] for r in batch)
             if retry_later:
                 return False
+
+    @staticmethod
+    def _redate(store: SessionStore, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Lessons saved before network time set the clock get their true dates (same boot only)
+        before they leave the kiosk; the corrected record is saved too. Runs on the store thread."""
+        clock = system_clock()
+        out = []
+        for record in batch:
+            fixed = correct_dates(record, clock)
+            if fixed is not None:
+                store.save(fixed)
+                log.info("sync: lesson %s re-dated by %.0f s now that the clock is synchronized",
+                         record["session_id"], fixed["metrics"].get("clock_corrected_s", 0))
+                record = fixed
+            out.append(record)
+        return out
 
     def _apply(self, store: SessionStore, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
         """Mark what the companion stored, park what it rejected for good; True if some must retry.

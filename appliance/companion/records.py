@@ -56,4 +56,11 @@ def validate_record(record: Any) -> dict[str, Any]:
     for key, kind in (("targets", list), ("metrics", dict), ("errors", list)):
         if key in record and not isinstance(record[key], kind):
             raise InvalidRecord(f"{key} must be a {'list' if kind is list else 'object'}")
+    # Optional, from kiosks that know their clock: false means the dates were read before network time
+    # set the clock (durations are right either way); clock_anchor lets the kiosk re-date it later.
+    if "clock_anchor" in record and not isinstance(record["clock_anchor"], dict):
+        raise InvalidRecord("clock_anchor must be an object")
+    synced = (record.get("metrics") or {}).get("clock_synced")
+    if synced is not None and not isinstance(synced, bool):
+        raise InvalidRecord("metrics.clock_synced must be true, false or absent")
     return record

@@ -4,25 +4,24 @@ Why keyed by item: the server reports the same tutor words several times (transc
 transcript's ``done``, the item's ``done``, ``response.done``); appending a turn on each of them
 duplicates turns. Here a turn is opened by its first delta and closed once, by its ``done`` event
 (or by ``response.done`` when a response was cancelled before its transcript finished).
+
+Turns keep monotonic instants and become wall times only in :meth:`Transcript.to_records`, so a turn
+spoken before network time set the clock still gets its true date (see :mod:`appliance.clock`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Literal
 
+from appliance.clock import Anchor, Clock, EpochTimeline, iso_utc, system_clock
 from appliance.realtime.events import ServerEvent
+
+__all__ = ["Transcript", "Turn", "iso_utc"]
 
 Role = Literal["learner", "tutor"]
 Source = Literal["voice", "text"]
-
-
-def iso_utc(epoch_s: float) -> str:
-    """ISO 8601 UTC with milliseconds, the format of session records."""
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -32,13 +31,13 @@ class Turn:
     role: Role
     text: str
     at: float
-    """When the turn began (epoch seconds)."""
+    """When the turn began: an instant of the transcript's clock (monotonic; see ``Clock.monotonic``)."""
     source: Source
     key: str = ""
     """Item or response id the turn was assembled from (internal)."""
 
-    def to_record(self) -> dict[str, str]:
-        return {"role": self.role, "text": self.text, "at": iso_utc(self.at), "source": self.source}
+    def to_record(self, anchor: Anchor) -> dict[str, str]:
+        return {"role": self.role, "text": self.text, "at": iso_utc(anchor.wall_at(self.at)), "source": self.source}
 
 
 @dataclass
@@ -50,8 +49,13 @@ class _Open:
 class Transcript:
     """The turns of one lesson, fed with server events and the kiosk's own typed messages."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock
+    def __init__(self, clock: Clock | Callable[[], float] | None = None) -> None:
+        """``clock``: the lesson's :class:`Clock` (default: the system clock), or a plain function giving
+        epoch seconds, whose readings are then used as wall times unchanged."""
+        if clock is None:
+            clock = system_clock()
+        self.clock = clock if isinstance(clock, Clock) else EpochTimeline(clock)
+        self._clock = self.clock.monotonic
         self.turns: list[Turn] = []
         self._open_tutor: dict[str, _Open] = {}
         self._learner_started: dict[str, float] = {}
@@ -95,8 +99,10 @@ class Transcript:
         closed = [t for key in list(self._open_tutor) if (t := self._tutor_close(key, None))]
         return closed
 
-    def to_records(self) -> list[dict[str, str]]:
-        return [t.to_record() for t in sorted(self.turns, key=lambda t: t.at)]
+    def to_records(self, anchor: Anchor | None = None) -> list[dict[str, str]]:
+        """The turns in spoken order, stamped through ``anchor`` (default: the clock's best anchor now)."""
+        anchor = self.clock.anchor() if anchor is None else anchor
+        return [t.to_record(anchor) for t in sorted(self.turns, key=lambda t: t.at)]
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -112,7 +118,8 @@ class Transcript:
         text = text.strip()
         if not text:
             return None
-        at = self._learner_started.pop(item_id, None) or self._clock()
+        started = self._learner_started.pop(item_id, None)
+        at = self._clock() if started is None else started
         turn = Turn("learner", text, at, "voice", key)
         self.turns.append(turn)
         return turn
