@@ -462,3 +462,55 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
                                  "--no-hardware", "--button-timeout", "0"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert "moved aside" in doctor.stdout + doctor.stderr, doctor.stdout
+
+
+async def test_frozen_server_is_shown_within_5_s_and_the_lesson_resumes(tmp_path: Path) -> None:
+    """Before: a frozen server left the kiosk "connected" for 33.6 s, then the lesson ended with the
+    normal end cue. Now the error shows within 5 s and the same lesson goes on on a new call whose
+    instructions carry the conversation so far."""
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        await connected_lesson(stack, kiosk, rec)
+        inject(stack, tutor_line("Let us talk about your favourite fruit.", 1))
+        kiosk.say("I like green apples")
+        await rec.until(lambda: any(t.text == "I like green apples" for t in rec.turns), what="typed turn")
+        first_call = simulated_call(stack)
+        loop = asyncio.get_running_loop()
+        frozen_at = loop.time()
+        stack.simulator.freeze_calls()
+        await rec.until(lambda: State.ERROR in rec.states, timeout=10, what="error shown")
+        assert loop.time() - frozen_at <= 5.0
+        await rec.until(lambda: rec.states.count(State.CONNECTED) >= 2, timeout=20, what="resumed")
+        resumed_call = simulated_call(stack)
+        assert resumed_call is not first_call
+        async with asyncio.timeout(10):
+            while "green apples" not in str(resumed_call.session.get("instructions")):
+                await asyncio.sleep(0.05)
+        instructions = resumed_call.session["instructions"]
+        assert "Let us talk about your favourite fruit." in instructions
+        inject(stack, tutor_line("Sorry, where were we? Green apples!", 9))
+        await rec.until(lambda: any("where were we" in t.text for t in rec.turns), what="turn on the new call")
+        record = await end_and_wait_saved(kiosk, rec, 1)
+        assert len(rec.saved) == 1  # one lesson, not two
+        texts = [t["text"] for t in record["turns"]]
+        assert "I like green apples" in texts and "Sorry, where were we? Green apples!" in texts
+        assert record["end_reason"] == "button"
+        assert [e["code"] for e in record["errors"]].count("call_dropped") == 1
+
+
+async def test_lesson_is_saved_as_call_dropped_when_resuming_fails(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        await connected_lesson(stack, kiosk, rec)
+        inject(stack, tutor_line("Hello there", 1))
+        await rec.until(lambda: any(t.text == "Hello there" for t in rec.turns), what="turn")
+        stack.simulator.refuse_calls = True
+        stack.simulator.freeze_calls()
+        await rec.until(lambda: len(rec.saved) == 1, timeout=30, what="lesson saved")
+        record = rec.saved[0][0]
+        assert record["end_reason"] == "call_dropped"
+        assert "Hello there" in [t["text"] for t in record["turns"]]
+        codes = [e["code"] for e in record["errors"]]
+        assert "call_dropped" in codes and "resume_failed" in codes
+        await rec.until(lambda: kiosk.state is State.IDLE, timeout=10, what="idle after the error")
+        assert rec.states[-3:] == [State.CONNECTING, State.ERROR, State.IDLE]
+        stack.simulator.refuse_calls = False
+        await connected_lesson(stack, kiosk, rec, nth=2)  # the next lesson works again
