@@ -514,3 +514,17 @@ async def test_lesson_is_saved_as_call_dropped_when_resuming_fails(tmp_path: Pat
         assert rec.states[-3:] == [State.CONNECTING, State.ERROR, State.IDLE]
         stack.simulator.refuse_calls = False
         await connected_lesson(stack, kiosk, rec, nth=2)  # the next lesson works again
+
+
+async def test_companion_request_log_is_bounded(tmp_path: Path) -> None:
+    """Before: the companion kept (method, path) of every request it ever served."""
+    import httpx
+
+    from appliance.companion.server import REQUEST_LOG_SIZE
+
+    async with lesson_stack(tmp_path) as stack:
+        async with httpx.AsyncClient(base_url=stack.companion.base_url) as http:
+            for _ in range(REQUEST_LOG_SIZE + 50):
+                assert (await http.get("/api/health")).status_code == 200
+        assert len(stack.companion.requests) == REQUEST_LOG_SIZE
+        assert list(stack.companion.requests)[-1] == ("GET", "/api/health")
