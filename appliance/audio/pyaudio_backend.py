@@ -278,27 +278,25 @@ class _PyAudioStream:
     def _close_stream(self) -> None:
         """Close the stream (if any) and tell the host; with the host lock held."""
         with self._host.lock:
-            stream, self._stream = self._stream, None
-            if stream is not None:
-                try:
-                    if stream.is_active():
-                        stream.stop_stream()
-                    stream.close()
-                except OSError as exc:
-                    log.warning("closing the %s device: %s", self.direction, exc)
+            self._pause_stream()
             self._host.closed(self)
 
     # -- coordinated PortAudio restart (called by the host, lock held) ---------------------------
 
     def _pause_stream(self) -> None:
+        """Close the stream, whatever state a lost device left it in (the host lock is held)."""
         stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                if stream.is_active():
-                    stream.stop_stream()
-                stream.close()
-            except OSError as exc:
-                log.warning("pausing the %s device: %s", self.direction, exc)
+        if stream is None:
+            return
+        try:
+            if stream.is_active():
+                stream.stop_stream()
+        except OSError as exc:  # a vanished device may refuse even this; closing still frees it
+            log.info("stopping the %s stream: %s", self.direction, exc)
+        try:
+            stream.close()
+        except OSError as exc:
+            log.warning("closing the %s device: %s", self.direction, exc)
 
     def _resume_stream(self) -> None:
         try:
