@@ -294,3 +294,31 @@ async def test_separate_cards_mic_returns_on_another_port_without_killing_the_sp
     await mic.close()
     await speaker.close()
     assert world.init_count == 0
+
+
+async def test_one_card_for_both_directions_fails_and_returns_as_a_whole() -> None:
+    """Guards against the two supervisors of one pulled USB card (mic + speaker) deadlocking or
+    leaving one direction dead when the card comes back at another place in the device list."""
+    world = World(["HDMI", "USB Audio"])
+    mic = PyAudioSource("usb", sample_rate=48000, pa_factory=world.pyaudio, **{**FAST, "rescan_interval_s": 30.0})
+    speaker = PyAudioSink("usb", sample_rate=48000, pa_factory=world.pyaudio, **{**FAST, "rescan_interval_s": 30.0})
+    health = HealthLog()
+    mic.set_health_callback(health)
+    speaker.set_health_callback(health)
+    await mic.start()
+    await speaker.start()
+    world.unplug("USB Audio", "stops")
+    lost = {(await health.next())[:2], (await health.next())[:2]}
+    assert lost == {("microphone", False), ("speaker", False)}
+    world.plug("USB Audio", at=0)
+    back = {(await health.next())[:2], (await health.next())[:2]}
+    assert back == {("microphone", True), ("speaker", True)}
+    assert peak_hz(await read_until_tone(mic), 48000) == pytest.approx(440, abs=30)
+    speaker.write(tone(660, 0.3))
+    live = [s for s in world.streams if s.device == "USB Audio" and not s.is_input and not s.closed]
+    assert len(live) == 1
+    await asyncio.to_thread(world.wait_for, lambda: any(rms_dbfs(c) > -30 for c in live[0].played), 5,
+                            "the speaker playing again")
+    await mic.close()
+    await speaker.close()
+    assert world.init_count == 0

@@ -320,6 +320,7 @@ class _PyAudioStream:
             if problem is None:
                 continue
             self.failures += 1
+            self._last_rescan = time.monotonic()  # the first retries try PortAudio's current device list
             self._close_stream()
             self._forget_audio()
             self._health.failed(f"{self.kind} {self.device_name!r} stopped working: {problem}")
@@ -373,6 +374,9 @@ class _PyAudioStream:
         deadline = time.monotonic() + self.startup_grace_s
         while not self._flowing.wait(0.05) and time.monotonic() < deadline and not self._stop.is_set():
             pass  # waiting for the first callback, stopping early when the device is being closed
+        if self._stop.is_set():  # closing: not "back", just closed
+            self._close_stream()
+            return "closed"
         if self._flowing.is_set() and self._check() is None:
             self._forget_audio()
             return None
