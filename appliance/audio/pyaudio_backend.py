@@ -46,8 +46,12 @@ SPEAKER_BUFFER_S = 30.0
 FRAMES_PER_BUFFER_S = 0.02
 """PortAudio period: 20 ms, the WebRTC frame size (a Pi copes; larger only adds latency)."""
 DRAIN_TIMEOUT_S = 5.0
-STALL_TIMEOUT_S = 1.5
-"""No PortAudio callback for this long while the stream should run: the device is gone."""
+STALL_TIMEOUT_S = 3.0
+"""No PortAudio callback for this long while the stream should run: the device hangs.
+
+A pulled card or a removed sink shows at once (stream stopped, PortAudio error); this watchdog is
+the backstop for a device that hangs silently. Not shorter: PulseAudio's ALSA plugin pauses its
+callbacks for ~1.9 s after every underrun (measured), which is a glitch, not a lost device."""
 STARTUP_GRACE_S = 4.0
 """A stream just opened may pause longer: PulseAudio's ALSA plugin goes quiet ~2 s while a sink wakes up."""
 SUPERVISE_POLL_S = 0.25
