@@ -175,27 +175,42 @@ class Doctor:
             self.record("realtime reachable", False, f"cannot reach {base}: {words}")
 
     async def _check_audio(self) -> None:
+        """Name a missing device and list the ones present, then play a chime and record a second."""
+        from appliance.audio.base import AudioDeviceError
         from appliance.audio.dsp import rms_dbfs
         from appliance.audio.earcons import Cue, Earcons
         from appliance.parts import HardwareError, build_microphone, build_speaker
 
-        if self.config.audio.input == "pyaudio" or self.config.audio.output == "pyaudio":
-            from appliance.audio.devices import list_devices
+        audio = self.config.audio
+        missing: dict[str, str] = {}
+        if audio.input == "pyaudio" or audio.output == "pyaudio":
+            from appliance.audio.devices import list_devices, missing_device_line
 
-            devices = list_devices()
+            devices = await asyncio.to_thread(list_devices)
             names = ", ".join(f"{d.name} (in {d.max_input_channels}/out {d.max_output_channels})"
                               for d in devices) or "none"
             self.record("sound devices", bool(devices), names)
-        try:
-            speaker = build_speaker(self.config)
-            await speaker.start()
-            speaker.write(Earcons(speaker.sample_rate)[Cue.CONNECTED])
-            await speaker.close()
-            self.record("speaker", True, f"chime played on {self.config.audio.output_device!r}")
-        except HardwareError as exc:
-            self.record("speaker", False, str(exc))
-        if self.config.audio.input == "wav":
+            for kind, wanted, name, direction in (("speaker", audio.output, audio.output_device, "output"),
+                                                  ("microphone", audio.input, audio.input_device, "input")):
+                line = missing_device_line(kind, name, devices, direction) if wanted == "pyaudio" else None
+                if line:
+                    missing[kind] = line
+        if "speaker" in missing:
+            self.record("speaker", False, missing["speaker"])
+        else:
+            try:
+                speaker = build_speaker(self.config)
+                await speaker.start()
+                speaker.write(Earcons(speaker.sample_rate)[Cue.CONNECTED])
+                await speaker.close()
+                self.record("speaker", True, f"chime played on {audio.output_device!r}")
+            except (HardwareError, AudioDeviceError) as exc:
+                self.record("speaker", False, str(exc))
+        if audio.input == "wav":
             self.record("microphone", True, "scripted WAV learner (no microphone to measure)")
+            return
+        if "microphone" in missing:
+            self.record("microphone", False, missing["microphone"])
             return
         try:
             mic = build_microphone(self.config)
@@ -210,7 +225,7 @@ class Doctor:
             level = rms_dbfs(np.concatenate(chunks))
             self.record("microphone", level > -100, f"1 s recorded, level {level:.1f} dBFS"
                         + (" (digital silence: muted or wrong device?)" if level <= -100 else ""))
-        except HardwareError as exc:
+        except (HardwareError, AudioDeviceError) as exc:
             self.record("microphone", False, str(exc))
 
     async def _check_gpio(self) -> None:

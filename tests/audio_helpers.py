@@ -161,26 +161,41 @@ class PulseServer:
             return subprocess.Popen(["parec", f"--device={device}", "--raw", "--format=s16le", f"--rate={rate}",
                                      "--channels=1", "--latency-msec=20"], env=self.env, stdout=out)
 
+    def pactl(self, *args: str) -> str:
+        """Run ``pactl`` against this server; its output (raises when it fails)."""
+        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, check=True,
+                              timeout=10).stdout
+
+    def unload(self, module: str, name: str) -> str:
+        """Unload the loaded ``module`` whose arguments name ``name`` (e.g. a sink); returns its arguments."""
+        for line in self.pactl("list", "short", "modules").splitlines():
+            index, loaded, *rest = line.split("\t")
+            if loaded == module and f"_name={name}" in (rest[0] if rest else ""):
+                self.pactl("unload-module", index)
+                return rest[0]
+        raise AssertionError(f"no {module} named {name} is loaded")
+
     def play(self, wav: Path, device: str = "micfeed") -> subprocess.Popen:
         """Play a WAV file into ``device`` (by default: into the virtual microphone)."""
         return subprocess.Popen(["paplay", f"--device={device}", str(wav)], env=self.env)
 
 
 @contextlib.contextmanager
-def pulse_server(base: Path, ready_timeout_s: float = 15.0) -> Iterator[PulseServer]:
-    """Start a private PulseAudio under ``base``; skip the test when PulseAudio is not installed."""
+def pulse_server(base: Path, ready_timeout_s: float = 15.0, script: str = PULSE_SCRIPT) -> Iterator[PulseServer]:
+    """Start a private PulseAudio under ``base`` running ``script`` (``{sock}`` is its socket);
+    skip the test when PulseAudio is not installed."""
     missing = [tool for tool in ("pulseaudio", "pactl", "parec", "paplay") if not shutil.which(tool)]
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed (apt: pulseaudio pulseaudio-utils libasound2-plugins)")
     base.mkdir(parents=True, exist_ok=True)
     sock = base / "native"
-    script = base / "script.pa"
-    script.write_text(PULSE_SCRIPT.format(sock=sock))
+    script_path = base / "script.pa"
+    script_path.write_text(script.format(sock=sock))
     env = {**os.environ, "XDG_RUNTIME_DIR": str(base), "HOME": str(base), "PULSE_SERVER": f"unix:{sock}"}
     for key in ("PULSE_SINK", "PULSE_SOURCE"):
         env.pop(key, None)
     log = open(base / "pulseaudio.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(["pulseaudio", "--daemonize=no", "-n", "-F", str(script), "--exit-idle-time=-1",
+    proc = subprocess.Popen(["pulseaudio", "--daemonize=no", "-n", "-F", str(script_path), "--exit-idle-time=-1",
                              "--disallow-exit", "--disable-shm", "--log-target=stderr"],
                             env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:

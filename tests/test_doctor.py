@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from tests.audio_helpers import PulseServer, pulse  # noqa: F401
 from tests.harness import lesson_stack
 
 
@@ -56,3 +57,28 @@ async def test_doctor_passes_on_a_healthy_kiosk_and_names_failures(tmp_path: Pat
     assert code == 1
     assert "FAIL  companion health" in out and "cannot reach http://127.0.0.1:9" in out
     assert "FAIL  device key" in out and "chmod 600" in out
+
+
+async def test_doctor_names_the_missing_sound_device_and_lists_those_present(
+        tmp_path: Path, pulse: PulseServer) -> None:  # noqa: F811
+    """Guards against a bare traceback-like line (and a skipped microphone check) when the configured
+    card is not plugged in: each missing device is named with the devices that could replace it."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    text = config.read_text().replace('input = "wav"\noutput = "wav"\n',
+                                      'input = "pyaudio"\noutput = "pyaudio"\ninput_device = "USB"\n'
+                                      'output_device = "pulse"\n')
+    config.write_text(text)
+    code, out = await run_doctor(config)
+    assert code == 1
+    line = next(row for row in out.splitlines() if "FAIL  microphone" in row)
+    assert "microphone 'USB' not found: devices present: 'pulse' (in " in line, out
+    assert "input_device" in line
+    assert "PASS  speaker" in out and "PASS  sound devices" in out
+
+    config.write_text(text.replace('input_device = "USB"', 'input_device = "pulse"')
+                      .replace('output_device = "pulse"', 'output_device = "seeed-voicecard"'))
+    code, out = await run_doctor(config)
+    assert code == 1
+    assert "speaker 'seeed-voicecard' not found: devices present: 'pulse'" in out, out
+    mic = next(row for row in out.splitlines() if "  microphone" in row)
+    assert "1 s recorded" in mic, out  # still measured (the idle virtual mic is digital silence)

@@ -2,10 +2,15 @@
 
 Both are non-blocking: PortAudio and the WebRTC track run on their own clocks, so a read returns
 silence when nothing was captured and a write only queues samples.
+
+Both report their health: a device that disappears mid-lesson (a USB card pulled, a sound server
+restarted) is reported through the health callback, and reported again once it is usable again;
+meanwhile a read returns silence and a write is dropped, so nothing blocks or raises into the loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +33,24 @@ class AudioSource(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def healthy(self) -> bool:
+        """False from a reported failure until the device is usable again."""
+        ...
+
+    @property
+    def problem(self) -> str | None:
+        """One line saying why the device is not usable (None while it is)."""
+        ...
+
+    def set_health_callback(self, callback: Callable[[str, bool, str], None]) -> None:
+        """``callback(kind, ok, detail)`` on each change, from ANY thread (hand it to the loop).
+
+        kind is "microphone" or "speaker"; ok False when the device failed, True when it is
+        usable again; detail is a one-line readable reason.
+        """
+        ...
+
 
 class AudioSink(Protocol):
     """The speaker: int16 mono at ``sample_rate``."""
@@ -41,3 +64,21 @@ class AudioSink(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    @property
+    def healthy(self) -> bool:
+        """False from a reported failure until the device is usable again."""
+        ...
+
+    @property
+    def problem(self) -> str | None:
+        """One line saying why the device is not usable (None while it is)."""
+        ...
+
+    def set_health_callback(self, callback: Callable[[str, bool, str], None]) -> None:
+        """``callback(kind, ok, detail)`` on each change, from ANY thread (hand it to the loop).
+
+        kind is "microphone" or "speaker"; ok False when the device failed, True when it is
+        usable again; detail is a one-line readable reason.
+        """
+        ...

@@ -140,3 +140,20 @@ def no_device_message(devices: list[DeviceInfo], name: str, direction: str, prob
     what = problem or f"no {direction} device matches {name!r}"
     return (f"{what}; {direction} devices here: {names}. "
             f"Set [audio] {direction}_device to part of one of these names.")
+
+
+def missing_device_line(kind: str, name: str, devices: list[DeviceInfo], direction: str) -> str | None:
+    """"microphone 'USB' not found: devices present: ..." when ``name`` matches no device, else None.
+
+    For ``doctor`` and support calls: which configured device is missing, and what could be
+    configured instead (only the devices that can record, or play, are listed).
+    """
+    try:
+        find_device(devices, name, direction)
+        return None
+    except AudioDeviceError:
+        pass
+    usable = [d.describe() for d in devices if d.can(direction)]
+    present = ", ".join(usable) or "none (no sound card or sound server found)"
+    return (f"{kind} {name!r} not found: devices present: {present}; "
+            f"set [audio] {direction}_device to part of one of these names")

@@ -18,6 +18,7 @@ import numpy as np
 
 from appliance.audio.base import AudioDeviceError
 from appliance.audio.dsp import resample, to_mono
+from appliance.audio.health import AlwaysHealthy
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
@@ -56,7 +57,7 @@ def as_int16(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.int16, copy=False)
 
 
-class ScriptedMicrophone:
+class ScriptedMicrophone(AlwaysHealthy):
     """A microphone that is silent until told to ``say`` a clip, then plays it once.
 
     Reads are pulled by the paced WebRTC track, so a clip is "spoken" in real time. When every
@@ -166,7 +167,7 @@ class ScriptedMicrophone:
                 loop.call_soon_threadsafe(self.on_idle)
 
 
-class WavFileSink:
+class WavFileSink(AlwaysHealthy):
     """Records everything the speaker would play into a mono 16-bit WAV file.
 
     Each write reaches the OS at once and the header's lengths are patched as it goes (the
@@ -210,7 +211,7 @@ class WavFileSink:
             self._wav = None
 
 
-class NullSink:
+class NullSink(AlwaysHealthy):
     """A speaker that discards everything (benchmarks, headless trials) but counts it."""
 
     def __init__(self, sample_rate: int = 48000) -> None:
