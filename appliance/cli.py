@@ -246,6 +246,8 @@ def control_command(args: argparse.Namespace) -> int:
         if status.get("held_in_memory"):
             print(f"held:    {status['held_in_memory']} lesson(s) held in memory: the disk refused them "
                   "(retrying; see the journal)")
+        for kind, problem in (status.get("devices") or {}).items():
+            print(f"device:  the {kind} is missing: {problem}")
         for problem in status.get("store_problems") or []:
             print(f"store:   {problem}")
         for recent in status.get("recent_lessons", []):

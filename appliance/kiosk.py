@@ -52,6 +52,7 @@ from appliance.messages import (
     _CallEvent,
     _Connected,
     _ConnectFailed,
+    _DeviceHealth,
     _ErrorShown,
     _Heartbeat,
     _IdleCheck,
@@ -151,6 +152,8 @@ class Kiosk:
         self.close_timeout_s = CLOSE_TIMEOUT_S
         self.exit_save_budget_s = EXIT_SAVE_BUDGET_S
         self._heartbeats_handled = 0
+        self.device_problems: dict[str, str] = {}
+        """Sound devices that are gone right now (kind → reason); lessons wait until they are back."""
         self._resuming: Lesson | None = None
         """The lesson whose dropped call is being replaced (presses wait, as while connecting)."""
         self._heartbeat = asyncio.Event()
@@ -213,7 +216,8 @@ class Kiosk:
         return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
                 "recent_lessons": list(self.lessons_saved), "outbox": self.syncer.waiting,
                 "held_in_memory": len(self._unsaved), "store_problems": list(self.store_problems),
-                "clock": system_clock().status_line(), "internals": self.internals()}
+                "clock": system_clock().status_line(), "devices": dict(self.device_problems),
+                "internals": self.internals()}
 
     def internals(self) -> dict[str, Any]:
         """Sizes of everything that could grow over months (the soak benchmark watches them stay flat)."""
@@ -230,6 +234,10 @@ class Kiosk:
         """
         self._loop = asyncio.get_running_loop()
         self._running = True
+        for device in (self.mic, self.speaker):
+            register = getattr(device, "set_health_callback", None)
+            if callable(register):
+                register(lambda kind, ok, detail: self.post(_DeviceHealth(kind, ok, detail)))
         for name, step in (("microphone", self.mic.start), ("speaker", self.speaker.start)):
             try:
                 async with asyncio.timeout(10):
@@ -359,8 +367,10 @@ class Kiosk:
                 self._heartbeats_handled = max(self._heartbeats_handled, seq)
                 self._heartbeat.set()
             case _ErrorShown():
-                if self.state is State.ERROR:
+                if self.state is State.ERROR and not self.device_problems:
                     self._set_state(State.IDLE, "ready")
+            case _DeviceHealth(kind=kind, ok=ok, detail=detail):
+                await self._on_device_health(kind, ok, detail)
             case _:
                 log.warning("unknown message %r", message)
 
@@ -369,6 +379,10 @@ class Kiosk:
         self._later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)), key="long_press")
         if self._resuming is not None:
             log.info("press ignored while the lesson is being resumed")
+            return
+        if self.device_problems and self.lesson is None:
+            log.warning("press: no lesson while the %s is missing", " and ".join(self.device_problems))
+            self._cue(Cue.ERROR)
             return
         if self.state in (State.IDLE, State.ERROR):
             self._start_lesson()
@@ -725,6 +739,29 @@ class Kiosk:
             call.send(events.manual_turns_update())
         call.send(events.response_create())
         self._touch()
+
+    async def _on_device_health(self, kind: str, ok: bool, detail: str) -> None:
+        """A sound device went away or came back (the backend reopens it by name on its own).
+
+        Gone mid-lesson: the lesson cannot go on (the learner cannot hear or be heard), so it is
+        saved as an error, with the reason, and the error LED stays on until the device is back.
+        """
+        if ok:
+            if self.device_problems.pop(kind, None) is not None:
+                log.warning("the %s is back: %s", kind, detail)
+                if not self.device_problems and self.state is State.ERROR and self.lesson is None:
+                    self._set_state(State.IDLE, f"ready ({kind} back)")
+            return
+        self.device_problems[kind] = detail
+        log.error("the %s is gone: %s", kind, detail)
+        lesson = self.lesson
+        if lesson is not None:
+            lesson.add_error("device_lost", f"{kind}: {detail}")
+            if self.state is not State.ERROR:
+                self._set_state(State.ERROR, f"the {kind} is gone: {detail}")
+            await self._end_lesson("error")
+        elif self.state in (State.IDLE, State.ERROR):
+            self._set_state(State.ERROR, f"the {kind} is gone: {detail}")
 
     # -- ending ------------------------------------------------------------------------------
 

@@ -106,3 +106,12 @@ class _Heartbeat:
     """Posted by the watchdog; handling it proves the owner task still makes progress."""
 
     seq: int
+
+
+@dataclass(frozen=True)
+class _DeviceHealth:
+    """A microphone or speaker failed (``ok`` False) or is usable again (posted from its watch thread)."""
+
+    kind: str
+    ok: bool
+    detail: str

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.audio.health import MICROPHONE, DeviceHealth
+from appliance.audio.wav import ScriptedMicrophone
+from appliance.messages import _Heartbeat
 from appliance.realtime.call import RealtimeCall
 from appliance.sessions_cli import LOST_LESSON_MARKER
 from appliance.state import State
@@ -528,3 +532,63 @@ async def test_companion_request_log_is_bounded(tmp_path: Path) -> None:
                 assert (await http.get("/api/health")).status_code == 200
         assert len(stack.companion.requests) == REQUEST_LOG_SIZE
         assert list(stack.companion.requests)[-1] == ("GET", "/api/health")
+
+
+class VanishingMicrophone(ScriptedMicrophone):
+    """A scripted microphone whose device can be pulled and plugged back, reported from a thread as the
+    PortAudio backend's watch thread does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.health = DeviceHealth(MICROPHONE)
+
+    def set_health_callback(self, callback: Any) -> None:
+        self.health.set_callback(callback)
+
+    @property
+    def healthy(self) -> bool:  # type: ignore[override]
+        return self.health.healthy
+
+    @property
+    def problem(self) -> str | None:  # type: ignore[override]
+        return self.health.problem
+
+    def pull(self) -> None:
+        threading.Thread(target=self.health.failed, args=("stream stopped (device removed)",)).start()
+
+    def plug(self) -> None:
+        threading.Thread(target=self.health.recovered, args=("reopened 'USB Audio'",)).start()
+
+
+async def handled(kiosk: Any) -> None:
+    """Wait until the owner task has handled everything posted so far (a heartbeat goes round its queue)."""
+    mark = kiosk._heartbeats_handled + 1_000_000
+    kiosk.post(_Heartbeat(mark))
+    async with asyncio.timeout(10):
+        while kiosk._heartbeats_handled < mark:
+            await asyncio.sleep(0.01)
+
+
+async def test_microphone_lost_mid_lesson_saves_it_and_waits_for_the_device(tmp_path: Path) -> None:
+    """A microphone that disappears mid-lesson ends the lesson saved and shown as an error; presses
+    give the error cue until the device is back; then lessons work again without a restart."""
+    async with lesson_stack(tmp_path) as stack:
+        mic = VanishingMicrophone()
+        async with stack.kiosk(mic=mic) as (kiosk, rec, _mic):
+            await connected_lesson(stack, kiosk, rec)
+            inject(stack, tutor_line("Can you hear me?", 1))
+            await rec.until(lambda: any(t.text == "Can you hear me?" for t in rec.turns), what="turn")
+            mic.pull()
+            await rec.until(lambda: len(rec.saved) == 1, what="lesson saved")
+            record = rec.saved[0][0]
+            assert record["end_reason"] == "error"
+            assert any(e["code"] == "device_lost" and "microphone" in e["message"] for e in record["errors"])
+            assert kiosk.state is State.ERROR
+            assert "microphone" in kiosk.status()["devices"]
+            kiosk.press()  # no lesson without a microphone
+            await handled(kiosk)
+            assert kiosk.state is State.ERROR and kiosk.lesson is None
+            mic.plug()
+            await rec.until(lambda: kiosk.state is State.IDLE, what="idle once the microphone is back")
+            assert kiosk.status()["devices"] == {}
+            await connected_lesson(stack, kiosk, rec, nth=2)
