@@ -211,7 +211,9 @@ class Stack:
                                      workdir / "simulator.log")
         self.companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db",
                                                    str(workdir / "companion.db"), "--provision",
-                                                   f"soak={self.device_key}"],
+                                                   f"soak={self.device_key}",
+                                                   # the companion's per-kiosk guard (60/h) would refuse a soak
+                                                   "--tokens-per-hour", "1000000"],
                                      workdir / "companion.log", env={"OPENAI_API_KEY": api_key})
         self.daemon: asyncio.subprocess.Process | None = None
         self.control = Control(workdir / "control.sock")
@@ -364,8 +366,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     failures.append(f"lesson {i}: saved as {summary}")
                 consecutive = 0
             except (StepTimeout, RuntimeError, OSError, TimeoutError) as exc:
-                failures.append(f"lesson {i}: {exc}")
-                print(f"  lesson {i} FAILED: {exc}", file=sys.stderr, flush=True)
+                failures.append(f"lesson {i}: {exc}; kiosk log: {stack.log_tail(2)}")
+                print(f"  lesson {i} FAILED: {failures[-1]}", file=sys.stderr, flush=True)
                 consecutive += 1
                 if consecutive >= 3:
                     failures.append("three lessons in a row failed; soak aborted")
