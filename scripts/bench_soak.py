@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.services import ChildServer  # noqa: E402
+from appliance.services import ChildServer, ServiceError  # noqa: E402
 
 LINES = [
     "Hello, my name is Sam and I like football.",
@@ -62,6 +62,8 @@ POLL_S = 0.05
 """Status poll interval while waiting for a condition (each poll is one control-socket round trip)."""
 STEP_TIMEOUT_S = 20.0
 """Deadline for one step of a lesson (connect, a tutor answer, back to idle)."""
+START_TIMEOUT_S = 60.0
+"""How long the daemon may take from exec to answering `status` idle (imports on a loaded machine)."""
 FLAT_TOLERANCE = {"fds": 3, "threads": 3, "tasks": 2, "timers": 2}
 """How far a count may wander after warm-up and still be flat: transients such as a control
 connection being closed, a prefetch request in flight or a pending long-press timer."""
@@ -236,7 +238,7 @@ class Stack:
         with open(self.daemon_log, "wb") as log_file:
             self.daemon = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "appliance.cli", "run", "--config", str(toml), stderr=log_file, env=env)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT_S
         while True:  # up when its control socket answers `status` with idle
             if self.daemon.returncode is not None:
                 raise RuntimeError(f"the kiosk exited at start (code {self.daemon.returncode}): {self.log_tail()}")
@@ -244,7 +246,7 @@ class Stack:
                 if (await self.control.status()).get("state") == "idle":
                     return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the kiosk was not idle within 30 s: {self.log_tail()}")
+                raise RuntimeError(f"the kiosk was not idle within {START_TIMEOUT_S:g} s: {self.log_tail()}")
             await asyncio.sleep(POLL_S)
 
     @property
@@ -569,16 +571,21 @@ def main() -> int:
             workdir = args.keep
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
-        print(f"commit {git_commit()}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
-        if args.long_call is not None:
-            passed, figures = asyncio.run(long_call(args, workdir))
-        else:
-            result = asyncio.run(soak(args, workdir))
-            passed, figures = verdict(args, result)
+        commit = git_commit()
+        print(f"commit {commit}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs", flush=True)
+        try:
+            if args.long_call is not None:
+                passed, figures = asyncio.run(long_call(args, workdir))
+            else:
+                result = asyncio.run(soak(args, workdir))
+                passed, figures = verdict(args, result)
+        except (RuntimeError, ServiceError) as exc:
+            print(f"the benchmark could not run: {exc}", file=sys.stderr)
+            return 2
             figures["samples"] = [asdict(s) for s in result["samples"]]
             figures["failures"] = result["failures"]
         if args.json:
-            args.json.write_text(json.dumps({"pass": passed, "commit": git_commit(), **figures}, indent=1))
+            args.json.write_text(json.dumps({"pass": passed, "commit": commit, **figures}, indent=1))
     return 0 if passed else 1
 
 
