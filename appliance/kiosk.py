@@ -36,6 +36,7 @@ from appliance.audio.dsp import rms_dbfs
 from appliance.audio.earcons import Cue, Earcons
 from appliance.audio.gate import HalfDuplexGate
 from appliance.audio.speaker import SpeakerPump
+from appliance.backoff import backoff_delay
 from appliance.clock import system_clock
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 from appliance.config import Config
@@ -238,12 +239,8 @@ class Kiosk:
             register = getattr(device, "set_health_callback", None)
             if callable(register):
                 register(lambda kind, ok, detail: self.post(_DeviceHealth(kind, ok, detail)))
-        for name, step in (("microphone", self.mic.start), ("speaker", self.speaker.start)):
-            try:
-                async with asyncio.timeout(10):
-                    await step()
-            except Exception as exc:
-                log.error("the %s did not start: %s", name, exc)
+        missing = [(kind, device, problem) for kind, device in (("microphone", self.mic), ("speaker", self.speaker))
+                   if (problem := await self._start_device(kind, device)) is not None]
         self._show(State.IDLE, "ready")
         self._cue(Cue.READY)
         self.notifier.ready("idle: press the button to start a lesson")
@@ -263,6 +260,10 @@ class Kiosk:
         interval = self.notifier.watchdog_interval_s()
         if interval is not None:
             self._spawn(self._watchdog(interval), "watchdog")
+        for kind, device, problem in missing:  # e.g. a USB sound card not enumerated yet at boot
+            await self._on_device_health(kind, False, problem)
+            self._spawn(supervise(f"{kind} start", lambda k=kind, d=device: self._keep_starting(k, d)),
+                        f"{kind}-start")
         if ready is not None:
             ready.set()
         try:
@@ -272,7 +273,10 @@ class Kiosk:
                     await self._handle(message)
                 except Exception:  # the owner task must survive any bug in one handler
                     log.exception("error while handling %s", type(message).__name__)
-                    await self._recover_after_bug()
+                    try:
+                        await self._recover_after_bug()
+                    except Exception:
+                        log.exception("could not recover after that error; the kiosk carries on")
         finally:
             self.notifier.stopping()
             with contextlib.suppress(Exception):
@@ -289,6 +293,27 @@ class Kiosk:
                     async with asyncio.timeout(5):
                         await device.close()
             await asyncio.to_thread(self.store.close)
+
+    @staticmethod
+    async def _start_device(kind: str, device: AudioSource | AudioSink) -> str | None:
+        """Start a sound device (bounded); the reason when it did not start."""
+        try:
+            async with asyncio.timeout(10):
+                await device.start()
+        except Exception as exc:
+            log.error("the %s did not start: %s", kind, exc)
+            return str(exc) or type(exc).__name__
+        return None
+
+    async def _keep_starting(self, kind: str, device: AudioSource | AudioSink) -> None:
+        """Retry a device that was missing at start-up, with backoff, until it starts."""
+        failures = 0
+        while True:
+            failures += 1
+            await asyncio.sleep(backoff_delay(failures, 2.0, 60.0))
+            if await self._start_device(kind, device) is None:
+                self.post(_DeviceHealth(kind, True, "started"))
+                return
 
     async def _recover_after_bug(self) -> None:
         """A handler raised: never stay in a half-state. A lesson whose call is gone is saved; a

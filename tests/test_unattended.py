@@ -592,3 +592,30 @@ async def test_microphone_lost_mid_lesson_saves_it_and_waits_for_the_device(tmp_
             await rec.until(lambda: kiosk.state is State.IDLE, what="idle once the microphone is back")
             assert kiosk.status()["devices"] == {}
             await connected_lesson(stack, kiosk, rec, nth=2)
+
+
+class LateMicrophone(ScriptedMicrophone):
+    """A microphone whose card appears only after the kiosk started (USB enumeration after boot)."""
+
+    def __init__(self, fail_starts: int) -> None:
+        super().__init__()
+        self.fail_starts = fail_starts
+        self.starts = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+        if self.starts <= self.fail_starts:
+            raise OSError("no input device matches 'USB' (devices present: 'pulse')")
+        await super().start()
+
+
+async def test_microphone_missing_at_start_is_shown_and_started_when_it_appears(tmp_path: Path) -> None:
+    async with lesson_stack(tmp_path) as stack:
+        mic = LateMicrophone(fail_starts=2)
+        async with stack.kiosk(mic=mic) as (kiosk, rec, _mic):
+            await handled(kiosk)
+            assert kiosk.state is State.ERROR
+            assert "no input device matches" in kiosk.status()["devices"]["microphone"]
+            await rec.until(lambda: kiosk.state is State.IDLE, timeout=20, what="idle once the microphone starts")
+            assert mic.starts == 3 and kiosk.status()["devices"] == {}
+            await connected_lesson(stack, kiosk, rec)
