@@ -382,12 +382,22 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if consecutive >= 3:
                     failures.append("three lessons in a row failed; soak aborted")
                     break
-                await recover(control)
-            samples.append(sample(stack.pid, await control.status(), i, time.monotonic() - started))
+                try:
+                    await recover(control)
+                except (StepTimeout, RuntimeError, OSError, TimeoutError) as again:
+                    failures.append(f"the kiosk did not get back to idle: {again}; soak aborted")
+                    break
+            try:
+                samples.append(sample(stack.pid, await control.status(), i, time.monotonic() - started))
+            except (RuntimeError, OSError, TimeoutError) as exc:
+                failures.append(f"after lesson {i}: {exc}; soak aborted")
+                break
             if i % 50 == 0 or i == args.lessons:
                 print_row(samples[-1])
         elapsed = time.monotonic() - started
-        final_status = await control.status()
+        final_status = {}
+        with contextlib.suppress(RuntimeError, OSError, TimeoutError, ValueError):
+            final_status = await control.status()
     finally:
         exit_code = await stack.stop()
     return {"samples": samples, "failures": failures, "elapsed_s": elapsed, "end_reasons": reasons,
@@ -398,6 +408,11 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 def verdict(args: argparse.Namespace, result: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     samples: list[Sample] = result["samples"]
     n = len(samples)
+    if not samples:
+        for failure in result["failures"]:
+            print(f"  failure: {failure}")
+        print("FAIL: no lesson completed")
+        return False, {"lessons": 0}
     warmup = args.warmup if args.warmup is not None else min(30, max(1, math.ceil(args.lessons * 0.1)))
     warmup = min(warmup, max(0, n - 1))
     after = samples[warmup:] if n > warmup else samples
