@@ -224,8 +224,12 @@ class RealtimeCall:
         self._closing = True
         if self._monitor is not None:
             self._monitor.cancel()
+        # Only on a live transport: closing the channel of a call that already dropped makes aiortc
+        # start a stream reset that fails ("not connected") in a task nobody awaits — a traceback in
+        # the journal for nothing. The peer connection's close below tidies up either way.
         with contextlib.suppress(Exception):
-            if self._channel is not None and self._channel.readyState in ("connecting", "open"):
+            if (self._channel is not None and self._channel.readyState in ("connecting", "open")
+                    and self._pc.connectionState == "connected"):
                 self._channel.close()
         self._mic_track.stop()
         try:
