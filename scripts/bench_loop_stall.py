@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.store import SessionStore  # noqa: E402
-from appliance.store_worker import AsyncStore  # noqa: E402
-from scripts.bench_store import lesson, machine, write_previous_layout  # noqa: E402
+from appliance.store import SessionStore
+from appliance.store_worker import AsyncStore
+from scripts.bench_store import lesson, machine, write_previous_layout
 
 PROBE_S = 0.005
 

@@ -48,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from appliance.preflight import write_key_file  # noqa: E402
 from appliance.services import ChildServer, ServiceError  # noqa: E402
 
 LINES = [
@@ -230,7 +231,7 @@ class Stack:
         sim_url = await self.simulator.start()
         self.companion.args += ["--openai-base-url", sim_url]
         comp_url = await self.companion.start()
-        (self.workdir / "device.key").write_text(self.device_key)
+        write_key_file(self.workdir / "device.key", self.device_key)  # 0600, as the kiosk requires
         toml = write_config(self.workdir / "kiosk.toml", self.workdir, sim_url, comp_url, **config)
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
