@@ -408,6 +408,7 @@ def test_any_record_round_trips(tmp_path_factory: pytest.TempPathFactory, sid: s
 # -- crash safety --------------------------------------------------------------------------------
 
 
+@pytest.mark.timeout(900)  # 200 child processes: about a minute alone, several on a loaded machine
 def test_sigkill_during_writes_never_corrupts(tmp_path: Path) -> None:
     """Kill a writer (checkpoints and saves) at random moments; the store must open with every
     reported lesson, finished, and report no damage."""
