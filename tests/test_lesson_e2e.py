@@ -41,7 +41,7 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
         kiosk.press()
         await rec.until(lambda: bool(rec.saved), what="saved")
         assert kiosk.state is State.IDLE
-        call_ids = list(stack.simulator.calls)
+        call_ids = [*stack.simulator.calls, *stack.simulator.ended_calls]
         async with httpx.AsyncClient() as http:
             listed = (await http.get(f"{stack.companion.base_url}/api/sessions",
                                      headers={"Authorization": f"Bearer {stack.device_key}"})).json()
