@@ -140,6 +140,8 @@ class SimulatedCall:
         self.received: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         self.ended = asyncio.Event()
+        self.closed = asyncio.Event()
+        """Set once the peer connection is closed too (``ended`` is set first, when closing starts)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._playback: _Playback | None = None
         self._vad = EnergyVad()
@@ -193,8 +195,11 @@ class SimulatedCall:
             if task is not current:
                 task.cancel()
         self.track.stop()
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        try:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        finally:
+            self.closed.set()
 
     def freeze(self) -> None:
         """Go completely silent, both ways (no RTP, no events, nothing inbound): a network partition.

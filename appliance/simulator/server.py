@@ -148,6 +148,10 @@ class RealtimeSimulator:
     async def stop(self) -> None:
         await asyncio.gather(*(call.close("simulator stopping") for call in list(self.calls.values())),
                              return_exceptions=True)
+        # Calls that ended on their own may still be closing their transports: let them finish first.
+        closing = [call.closed.wait() for call in self.ended_calls.values() if not call.closed.is_set()]
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=5)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
