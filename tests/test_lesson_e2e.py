@@ -41,7 +41,7 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
         kiosk.press()
         await rec.until(lambda: bool(rec.saved), what="saved")
         assert kiosk.state is State.IDLE
-        call_ids = list(stack.simulator.calls)
+        call_ids = [*stack.simulator.calls, *stack.simulator.ended_calls]
         async with httpx.AsyncClient() as http:
             listed = (await http.get(f"{stack.companion.base_url}/api/sessions",
                                      headers={"Authorization": f"Bearer {stack.device_key}"})).json()
@@ -75,7 +75,7 @@ async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:
     # Every client event the kiosk sent is a valid GA event.
     adapter = TypeAdapter(RealtimeClientEvent)
     logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    sent = [entry["event"] for entry in logged if entry.get("call_id") in call_ids]
+    sent = [entry["event"] for entry in logged if entry.get("call_id") in call_ids and entry["direction"] == "client"]
     assert {e["type"] for e in sent} >= {"response.create", "conversation.item.create"}
     for event in sent:
         adapter.validate_python(event)

@@ -12,7 +12,8 @@ from tests.test_lesson_e2e import tutor_quiet_after
 
 
 def client_events(tmp_path: Path) -> list[dict]:
-    return [json.loads(line)["event"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    entries = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    return [entry["event"] for entry in entries if entry["direction"] == "client"]
 
 
 async def test_press_while_tutor_speaks_interrupts_it(tmp_path: Path) -> None:

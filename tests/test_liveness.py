@@ -38,7 +38,7 @@ async def mint(base_url: str) -> str:
     async with httpx.AsyncClient() as http:
         response = await http.post(f"{base_url}/v1/realtime/client_secrets",
                                    headers={"Authorization": f"Bearer {API_KEY}"},
-                                   json={"session": {"type": "realtime", "model": "gpt-realtime-mini"}})
+                                   json={"session": {"type": "realtime", "model": "gpt-realtime-2.1-mini"}})
     response.raise_for_status()
     return response.json()["value"]
 

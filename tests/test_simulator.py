@@ -22,10 +22,11 @@ from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from tests.harness import API_KEY, espeak
 
 SERVER = TypeAdapter(RealtimeServerEvent)
-GA_SESSION = {"type": "realtime", "model": "gpt-realtime-mini", "instructions": "Be Stella.",
+GA_SESSION = {"type": "realtime", "model": "gpt-realtime-2.1-mini", "instructions": "Be Stella.",
               "output_modalities": ["audio"],
               "audio": {"output": {"voice": "marin"},
-                        "input": {"turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}}
+                        "input": {"transcription": {"model": "gpt-transcribe"},
+                                  "turn_detection": {"type": "server_vad", "silence_duration_ms": 400}}}}
 
 
 @pytest.fixture
@@ -184,7 +185,11 @@ async def test_lesson_events_audio_and_schema(simulator: RealtimeSimulator, tmp_
     types = [e["type"] for e in sim_call.sent]
     assert types[0] == "session.created"
     logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert [entry["event"]["type"] for entry in logged][:2] == ["conversation.item.create", "response.create"]
+    received = [entry["event"]["type"] for entry in logged if entry["direction"] == "client"]
+    assert received[:2] == ["conversation.item.create", "response.create"]
+    # Server events are in the log too, in the order they were sent.
+    server_ids = [entry["event"]["event_id"] for entry in logged if entry["direction"] == "server"]
+    assert server_ids == [e["event_id"] for e in sim_call.sent]
 
 
 async def test_multipart_offer_is_accepted(simulator: RealtimeSimulator) -> None:

@@ -1,4 +1,4 @@
-"""`stella-kiosk companion serve | add-kiosk NAME | revoke-kiosk NAME | export`."""
+"""`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | export`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import open_storage
 
@@ -24,14 +25,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description="The companion service: plans, Realtime tokens, lesson records.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the HTTP service (flags override the --config file)")
-    serve.add_argument("--config", help="companion TOML (see config/companion.example.toml)")
-    serve.add_argument("--host", help="default 127.0.0.1; 0.0.0.0 to serve the school network")
-    serve.add_argument("--port", type=int, help="default 8700; 0 lets the system pick a free port")
-    serve.add_argument("--db", help="SQLite file (default companion.db), or postgresql://user@host/db")
-    serve.add_argument("--openai-base-url", help="OpenAI (default), a proxy, or a local `stella-kiosk simulator`")
-    serve.add_argument("--model", help="Realtime model for lessons (default gpt-realtime-mini)")
-    serve.add_argument("--voice", help="default marin")
-    serve.add_argument("--planner-model", help="default gpt-5-nano")
+    doctor = sub.add_parser("doctor", help="check the configured models upstream: one line each (ok / retiring on "
+                                           "DATE / retired / not found); exit 1 if any needs attention")
+    for cmd in (serve, doctor):
+        _config_flags(cmd)
     serve.add_argument("--tokens-per-hour", type=int, help="per kiosk (default 60)")
     serve.add_argument("--daily-minutes", type=float, help="per-kiosk daily budget (default 0 = none)")
     serve.add_argument("--provision", action="append", default=[], metavar="NAME=KEY",
@@ -48,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "serve":
         return serve_command(args)
+    if args.command == "doctor":
+        return doctor_command(args)
     if args.command in ("add-kiosk", "revoke-kiosk") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
@@ -77,6 +76,49 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         storage.close()
+
+
+def _config_flags(cmd: argparse.ArgumentParser) -> None:
+    """Flags shared by `serve` and `doctor` (doctor must see the same models the service uses)."""
+    def models(role: str) -> str:
+        return f"comma-separated, first preferred (default {','.join(DEFAULT_MODELS[role])})"
+
+    cmd.add_argument("--config", help="companion TOML (see config/companion.example.toml)")
+    cmd.add_argument("--host", help="default 127.0.0.1; 0.0.0.0 to serve the school network")
+    cmd.add_argument("--port", type=int, help="default 8700; 0 lets the system pick a free port")
+    cmd.add_argument("--db", help="SQLite file (default companion.db), or postgresql://user@host/db")
+    cmd.add_argument("--openai-base-url", help="OpenAI (default), a proxy, or a local `stella-kiosk simulator`")
+    cmd.add_argument("--model", help="Realtime models for lessons: " + models("realtime"))
+    cmd.add_argument("--transcription-model", help="models for the learner's words: " + models("transcription"))
+    cmd.add_argument("--planner-model", help="models that plan lessons: " + models("planner"))
+    cmd.add_argument("--voice", help="default marin")
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """One line per configured model, from the upstream's own ``shutdown_date``."""
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if not key:
+        print("companion: OPENAI_API_KEY is not set (put it in the service's environment file)", file=sys.stderr)
+        return 78
+    try:
+        config = build_config(args, key)
+    except ValueError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 78
+    statuses = asyncio.run(_check_models(config))
+    for status in statuses:
+        print(status.line())
+    return 0 if all(s.state == "ok" for s in statuses) else 1
+
+
+async def _check_models(config: CompanionConfig) -> list[ModelStatus]:
+    from appliance.companion.upstream import Upstream
+
+    upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
+    try:
+        return await ModelChoice(config.models()).check(upstream.model)
+    finally:
+        await upstream.aclose()
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -109,7 +151,8 @@ def serve_command(args: argparse.Namespace) -> int:
 #: CLI flag → CompanionConfig field.
 FLAGS = {"host": "host", "port": "port", "db": "db_path", "openai_base_url": "openai_base_url",
          "model": "realtime_model", "voice": "voice", "planner_model": "planner_model",
-         "tokens_per_hour": "tokens_per_hour", "daily_minutes": "daily_minutes"}
+         "transcription_model": "transcription_model", "tokens_per_hour": "tokens_per_hour",
+         "daily_minutes": "daily_minutes"}
 
 
 def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
@@ -127,14 +170,25 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
                 raise ValueError(f"{args.config}: {key}: unknown key; allowed: {allowed} "
                                  "(the API key comes from OPENAI_API_KEY only)")
             default = fields[key].default
-            if isinstance(default, bool | int | float) and not isinstance(value, type(default) | int):
+            if key in CONFIG_KEYS.values():
+                try:
+                    value = model_list(value)
+                except ValueError as exc:
+                    example = ", ".join(f'"{m}"' for m in DEFAULT_MODELS["realtime"])
+                    raise ValueError(f"{args.config}: {key}: {exc} (a name, or a list like [{example}])") from None
+            elif isinstance(default, bool | int | float) and not isinstance(value, type(default) | int):
                 raise ValueError(f"{args.config}: {key}: {value!r} must be a {type(default).__name__}")
             values[key] = value
     for flag, field_name in FLAGS.items():
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             values[field_name] = value
-    return CompanionConfig(openai_api_key=api_key, **values)  # type: ignore[arg-type]
+    config = CompanionConfig(openai_api_key=api_key, **values)  # type: ignore[arg-type]
+    try:
+        config.models()
+    except ValueError as exc:
+        raise ValueError(f"a model setting {exc}") from None
+    return config
 
 
 async def _serve(config: CompanionConfig, provisions: list[tuple[str, str]]) -> int:

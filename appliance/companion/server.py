@@ -6,6 +6,8 @@ only ever see their own data. Errors are JSON ``{"error": {"code", "message"}}``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -16,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance import __version__
+from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.records import InvalidRecord, validate_record
 from appliance.companion.storage import Storage, open_storage
 from appliance.companion.upstream import (
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 MAX_BATCH = 100
 REQUEST_LOG_SIZE = 1000
+MODEL_CHECK_INTERVAL_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,11 @@ class CompanionConfig:
     """A SQLite file, or a postgresql:// DSN for a district's shared database."""
     openai_base_url: str = "https://api.openai.com"
     openai_api_key: str = field(default="", repr=False)
-    realtime_model: str = "gpt-realtime-mini"
+    realtime_model: str | tuple[str, ...] = DEFAULT_MODELS["realtime"]
+    """One model, or an ordered list: on ``model_not_found`` the next one is used (same for the others)."""
     voice: str = "marin"
-    transcription_model: str = "gpt-4o-mini-transcribe"
-    planner_model: str = "gpt-5-nano"
+    transcription_model: str | tuple[str, ...] = DEFAULT_MODELS["transcription"]
+    planner_model: str | tuple[str, ...] = DEFAULT_MODELS["planner"]
     default_level: str = "A2"
     token_ttl_s: int = 600
     silence_ms: int = 500
@@ -55,6 +60,11 @@ class CompanionConfig:
     daily_minutes: float = 0.0
     """Per-kiosk daily budget of lesson minutes (from stored records); 0 = no budget."""
     upstream_timeout_s: float = 10.0
+
+    def models(self) -> dict[str, tuple[str, ...]]:
+        """Each role's ordered model list (a single name is a list of one)."""
+        return {"planner": model_list(self.planner_model), "realtime": model_list(self.realtime_model),
+                "transcription": model_list(self.transcription_model)}
 
 
 def error(status: int, code: str, message: str) -> web.Response:
@@ -73,6 +83,10 @@ class CompanionServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = self._build_app()
+        self.model_choice = ModelChoice(config.models())
+        self.models_checked = asyncio.Event()
+        """Set after each check of the configured models (at start, then daily)."""
+        self._model_watch: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
@@ -87,6 +101,21 @@ class CompanionServer:
 
     async def start(self) -> None:
         self._runner, self.port = await start_http(self.app, self.config.host, self.config.port)
+        self._model_watch = asyncio.create_task(self._watch_models())
+
+    async def check_models(self) -> list[ModelStatus]:
+        """Look up every configured model upstream now (shutdown dates); warnings go to the log and health."""
+        self.models_checked.clear()
+        try:
+            return await self.model_choice.check(self.upstream.model)
+        finally:
+            self.models_checked.set()
+
+    async def _watch_models(self) -> None:
+        """At start and then daily: a shutdown is announced months ahead, a daily look is plenty."""
+        while True:
+            await self.check_models()
+            await asyncio.sleep(MODEL_CHECK_INTERVAL_S)
 
     @property
     def base_url(self) -> str:
@@ -94,6 +123,11 @@ class CompanionServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
+        if self._model_watch is not None:
+            self._model_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._model_watch
+            self._model_watch = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -141,7 +175,9 @@ class CompanionServer:
 
     # -- routes -----------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "version": __version__})
+        choice = self.model_choice
+        return web.json_response({"ok": True, "version": __version__, "warnings": choice.warnings(),
+                                  "models": {role: choice.current(role) for role in choice.models}})
 
     async def planner(self, request: web.Request) -> web.Response:
         parsed = await self._body(request)
@@ -157,7 +193,9 @@ class CompanionServer:
         plan_id = new_plan_id()
         source = "upstream"
         try:
-            pack = await self.upstream.plan(model=self.config.planner_model, level=level, recent=recent)
+            pack = await self._with_fallback(
+                ("planner",), lambda: self.upstream.plan(model=self.model_choice.current("planner"), level=level,
+                                                         recent=recent))
         except UpstreamError as exc:
             log.warning("planner upstream failed (%s); serving the built-in curriculum", exc.message)
             pack = validate_pack(fallback_pack(level, recent, plan_id))
@@ -184,17 +222,39 @@ class CompanionServer:
                 return error(404, "unknown_plan", f"no plan {plan_id} for this kiosk")
         prompt = tutor_instructions(plan, self.config.default_level)
         try:
-            value, expires_at = await self.upstream.client_secret(
-                model=self.config.realtime_model, voice=self.config.voice, instructions=prompt,
-                ttl_s=self.config.token_ttl_s, transcription_model=self.config.transcription_model,
-                silence_ms=self.config.silence_ms)
+            model, (value, expires_at) = await self._with_fallback(
+                ("realtime", "transcription"), lambda: self._mint(prompt))
         except UpstreamError as exc:
             log.warning("token upstream failed: %s", exc.message)
+            if exc.upstream_code == "model_not_found":
+                return error(502, "model_not_found",
+                             f"could not mint a Realtime token: {exc.message}; every configured model failed "
+                             f"(realtime_model / transcription_model in the companion config)")
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
         self._token_times.setdefault(kiosk, []).append(time.time())
-        return web.json_response({"token": value, "expires_at": expires_at, "model": self.config.realtime_model,
+        return web.json_response({"token": value, "expires_at": expires_at, "model": model,
                                   "voice": self.config.voice, "prompt": prompt,
                                   "activeTargets": plan["targets"] if plan else []})
+
+    async def _mint(self, prompt: str) -> tuple[str, tuple[str, float]]:
+        model = self.model_choice.current("realtime")
+        secret = await self.upstream.client_secret(
+            model=model, voice=self.config.voice, instructions=prompt, ttl_s=self.config.token_ttl_s,
+            transcription_model=self.model_choice.current("transcription"), silence_ms=self.config.silence_ms)
+        return model, secret
+
+    async def _with_fallback(self, roles: tuple[str, ...], attempt: Any) -> Any:
+        """Run ``attempt``; on ``model_not_found`` drop the model it blames (by ``param``) and try the
+        role's next one, so a retired model costs one failed request, not every kiosk's lessons."""
+        while True:
+            try:
+                return await attempt()
+            except UpstreamError as exc:
+                if exc.upstream_code != "model_not_found":
+                    raise
+                role = next((r for r in roles if r in (exc.param or "")), roles[0])
+                if not self.model_choice.give_up(role, self.model_choice.current(role), exc.message):
+                    raise
 
     def _rate_limited(self, kiosk: str) -> web.Response | None:
         now = time.time()

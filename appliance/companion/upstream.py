@@ -22,11 +22,15 @@ LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
 
 
 class UpstreamError(Exception):
-    def __init__(self, message: str, code: str = "upstream_error", status: int = 502) -> None:
+    def __init__(self, message: str, code: str = "upstream_error", status: int = 502,
+                 upstream_code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.status = status
+        self.upstream_code = upstream_code
+        """OpenAI's own error code (e.g. ``model_not_found``) and the ``param`` it blames."""
+        self.param = param
 
 
 TUTOR_PERSONA = (
@@ -61,20 +65,26 @@ class Upstream:
         await self._http.aclose()
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request("POST", path, body)
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            response = await self._http.post(path, json=body)
+            response = await self._http.request(method, path, json=body)
         except httpx.TimeoutException:
             raise UpstreamError(f"{self.base_url}{path} did not answer in time", "upstream_timeout", 504) from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"cannot reach {self.base_url}: {type(exc).__name__}", "upstream_unreachable") from None
         if response.status_code >= 400:
-            detail = ""
+            detail, code, param = "", None, None
             try:
                 error = response.json().get("error", {})
-                detail = f": {error.get('code') or error.get('type')}: {error.get('message')}"
+                code, param = error.get("code"), error.get("param")
+                detail = f": {code or error.get('type')}: {error.get('message')}"
             except (ValueError, AttributeError):
                 pass
-            raise UpstreamError(f"{path} answered {response.status_code}{detail}")
+            raise UpstreamError(f"{path} answered {response.status_code}{detail}",
+                                upstream_code=code if isinstance(code, str) else None,
+                                param=param if isinstance(param, str) else None)
         try:
             data = response.json()
         except ValueError:
@@ -82,6 +92,15 @@ class Upstream:
         if not isinstance(data, dict):
             raise UpstreamError(f"{path} answered with something that is not an object")
         return data
+
+    async def model(self, model_id: str) -> dict[str, Any] | None:
+        """``GET /v1/models/{id}``: the model's record (with ``shutdown_date``), None when not found."""
+        try:
+            return await self._request("GET", f"/v1/models/{model_id}")
+        except UpstreamError as exc:
+            if exc.upstream_code == "model_not_found":
+                return None
+            raise
 
     async def client_secret(self, *, model: str, voice: str, instructions: str, ttl_s: int,
                             transcription_model: str, silence_ms: int) -> tuple[str, float]:

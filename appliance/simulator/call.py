@@ -40,19 +40,59 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+SERVER_VAD_DEFAULTS: dict[str, Any] = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": PREFIX_PADDING_MS,
+                                       "silence_duration_ms": 500, "idle_timeout_ms": None, "create_response": True,
+                                       "interrupt_response": True}
+PCM_FORMAT = {"type": "audio/pcm", "rate": 24000}
+RATE_LIMITS = {"requests": 5000, "tokens": 400000}
+
+
+def _section(mapping: dict[str, Any], key: str) -> dict[str, Any]:
+    value = mapping.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def turn_detection(session: dict[str, Any]) -> dict[str, Any] | None:
-    audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
-    audio_input = audio.get("input") if isinstance(audio.get("input"), dict) else {}
+    audio_input = _section(_section(session, "audio"), "input")
     if "turn_detection" in audio_input:
         return audio_input["turn_detection"]
-    return {"type": "server_vad", "silence_duration_ms": 500}
+    return dict(SERVER_VAD_DEFAULTS)
+
+
+def transcription_requested(session: dict[str, Any]) -> bool:
+    """OpenAI transcribes the learner's audio only when the session names a transcription model."""
+    return bool(_section(_section(session, "audio"), "input").get("transcription"))
+
+
+def effective_session(session: dict[str, Any]) -> dict[str, Any]:
+    """The whole session as OpenAI echoes it in ``session.created``/``session.updated``: every field,
+    the defaults filled in under what the client asked for (a client checks what it got, not what it sent)."""
+    audio_in = _section(_section(session, "audio"), "input")
+    audio_out = _section(_section(session, "audio"), "output")
+    detection = turn_detection(session)
+    if isinstance(detection, dict) and detection.get("type", "server_vad") == "server_vad":
+        detection = {**SERVER_VAD_DEFAULTS, **detection}
+    full: dict[str, Any] = {
+        "type": "realtime", "object": "realtime.session", "id": new_id("sess"), "model": "gpt-realtime",
+        "output_modalities": ["audio"], "instructions": "", "tools": [], "tool_choice": "auto",
+        "max_output_tokens": "inf", "tracing": None, "truncation": "auto", "prompt": None, "include": None,
+        "expires_at": 0,
+        **{k: v for k, v in session.items() if k != "audio"},
+    }
+    full["audio"] = {
+        "input": {"format": dict(PCM_FORMAT), "transcription": None, "noise_reduction": None,
+                  **audio_in, "turn_detection": detection},
+        "output": {"format": dict(PCM_FORMAT), "voice": "alloy", "speed": 1.0, **audio_out},
+    }
+    return full
 
 
 class _Playback:
     """Speech of one response being played out on the track."""
 
-    def __init__(self, response_id: str, samples: np.ndarray) -> None:
+    def __init__(self, response_id: str, item_id: str, samples: np.ndarray) -> None:
         self.response_id = response_id
+        self.item_id = item_id
         self.samples = samples
         self.pos = 0
         self.started = False
@@ -76,9 +116,13 @@ class SimulatedCall:
 
     def __init__(self, call_id: str, session: dict[str, Any], *, voice: str, consent_emulation: bool,
                  event_log: Path | None, max_session_s: float, on_end: Callable[[str], None],
-                 recognizer: PhraseRecognizer, rtp_during_silence: bool = True) -> None:
+                 recognizer: PhraseRecognizer, rtp_during_silence: bool = True,
+                 response_delay_s: float = 0.0) -> None:
         self.call_id = call_id
-        self.session = {"type": "realtime", "object": "realtime.session", "id": new_id("sess"), **session}
+        self.session = effective_session(session)
+        self.session["expires_at"] = int(time.time() + max_session_s)
+        self.response_delay_s = response_delay_s
+        """Model latency before a response's audio exists (a response is cancellable meanwhile)."""
         self.voice = voice
         self.consent_emulation = consent_emulation
         self.event_log = event_log
@@ -96,6 +140,8 @@ class SimulatedCall:
         self.received: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
         self.ended = asyncio.Event()
+        self.closed = asyncio.Event()
+        """Set once the peer connection is closed too (``ended`` is set first, when closing starts)."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._playback: _Playback | None = None
         self._vad = EnergyVad()
@@ -111,8 +157,12 @@ class SimulatedCall:
         self._input_audio_ms = 0.0
         self._expiry: asyncio.TimerHandle | None = None
         self._system_note = ""
-        self._cancelled: set[str] = set()
+        self._cancelled: dict[str, str] = {}
+        """Cancelled response ids → status_details.reason (client_cancelled / turn_detected)."""
         self._last_response_id = ""
+        self._previous: dict[str, str | None] = {}
+        """item id → previous_item_id when it was added: ``conversation.item.done`` repeats it."""
+        self._tokens_used = 0
 
     # -- signalling -------------------------------------------------------------------------
     async def answer(self, offer_sdp: str) -> str:
@@ -134,15 +184,22 @@ class SimulatedCall:
         if self.ended.is_set():
             return
         self.ended.set()
-        if self._expiry is not None:
-            self._expiry.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        self.track.stop()
-        with contextlib.suppress(Exception):
-            await self.pc.close()
+        # The call leaves the simulator's table first: close() often runs in one of this call's own
+        # tasks (a failed connection), and nothing awaited below may keep a dead call listed.
         self._on_end(self.call_id)
         log.info("call %s ended (%s)", self.call_id, reason)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self.track.stop()
+        try:
+            with contextlib.suppress(Exception):
+                await self.pc.close()
+        finally:
+            self.closed.set()
 
     def freeze(self) -> None:
         """Go completely silent, both ways (no RTP, no events, nothing inbound): a network partition.
@@ -185,8 +242,20 @@ class SimulatedCall:
     def send(self, event_type: str, **fields: Any) -> None:
         event = {"type": event_type, "event_id": new_id("event"), **fields}
         self.sent.append(event)
+        self._log_event("server", event)
         if self.channel is not None and self.channel.readyState == "open":
             self.channel.send(json.dumps(event))
+
+    def _log_event(self, direction: str, event: dict[str, Any]) -> None:
+        """One JSONL line per event, both ways, so a log shows what each side saw and in what order."""
+        if self.event_log is None:
+            return
+        line = json.dumps({"ts": time.time(), "call_id": self.call_id, "direction": direction, "event": event})
+        try:
+            with open(self.event_log, "a", encoding="utf-8") as log_file:
+                log_file.write(line + "\n")
+        except OSError as exc:
+            log.warning("call %s: cannot write the event log %s: %s", self.call_id, self.event_log, exc)
 
     def _error(self, message: str, code: str, event_id: str | None = None,
                etype: str = "invalid_request_error") -> None:
@@ -211,9 +280,7 @@ class SimulatedCall:
             self._error("The event has no type.", "invalid_event")
             return
         self.received.append(event)
-        if self.event_log is not None:
-            with open(self.event_log, "a", encoding="utf-8") as log_file:
-                log_file.write(json.dumps({"ts": time.time(), "call_id": self.call_id, "event": event}) + "\n")
+        self._log_event("client", event)
         handler = {
             "session.update": self._session_update,
             "conversation.item.create": self._item_create,
@@ -244,8 +311,11 @@ class SimulatedCall:
                 for side, settings in value.items():
                     if isinstance(settings, dict):
                         audio.setdefault(side, {}).update(settings)
-            elif key not in ("id", "object"):
+            elif key not in ("id", "object", "expires_at"):
                 self.session[key] = value
+        detection = turn_detection(self.session)
+        if isinstance(detection, dict) and detection.get("type", "server_vad") == "server_vad":
+            self.session["audio"]["input"]["turn_detection"] = {**SERVER_VAD_DEFAULTS, **detection}
         self.send("session.updated", session=self.session)
 
     def _item_create(self, event: dict[str, Any]) -> None:
@@ -263,9 +333,8 @@ class SimulatedCall:
         item_id = item.get("id") or new_id("item")
         full = {"id": item_id, "type": "message", "object": "realtime.item", "status": "completed", "role": role,
                 "content": [{"type": "input_text", "text": t} for t in texts]}
-        self.send("conversation.item.added", previous_item_id=self._last_item, item=full)
-        self.send("conversation.item.done", previous_item_id=self._last_item, item=full)
-        self._last_item = item_id
+        self._add_item(full)
+        self._item_done(full)
         if role == "user":
             self._learner_texts.append(" ".join(texts))
         else:
@@ -291,7 +360,7 @@ class SimulatedCall:
                         event.get("event_id"))
             return
         self._active_response = None
-        self._cancelled.add(rid)
+        self._cancelled[rid] = "client_cancelled"
         self._stop_playback(rid, cleared=False)
 
     def _output_clear(self, event: dict[str, Any]) -> None:
@@ -351,12 +420,8 @@ class SimulatedCall:
             self._buffer_start_ms = self._audio_ms - PREFIX_PADDING_MS
             self.send("input_audio_buffer.speech_started", item_id=self._speech_item,
                       audio_start_ms=int(max(0, self._audio_ms - self._vad.min_speech_ms)))
-            if detection.get("interrupt_response", True) and self._playback is not None:
-                rid = self._playback.response_id
-                if self._active_response is not None:
-                    self._cancelled.add(self._active_response)
-                    self._active_response = None
-                self._stop_playback(rid, cleared=True)
+            if detection.get("interrupt_response", True):
+                self._barge_in()
         elif result.stopped and self._speech_item is not None:
             item_id, self._speech_item = self._speech_item, None
             self.send("input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=int(self._audio_ms))
@@ -364,13 +429,33 @@ class SimulatedCall:
             self._buffer = []
             self._commit_utterance(item_id, audio, auto_respond=detection.get("create_response", True))
 
+    def _barge_in(self) -> None:
+        """The learner spoke over the tutor: cancel a response still being made (reason
+        ``turn_detected``) and cut the item being played where the learner stopped hearing it."""
+        if self._active_response is not None:
+            self._cancelled[self._active_response] = "turn_detected"
+            self._active_response = None
+        playing = self._playback
+        if playing is not None:
+            played_ms = int(1000 * min(playing.pos, len(playing.samples)) / RATE)
+            self._stop_playback(playing.response_id, cleared=True)
+            self.send("conversation.item.truncated", item_id=playing.item_id, content_index=0,
+                      audio_end_ms=played_ms)
+
+    def _add_item(self, item: dict[str, Any]) -> None:
+        self._previous[item["id"]] = self._last_item
+        self.send("conversation.item.added", previous_item_id=self._last_item, item=item)
+        self._last_item = item["id"]
+
+    def _item_done(self, item: dict[str, Any]) -> None:
+        self.send("conversation.item.done", previous_item_id=self._previous.get(item["id"]), item=item)
+
     def _commit_utterance(self, item_id: str, audio: np.ndarray, auto_respond: bool = False) -> None:
         self._input_audio_ms += 1000 * len(audio) / RATE
         self.send("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
         item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "completed", "role": "user",
                 "content": [{"type": "input_audio", "transcript": None}]}
-        self.send("conversation.item.added", previous_item_id=self._last_item, item=item)
-        self._last_item = item_id
+        self._add_item(item)
         task: asyncio.Task[str] = self._spawn(self._transcribe(item_id, audio, item))
         self._pending_transcripts.append(task)
         if auto_respond and self._active_response is None:
@@ -379,11 +464,15 @@ class SimulatedCall:
 
     async def _transcribe(self, item_id: str, audio: np.ndarray, item: dict[str, Any]) -> str:
         text = await self.recognizer.transcribe(audio)
-        self.send("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0, delta=text)
-        self.send("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
-                  transcript=text, usage={"type": "duration", "seconds": round(len(audio) / RATE, 2)})
-        item["content"][0]["transcript"] = text
-        self.send("conversation.item.done", previous_item_id=None, item=item)
+        # The simulated model always "understands" the audio; the client hears the words only when
+        # its session asked for transcription, as with OpenAI.
+        if transcription_requested(self.session):
+            self.send("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0,
+                      delta=text)
+            self.send("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                      transcript=text, usage={"type": "duration", "seconds": round(len(audio) / RATE, 2)})
+            item["content"][0]["transcript"] = text
+        self._item_done(item)
         self._learner_texts.append(text)
         return text
 
@@ -413,15 +502,16 @@ class SimulatedCall:
         item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress",
                 "role": "assistant", "content": []}
         self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
-        self.send("conversation.item.added", previous_item_id=self._last_item, item=item)
-        self._last_item = item_id
+        self._add_item(item)
         part = {"type": "audio", "transcript": ""}
         where = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.send("response.content_part.added", part=part, **where)
+        if self.response_delay_s > 0:
+            await asyncio.sleep(self.response_delay_s)  # the model "thinking": the response is active meanwhile
         audio = await synthesize(text, self.voice)
         if rid in self._cancelled:
             return self._finish(rid, base, item, "", "cancelled", 0)
-        self._set_playback(_Playback(rid, audio))
+        self._set_playback(_Playback(rid, item_id, audio))
         words = text.split(" ")
         for i, word in enumerate(words):
             self.send("response.output_audio_transcript.delta", delta=word + (" " if i < len(words) - 1 else ""),
@@ -436,7 +526,7 @@ class SimulatedCall:
                 "content": [{"type": "output_audio", "transcript": text}] if text else []}
         if text:
             self.send("response.output_item.done", response_id=rid, output_index=0, item=item)
-            self.send("conversation.item.done", previous_item_id=None, item=item)
+            self._item_done(item)
         out_audio = int(1000 * samples / RATE / 50)
         in_audio = int(self._input_audio_ms / 100)
         text_in = 50 + 5 * self._responses
@@ -445,11 +535,18 @@ class SimulatedCall:
                  "output_tokens": out_audio + text_out,
                  "input_token_details": {"text_tokens": text_in, "audio_tokens": in_audio, "cached_tokens": 0},
                  "output_token_details": {"text_tokens": text_out, "audio_tokens": out_audio}}
-        details = {"type": status, "reason": "client_cancelled"} if status == "cancelled" else None
+        details = {"type": status, "reason": self._cancelled.get(rid, "client_cancelled")} \
+            if status == "cancelled" else None
         self.send("response.done", response={**base, "status": status, "status_details": details,
                                              "output": [item] if text else [], "usage": usage})
         if self._active_response == rid:
             self._active_response = None
+        self._tokens_used += usage["total_tokens"]
+        self.send("rate_limits.updated", rate_limits=[
+            {"name": "requests", "limit": RATE_LIMITS["requests"],
+             "remaining": max(0, RATE_LIMITS["requests"] - self._responses), "reset_seconds": 60.0},
+            {"name": "tokens", "limit": RATE_LIMITS["tokens"],
+             "remaining": max(0, RATE_LIMITS["tokens"] - self._tokens_used), "reset_seconds": 60.0}])
 
     # -- the outgoing track -------------------------------------------------------------------
     def _supply(self, n: int) -> np.ndarray:
@@ -475,8 +572,10 @@ class SimulatedCall:
             self._set_playback(None)
             if not cleared and playing.started:
                 self.send("output_audio_buffer.stopped", response_id=playing.response_id)
-        if cleared:
-            self.send("output_audio_buffer.cleared", response_id=rid or "none")
+        rid = playing.response_id if playing is not None and not rid else rid
+        if cleared and rid:
+            # With no response ever made there is no id to name (OpenAI never sends a made-up one).
+            self.send("output_audio_buffer.cleared", response_id=rid)
 
 
 def mark_ice_lite(sdp: str) -> str:

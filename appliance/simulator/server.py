@@ -2,7 +2,8 @@
 
 Admins use it to try a kiosk at zero cost; the demo, the benchmarks and the tests run against it.
 Endpoints: ``POST /v1/realtime/client_secrets``, ``POST /v1/realtime/calls`` (raw SDP or multipart),
-``POST /v1/realtime/calls/{id}/hangup``, ``POST /v1/chat/completions`` (enough for the planner).
+``POST /v1/realtime/calls/{id}/hangup``, ``POST /v1/chat/completions`` (enough for the planner),
+``GET /v1/models`` and ``GET /v1/models/{id}`` (with ``shutdown_date``, so model retirement can be tried).
 The beta interface answers 400 ``beta_api_shape_disabled``, as OpenAI's does since 2026-05-12.
 """
 
@@ -16,7 +17,9 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,20 @@ PACKS = [
 ]
 
 
+MODELS_CREATED = 1_750_000_000
+#: The model ids the simulator lists, with the shutdown dates OpenAI has announced for them (None: none
+#: announced). ``SimulatorConfig.model_shutdowns`` overrides or adds entries.
+KNOWN_MODELS: dict[str, str | None] = {
+    "gpt-realtime": "2027-01-20", "gpt-realtime-mini": "2027-01-20", "gpt-realtime-2025-08-28": "2027-01-20",
+    "gpt-realtime-mini-2025-10-06": None, "gpt-realtime-mini-2025-12-15": "2027-01-20",
+    "gpt-realtime-1.5": None, "gpt-realtime-2": None, "gpt-realtime-2.1": None, "gpt-realtime-2.1-mini": None,
+    "gpt-transcribe": None, "gpt-live-transcribe": None, "gpt-realtime-whisper": None,
+    "gpt-4o-transcribe": "2027-02-26", "gpt-4o-mini-transcribe": "2027-02-26", "whisper-1": "2027-02-26",
+    "gpt-5": "2026-12-11", "gpt-5-mini": "2026-12-11", "gpt-5-nano": "2026-12-11",
+    "gpt-5.4-mini": None, "gpt-5.4-nano": "2027-04-01", "gpt-5.5": None,
+}
+
+
 @dataclass(frozen=True)
 class SimulatorConfig:
     host: str = "127.0.0.1"
@@ -66,6 +83,13 @@ class SimulatorConfig:
     """Send silent RTP between responses; False sends RTP only while the tutor speaks."""
     refuse_calls: bool = False
     """Start with new calls refused (503), e.g. to try how a kiosk copes with an outage."""
+    cors_origin: str | None = None
+    """Answer CORS preflights and tag responses for this browser origin ("*" for any); None: no CORS."""
+    model_shutdowns: Mapping[str, str | None] = field(default_factory=dict)
+    """Model id → shutdown date (YYYY-MM-DD) or None, over ``KNOWN_MODELS``; a date in the past retires
+    the model: client_secrets then answers 404 ``model_not_found`` for it."""
+    response_delay_s: float = 0.0
+    """Model latency before each response's audio: the response is active (cancellable) meanwhile."""
 
 
 @dataclass
@@ -93,16 +117,20 @@ class RealtimeSimulator:
         self.recognizer = PhraseRecognizer(self.config.phrases)
         self.refuse_calls = self.config.refuse_calls
         """New calls get 503 while this is true (existing calls are not touched)."""
+        self.model_shutdowns: dict[str, str | None] = {**KNOWN_MODELS, **self.config.model_shutdowns}
+        """Model id → shutdown date; change it at run time to retire a model."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[self._beta_guard])
+        app = web.Application(client_max_size=2 * 1024 * 1024, middlewares=[self._cors, self._beta_guard])
         app.router.add_post("/v1/realtime/client_secrets", self.client_secrets)
         app.router.add_post("/v1/realtime/calls", self.create_call)
         app.router.add_post("/v1/realtime/calls/{call_id}/hangup", self.hangup)
         app.router.add_post("/v1/realtime/sessions", self.beta)
         app.router.add_post("/v1/realtime", self.beta)
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.list_models)
+        app.router.add_get("/v1/models/{model_id}", self.get_model)
         app.router.add_post("/simulator/freeze", self.freeze_endpoint)
         app.router.add_post("/simulator/unfreeze", self.unfreeze_endpoint)
         app.router.add_post("/simulator/refuse-calls", self.refuse_calls_endpoint)
@@ -120,6 +148,10 @@ class RealtimeSimulator:
     async def stop(self) -> None:
         await asyncio.gather(*(call.close("simulator stopping") for call in list(self.calls.values())),
                              return_exceptions=True)
+        # Calls that ended on their own may still be closing their transports: let them finish first.
+        closing = [call.closed.wait() for call in self.ended_calls.values() if not call.closed.is_set()]
+        if closing:
+            await asyncio.wait([asyncio.ensure_future(c) for c in closing], timeout=5)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -145,6 +177,45 @@ class RealtimeSimulator:
 
     # -- helpers ----------------------------------------------------------------------------
     @web.middleware
+    async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Opt-in CORS, so a browser page (the seed's web flow) can POST its offer and read ``Location``."""
+        origin = self.config.cors_origin
+        if origin is None:
+            return await handler(request)
+        if request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                response = exc
+        response.headers.update({
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type, OpenAI-Beta",
+            "Access-Control-Expose-Headers": "Location",
+            "Access-Control-Max-Age": "600",
+        })
+        if origin != "*":
+            response.headers["Vary"] = "Origin"
+        return response
+
+    def models(self) -> dict[str, str | None]:
+        """Every listed model id → its shutdown date (or None)."""
+        return self.model_shutdowns
+
+    def model_record(self, model_id: str) -> dict[str, Any] | None:
+        models = self.models()
+        if model_id not in models:
+            return None
+        return {"id": model_id, "object": "model", "created": MODELS_CREATED, "owned_by": "system",
+                "shutdown_date": models[model_id]}
+
+    def retired(self, model_id: str) -> bool:
+        shutdown = self.models().get(model_id)
+        return shutdown is not None and shutdown <= date.today().isoformat()
+
+    @web.middleware
     async def _beta_guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         if request.headers.get("OpenAI-Beta", "").startswith("realtime"):
@@ -165,6 +236,21 @@ class RealtimeSimulator:
     # -- routes -----------------------------------------------------------------------------
     async def index(self, request: web.Request) -> web.Response:
         return web.json_response({"service": "stella-kiosk Realtime simulator", "calls": len(self.calls)})
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        return web.json_response({"object": "list", "data": [self.model_record(m) for m in self.models()]})
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        model_id = request.match_info["model_id"]
+        record = self.model_record(model_id)
+        if record is None:
+            return oai_error(404, f"The model '{model_id}' does not exist or you do not have access to it.",
+                             "model_not_found", param="model")
+        return web.json_response(record)
 
     async def freeze_endpoint(self, request: web.Request) -> web.Response:
         if not self._api_key_ok(request):
@@ -210,7 +296,7 @@ class RealtimeSimulator:
         session = body.get("session") or {"type": "realtime"}
         if not isinstance(session, dict):
             return oai_error(400, "session must be an object.", "invalid_type", param="session")
-        problem = check_session(session)
+        problem = check_session(session) or self._check_models(session)
         if problem:
             return problem
         value = f"ek_{secrets.token_hex(16)}"
@@ -218,6 +304,18 @@ class RealtimeSimulator:
         self._secrets[value] = _Secret(session, expires_at)
         return web.json_response({"value": value, "expires_at": expires_at,
                                   "session": {"object": "realtime.session", "id": new_id("sess"), **session}})
+
+    def _check_models(self, session: dict[str, Any]) -> web.Response | None:
+        """404 ``model_not_found`` for a retired model (its shutdown date has passed), naming the field."""
+        audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
+        audio_in = audio.get("input") if isinstance(audio.get("input"), dict) else {}
+        transcription = audio_in.get("transcription") if isinstance(audio_in.get("transcription"), dict) else {}
+        for param, model in (("session.model", session.get("model")),
+                             ("session.audio.input.transcription.model", transcription.get("model"))):
+            if isinstance(model, str) and self.retired(model):
+                return oai_error(404, f"The model '{model}' has been shut down (since {self.models()[model]}).",
+                                 "model_not_found", param=param)
+        return None
 
     async def create_call(self, request: web.Request) -> web.Response:
         if self.refuse_calls:
@@ -259,7 +357,8 @@ class RealtimeSimulator:
         call = SimulatedCall(call_id, session, voice=self.config.voice,
                              consent_emulation=self.config.consent_emulation, event_log=self.config.event_log,
                              max_session_s=self.config.max_session_s, on_end=self._call_ended,
-                             recognizer=self.recognizer, rtp_during_silence=self.config.rtp_during_silence)
+                             recognizer=self.recognizer, rtp_during_silence=self.config.rtp_during_silence,
+                             response_delay_s=self.config.response_delay_s)
         try:
             answer = await call.answer(offer)
         except Exception as exc:  # aiortc rejects malformed offers in many ways
@@ -289,6 +388,9 @@ class RealtimeSimulator:
             prompt = " ".join(str(m.get("content", "")) for m in messages)
         except (ValueError, KeyError, TypeError, AttributeError):
             return oai_error(400, "messages is required.", "invalid_value", param="messages")
+        model = body.get("model")
+        if isinstance(model, str) and self.retired(model):
+            return oai_error(404, f"The model '{model}' has been shut down.", "model_not_found", param="model")
         fmt = (body.get("response_format") or {}).get("type")
         digest = int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
         if fmt in ("json_object", "json_schema"):
@@ -319,6 +421,21 @@ def check_session(session: dict[str, Any]) -> web.Response | None:
     return None
 
 
+def parse_retirements(items: list[str]) -> dict[str, str]:
+    """``MODEL=YYYY-MM-DD`` items → {model: date}; ValueError says which item is wrong and how."""
+    shutdowns: dict[str, str] = {}
+    for item in items:
+        model, sep, when = item.partition("=")
+        try:
+            date.fromisoformat(when.strip())
+        except ValueError:
+            raise ValueError(f"--retire wants MODEL=YYYY-MM-DD, got {item!r}") from None
+        if not sep or not model.strip():
+            raise ValueError(f"--retire wants MODEL=YYYY-MM-DD, got {item!r}")
+        shutdowns[model.strip()] = when.strip()
+    return shutdowns
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stella-kiosk simulator",
                                      description="A local stand-in for the OpenAI Realtime API (GA, WebRTC).")
@@ -328,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="accepted sk- key (repeatable; default: any key starting with sk-)")
     parser.add_argument("--no-consent-emulation", action="store_true",
                         help="answer every ICE consent check (OpenAI's server reportedly does not)")
-    parser.add_argument("--event-log", type=Path, help="append every client event received to this JSONL file")
+    parser.add_argument("--event-log", type=Path,
+                        help="append every event, both directions (\"direction\": client|server), to this JSONL file")
     parser.add_argument("--voice", choices=["auto", "espeak", "synthetic"], default="auto")
     parser.add_argument("--no-silent-rtp", action="store_true",
                         help="send RTP only while the tutor speaks (some servers pause the stream in between)")
@@ -337,12 +455,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phrase", action="append", default=[],
                         help="a phrase the simulator should recognise in learner speech (repeatable; "
                              f"always known: {', '.join(DEFAULT_PHRASES)})")
+    parser.add_argument("--cors", metavar="ORIGIN",
+                        help="let a browser page from ORIGIN (or *) call the API: answer CORS preflights")
+    parser.add_argument("--retire", action="append", default=[], metavar="MODEL=DATE",
+                        help="give MODEL a shutdown date (YYYY-MM-DD; in the past = retired: minting a "
+                             "token for it fails with model_not_found); repeatable")
+    parser.add_argument("--response-delay", type=float, default=0.0, metavar="S",
+                        help="model latency before each response's audio (default 0)")
     args = parser.parse_args(argv)
+    try:
+        shutdowns = parse_retirements(args.retire)
+    except ValueError as exc:
+        parser.error(str(exc))
     config = SimulatorConfig(host=args.host, port=args.port,
                              api_keys=frozenset(args.api_keys) if args.api_keys else None,
                              consent_emulation=not args.no_consent_emulation, event_log=args.event_log,
                              voice=args.voice, phrases=(*DEFAULT_PHRASES, *args.phrase),
-                             rtp_during_silence=not args.no_silent_rtp, refuse_calls=args.refuse_calls)
+                             rtp_during_silence=not args.no_silent_rtp, refuse_calls=args.refuse_calls,
+                             cors_origin=args.cors, model_shutdowns=shutdowns,
+                             response_delay_s=max(0.0, args.response_delay))
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
