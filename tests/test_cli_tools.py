@@ -67,6 +67,9 @@ class FakeKiosk:
     def press(self, at: float | None = None) -> None:
         self.calls.append(("press", None))
 
+    def release(self, at: float | None = None) -> None:
+        self.calls.append(("release", at))
+
     def say(self, text: str) -> None:
         self.calls.append(("say", text))
 
