@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai.types.realtime import RealtimeClientEvent
+from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from appliance.control import ControlServer, send_command
@@ -23,6 +23,16 @@ from tests.test_lesson_e2e import tutor_quiet_after
 from tests.test_unattended import inject, simulated_call
 
 CLIENT = TypeAdapter(RealtimeClientEvent)
+SERVER = TypeAdapter(RealtimeServerEvent)
+
+
+def assert_server_events_valid(stack: Any) -> None:
+    """Every event the simulator sent, its fault switches' included, is a valid GA server event."""
+    calls = [*stack.simulator.calls.values(), *stack.simulator.ended_calls.values()]
+    assert calls
+    for call in calls:
+        for event in call.sent:
+            SERVER.validate_python(event)
 
 
 def client_events(tmp_path: Path) -> list[dict[str, Any]]:
@@ -68,6 +78,7 @@ async def test_a_failed_greeting_is_asked_for_once_more(tmp_path: Path) -> None:
         record = await saved(kiosk, rec)
     assert [e["type"] for e in client_events(tmp_path)].count("response.create") == 2
     assert [e["code"] for e in record["errors"]] == ["response_failed"]
+    assert_server_events_valid(stack)
 
 
 async def test_incomplete_response_is_marked_and_the_lesson_goes_on(tmp_path: Path) -> None:
@@ -82,6 +93,7 @@ async def test_incomplete_response_is_marked_and_the_lesson_goes_on(tmp_path: Pa
         await rec.until(lambda: tutor_quiet_after(rec, 3), what="the next answer")
         record = await saved(kiosk, rec)
     tutor = [t for t in record["turns"] if t["role"] == "tutor"]
+    assert_server_events_valid(stack)
     assert [t.get("status") for t in tutor] == [None, "incomplete", None]
     assert [(e["code"], e["message"]) for e in record["errors"]] == [("response_incomplete", "max_output_tokens")]
     assert record["end_reason"] == "stop_command"
@@ -100,6 +112,7 @@ async def test_quota_failure_ends_the_lesson_with_the_error_cue(tmp_path: Path, 
         kiosk.say("Hello?")
         record = await saved(kiosk, rec, reason_stop=False)
         await rec.until(lambda: kiosk.state is State.IDLE, what="idle after the error")
+    assert_server_events_valid(stack)
     assert record["end_reason"] == reason
     assert State.ERROR in rec.states
     assert record["errors"][-1]["code"] == "response_failed" and code in record["errors"][-1]["message"]
@@ -116,6 +129,7 @@ async def test_failed_transcription_keeps_the_learner_turn(tmp_path: Path) -> No
             mic.say(clip)
             await rec.until(lambda: bool(rec.learner_turns()), what="learner turn")
             record = await saved(kiosk, rec)
+    assert_server_events_valid(stack)
     learner = [t for t in record["turns"] if t["role"] == "learner"]
     assert learner == [{**learner[0], "text": NOT_UNDERSTOOD, "status": "failed", "source": "voice"}]
     assert ("transcription_failed", "Audio could not be decoded.") in [(e["code"], e["message"])
@@ -147,6 +161,7 @@ async def test_barge_in_truncates_to_what_was_played(tmp_path: Path) -> None:
         record = await saved(kiosk, rec)
     spoken = next(e for e in call.sent if e["type"] == "response.output_item.added")["item"]["id"]
     item_ms = call._item_audio_ms[spoken]
+    assert_server_events_valid(stack)
     assert list(call.truncated) == [spoken]
     assert 900 <= call.truncated[spoken] < item_ms - 300, (call.truncated, item_ms)
     heard = next(t for t in record["turns"] if t["role"] == "tutor")
