@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where files are written")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
     for verb, text in (("status", "show the running kiosk's state, lessons and outbox"),
-                       ("press", "press the button (start or end a lesson)"),
+                       ("press", "press and release the button (start or end a lesson, interrupt the tutor)"),
+                       ("hold", "hold the button down for SECONDS (a long press; a turn in hold mode)"),
                        ("stop", "end the lesson in progress"),
                        ("say", "type a message to the tutor during a lesson")):
         control = sub.add_parser(verb, help=text)
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         control.add_argument("--socket", type=Path, help="control socket path (overrides the config)")
         if verb == "say":
             control.add_argument("text")
+        if verb == "hold":
+            control.add_argument("seconds", type=float, help="how long to hold the button")
     doctor = sub.add_parser("doctor", help="check config, audio, LEDs, button, companion and clock")
     doctor.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     doctor.add_argument("--button-timeout", type=float, default=15.0,
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         return sessions_command(args)
     if args.command == "sync":
         return sync_command(args)
-    if args.command in ("status", "press", "stop", "say"):
+    if args.command in ("status", "press", "hold", "stop", "say"):
         return control_command(args)
     if args.command == "demo":
         from appliance.demo import run_demo
@@ -226,6 +229,8 @@ def control_command(args: argparse.Namespace) -> int:
     request: dict[str, object] = {"command": args.command}
     if args.command == "say":
         request["text"] = args.text
+    if args.command == "hold":
+        request["seconds"] = args.seconds
     try:
         reply = asyncio.run(send_command(socket_path, request))
     except ConnectionError as exc:
@@ -332,6 +337,13 @@ async def _run_locked(config: object, notifier: object) -> int:
                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
     kiosk = Kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
                   notifier=notifier)
+    if config.audio.input == "wav" and config.audio.input_wavs:
+        from appliance.scripted_learner import ScriptedLearner
+
+        log.info("no microphone: the scripted learner says %d clip(s), one after each tutor turn",
+                 len(config.audio.input_wavs))
+        kiosk.observer = ScriptedLearner(mic, config.audio.input_wavs, kiosk.observer,
+                                         echo_tail_s=config.audio.echo_tail_ms / 1000)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, kiosk.shutdown)

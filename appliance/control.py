@@ -1,9 +1,13 @@
-"""Local control socket: `stella-kiosk status | press | stop | say "text"` talk to the running kiosk.
+"""Local control socket: `stella-kiosk status | press | hold SECONDS | stop | say "text"` talk to the
+running kiosk.
 
 One JSON object per line in each direction over a UNIX stream socket. The socket is created mode
 0660, so only root and the service's group can use it (a teacher's account added to that group can
 type to the tutor; learners cannot). Requests are handed to the kiosk's owner task like any other
 message; the socket code never touches kiosk state itself.
+
+``press`` is a click (press then release), as a learner's quick press is: a press that never released
+would turn into a long press and end the lesson. ``hold`` keeps the button down for some seconds.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
+MAX_HOLD_S = 60.0
 
 
 class Controllable(Protocol):
     def press(self, at: float | None = None) -> None: ...
+    def release(self, at: float | None = None) -> None: ...
     def say(self, text: str) -> None: ...
     def request_stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
@@ -85,6 +91,18 @@ class ControlServer:
             return {"ok": True, "status": self.kiosk.status()}
         if command == "press":
             self.kiosk.press()
+            self.kiosk.release()
+            return {"ok": True}
+        if command == "hold":
+            seconds = request.get("seconds")
+            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds <= MAX_HOLD_S:
+                return {"ok": False, "error": f"hold needs a number of seconds (more than 0, at most {MAX_HOLD_S:g})"}
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return {"ok": False, "error": "hold works only over the control socket"}
+            self.kiosk.press()
+            loop.call_later(float(seconds), self.kiosk.release)
             return {"ok": True}
         if command == "stop":
             self.kiosk.request_stop()
@@ -97,7 +115,7 @@ class ControlServer:
                 return {"ok": False, "error": "text too long (2000 characters at most)"}
             self.kiosk.say(text.strip())
             return {"ok": True}
-        return {"ok": False, "error": f"unknown command {command!r}; use status, press, stop or say"}
+        return {"ok": False, "error": f"unknown command {command!r}; use status, press, hold, stop or say"}
 
 
 async def _answers(path: Path) -> bool:

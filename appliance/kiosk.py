@@ -55,6 +55,7 @@ from appliance.messages import (
     _ConnectFailed,
     _DeviceHealth,
     _ErrorShown,
+    _Greet,
     _Heartbeat,
     _IdleCheck,
     _LongPress,
@@ -63,7 +64,7 @@ from appliance.messages import (
 )
 from appliance.observer import KioskObserver, NullObserver
 from appliance.prefetch import Prefetcher
-from appliance.realtime import events
+from appliance.realtime import event_types, events
 from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.resume import resume_instructions
@@ -91,6 +92,17 @@ EXIT_SAVE_BUDGET_S = 12.0
 RECENT_LESSONS = 3
 MAX_RESUMES = 1
 """A lesson whose call drops is resumed on a new call this many times before it is saved as dropped."""
+SESSION_UPDATE_WAIT_S = 2.0
+"""How long the greeting waits for ``session.updated`` before it goes ahead anyway."""
+MIN_HELD_MS = 100.0
+"""A hold shorter than this captured too little audio to commit (the server refuses < 100 ms)."""
+TUTOR_WORDS_PER_S = 2.6
+"""Speaking rate used to guess how long a tutor turn lasts when the server did not say."""
+QUOTA_END_REASONS = {"insufficient_quota": "quota_exceeded", "rate_limit_exceeded": "rate_limited"}
+"""Failed-response error codes after which no further response can succeed: the lesson ends."""
+MAX_UNKNOWN_TYPES = 200
+_unknown_event_types: set[str] = set()
+"""Server event types already logged as unknown (each is logged once per process)."""
 
 
 CallFactory = Callable[..., RealtimeCall]
@@ -158,6 +170,7 @@ class Kiosk:
         self._resuming: Lesson | None = None
         """The lesson whose dropped call is being replaced (presses wait, as while connecting)."""
         self._heartbeat = asyncio.Event()
+        self._init_call_state()
         self.store_problems: list[str] = list(getattr(store, "problems", []) or [])
         self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted)
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
@@ -192,7 +205,7 @@ class Kiosk:
 
     def request_stop(self) -> None:
         """End the lesson in progress as a second press would (control socket `stop`)."""
-        self.post(EndLesson("button"))
+        self.post(EndLesson("stop_command"))
 
     async def sync_now(self, timeout_s: float) -> int:
         """Kick the syncer and wait (bounded) for its next attempt; returns how many lessons still wait."""
@@ -373,11 +386,13 @@ class Kiosk:
                 await self._end_lesson(reason)
             case Shutdown():
                 self._running = False
-            case _Connected(lesson=lesson, call=call, resume_instructions=resume):
+            case _Connected(lesson=lesson, call=call, resume_instructions=resume, session=session):
                 if resume is None:
-                    await self._on_connected(lesson, call)
+                    await self._on_connected(lesson, call, session)
                 else:
-                    await self._on_resumed(lesson, call, resume)
+                    await self._on_resumed(lesson, call, session)
+            case _Greet(call=call):
+                self._greet(call)
             case _ConnectFailed(lesson=lesson, code=code, message=text):
                 await self._on_connect_failed(lesson, code, text)
             case _CallEvent(call=call, event=event):
@@ -433,13 +448,46 @@ class Kiosk:
         if self.call is None or not self._tutor_speaking:
             return False
         log.info("barge-in: interrupting the tutor")
-        self.call.send(events.response_cancel())
+        if self._active_response is not None:  # cancelling nothing only earns an error event
+            self.call.send(events.response_cancel(self._active_response))
         self.call.send(events.output_audio_buffer_clear())
+        self._truncate_played_item()
         clear_speaker = getattr(self.speaker, "clear", None)  # a real speaker may hold ~1 s of queue
         if callable(clear_speaker):
             clear_speaker()
         self._tutor_speaking_hint = False
         return True
+
+    def _truncate_played_item(self) -> None:
+        """Tell the model how much of its item was heard, and keep the turn as heard.
+
+        Why: the model otherwise believes the learner heard the whole answer, and the record would
+        say so too. The played time runs from when the item became audible here, less what the
+        speaker still held (dropped by the clear)."""
+        lesson, call, playing = self.lesson, self.call, self._playing_item
+        if lesson is None or call is None or playing is None:
+            return
+        response_id, item_id = playing
+        backlog = 0.0
+        with contextlib.suppress(TypeError, ValueError):
+            backlog = max(0.0, float(getattr(self.speaker, "buffered_s", 0.0)))
+        since = self._playing_audible_at
+        played_ms = 0.0 if since is None else max(0.0, (time.monotonic() - since - backlog) * 1000)
+        total_ms = self._response_audio_ms.get(response_id)
+        if total_ms is not None:
+            played_ms = min(played_ms, total_ms)
+        if item_id is not None:
+            call.send(events.item_truncate(item_id, round(played_ms)))
+        turns = lesson.transcript.tutor_turns_of(response_id)
+        if total_ms is None:  # guess the turn's length from its words
+            words = sum(len(t.text.split()) for t in turns) or 1
+            total_ms = max(1000 * words / TUTOR_WORDS_PER_S, played_ms, 1.0)
+        turn = lesson.transcript.cut_to_heard(response_id, item_id, played_ms / total_ms if total_ms else 1.0)
+        log.info("tutor cut off after %.0f ms of item %s", played_ms, item_id)
+        self._playing_item = None
+        if turn is not None:
+            self.observer.turn(turn)
+            self._checkpoint(lesson)
 
     def _start_listening(self) -> None:
         """Hold-to-talk: the learner's turn runs while the button is held."""
@@ -447,15 +495,22 @@ class Kiosk:
             return
         self.call.send(events.input_audio_buffer_clear())
         self._spoke_while_held = False
+        self._held_samples = 0
         self._listening = True
         self._show_activity()
 
     def _stop_listening(self, commit: bool) -> None:
         self._listening = False
         if self.call is not None:
-            if commit:
+            held_ms = 1000 * self._held_samples / self.mic.sample_rate
+            if commit and held_ms < MIN_HELD_MS:
+                log.info("hold of %.0f ms: too short to be a turn; discarded", held_ms)
+                self.call.send(events.input_audio_buffer_clear())
+            elif commit:
                 self.call.send(events.input_audio_buffer_commit())
                 self.call.send(events.response_create())
+                if self.lesson is not None:
+                    self.lesson.learner_audio_s += held_ms / 1000
             else:
                 self.call.send(events.input_audio_buffer_clear())
         self._show_activity()
@@ -466,6 +521,7 @@ class Kiosk:
             samples = self.mic.read(n)  # always read, so captured audio never piles up
             if not self._listening:
                 return np.zeros(n, dtype=np.int16)
+            self._held_samples += len(samples)
             if not self._spoke_while_held and rms_dbfs(samples) > SPEECH_DBFS:
                 self._spoke_while_held = True
             return samples
@@ -503,12 +559,14 @@ class Kiosk:
                 if resume:
                     token = await self.companion.token(plan_id=lesson.plan_id)
                     instructions = resume_instructions(token.prompt, lesson.transcript.to_records())
+                    session = self._session_config(token, instructions)
                 else:
                     plan, token = await self._lesson_materials()
                     lesson.plan_id = plan.plan_id
                     lesson.targets = [t.to_record() if hasattr(t, "to_record") else dict(t.__dict__)
                                       for t in plan.targets]
                     lesson.model = token.model
+                    session = self._session_config(token, token.prompt)
                 # The callbacks late-bind `call`: it is assigned before any of them can fire.
                 call = self._call_factory(
                     self.config.realtime.base_url,
@@ -534,7 +592,18 @@ class Kiosk:
             await self._hang_up(call)
             self.post(_ConnectFailed(lesson, "internal", str(exc)))
         else:
-            self.post(_Connected(lesson, call, instructions if resume else None))
+            self.post(_Connected(lesson, call, instructions if resume else None, session))
+
+    def _session_config(self, token: RealtimeToken, instructions: str) -> dict[str, Any]:
+        """The session the kiosk sends when the channel opens: the token's own config (a server that
+        applied the token gets the same again), with manual turns in hold mode."""
+        detection = None if self.config.button.mode == "hold" else {"type": "server_vad",
+                                                                      "silence_duration_ms": token.silence_ms}
+        session = events.session_config(instructions, token.voice, transcription_model=token.transcription_model,
+                                         turn_detection=detection, noise_reduction="far_field")
+        if not instructions:
+            session.pop("instructions")  # never blank out instructions the token did carry
+        return session
 
     async def _lesson_materials(self) -> tuple[LessonPlan, RealtimeToken]:
         """The prefetched plan + token when fresh (no companion round trip), else fetched now."""
@@ -546,7 +615,7 @@ class Kiosk:
         token = await self.companion.token(plan_id=plan.plan_id)
         return plan, token
 
-    async def _on_connected(self, lesson: Lesson, call: RealtimeCall) -> None:
+    async def _on_connected(self, lesson: Lesson, call: RealtimeCall, session: dict[str, Any] | None = None) -> None:
         if lesson is not self.lesson or self.state is not State.CONNECTING:
             await self._hang_up(call)  # a shutdown or failure overtook this connection
             return
@@ -556,10 +625,7 @@ class Kiosk:
         log.info("press → connected: %.0f ms", lesson.connect_ms or 0)
         self._checkpoint(lesson)
         self._ending_reason = None
-        if self.config.button.mode == "hold":
-            call.send(events.manual_turns_update())
-        if self.config.lesson.greeting:
-            call.send(events.response_create())
+        self._open_session(call, session, greet=self.config.lesson.greeting)
         self._touch()
         limit_s = self.config.lesson.max_minutes * 60
         session_id = lesson.session_id
@@ -618,6 +684,14 @@ class Kiosk:
         """The speaker started or stopped emitting sound (measured on what it plays)."""
         self._tutor_audible = audible
         lesson = self.lesson
+        if audible:
+            self._audible_since = at
+            if self._playing_item is not None and self._playing_audible_at is None:
+                self._playing_audible_at = at
+        elif self._audible_since is not None:
+            if lesson is not None:
+                lesson.tutor_audio_s += max(0.0, at - self._audible_since)
+            self._audible_since = None
         if audible and lesson is not None and lesson.first_audio_at is None and self.state is State.CONNECTED:
             lesson.first_audio_at = at
             log.info("press → first tutor audio: %.0f ms", lesson.first_audio_ms or 0)
@@ -647,18 +721,62 @@ class Kiosk:
         if call is not self.call or lesson is None:
             return
         etype = event.type
-        if etype == "output_audio_buffer.started":
+        if etype not in event_types.KNOWN and etype not in _unknown_event_types \
+                and len(_unknown_event_types) < MAX_UNKNOWN_TYPES:
+            _unknown_event_types.add(etype)
+            log.debug("unknown Realtime event type %r ignored (logged once)", etype)
+        if etype == "session.updated":
+            if self._awaiting_session:
+                self._awaiting_session = False
+                if self._greeting_pending:
+                    self._greet(call)
+        elif etype == "response.created":
+            response = event.get("response") if isinstance(event.get("response"), dict) else {}
+            rid = response.get("id")
+            if isinstance(rid, str):
+                self._active_response = rid
+                if self._greeting_event_id is not None and self._greeting_response_id is None:
+                    self._greeting_response_id = rid
+        elif etype == "response.output_item.added":
+            item = event.get("item") if isinstance(event.get("item"), dict) else {}
+            rid, item_id = event.get("response_id"), item.get("id")
+            if isinstance(rid, str) and isinstance(item_id, str) and item.get("role", "assistant") == "assistant":
+                self._response_items[rid] = item_id
+                self._playing_item = (rid, item_id)
+                self._playing_audible_at = None
+        elif etype == "output_audio_buffer.started":
             self._tutor_speaking_hint = True
+            rid = event.get("response_id")
+            if isinstance(rid, str) and (self._playing_item is None or self._playing_item[0] != rid):
+                self._playing_item = (rid, self._response_items.get(rid))
+                self._playing_audible_at = None
+            if self._playing_audible_at is None and self._tutor_audible:
+                self._playing_audible_at = time.monotonic()
             self._update_tutor_speaking()
         elif etype in ("output_audio_buffer.stopped", "output_audio_buffer.cleared"):
             self._tutor_speaking_hint = False
             self._update_tutor_speaking()
         elif etype == "input_audio_buffer.speech_started":
             self._touch()
+            start, item_id = event.get("audio_start_ms"), event.get("item_id")
+            if isinstance(start, int) and isinstance(item_id, str) and len(self._speech_started_ms) < 100:
+                self._speech_started_ms[item_id] = start
+        elif etype == "input_audio_buffer.speech_stopped":
+            end, item_id = event.get("audio_end_ms"), event.get("item_id")
+            start = self._speech_started_ms.pop(item_id, None) if isinstance(item_id, str) else None
+            if isinstance(end, int) and start is not None and end > start:
+                lesson.learner_audio_s += (end - start) / 1000
+        elif etype == "conversation.item.input_audio_transcription.failed":
+            error = event.get("error") if isinstance(event.get("error"), dict) else {}
+            message = str(error.get("message") or error.get("code") or "transcription failed")
+            log.warning("the learner's speech could not be transcribed: %s", message)
+            lesson.add_error("transcription_failed", message)
         elif etype == "response.done":
             response = event.get("response")
             if isinstance(response, dict):
                 lesson.usage.add(response.get("usage"))
+                if await self._on_response_done(call, lesson, response):
+                    return
         elif etype == "error":
             error = event.get("error") if isinstance(event.get("error"), dict) else {}
             code = str(error.get("code") or error.get("type") or "error")
@@ -666,8 +784,10 @@ class Kiosk:
             log.warning("Realtime error event: %s: %s", code, message)
             lesson.add_error(code, message)
             if code == "session_expired":
-                await self._end_lesson("time_limit")
+                await self._end_lesson("session_expired")
                 return
+            if self._greeting_event_id is not None and error.get("event_id") == self._greeting_event_id:
+                self._greeting_failed(call, f"{code}: {message}")
         turn = lesson.transcript.handle(event)
         if turn is not None:
             if turn.role == "learner":
@@ -678,6 +798,41 @@ class Kiosk:
             if turn.role == "learner" and turn.source == "voice" and matches_stop_phrase(
                     turn.text, self.config.lesson.stop_phrases):
                 await self._end_lesson("voice_stop")
+
+    async def _on_response_done(self, call: RealtimeCall, lesson: Lesson, response: dict[str, Any]) -> bool:
+        """A response ended: note it, and react to one that failed. True when the lesson ended."""
+        rid = response.get("id")
+        status = response.get("status")
+        if rid == self._active_response:
+            self._active_response = None
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        details_out = usage.get("output_token_details") if isinstance(usage.get("output_token_details"), dict) else {}
+        audio_tokens = details_out.get("audio_tokens")
+        if isinstance(rid, str) and isinstance(audio_tokens, int) and audio_tokens > 0 \
+                and len(self._response_audio_ms) < 200:
+            self._response_audio_ms[rid] = audio_tokens * 50.0  # one audio token per 50 ms of tutor speech
+        if status not in ("failed", "incomplete"):
+            if rid is not None and rid == self._greeting_response_id:
+                self._greeting_event_id = self._greeting_response_id = None  # greeted
+            return False
+        details = response.get("status_details") if isinstance(response.get("status_details"), dict) else {}
+        error = details.get("error") if isinstance(details.get("error"), dict) else {}
+        code = str(error.get("code") or error.get("type") or details.get("reason") or status)
+        message = str(error.get("message") or details.get("reason") or "")
+        log.warning("the tutor's response %s was %s: %s %s", rid, status, code, message)
+        lesson.add_error(f"response_{status}", f"{code}: {message}" if message and message != code else code)
+        if isinstance(rid, str):
+            for turn in lesson.transcript.tutor_turns_of(rid):
+                turn.status = status
+            self._checkpoint(lesson)
+        reason = QUOTA_END_REASONS.get(code)
+        if reason is not None:
+            self._set_state(State.ERROR, f"the OpenAI account refused the lesson: {code}")
+            await self._end_lesson(reason)
+            return True
+        if status == "failed" and rid is not None and rid == self._greeting_response_id:
+            self._greeting_failed(call, code)
+        return False
 
     def _wrap_up(self, session_id: str) -> None:
         if self.lesson is None or self.lesson.session_id != session_id or self.call is None:
@@ -751,7 +906,7 @@ class Kiosk:
         self._set_state(State.CONNECTING, "resuming the lesson")
         self._spawn(self._connect(lesson, resume=True), "resume")
 
-    async def _on_resumed(self, lesson: Lesson, call: RealtimeCall, instructions: str) -> None:
+    async def _on_resumed(self, lesson: Lesson, call: RealtimeCall, session: dict[str, Any] | None) -> None:
         if lesson is not self.lesson or self._resuming is not lesson or self.state is not State.CONNECTING:
             await self._hang_up(call)
             return
@@ -759,11 +914,50 @@ class Kiosk:
         self.call = call
         self._set_state(State.CONNECTED, f"lesson {lesson.session_id[:8]} resumed (call {call.call_id})")
         log.info("lesson %s resumed on call %s", lesson.session_id, call.call_id)
-        call.send(events.session_update(instructions=instructions))
-        if self.config.button.mode == "hold":
-            call.send(events.manual_turns_update())
-        call.send(events.response_create())
+        self._open_session(call, session, greet=True)
         self._touch()
+
+    def _open_session(self, call: RealtimeCall, session: dict[str, Any] | None, greet: bool) -> None:
+        """Send the session config, then greet once ``session.updated`` confirms it (or after a short
+        wait: a server that never confirms must not keep the learner waiting)."""
+        if session is None:
+            if self.config.button.mode == "hold":
+                call.send(events.manual_turns_update())
+        elif call.send(events.session_update(**session)):
+            self._awaiting_session = True
+        self._greeting_pending = greet
+        if not greet:
+            return
+        if self._awaiting_session:
+            self._later(SESSION_UPDATE_WAIT_S, lambda: self.post(_Greet(call)), key="greet", per_lesson=True)
+        else:
+            self._greet(call)
+
+    def _greet(self, call: RealtimeCall) -> None:
+        """Ask for the tutor's greeting (once; :meth:`_greeting_failed` may ask again once)."""
+        self._cancel_timer("greet")
+        if call is not self.call or not self._greeting_pending:
+            return
+        if self._awaiting_session:
+            log.warning("no session.updated within %.0f s; greeting anyway", SESSION_UPDATE_WAIT_S)
+            self._awaiting_session = False
+        self._greeting_pending = False
+        event = events.response_create()
+        self._greeting_event_id = event["event_id"]
+        self._greeting_response_id = None
+        call.send(event)
+
+    def _greeting_failed(self, call: RealtimeCall, why: str) -> None:
+        """The greeting's response failed: ask once more, so the learner does not have to speak first."""
+        self._greeting_event_id = None
+        self._greeting_response_id = None
+        if self._greeting_retried:
+            log.warning("the greeting failed again (%s); waiting for the learner", why)
+            return
+        self._greeting_retried = True
+        log.warning("the greeting failed (%s); asking once more", why)
+        self._greeting_pending = True
+        self._greet(call)
 
     async def _on_device_health(self, kind: str, ok: bool, detail: str) -> None:
         """A sound device went away or came back (the backend reopens it by name on its own).
@@ -802,6 +996,8 @@ class Kiosk:
             return
         self.lesson = None
         self.call = None
+        if self._audible_since is not None:  # the tutor was still audible: count that audio too
+            lesson.tutor_audio_s += max(0.0, time.monotonic() - self._audible_since)
         self._reset_lesson_flags()
         if self.prefetcher is not None:
             self.prefetcher.kick()
@@ -851,6 +1047,23 @@ class Kiosk:
         self._listening = False
         self._ending_reason = None
         self.gate.set_tutor_audible(False)
+        self._init_call_state()
+
+    def _init_call_state(self) -> None:
+        """Per-call protocol state: what the server has confirmed, what is playing, what is active."""
+        self._awaiting_session = False
+        self._greeting_pending = False
+        self._greeting_event_id: str | None = None
+        self._greeting_response_id: str | None = None
+        self._greeting_retried = False
+        self._active_response: str | None = None
+        self._response_items: dict[str, str] = {}
+        self._response_audio_ms: dict[str, float] = {}
+        self._playing_item: tuple[str, str | None] | None = None
+        self._playing_audible_at: float | None = None
+        self._audible_since: float | None = None
+        self._speech_started_ms: dict[str, int] = {}
+        self._held_samples = 0
 
     async def _hang_up(self, call: RealtimeCall | None) -> None:
         """Close the call, but never wait longer than ``close_timeout_s`` for it."""

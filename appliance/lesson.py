@@ -18,13 +18,21 @@ from typing import Any
 from appliance.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
 from appliance.realtime.transcript import Transcript
 
-END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped")
+END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped",
+               "session_expired", "stop_command", "quota_exceeded", "rate_limited")
+"""Why a lesson ended. ``session_expired``: the server's own session limit (not the kiosk's);
+``stop_command``: `stella-kiosk stop` (not the button); ``quota_exceeded`` / ``rate_limited``: the
+OpenAI account refused further responses. The companion's list (companion/records.py) must match."""
 
 # USD per 1M tokens: (audio in, audio out, text in, text out). Estimates only; the bill is the truth.
 PRICES_PER_M = {
     "mini": (10.0, 20.0, 0.6, 2.4),
     "full": (32.0, 64.0, 4.0, 16.0),
 }
+LEARNER_AUDIO_TOKENS_PER_MIN = 600
+"""User audio is billed at about one token per 100 ms."""
+TUTOR_AUDIO_TOKENS_PER_MIN = 1200
+"""Tutor audio is billed at about one token per 50 ms."""
 
 
 def price_tier(model: str) -> str:
@@ -42,6 +50,8 @@ class Usage:
     input_text_tokens: int = 0
     output_text_tokens: int = 0
     responses: int = 0
+    detailed: int = 0
+    """Responses whose usage carried per-token-type details (some compatible servers send none)."""
 
     def add(self, usage: Any) -> None:
         """Add one response's ``usage`` object; tolerant of missing or odd fields."""
@@ -52,6 +62,8 @@ class Usage:
         self.output_tokens += _int(usage.get("output_tokens"))
         details_in = usage.get("input_token_details") or {}
         details_out = usage.get("output_token_details") or {}
+        if (isinstance(details_in, dict) and details_in) or (isinstance(details_out, dict) and details_out):
+            self.detailed += 1
         if isinstance(details_in, dict):
             self.input_audio_tokens += _int(details_in.get("audio_tokens"))
             self.input_text_tokens += _int(details_in.get("text_tokens"))
@@ -66,6 +78,14 @@ class Usage:
 
     def to_record(self) -> dict[str, int]:
         return dict(self.__dict__)
+
+
+def cost_from_duration(model: str, learner_audio_s: float, tutor_audio_s: float) -> float:
+    """The audio cost at the model tier's per-minute equivalents, for servers whose usage has no details."""
+    a_in, a_out, _, _ = PRICES_PER_M[price_tier(model)]
+    per_min_in = LEARNER_AUDIO_TOKENS_PER_MIN * a_in / 1e6
+    per_min_out = TUTOR_AUDIO_TOKENS_PER_MIN * a_out / 1e6
+    return round(learner_audio_s / 60 * per_min_in + tutor_audio_s / 60 * per_min_out, 6)
 
 
 def _int(value: Any) -> int:
@@ -91,6 +111,10 @@ class Lesson:
     usage: Usage = field(default_factory=Usage)
     errors: list[dict[str, Any]] = field(default_factory=list)
     """``{"code", "message", "at"}`` with ``at`` a monotonic instant (a wall time only in the record)."""
+    learner_audio_s: float = 0.0
+    """Learner speech sent to the server (VAD segments or held-button captures): the billed input audio."""
+    tutor_audio_s: float = 0.0
+    """Tutor audio that reached the speaker."""
     resumes: int = 0
     """How many times the lesson moved to a new call after its call dropped."""
     clock: Clock = field(default_factory=system_clock, repr=False)
@@ -138,8 +162,14 @@ class Lesson:
         ended_mono = self.clock.monotonic() if ended_at is None else anchor.mono_at(ended_at)
         ended_mono = max(ended_mono, self.started_mono)
         turns = self.transcript.to_records(anchor)
-        learner = [t for t in turns if t["role"] == "learner"]
+        learner = [t for t in turns if t["role"] == "learner" and t.get("status") != "failed"]
         tutor = [t for t in turns if t["role"] == "tutor"]
+        cost = self.usage.cost_usd(self.model)
+        estimated: dict[str, Any] = {}
+        if not self.usage.detailed and (self.learner_audio_s or self.tutor_audio_s):
+            cost = cost_from_duration(self.model, self.learner_audio_s, self.tutor_audio_s)
+            estimated = {"cost_estimated_from": "duration", "learner_audio_s": round(self.learner_audio_s, 2),
+                         "tutor_audio_s": round(self.tutor_audio_s, 2)}
         return {
             "schema": 1,
             "session_id": self.session_id,
@@ -161,7 +191,8 @@ class Lesson:
                 "connect_ms": None if self.connect_ms is None else round(self.connect_ms, 1),
                 "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 1),
                 "usage": self.usage.to_record(),
-                "est_cost_usd": self.usage.cost_usd(self.model),
+                "est_cost_usd": cost,
+                **estimated,
             },
             "errors": [{**e, "at": iso_utc(anchor.wall_at(e["at"]))} if isinstance(e.get("at"), float) else dict(e)
                        for e in self.errors],

@@ -64,6 +64,15 @@ class _Connected:
     call: Any
     resume_instructions: str | None = None
     """Set when this call resumes a lesson whose call dropped: the session's new instructions."""
+    session: dict[str, Any] | None = None
+    """The session config (GA ``session.update`` fields) the kiosk sends when the channel opens."""
+
+
+@dataclass(frozen=True)
+class _Greet:
+    """Time to greet on this call (its session config is applied, or the wait for it ran out)."""
+
+    call: Any
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,9 @@ class FakeKiosk:
     def press(self, at: float | None = None) -> None:
         self.calls.append(("press", None))
 
+    def release(self, at: float | None = None) -> None:
+        self.calls.append(("release", at))
+
     def say(self, text: str) -> None:
         self.calls.append(("say", text))
 
@@ -91,6 +94,12 @@ async def test_control_socket_round_trip_and_permissions(tmp_path: Path) -> None
         assert (await send_command(server.path, {"command": "say", "text": "  hi  "}))["ok"]
         assert (await send_command(server.path, {"command": "press"}))["ok"]
         assert (await send_command(server.path, {"command": "stop"}))["ok"]
+        held = await send_command(server.path, {"command": "hold", "seconds": 0.05})
+        assert held["ok"] and kiosk.calls[-1] == ("press", None)
+        async with asyncio.timeout(5):  # the release follows after the held time
+            while kiosk.calls[-1] != ("release", None):
+                await asyncio.sleep(0.01)
+        assert not (await send_command(server.path, {"command": "hold", "seconds": 0}))["ok"]
         assert (await send_command(server.path, {"command": "sync"}))["outbox"] == 0
         bad = await send_command(server.path, {"command": "reboot"})
         assert not bad["ok"] and "unknown command" in bad["error"]
@@ -101,7 +110,8 @@ async def test_control_socket_round_trip_and_permissions(tmp_path: Path) -> None
         writer.close()
     finally:
         await server.stop()
-    assert kiosk.calls == [("say", "hi"), ("press", None), ("stop", None)]
+    assert kiosk.calls == [("say", "hi"), ("press", None), ("release", None), ("stop", None), ("press", None),
+                           ("release", None)]
     with pytest.raises(ConnectionError, match="no kiosk is running"):
         await send_command(server.path, {"command": "status"})
 

@@ -117,3 +117,44 @@ async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
         assert not sock_path.exists()
         code, _, err = await control(sock_path, "status")
         assert code == 1 and "no kiosk is running" in err
+
+
+async def test_run_speaks_input_wavs_one_after_each_tutor_turn(tmp_path: Path) -> None:
+    """`audio.input_wavs` was documented but `run` never spoke the clips (only the demo did), so an
+    admin could not try a kiosk end to end without a microphone."""
+    from tests.harness import LEARNER_LINES, espeak
+
+    clips = [espeak(LEARNER_LINES[0], tmp_path / "hello.wav"), espeak(LEARNER_LINES[1], tmp_path / "stop.wav")]
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        state_dir = tmp_path / "state"
+        sock_path = tmp_path / "control.sock"
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
+        wavs = ", ".join(f'"{clip}"' for clip in clips)
+        toml.write_text(toml.read_text().replace('output = "null"', f'output = "null"\ninput_wavs = [{wavs}]'))
+        systemd = FakeSystemd(tmp_path / "notify.sock")
+        env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "PYTHONPATH": str(ROOT)}
+        env.pop("WATCHDOG_USEC", None)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "appliance.cli", "run", "--config", str(toml), env=env,
+            stderr=asyncio.subprocess.PIPE)
+        try:
+            await systemd.until(lambda m: "READY=1" in m)
+            assert (await control(sock_path, "press"))[0] == 0
+            await systemd.until(lambda m: m.startswith("STATUS=connected"))
+            systemd.messages.clear()  # from here on, only what follows the lesson's start
+            await systemd.until(lambda m: m.startswith("STATUS=idle"), timeout=60)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            systemd.close()
+        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+        assert "Traceback" not in stderr, stderr
+    records = list(SessionStore(state_dir).records())
+    assert [r["end_reason"] for r in records] == ["voice_stop"]
+    spoken = [t["text"] for t in records[0]["turns"] if t["role"] == "learner"]
+    assert spoken == list(LEARNER_LINES)
+    assert all(t["source"] == "voice" for t in records[0]["turns"])

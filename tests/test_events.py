@@ -22,6 +22,11 @@ ALL_CLIENT_EVENTS = [
     events.output_audio_buffer_clear(),
     events.input_audio_buffer_commit(),
     events.input_audio_buffer_clear(),
+    events.session_update(**events.session_config("be brief", "marin", transcription_model="gpt-4o-mini-transcribe",
+                                                   turn_detection={"type": "server_vad", "silence_duration_ms": 500},
+                                                   noise_reduction="far_field")),
+    events.session_update(**events.session_config("be brief", "cedar", turn_detection=None)),
+    events.item_truncate("item_123", 1530),
 ]
 
 

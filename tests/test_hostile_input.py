@@ -86,6 +86,9 @@ class FakeKiosk:
     def press(self, at: float | None = None) -> None:
         self.calls.append(("press", at))
 
+    def release(self, at: float | None = None) -> None:
+        self.calls.append(("release", at))
+
     def say(self, text: str) -> None:
         self.calls.append(("say", text))
 

@@ -118,7 +118,7 @@ def test_hostile_server_events_in_a_live_call(messages: list[str | bytes]) -> No
                 record = await end_and_wait_saved(kiosk, rec, 1)
                 texts = [t["text"] for t in record["turns"]]
                 assert "before the storm" in texts and "after the storm" in texts
-                assert record["end_reason"] == "button"
+                assert record["end_reason"] == "stop_command"
                 json.dumps(record, ensure_ascii=False).encode("utf-8")
                 await connected_lesson(stack, kiosk, rec, nth=2)  # not wedged: the next lesson starts
                 await end_and_wait_saved(kiosk, rec, 2)
@@ -157,7 +157,7 @@ async def test_deeply_nested_event_does_not_end_the_lesson(tmp_path: Path) -> No
         await rec.until(lambda: any(t.text == "still here" for t in rec.turns), what="turn after the bomb")
         assert kiosk.state is State.CONNECTED
         record = await end_and_wait_saved(kiosk, rec, 1)
-        assert record["end_reason"] == "button"
+        assert record["end_reason"] == "stop_command"
         assert not [e for e in record["errors"] if e["code"] == "call_dropped"]
 
 
@@ -181,7 +181,7 @@ async def test_hang_up_that_never_returns_is_abandoned(tmp_path: Path) -> None:
             started = loop.time()
             record = await end_and_wait_saved(kiosk, rec, 1)
             assert loop.time() - started < 8
-            assert record["end_reason"] == "button"
+            assert record["end_reason"] == "stop_command"
             await connected_lesson(stack, kiosk, rec, nth=2)
 
 
@@ -461,7 +461,8 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
         stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
         assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
         store = SessionStore(state_dir)
-        assert [d["record"]["end_reason"] for d in store.documents()] in (["button"], ["button", "interrupted"])
+        reasons = [d["record"]["end_reason"] for d in store.documents()]
+        assert reasons in (["stop_command"], ["stop_command", "interrupted"])
         doctor = subprocess.run([sys.executable, "-m", "appliance.cli", "doctor", "--config", str(toml),
                                  "--no-hardware", "--button-timeout", "0"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -497,7 +498,7 @@ async def test_frozen_server_is_shown_within_5_s_and_the_lesson_resumes(tmp_path
         assert len(rec.saved) == 1  # one lesson, not two
         texts = [t["text"] for t in record["turns"]]
         assert "I like green apples" in texts and "Sorry, where were we? Green apples!" in texts
-        assert record["end_reason"] == "button"
+        assert record["end_reason"] == "stop_command"
         assert [e["code"] for e in record["errors"]].count("call_dropped") == 1
 
 

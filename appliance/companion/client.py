@@ -61,6 +61,10 @@ class RealtimeToken:
     voice: str
     prompt: str = ""
     active_targets: tuple[Any, ...] = ()
+    transcription_model: str = ""
+    """The input transcription model the token's session names ("" from an older companion)."""
+    silence_ms: int = 500
+    """The server VAD's end-of-turn silence the token's session names."""
 
     def __repr__(self) -> str:  # the token is a credential: never in logs or tracebacks
         return (f"RealtimeToken(token='ek_…redacted', expires_at={self.expires_at}, model={self.model!r}, "
@@ -172,8 +176,13 @@ class CompanionClient:
             raise CompanionError("companion answered 200 but expires_at is missing", code="bad_response",
                                  retryable=True)
         targets = data.get("activeTargets", [])
+        silence = data.get("silence_ms")
+        transcription = data.get("transcription_model")
         return RealtimeToken(token, float(expires_at), str(data.get("model", "")), str(data.get("voice", "")),
-                             str(data.get("prompt", "")), tuple(targets) if isinstance(targets, list) else ())
+                             str(data.get("prompt", "")), tuple(targets) if isinstance(targets, list) else (),
+                             transcription_model=transcription if isinstance(transcription, str) else "",
+                             silence_ms=silence if isinstance(silence, int) and not isinstance(silence, bool)
+                             and 100 <= silence <= 10_000 else 500)
 
     async def summarize(self, record: dict[str, Any]) -> None:
         data = await self._request("POST", "/api/summarize", record)

@@ -10,9 +10,10 @@ import re
 from typing import Any
 
 END_REASONS = frozenset({"button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted",
-                         "call_dropped"})
+                         "call_dropped", "session_expired", "stop_command", "quota_exceeded", "rate_limited"})
 ROLES = frozenset({"learner", "tutor"})
 SOURCES = frozenset({"voice", "text"})
+TURN_STATUSES = frozenset({None, "incomplete", "failed"})
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 UUID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 MAX_TURNS = 2000
@@ -53,6 +54,12 @@ def validate_record(record: Any) -> dict[str, Any]:
             raise InvalidRecord(f"turns[{i}].source must be voice or text")
         if not isinstance(turn.get("at"), str) or not ISO.match(turn["at"]):
             raise InvalidRecord(f"turns[{i}].at is not an ISO 8601 time")
+        # Optional: a tutor response that did not finish, speech that could not be transcribed, a tutor
+        # turn cut off by the learner (its text is then what was heard).
+        if turn.get("status") not in TURN_STATUSES:
+            raise InvalidRecord(f"turns[{i}].status must be one of incomplete, failed or absent")
+        if not isinstance(turn.get("interrupted", False), bool):
+            raise InvalidRecord(f"turns[{i}].interrupted must be true, false or absent")
     for key, kind in (("targets", list), ("metrics", dict), ("errors", list)):
         if key in record and not isinstance(record[key], kind):
             raise InvalidRecord(f"{key} must be a {'list' if kind is list else 'object'}")

@@ -234,6 +234,10 @@ class CompanionServer:
         self._token_times.setdefault(kiosk, []).append(time.time())
         return web.json_response({"token": value, "expires_at": expires_at, "model": model,
                                   "voice": self.config.voice, "prompt": prompt,
+                                  # What the token's session holds, so a kiosk can send it again itself
+                                  # to servers that ignore token-embedded config.
+                                  "transcription_model": self.config.transcription_model,
+                                  "silence_ms": self.config.silence_ms,
                                   "activeTargets": plan["targets"] if plan else []})
 
     async def _mint(self, prompt: str) -> tuple[str, tuple[str, float]]:

@@ -94,6 +94,24 @@ def session_update(**session: Any) -> dict[str, Any]:
     return _event("session.update", session={"type": "realtime", **session})
 
 
+def session_config(instructions: str, voice: str, *, transcription_model: str | None = None,
+                   turn_detection: dict[str, Any] | None = None, noise_reduction: str | None = None) -> dict[str, Any]:
+    """The session fields the kiosk owns, in GA shape, as the companion puts them in the token.
+
+    Why the kiosk sends them itself: some OpenAI-compatible servers ignore the config embedded in
+    an ephemeral token, and then the tutor has no instructions (no greeting at all). ``turn_detection``
+    None means manual turns (hold-to-talk)."""
+    audio_in: dict[str, Any] = {"turn_detection": turn_detection}
+    if transcription_model:
+        audio_in["transcription"] = {"model": transcription_model}
+    if noise_reduction:
+        audio_in["noise_reduction"] = {"type": noise_reduction}
+    audio: dict[str, Any] = {"input": audio_in}
+    if voice:
+        audio["output"] = {"voice": voice}
+    return {"instructions": instructions, "audio": audio}
+
+
 def manual_turns_update() -> dict[str, Any]:
     """Switch the call to manual turns (hold-to-talk): no server VAD."""
     return session_update(audio={"input": {"turn_detection": None}})
@@ -121,6 +139,12 @@ def response_create(instructions: str | None = None) -> dict[str, Any]:
 def response_cancel(response_id: str | None = None) -> dict[str, Any]:
     """Stop the response being generated (barge-in)."""
     return _event("response.cancel", **({"response_id": response_id} if response_id else {}))
+
+
+def item_truncate(item_id: str, audio_end_ms: int, content_index: int = 0) -> dict[str, Any]:
+    """Tell the model how much of its item the learner actually heard (barge-in)."""
+    return _event("conversation.item.truncate", item_id=item_id, content_index=content_index,
+                  audio_end_ms=max(0, int(audio_end_ms)))
 
 
 def output_audio_buffer_clear() -> dict[str, Any]:

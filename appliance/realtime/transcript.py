@@ -11,9 +11,10 @@ spoken before network time set the clock still gets its true date (see :mod:`app
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from appliance.clock import Anchor, Clock, EpochTimeline, iso_utc, system_clock
 from appliance.realtime.events import ServerEvent
@@ -21,6 +22,8 @@ from appliance.realtime.events import ServerEvent
 __all__ = ["Transcript", "Turn", "iso_utc"]
 
 Role = Literal["learner", "tutor"]
+NOT_UNDERSTOOD = "(not understood)"
+"""The text of a learner turn whose audio the server could not transcribe."""
 Source = Literal["voice", "text"]
 
 
@@ -35,9 +38,20 @@ class Turn:
     source: Source
     key: str = ""
     """Item or response id the turn was assembled from (internal)."""
+    status: str | None = None
+    """None for a normal turn; ``incomplete``/``failed`` for a tutor response that did not finish,
+    ``failed`` for learner speech the server could not transcribe."""
+    interrupted: bool = False
+    """The learner cut the tutor off: ``text`` is what was heard, not what the model wrote."""
 
-    def to_record(self, anchor: Anchor) -> dict[str, str]:
-        return {"role": self.role, "text": self.text, "at": iso_utc(anchor.wall_at(self.at)), "source": self.source}
+    def to_record(self, anchor: Anchor) -> dict[str, Any]:
+        record: dict[str, Any] = {"role": self.role, "text": self.text, "at": iso_utc(anchor.wall_at(self.at)),
+                                  "source": self.source}
+        if self.status is not None:
+            record["status"] = self.status
+        if self.interrupted:
+            record["interrupted"] = True
+        return record
 
 
 @dataclass
@@ -77,6 +91,8 @@ class Transcript:
             return None
         if etype == "conversation.item.input_audio_transcription.completed":
             return self._learner_completed(event)
+        if etype == "conversation.item.input_audio_transcription.failed":
+            return self._learner_failed(event)
         if etype in ("response.output_audio_transcript.delta", "response.output_text.delta"):
             delta = event.get("delta")
             if isinstance(delta, str):
@@ -99,7 +115,34 @@ class Transcript:
         closed = [t for key in list(self._open_tutor) if (t := self._tutor_close(key, None))]
         return closed
 
-    def to_records(self, anchor: Anchor | None = None) -> list[dict[str, str]]:
+    def tutor_turns_of(self, response_id: str) -> list[Turn]:
+        """The tutor turns (closed or still open) of one response."""
+        prefix = f"{response_id}/"
+        closed = [t for t in self.turns if t.role == "tutor" and t.key.startswith(prefix)]
+        return closed + [o.turn for o in self._open_tutor.values() if o.turn.key.startswith(prefix)]
+
+    def cut_to_heard(self, response_id: str, item_id: str | None, share: float) -> Turn | None:
+        """Keep only the share of a tutor turn's words the learner heard before cutting it off.
+
+        Why: an interrupted turn saved in full says the learner heard words that were never played.
+        An open turn is closed here with what arrived so far, cut the same way."""
+        key = f"{response_id}/{item_id}"
+        if key in self._open_tutor:
+            self._tutor_close(key, None)
+        turn = next((t for t in reversed(self.turns) if t.key == key), None)
+        if turn is None and item_id is None:
+            candidates = self.tutor_turns_of(response_id)
+            turn = candidates[-1] if candidates else None
+        if turn is None or turn.interrupted:
+            return turn
+        words = turn.text.split()
+        keep = max(0, min(len(words), math.ceil(len(words) * max(0.0, min(1.0, share)))))
+        turn.text = " ".join(words[:keep]) + (" …" if keep < len(words) else "")
+        turn.text = turn.text.strip()
+        turn.interrupted = True
+        return turn
+
+    def to_records(self, anchor: Anchor | None = None) -> list[dict[str, Any]]:
         """The turns in spoken order, stamped through ``anchor`` (default: the clock's best anchor now)."""
         anchor = self.clock.anchor() if anchor is None else anchor
         return [t.to_record(anchor) for t in sorted(self.turns, key=lambda t: t.at)]
@@ -121,6 +164,21 @@ class Transcript:
         started = self._learner_started.pop(item_id, None)
         at = self._clock() if started is None else started
         turn = Turn("learner", text, at, "voice", key)
+        self.turns.append(turn)
+        return turn
+
+    def _learner_failed(self, event: ServerEvent) -> Turn | None:
+        """Speech the server heard but could not transcribe: kept as a turn, so it is not lost."""
+        item_id = event.get("item_id")
+        if not isinstance(item_id, str):
+            return None
+        key = f"learner/{item_id}"
+        if key in self._closed_keys:
+            return None
+        self._closed_keys.add(key)
+        started = self._learner_started.pop(item_id, None)
+        turn = Turn("learner", NOT_UNDERSTOOD, self._clock() if started is None else started, "voice", key,
+                    status="failed")
         self.turns.append(turn)
         return turn
 

@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,24 @@ def effective_session(session: dict[str, Any]) -> dict[str, Any]:
     return full
 
 
+@dataclass
+class Faults:
+    """Switches that make the simulator misbehave on purpose, the way real servers sometimes do.
+
+    Shared by every call of one simulator; tests set them directly, admins through
+    ``POST /simulator/faults``. A "next" fault fires once and clears itself."""
+
+    fail_next_response: dict[str, Any] | None = None
+    """``{"status": "failed"|"incomplete", "error": {"type", "code", "message"}, "reason": ...}``."""
+    fail_next_transcription: dict[str, Any] | None = None
+    """The ``error`` object of the next ``conversation.item.input_audio_transcription.failed``."""
+    ignore_token_config: bool = False
+    """Start calls with an empty session, ignoring the config embedded in the ephemeral token (as
+    some OpenAI-compatible servers do); a response with no instructions and no input is then refused."""
+    usage_without_details: bool = False
+    """``response.done`` usage with totals only, no per-token-type details (as some servers send)."""
+
+
 class _Playback:
     """Speech of one response being played out on the track."""
 
@@ -117,7 +136,7 @@ class SimulatedCall:
     def __init__(self, call_id: str, session: dict[str, Any], *, voice: str, consent_emulation: bool,
                  event_log: Path | None, max_session_s: float, on_end: Callable[[str], None],
                  recognizer: PhraseRecognizer, rtp_during_silence: bool = True,
-                 response_delay_s: float = 0.0) -> None:
+                 response_delay_s: float = 0.0, faults: Faults | None = None) -> None:
         self.call_id = call_id
         self.session = effective_session(session)
         self.session["expires_at"] = int(time.time() + max_session_s)
@@ -163,6 +182,11 @@ class SimulatedCall:
         self._previous: dict[str, str | None] = {}
         """item id → previous_item_id when it was added: ``conversation.item.done`` repeats it."""
         self._tokens_used = 0
+        self.faults = faults if faults is not None else Faults()
+        self._item_audio_ms: dict[str, float] = {}
+        """Audio length of each tutor item (what conversation.item.truncate may cut)."""
+        self.truncated: dict[str, int] = {}
+        """Tutor items the client truncated, with the audio_end_ms it gave."""
 
     # -- signalling -------------------------------------------------------------------------
     async def answer(self, offer_sdp: str) -> str:
@@ -289,6 +313,7 @@ class SimulatedCall:
             "output_audio_buffer.clear": self._output_clear,
             "input_audio_buffer.commit": self._input_commit,
             "input_audio_buffer.clear": self._input_clear,
+            "conversation.item.truncate": self._item_truncate,
         }.get(event["type"])
         if handler is None:
             self._error(f"Invalid value: '{event['type']}'. Unsupported client event.", "invalid_value",
@@ -346,6 +371,11 @@ class SimulatedCall:
             self._error("The beta response shape is no longer supported.", "beta_api_shape_disabled",
                         event.get("event_id"))
             return
+        if (self.faults.ignore_token_config and not self.session.get("instructions")
+                and not response.get("instructions") and not self._learner_texts and not self._system_note):
+            self._error("The response has no instructions and no input to respond to.", "invalid_value",
+                        event.get("event_id"))
+            return
         if self._active_response is not None:
             self._error("Conversation already has an active response in progress.",
                         "conversation_already_has_active_response", event.get("event_id"))
@@ -366,6 +396,21 @@ class SimulatedCall:
     def _output_clear(self, event: dict[str, Any]) -> None:
         playing = self._playback
         self._stop_playback(playing.response_id if playing else self._last_response_id, cleared=True)
+
+    def _item_truncate(self, event: dict[str, Any]) -> None:
+        item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
+        if item_id not in self._item_audio_ms:
+            self._error(f"Item '{item_id}' is not an assistant audio item in this conversation.", "invalid_value",
+                        event.get("event_id"))
+            return
+        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0 \
+                or end_ms > self._item_audio_ms[item_id] + 1:
+            self._error(f"audio_end_ms must be between 0 and the item's {self._item_audio_ms[item_id]:.0f} ms.",
+                        "invalid_value", event.get("event_id"))
+            return
+        self.truncated[item_id] = end_ms
+        self.send("conversation.item.truncated", item_id=item_id, content_index=int(event.get("content_index") or 0),
+                  audio_end_ms=end_ms)
 
     def _input_commit(self, event: dict[str, Any]) -> None:
         audio = np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.int16)
@@ -464,6 +509,13 @@ class SimulatedCall:
 
     async def _transcribe(self, item_id: str, audio: np.ndarray, item: dict[str, Any]) -> str:
         text = await self.recognizer.transcribe(audio)
+        failure, self.faults.fail_next_transcription = self.faults.fail_next_transcription, None
+        if failure is not None:
+            self.send("conversation.item.input_audio_transcription.failed", item_id=item_id, content_index=0,
+                      error={"type": "transcription_error", "code": "audio_unintelligible",
+                             "message": "The audio could not be transcribed.", "param": None, **failure})
+            self._item_done(item)
+            return ""
         # The simulated model always "understands" the audio; the client hears the words only when
         # its session asked for transcription, as with OpenAI.
         if transcription_requested(self.session):
@@ -499,6 +551,15 @@ class SimulatedCall:
         else:
             text = tutor.reply(self._learner_texts[-1], self._responses, all_instructions)
         self._responses += 1
+        fault, self.faults.fail_next_response = self.faults.fail_next_response, None
+        if fault is not None and fault.get("status", "failed") == "failed":
+            error = {"type": "server_error", "code": "server_error", "message": "The server had an error.",
+                     **(fault.get("error") or {})}
+            return self._finish(rid, base, {"id": item_id, "type": "message", "role": "assistant"}, "", "failed", 0,
+                                {"type": "failed", "error": error})
+        if fault is not None:  # incomplete: the answer stops half-way
+            words = text.split(" ")
+            text = " ".join(words[:max(1, len(words) // 2)])
         item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress",
                 "role": "assistant", "content": []}
         self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
@@ -512,16 +573,20 @@ class SimulatedCall:
         if rid in self._cancelled:
             return self._finish(rid, base, item, "", "cancelled", 0)
         self._set_playback(_Playback(rid, item_id, audio))
+        self._item_audio_ms[item_id] = 1000 * len(audio) / RATE
         words = text.split(" ")
         for i, word in enumerate(words):
             self.send("response.output_audio_transcript.delta", delta=word + (" " if i < len(words) - 1 else ""),
                       **where)
         self.send("response.output_audio_transcript.done", transcript=text, **where)
         self.send("response.content_part.done", part={"type": "audio", "transcript": text}, **where)
+        if fault is not None:
+            return self._finish(rid, base, item, text, "incomplete", len(audio),
+                                {"type": "incomplete", "reason": fault.get("reason", "max_output_tokens")})
         self._finish(rid, base, item, text, "completed", len(audio))
 
     def _finish(self, rid: str, base: dict[str, Any], item: dict[str, Any], text: str, status: str,
-                samples: int) -> None:
+                samples: int, details: dict[str, Any] | None = None) -> None:
         item = {**item, "status": "completed" if status == "completed" else "incomplete",
                 "content": [{"type": "output_audio", "transcript": text}] if text else []}
         if text:
@@ -535,8 +600,12 @@ class SimulatedCall:
                  "output_tokens": out_audio + text_out,
                  "input_token_details": {"text_tokens": text_in, "audio_tokens": in_audio, "cached_tokens": 0},
                  "output_token_details": {"text_tokens": text_out, "audio_tokens": out_audio}}
-        details = {"type": status, "reason": self._cancelled.get(rid, "client_cancelled")} \
-            if status == "cancelled" else None
+        if self.faults.usage_without_details:
+            usage = {"total_tokens": usage["total_tokens"], "input_tokens": usage["input_tokens"],
+                     "output_tokens": usage["output_tokens"]}
+        if details is None:
+            details = {"type": status, "reason": self._cancelled.get(rid, "client_cancelled")} \
+                if status == "cancelled" else None
         self.send("response.done", response={**base, "status": status, "status_details": details,
                                              "output": [item] if text else [], "usage": usage})
         if self._active_response == rid:

@@ -28,7 +28,7 @@ from aiohttp import web
 from appliance.httpserve import serve_until_signal, start_http
 from appliance.net import enable_loopback_candidates
 from appliance.simulator.asr import DEFAULT_PHRASES, PhraseRecognizer
-from appliance.simulator.call import SimulatedCall, new_id
+from appliance.simulator.call import Faults, SimulatedCall, new_id
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class SimulatorConfig:
     the model: client_secrets then answers 404 ``model_not_found`` for it."""
     response_delay_s: float = 0.0
     """Model latency before each response's audio: the response is active (cancellable) meanwhile."""
+    ignore_token_config: bool = False
+    """Ignore the session config embedded in ephemeral tokens, as some compatible servers do."""
 
 
 @dataclass
@@ -116,6 +118,8 @@ class RealtimeSimulator:
         self.requests: list[tuple[str, str]] = []
         self.recognizer = PhraseRecognizer(self.config.phrases)
         self.refuse_calls = self.config.refuse_calls
+        self.faults = Faults(ignore_token_config=self.config.ignore_token_config)
+        """Misbehaviour switches shared by every call (see :class:`Faults`)."""
         """New calls get 503 while this is true (existing calls are not touched)."""
         self.model_shutdowns: dict[str, str | None] = {**KNOWN_MODELS, **self.config.model_shutdowns}
         """Model id → shutdown date; change it at run time to retire a model."""
@@ -134,6 +138,7 @@ class RealtimeSimulator:
         app.router.add_post("/simulator/freeze", self.freeze_endpoint)
         app.router.add_post("/simulator/unfreeze", self.unfreeze_endpoint)
         app.router.add_post("/simulator/refuse-calls", self.refuse_calls_endpoint)
+        app.router.add_post("/simulator/faults", self.faults_endpoint)
         app.router.add_get("/", self.index)
         return app
 
@@ -275,6 +280,26 @@ class RealtimeSimulator:
         self.refuse_calls = refuse
         return web.json_response({"refuse_calls": refuse})
 
+    async def faults_endpoint(self, request: web.Request) -> web.Response:
+        """Set fault switches: a JSON object with any of :class:`Faults`' fields."""
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return oai_error(400, "Send a JSON object of fault switches.", "invalid_value")
+        kinds = {"fail_next_response": dict, "fail_next_transcription": dict, "ignore_token_config": bool,
+                 "usage_without_details": bool}
+        for key, value in body.items():
+            kind = kinds.get(key)
+            if kind is None or not (isinstance(value, kind) or (kind is dict and value is None)):
+                return oai_error(400, f"Unknown fault switch or wrong type: {key!r}.", "invalid_value", param=key)
+        for key, value in body.items():
+            setattr(self.faults, key, value)
+        return web.json_response(dict(self.faults.__dict__))
+
     async def beta(self, request: web.Request) -> web.Response:
         return oai_error(400, "The Realtime beta interface has been switched off; use POST /v1/realtime/calls.",
                          "beta_api_shape_disabled")
@@ -328,6 +353,8 @@ class RealtimeSimulator:
             if time.time() > secret.expires_at:
                 return oai_error(401, "The ephemeral key has expired.", "expired_ephemeral_key")
             session = json.loads(json.dumps(secret.session))
+            if self.faults.ignore_token_config:
+                session = {"type": "realtime", **({"model": session["model"]} if "model" in session else {})}
         elif self._api_key_ok(request):
             session = {"type": "realtime"}
         else:
@@ -358,7 +385,8 @@ class RealtimeSimulator:
                              consent_emulation=self.config.consent_emulation, event_log=self.config.event_log,
                              max_session_s=self.config.max_session_s, on_end=self._call_ended,
                              recognizer=self.recognizer, rtp_during_silence=self.config.rtp_during_silence,
-                             response_delay_s=self.config.response_delay_s)
+                             response_delay_s=self.config.response_delay_s,
+                             faults=self.faults)
         try:
             answer = await call.answer(offer)
         except Exception as exc:  # aiortc rejects malformed offers in many ways
@@ -452,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="send RTP only while the tutor speaks (some servers pause the stream in between)")
     parser.add_argument("--refuse-calls", action="store_true",
                         help="start with new calls refused (503); POST /simulator/refuse-calls switches it")
+    parser.add_argument("--ignore-token-config", action="store_true",
+                        help="ignore the session config in ephemeral tokens, like some compatible servers "
+                             "(POST /simulator/faults switches this and other faults)")
     parser.add_argument("--phrase", action="append", default=[],
                         help="a phrase the simulator should recognise in learner speech (repeatable; "
                              f"always known: {', '.join(DEFAULT_PHRASES)})")
@@ -473,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                              voice=args.voice, phrases=(*DEFAULT_PHRASES, *args.phrase),
                              rtp_during_silence=not args.no_silent_rtp, refuse_calls=args.refuse_calls,
                              cors_origin=args.cors, model_shutdowns=shutdowns,
-                             response_delay_s=max(0.0, args.response_delay))
+                             response_delay_s=max(0.0, args.response_delay),
+                             ignore_token_config=args.ignore_token_config)
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
