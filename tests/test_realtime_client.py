@@ -36,7 +36,9 @@ def assert_server_events_valid(stack: Any) -> None:
 
 
 def client_events(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line)["event"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    """What the kiosk sent, from the simulator's event log (which records both directions)."""
+    entries = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    return [entry["event"] for entry in entries if entry.get("direction") == "client"]
 
 
 async def saved(kiosk: Any, rec: Recorder, reason_stop: bool = True) -> dict[str, Any]:

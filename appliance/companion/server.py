@@ -236,7 +236,7 @@ class CompanionServer:
                                   "voice": self.config.voice, "prompt": prompt,
                                   # What the token's session holds, so a kiosk can send it again itself
                                   # to servers that ignore token-embedded config.
-                                  "transcription_model": self.config.transcription_model,
+                                  "transcription_model": self.model_choice.current("transcription"),
                                   "silence_ms": self.config.silence_ms,
                                   "activeTargets": plan["targets"] if plan else []})
 
