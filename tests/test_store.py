@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -493,3 +495,99 @@ def test_sigkill_during_writes_never_corrupts(tmp_path: Path, monkeypatch: pytes
             if sid not in reported and len((store.get(sid) or {}).get("turns", [])) < turns]
     assert not lost, f"{len(lost)} of {len(checkpointed)} checkpointed lessons lost: {lost[:5]}"
     assert all(r["end_reason"] == "interrupted" for r in store.recover_interrupted())
+
+
+TRACED = textwrap.dedent(
+    """
+    import sys
+    from appliance.store import SessionStore
+    store = SessionStore(sys.argv[1])
+    store.checkpoint({"session_id": "traced", "turns": [1], "end_reason": "interrupted"})
+    store.save({"session_id": "traced", "turns": [1, 2], "end_reason": "button"})
+    """
+)
+SYSCALL = re.compile(r"^(?:\d+\s+)?(\w+)\((.*)\)\s+=\s+(-?\d+)")
+Op = tuple[str, Any, int]
+
+
+def traced_ops(directory: Path, trace: Path) -> list[Op]:
+    """The file syscalls of a child doing one checkpoint and one save, in order, as
+    ``("open", path, fd)``, ``("write" | "fsync", fd, result)`` or ``("rename", (old, new), result)``."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (scripts/setup.sh installs it)")
+    probe = subprocess.run([strace, "-o", os.devnull, "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"strace cannot trace here (ptrace not permitted?): {probe.stderr.strip()}")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    subprocess.run([strace, "-f", "-qq", "-s", "0", "-o", str(trace), "-e", "signal=none",
+                    "-e", "trace=openat,write,fsync,fdatasync,rename,renameat2",
+                    sys.executable, "-c", TRACED, str(directory)], env=env, check=True, timeout=60)
+    ops: list[Op] = []
+    for line in trace.read_text().splitlines():
+        m = SYSCALL.match(line)
+        if not m:
+            continue
+        name, args, result = m[1], m[2], int(m[3])
+        paths = re.findall(r'"([^"]*)"', args)
+        if name == "openat" and paths:
+            ops.append(("open", paths[0], result))
+        elif name in ("write", "fsync", "fdatasync"):
+            ops.append(("write" if name == "write" else "fsync", int(args.split(",")[0]), result))
+        elif name in ("rename", "renameat2") and len(paths) == 2:
+            ops.append(("rename", (paths[0], paths[1]), result))
+    return ops
+
+
+def uses_of(ops: list[Op], fd: int, start: int) -> list[tuple[int, str]]:
+    """(index, "write" | "fsync") on ``fd`` from ``start`` until the descriptor is reused by another open."""
+    found = []
+    for i in range(start + 1, len(ops)):
+        kind, arg, result = ops[i]
+        if kind == "open" and result == fd:
+            break
+        if kind in ("write", "fsync") and arg == fd:
+            found.append((i, kind))
+    return found
+
+
+def dir_fsynced_after(ops: list[Op], directory: Path, start: int, end: int | None = None) -> bool:
+    """``directory`` was opened and fsynced after ``start`` (and before ``end``)."""
+    end = len(ops) if end is None else end
+    return any(kind == "open" and arg == str(directory)
+               and any(k == "fsync" and j < end for j, k in uses_of(ops, fd, i))
+               for i, (kind, arg, fd) in enumerate(ops) if start < i < end)
+
+
+def check_replaced(ops: list[Op], target: Path) -> None:
+    """write → fsync → rename → fsync of the directory, for the write that put ``target`` in place."""
+    r = next((i for i, op in enumerate(ops) if op[0] == "rename" and op[1][1] == str(target)), None)
+    assert r is not None, f"{target.name} was never renamed into place"
+    tmp = ops[r][1][0]
+    o = max((i for i in range(r) if ops[i][0] == "open" and ops[i][1] == tmp), default=None)
+    assert o is not None, f"{tmp} renamed but never written"
+    uses = [(i, k) for i, k in uses_of(ops, ops[o][2], o) if i < r]
+    writes = [i for i, k in uses if k == "write"]
+    syncs = [i for i, k in uses if k == "fsync"]
+    assert writes, f"nothing written to {tmp}"
+    assert syncs and max(syncs) > max(writes), f"{target.name} renamed into place before its data was fsynced"
+    assert dir_fsynced_after(ops, target.parent, r), f"the rename to {target.name} was not made durable"
+
+
+def test_atomic_writes_are_durable_in_order(tmp_path: Path) -> None:
+    """Seen by strace, what SIGKILL cannot show: each replaced file (the lesson's final journal, the
+    index) is written to a temporary file, fsynced, renamed over the old one, and its directory then
+    fsynced; the first checkpoint is fsynced and the new journal's directory fsynced. Guards against a
+    missing fsync, a rename before the data is on disk, or a rename never made durable."""
+    store_dir = tmp_path / "store"
+    SessionStore(store_dir).close()  # the child's open then has nothing to write
+    ops = traced_ops(store_dir, tmp_path / "trace.txt")
+    journal = store_dir / "lessons" / "traced.jsonl"
+    first = next((i for i, op in enumerate(ops) if op[0] == "open" and op[1] == str(journal)), None)
+    assert first is not None, "the checkpoint never opened its journal"
+    uses = uses_of(ops, ops[first][2], first)
+    assert [k for _, k in uses][:2] == ["write", "fsync"], f"checkpoint append not fsynced: {uses}"
+    save = next(i for i, op in enumerate(ops) if op[0] == "open" and op[1].endswith(".tmp") and i > first)
+    assert dir_fsynced_after(ops, journal.parent, uses[1][0], save), "the new journal's name was not made durable"
+    check_replaced(ops, journal)
+    check_replaced(ops, store_dir / "sessions.json")
