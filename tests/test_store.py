@@ -473,8 +473,9 @@ def test_sigkill_during_writes_never_corrupts(tmp_path: Path, monkeypatch: pytes
     index shrinking when deliveries move to the archive), the case that breaks in-place writes.
 
     Guards against a non-atomic write. ``scripts/mutate_store_write.py`` runs this test with
-    ``journal.write_atomic`` replaced by an in-place ``O_TRUNC`` write; recorded result:
-    RESULT_PLACEHOLDER
+    ``journal.write_atomic`` replaced by an in-place ``O_TRUNC`` write; recorded result (150 rounds):
+    the mutant FAILS ("8 of 557 checkpointed lessons lost": a final record cut off mid-write took the
+    lesson's checkpoints with it), the real code passes.
     """
     monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the writer imports this tree's appliance
     rounds = int(os.environ.get("STELLA_KILL_ROUNDS", "150"))
