@@ -307,7 +307,14 @@ class SessionStore:
         changed = False
         for name in sorted(names - expected.keys()):
             path = self.journal_dir / name
-            found = read_journal(path).entry
+            journal = read_journal(path)
+            found = journal.entry
+            if found is None and journal.bad_lines == 0:
+                # Nothing but a line cut off by a crash: the lesson's first checkpoint never returned,
+                # so nothing was saved. A normal power-cut outcome, not damage.
+                path.unlink()
+                log.warning("session store: lessons/%s held only a line cut off by a crash; removed", name)
+                continue
             if found is None:
                 aside = self._move_aside(path)
                 self._problem(f"lessons/{name} held no readable lesson; moved to {aside.name}")

@@ -65,11 +65,14 @@ async def test_scripted_microphone_read_from_another_thread_wakes_the_loop() -> 
     mic = ScriptedMicrophone(sample_rate=8000)
     await mic.start()
     mic.say(np.ones(80, dtype=np.int16))
-    reader = threading.Thread(target=mic.read, args=(160,))
+    got: list[np.ndarray] = []
+    reader = threading.Thread(target=lambda: got.append(mic.read(160)))
     reader.start()
-    async with asyncio.timeout(2):
+    async with asyncio.timeout(2):  # fails unless the reader thread's read woke the loop
         await mic.wait_idle()
     reader.join()
+    [out] = got
+    assert out.tolist() == [1] * 80 + [0] * 80  # the queued clip, then silence
 
 
 async def test_scripted_microphone_close_releases_waiters() -> None:

@@ -123,7 +123,44 @@ def test_earcons_are_short_audible_and_distinct() -> None:
         assert 0.1 < len(samples) / 16000 < 1.0
         assert rms_dbfs(samples) > -30
         assert abs(int(samples[0])) < 200 and abs(int(samples[-1])) < 200  # faded: no click
-    assert not np.array_equal(cues[Cue.READY][:1000], cues[Cue.ERROR][:1000])
+
+
+def note_pitches(samples: np.ndarray, rate: int) -> list[float]:
+    """The notes of a cue as heard: the dominant frequency (FFT peak) of 20 ms frames, consecutive
+    loud frames of the same pitch (within 4 %) merged into one note, notes under 30 ms dropped."""
+    frame, hop = int(rate * 0.02), int(rate * 0.01)
+    x = samples.astype(np.float64)
+    loud = 0.1 * np.sqrt(np.mean(x**2)) * np.sqrt(2)
+    notes: list[list[float]] = []
+    previous_silent = True
+    for start in range(0, len(x) - frame, hop):
+        chunk = x[start:start + frame]
+        if np.sqrt(np.mean(chunk**2)) < loud:
+            previous_silent = True
+            continue
+        spectrum = np.abs(np.fft.rfft(chunk * np.hanning(frame), n=16384))
+        pitch = float(np.argmax(spectrum) * rate / 16384)
+        if notes and not previous_silent and abs(pitch / np.median(notes[-1]) - 1) < 0.04:
+            notes[-1].append(pitch)
+        else:
+            notes.append([pitch])
+        previous_silent = False
+    return [float(np.median(n)) for n in notes if len(n) >= 3]
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_earcon_shapes_match_the_readme(rate: int) -> None:
+    """The README's table promises shapes a learner can tell apart without a screen: ready = two
+    rising notes, lesson on = three rising notes, lesson over = two falling notes, cannot reach the
+    tutor = three low notes. Checked by pitch, as heard."""
+    cues = Earcons(rate)
+    ready, connected = note_pitches(cues[Cue.READY], rate), note_pitches(cues[Cue.CONNECTED], rate)
+    ended, error = note_pitches(cues[Cue.ENDED], rate), note_pitches(cues[Cue.ERROR], rate)
+    assert len(ready) == 2 and ready[1] > ready[0] * 1.1, ready
+    assert len(connected) == 3 and connected[0] * 1.1 < connected[1] < connected[2] / 1.1, connected
+    assert len(ended) == 2 and ended[1] < ended[0] / 1.1, ended
+    assert len(error) == 3 and max(error) < 350 and max(error) / min(error) < 1.1, error
+    assert max(error) < min(ready + connected + ended) / 1.5  # low: well below every other cue
 
 
 def test_led_activity_patterns() -> None:

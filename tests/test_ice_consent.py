@@ -4,6 +4,7 @@ with the kiosk's consent fix, and drops without it (aioice gives up after ~30 s)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import pytest
 from appliance.realtime import events
 from appliance.realtime.call import RealtimeCall
 from appliance.realtime.events import ServerEvent
-from tests.harness import API_KEY, lesson_stack
+from appliance.state import State
+from tests.harness import API_KEY, Recorder, Stack, lesson_stack
 
 HOLD_S = 45.0
 
@@ -84,3 +86,56 @@ async def test_consent_fix_keeps_ice_lite_call_alive(tmp_path: Path) -> None:
         finally:
             await fixed.close()
             await unfixed.close()
+
+
+def tutor_answered(rec: Recorder, turns: int) -> bool:
+    """The tutor finished ``turns`` turns and has gone quiet after the last."""
+    return len(rec.tutor_turns()) >= turns and bool(rec.audible) and rec.audible[-1] is False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+async def test_kiosk_config_turns_the_consent_fix_on_by_default(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Two real kiosk lessons against the consent-emulating simulator, side by side: with the default
+    config (``realtime.ice_lite_consent_fix`` unset) the call holds past HOLD_S and the tutor still
+    answers; with the setting false the call drops at ~30 s and the kiosk starts resuming. Guards
+    against a kiosk that stops passing the setting (or its default) to the call: with the kiosk
+    hard-wired to ``consent_fix=False`` the default kiosk's call drops and this test fails."""
+    caplog.set_level("WARNING")
+    async with contextlib.AsyncExitStack() as stacks:
+        stack_on: Stack = await stacks.enter_async_context(lesson_stack(tmp_path / "on", consent_emulation=True))
+        stack_off: Stack = await stacks.enter_async_context(lesson_stack(tmp_path / "off", consent_emulation=True))
+        config_off = stack_off.config(realtime={"ice_lite_consent_fix": False})
+        assert config_off.realtime.ice_lite_consent_fix is False
+        # One kiosk at a time: each sets the (global) mock pin factory before it creates its pins.
+        kiosk_on, rec_on, _ = await stacks.enter_async_context(stack_on.kiosk())
+        kiosk_off, rec_off, _ = await stacks.enter_async_context(stack_off.kiosk(config_off))
+        loop = asyncio.get_running_loop()
+        kiosk_on.press()
+        kiosk_off.press()
+        await rec_on.until(lambda: State.CONNECTED in rec_on.states, what="default kiosk connected")
+        started = loop.time()
+        await rec_off.until(lambda: State.CONNECTED in rec_off.states, what="kiosk without the fix connected")
+        await rec_on.until(lambda: tutor_answered(rec_on, 1), what="greeting")
+
+        # Without the fix aioice's unanswered consent checks drop the call at ~30 s; the kiosk resumes.
+        await rec_off.until(lambda: State.ERROR in rec_off.states, timeout=HOLD_S, what="the call to drop")
+        assert loop.time() - started > 20
+        await rec_off.until(lambda: rec_off.states[-1] is not State.ERROR, what="resume")
+        assert rec_off.states[rec_off.states.index(State.ERROR) + 1] is State.CONNECTING
+        assert any("the call dropped" in r.getMessage() for r in caplog.records)
+
+        # With the default config the call is still up when HOLD_S has passed: nothing to wait for
+        # but the absence of a drop, so this waits on the drop and expects the timeout.
+        with pytest.raises(AssertionError, match="timed out"):
+            await rec_on.until(lambda: State.ERROR in rec_on.states,
+                               timeout=max(0.0, HOLD_S - (loop.time() - started)), what="no drop")
+        assert loop.time() - started >= HOLD_S - 0.5
+        assert kiosk_on.state is State.CONNECTED and State.ERROR not in rec_on.states
+        answered = len(rec_on.tutor_turns())
+        kiosk_on.say("Are you still there?")
+        await rec_on.until(lambda: tutor_answered(rec_on, answered + 1), what="an answer after the hold")
+        kiosk_on.press()
+        await rec_on.until(lambda: bool(rec_on.saved), what="saved")
+        assert rec_on.saved[0][0]["end_reason"] == "button"

@@ -161,23 +161,34 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
 
 
 def test_retention_never_deletes_unsynced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Checks WHICH lessons go, not only how many: synced ones past the retention first, then the
+    oldest synced ones (by lesson age, whatever order they were delivered in), never an unsynced one."""
     now = [1_000_000.0]
     store = SessionStore(tmp_path, clock=lambda: now[0])
     records = [record(i) for i in range(12)]
+    ids = [r["session_id"] for r in records]
     for r in records:
+        now[0] += 60  # lessons 0..11 from oldest to newest
         store.save(r)
-    store.mark_synced(records[0]["session_id"])
+    store.mark_synced(ids[0])
     now[0] += 40 * 86400
-    for r in records[1:6]:
-        store.mark_synced(r["session_id"])
+    for sid in reversed(ids[1:6]):  # delivered newest first: delivery order must not decide
+        now[0] += 1
+        store.mark_synced(sid)
+
+    def left() -> list[str]:
+        return sorted((r["session_id"] for r in store.records()), key=ids.index)
+
     # Synced lessons older than the retention go; pending ones stay whatever their age.
     assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 1
-    assert records[0]["session_id"] not in {r["session_id"] for r in store.records()}
+    assert left() == ids[1:]
     # Over the cap: oldest synced first, never the unsynced; a cap below the unsynced count is reported.
     assert store.apply_retention(keep_synced_days=30, max_lessons=8) == 3
-    assert len(store) == 8 and len(store.unsynced()) == 6
+    assert left() == ids[4:]
     assert store.apply_retention(keep_synced_days=30, max_lessons=4) == 2
-    assert len(store.unsynced()) == 6 and "session store is full" in caplog.text
+    assert left() == ids[6:] and sorted(r["session_id"] for r in store.unsynced()) == sorted(ids[6:])
+    assert "session store is full" in caplog.text
+    assert left() == sorted((r["session_id"] for r in SessionStore(tmp_path).records()), key=ids.index)
 
 
 async def test_unwritable_store_keeps_the_lesson_and_retries(tmp_path: Path) -> None:
