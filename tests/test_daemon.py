@@ -8,6 +8,8 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -74,21 +76,53 @@ async def control(path: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+class Daemon:
+    """A real `stella-kiosk run` process under a fake service manager (see :func:`running_daemon`)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, systemd: FakeSystemd) -> None:
+        self.proc = proc
+        self.systemd = systemd
+        self.stderr = ""
+
+    async def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, as systemd stops it; returns the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+@asynccontextmanager
+async def running_daemon(toml: Path, tmp_path: Path, watchdog_usec: int | None = 1_000_000
+                         ) -> AsyncIterator[Daemon]:
+    """Start the daemon on ``toml`` with NOTIFY_SOCKET (and WATCHDOG_USEC) set; on exit, kill it if it
+    still runs, close the fake manager and keep its stderr in ``daemon.stderr``."""
+    systemd = FakeSystemd(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "PYTHONPATH": str(ROOT)}
+    env.pop("WATCHDOG_PID", None)
+    env.pop("WATCHDOG_USEC", None)
+    if watchdog_usec is not None:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
+                                                str(toml), env=env, stderr=asyncio.subprocess.PIPE)
+    daemon = Daemon(proc, systemd)
+    try:
+        yield daemon
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        systemd.close()
+        daemon.stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+
+
 async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config()  # writes device.key
         state_dir = tmp_path / "state"
         sock_path = tmp_path / "control.sock"
         assert config.kiosk.id == "kiosk-test"
-        write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
-        systemd = FakeSystemd(tmp_path / "notify.sock")
-        env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000",
-               "PYTHONPATH": str(ROOT)}
-        env.pop("WATCHDOG_PID", None)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "appliance.cli", "run", "--config", str(tmp_path / "kiosk.toml"),
-            env=env, stderr=asyncio.subprocess.PIPE)
-        try:
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
+        async with running_daemon(toml, tmp_path) as daemon:
+            systemd = daemon.systemd
             ready = await systemd.until(lambda m: "READY=1" in m)
             assert "STATUS=idle" in ready
             await systemd.until(lambda m: m == "WATCHDOG=1")
@@ -100,15 +134,10 @@ async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
             assert code == 0
             code, out, _ = await control(sock_path, "status")
             assert "state:   connected" in out and "lesson:" in out
-            proc.send_signal(signal.SIGTERM)
+            daemon.proc.send_signal(signal.SIGTERM)
             await systemd.until(lambda m: "STOPPING=1" in m)
-            assert await asyncio.wait_for(proc.wait(), 30) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            systemd.close()
-        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
+            assert await asyncio.wait_for(daemon.proc.wait(), 30) == 0
+        stderr = daemon.stderr
         assert "Traceback" not in stderr, stderr
         assert stack.device_key not in stderr
         records = list(SessionStore(state_dir).records())
@@ -132,27 +161,15 @@ async def test_run_speaks_input_wavs_one_after_each_tutor_turn(tmp_path: Path) -
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
         wavs = ", ".join(f'"{clip}"' for clip in clips)
         toml.write_text(toml.read_text().replace('output = "null"', f'output = "null"\ninput_wavs = [{wavs}]'))
-        systemd = FakeSystemd(tmp_path / "notify.sock")
-        env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "PYTHONPATH": str(ROOT)}
-        env.pop("WATCHDOG_USEC", None)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "appliance.cli", "run", "--config", str(toml), env=env,
-            stderr=asyncio.subprocess.PIPE)
-        try:
+        async with running_daemon(toml, tmp_path, watchdog_usec=None) as daemon:
+            systemd = daemon.systemd
             await systemd.until(lambda m: "READY=1" in m)
             assert (await control(sock_path, "press"))[0] == 0
             await systemd.until(lambda m: m.startswith("STATUS=connected"))
             systemd.messages.clear()  # from here on, only what follows the lesson's start
             await systemd.until(lambda m: m.startswith("STATUS=idle"), timeout=60)
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 30) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            systemd.close()
-        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
-        assert "Traceback" not in stderr, stderr
+            assert await daemon.stop() == 0
+        assert "Traceback" not in daemon.stderr, daemon.stderr
     records = list(SessionStore(state_dir).records())
     assert [r["end_reason"] for r in records] == ["voice_stop"]
     spoken = [t["text"] for t in records[0]["turns"] if t["role"] == "learner"]

@@ -30,7 +30,7 @@ from appliance.sessions_cli import LOST_LESSON_MARKER
 from appliance.state import State
 from appliance.store import SessionStore, StoreError
 from tests.harness import Recorder, Stack, lesson_stack
-from tests.test_daemon import FakeSystemd, control, write_daemon_config
+from tests.test_daemon import FakeSystemd, control, running_daemon, write_daemon_config
 from tests.test_hostile_input import deep, event_like, json_values
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +78,12 @@ def tutor_line(text: str, n: int) -> str:
                        "content_index": 0, "transcript": text})
 
 
+async def tutor_says(stack: Stack, rec: Recorder, text: str, n: int) -> None:
+    """The server sends a finished tutor transcript; wait until the kiosk has recorded the turn."""
+    inject(stack, tutor_line(text, n))
+    await rec.until(lambda: any(t.text == text for t in rec.turns), what=f"tutor turn {text!r}")
+
+
 async def connected_lesson(stack: Stack, kiosk: Any, rec: Recorder, nth: int = 1) -> None:
     kiosk.press()
     await rec.until(lambda: rec.states.count(State.CONNECTED) >= nth, what="connected")
@@ -113,8 +119,7 @@ def test_hostile_server_events_in_a_live_call(messages: list[str | bytes]) -> No
                 inject(stack, tutor_line("before the storm", 1))
                 for message in messages:
                     inject(stack, message)
-                inject(stack, tutor_line("after the storm", 2))
-                await rec.until(lambda: any(t.text == "after the storm" for t in rec.turns), what="marker turn")
+                await tutor_says(stack, rec, "after the storm", 2)
                 record = await end_and_wait_saved(kiosk, rec, 1)
                 texts = [t["text"] for t in record["turns"]]
                 assert "before the storm" in texts and "after the storm" in texts
@@ -153,8 +158,7 @@ async def test_deeply_nested_event_does_not_end_the_lesson(tmp_path: Path) -> No
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
         await connected_lesson(stack, kiosk, rec)
         inject(stack, deep(5000))
-        inject(stack, tutor_line("still here", 1))
-        await rec.until(lambda: any(t.text == "still here" for t in rec.turns), what="turn after the bomb")
+        await tutor_says(stack, rec, "still here", 1)
         assert kiosk.state is State.CONNECTED
         record = await end_and_wait_saved(kiosk, rec, 1)
         assert record["end_reason"] == "stop_command"
@@ -250,8 +254,7 @@ async def test_long_uptime_keeps_timers_and_history_bounded(tmp_path: Path) -> N
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
         for n in range(1, 7):
             await connected_lesson(stack, kiosk, rec, nth=n)
-            inject(stack, tutor_line(f"lesson {n}", n))
-            await rec.until(lambda n=n: any(t.text == f"lesson {n}" for t in rec.turns), what="turn")
+            await tutor_says(stack, rec, f"lesson {n}", n)
             kiosk.press()  # a short press of the button: the long-press timer is armed and then fires
             await end_and_wait_saved(kiosk, rec, n)
         await asyncio.sleep(kiosk.config.button.long_press_s + 0.2)  # let the long-press timers fire
@@ -296,8 +299,7 @@ async def test_disk_full_at_stop_sends_the_lesson_to_the_companion(tmp_path: Pat
             kiosk.exit_save_budget_s = 1.0
             await connected_lesson(stack, kiosk, rec)
             fill(tiny_disk)
-            inject(stack, tutor_line("on a full disk", 1))
-            await rec.until(lambda: any(t.text == "on a full disk" for t in rec.turns), what="turn")
+            await tutor_says(stack, rec, "on a full disk", 1)
             kiosk.request_stop()
             await rec.until(lambda: State.ERROR in rec.states, what="error shown")
             assert kiosk.status()["held_in_memory"] == 1
@@ -318,8 +320,7 @@ async def test_disk_full_and_no_companion_at_stop_goes_to_the_journal_and_import
             kiosk.exit_save_budget_s = 1.0
             await connected_lesson(stack, kiosk, rec)
             fill(tiny_disk)
-            inject(stack, tutor_line("nowhere to go", 1))
-            await rec.until(lambda: any(t.text == "nowhere to go" for t in rec.turns), what="turn")
+            await tutor_says(stack, rec, "nowhere to go", 1)
             await stack.companion.stop()
             kiosk.request_stop()
             await rec.until(lambda: State.ERROR in rec.states, what="error shown")
@@ -433,13 +434,8 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
         (state_dir / "sessions.json").write_bytes(content)
         sock = tmp_path / "c.sock"
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
-        systemd = FakeSystemd(tmp_path / "notify.sock")
-        env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": "1000000",
-               "PYTHONPATH": str(ROOT)}
-        env.pop("WATCHDOG_PID", None)
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
-                                                    str(toml), env=env, stderr=asyncio.subprocess.PIPE)
-        try:
+        async with running_daemon(toml, tmp_path) as daemon:
+            systemd = daemon.systemd
             await systemd.until(lambda m: "READY=1" in m, timeout=30)
             await systemd.until(lambda m: m == "WATCHDOG=1", timeout=10)
             code, out, err = await control(sock, "status")
@@ -451,15 +447,8 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
             await systemd.until(lambda m: m.startswith("STATUS=connected"), timeout=30)
             assert (await control(sock, "stop"))[0] == 0
             await systemd.until(lambda m: m.startswith("STATUS=idle"), timeout=30)
-            proc.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), 30) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            systemd.close()
-        stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
-        assert "Traceback" not in stderr and "never retrieved" not in stderr, stderr
+            assert await daemon.stop() == 0
+        assert "Traceback" not in daemon.stderr and "never retrieved" not in daemon.stderr, daemon.stderr
         store = SessionStore(state_dir)
         reasons = [d["record"]["end_reason"] for d in store.documents()]
         assert reasons in (["stop_command"], ["stop_command", "interrupted"])
@@ -505,8 +494,7 @@ async def test_frozen_server_is_shown_within_5_s_and_the_lesson_resumes(tmp_path
 async def test_lesson_is_saved_as_call_dropped_when_resuming_fails(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
         await connected_lesson(stack, kiosk, rec)
-        inject(stack, tutor_line("Hello there", 1))
-        await rec.until(lambda: any(t.text == "Hello there" for t in rec.turns), what="turn")
+        await tutor_says(stack, rec, "Hello there", 1)
         stack.simulator.refuse_calls = True
         stack.simulator.freeze_calls()
         await rec.until(lambda: len(rec.saved) == 1, timeout=30, what="lesson saved")
@@ -577,8 +565,7 @@ async def test_microphone_lost_mid_lesson_saves_it_and_waits_for_the_device(tmp_
         mic = VanishingMicrophone()
         async with stack.kiosk(mic=mic) as (kiosk, rec, _mic):
             await connected_lesson(stack, kiosk, rec)
-            inject(stack, tutor_line("Can you hear me?", 1))
-            await rec.until(lambda: any(t.text == "Can you hear me?" for t in rec.turns), what="turn")
+            await tutor_says(stack, rec, "Can you hear me?", 1)
             mic.pull()
             await rec.until(lambda: len(rec.saved) == 1, what="lesson saved")
             record = rec.saved[0][0]
