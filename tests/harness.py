@@ -46,6 +46,18 @@ def espeak(text: str, path: Path) -> Path:
     return path
 
 
+async def mint_token(base_url: str, model: str = "gpt-realtime-2.1-mini") -> str:
+    """An ephemeral token from a simulator at ``base_url`` (what the companion would hand a kiosk)."""
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{base_url}/v1/realtime/client_secrets",
+                                   headers={"Authorization": f"Bearer {API_KEY}"},
+                                   json={"session": {"type": "realtime", "model": model}})
+    response.raise_for_status()
+    return response.json()["value"]
+
+
 class Recorder(NullObserver):
     """Kiosk observer that turns callbacks into awaitable conditions."""
 

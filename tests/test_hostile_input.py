@@ -18,6 +18,7 @@ from appliance.companion.client import CompanionClient, CompanionError
 from appliance.control import ControlServer
 from appliance.realtime import events
 from appliance.safe_text import clean_json, clean_text
+from tests.test_cli_tools import FakeKiosk
 
 SURROGATE = "\ud800"
 
@@ -75,31 +76,6 @@ def test_clean_json_output_is_always_encodable(value: Any) -> None:
     json.dumps(cleaned, ensure_ascii=False).encode("utf-8")
     if isinstance(value, str):
         assert clean_text(cleaned) == cleaned
-
-
-class FakeKiosk:
-    """Records what the control server asked of the kiosk."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def press(self, at: float | None = None) -> None:
-        self.calls.append(("press", at))
-
-    def release(self, at: float | None = None) -> None:
-        self.calls.append(("release", at))
-
-    def say(self, text: str) -> None:
-        self.calls.append(("say", text))
-
-    def request_stop(self) -> None:
-        self.calls.append(("stop", None))
-
-    def status(self) -> dict[str, Any]:
-        return {"state": "idle"}
-
-    async def sync_now(self, timeout_s: float) -> int:
-        return 0
 
 
 @settings(max_examples=300, deadline=None)

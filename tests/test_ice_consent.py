@@ -8,7 +8,6 @@ import contextlib
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -16,18 +15,9 @@ from appliance.realtime import events
 from appliance.realtime.call import RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.state import State
-from tests.harness import API_KEY, Recorder, Stack, lesson_stack
+from tests.harness import Recorder, Stack, lesson_stack, mint_token
 
 HOLD_S = 45.0
-
-
-async def mint_token(base_url: str) -> str:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{base_url}/v1/realtime/client_secrets",
-                                   headers={"Authorization": f"Bearer {API_KEY}"},
-                                   json={"session": {"type": "realtime", "model": "gpt-realtime-2.1-mini"}})
-    response.raise_for_status()
-    return response.json()["value"]
 
 
 class ProbeCall:

@@ -26,21 +26,12 @@ from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.services import ChildServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
-from tests.harness import API_KEY
+from tests.harness import API_KEY, mint_token
 
 CLIENT = TypeAdapter(RealtimeClientEvent)
 SERVER = TypeAdapter(RealtimeServerEvent)
 DETECT_WITHIN_S = 5.0
 HEALTHY_S = 8.0
-
-
-async def mint(base_url: str) -> str:
-    async with httpx.AsyncClient() as http:
-        response = await http.post(f"{base_url}/v1/realtime/client_secrets",
-                                   headers={"Authorization": f"Bearer {API_KEY}"},
-                                   json={"session": {"type": "realtime", "model": "gpt-realtime-2.1-mini"}})
-    response.raise_for_status()
-    return response.json()["value"]
 
 
 class Watched:
@@ -111,8 +102,8 @@ async def test_quiet_call_stays_up_and_frozen_call_is_reported_within_5s(
         quiet_sim: RealtimeSimulator, steady_sim: RealtimeSimulator) -> None:
     """Guards against a dead server looking connected until ICE consent expires (~30 s), and against
     the cure (probes) misfiring: a healthy call where nobody speaks for 8 s must stay up."""
-    quiet = Watched(quiet_sim.base_url, await mint(quiet_sim.base_url))
-    steady = Watched(steady_sim.base_url, await mint(steady_sim.base_url))
+    quiet = Watched(quiet_sim.base_url, await mint_token(quiet_sim.base_url))
+    steady = Watched(steady_sim.base_url, await mint_token(steady_sim.base_url))
     await asyncio.gather(quiet.call.open(10), steady.call.open(10))
     try:
         await quiet.until(lambda: quiet.count("session.created") == 1)
@@ -154,7 +145,7 @@ async def test_quiet_call_stays_up_and_frozen_call_is_reported_within_5s(
             assert closed_at - frozen_at <= DETECT_WITHIN_S, reason
             assert reason == "no answer from the Realtime server for 4 s"
         # New calls to a simulator whose earlier calls are frozen work normally.
-        fresh = Watched(quiet_sim.base_url, await mint(quiet_sim.base_url))
+        fresh = Watched(quiet_sim.base_url, await mint_token(quiet_sim.base_url))
         await fresh.call.open(10)
         try:
             await fresh.until(lambda: fresh.count("session.created") == 1)
@@ -178,7 +169,7 @@ async def test_sigstopped_simulator_process_is_reported_within_5s(tmp_path: Path
     assert server.process is not None
     pid = server.process.pid
     stopped = False
-    watched = Watched(base_url, await mint(base_url))
+    watched = Watched(base_url, await mint_token(base_url))
     try:
         await watched.call.open(10)
         await watched.until(lambda: watched.count("session.created") == 1)
@@ -201,7 +192,7 @@ async def test_sigstopped_simulator_process_is_reported_within_5s(tmp_path: Path
 
 async def test_close_is_bounded_when_the_peer_connection_close_hangs(steady_sim: RealtimeSimulator) -> None:
     """Guards against a hang-up that never returns (aiortc's close waiting on a dead peer) wedging the kiosk."""
-    watched = Watched(steady_sim.base_url, await mint(steady_sim.base_url), close_timeout_s=1.0)
+    watched = Watched(steady_sim.base_url, await mint_token(steady_sim.base_url), close_timeout_s=1.0)
     await watched.call.open(10)
     pc = watched.call._pc
     never = asyncio.Event()
@@ -222,7 +213,7 @@ async def test_close_is_bounded_when_the_peer_connection_close_hangs(steady_sim:
 
 async def test_no_close_report_after_close(quiet_sim: RealtimeSimulator) -> None:
     """Guards against the monitor reporting a drop for a call the owner already hung up."""
-    watched = Watched(quiet_sim.base_url, await mint(quiet_sim.base_url), liveness_probe_s=0.2,
+    watched = Watched(quiet_sim.base_url, await mint_token(quiet_sim.base_url), liveness_probe_s=0.2,
                       liveness_dead_s=0.6)
     await watched.call.open(10)
     quiet_sim.freeze_calls()
@@ -244,12 +235,12 @@ async def test_monitor_off_and_simulator_switches(quiet_sim: RealtimeSimulator) 
         assert r.status_code == 401
         r = await http.post(f"{base}/simulator/refuse-calls", headers=auth, json={"refuse": True})
         assert r.json() == {"refuse_calls": True}
-        refused = Watched(base, await mint(base))
+        refused = Watched(base, await mint_token(base))
         with pytest.raises(CallError) as failure:
             await refused.call.open(10)
         assert failure.value.status == 503 and failure.value.retryable
         await http.post(f"{base}/simulator/refuse-calls", headers=auth, json={"refuse": False})
-        watched = Watched(base, await mint(base), liveness_probe_s=0, liveness_dead_s=0)
+        watched = Watched(base, await mint_token(base), liveness_probe_s=0, liveness_dead_s=0)
         await watched.call.open(10)
         try:
             await watched.until(lambda: watched.count("session.created") == 1)
@@ -269,7 +260,7 @@ async def test_monitor_off_and_simulator_switches(quiet_sim: RealtimeSimulator) 
 async def test_a_stall_of_the_kiosk_loop_is_not_blamed_on_the_server(quiet_sim: RealtimeSimulator) -> None:
     """Guards against a busy kiosk (its own event loop blocked longer than the dead limit) hanging up
     a healthy call: the monitor gives the server a fresh chance after the stall."""
-    watched = Watched(quiet_sim.base_url, await mint(quiet_sim.base_url), liveness_probe_s=0.3,
+    watched = Watched(quiet_sim.base_url, await mint_token(quiet_sim.base_url), liveness_probe_s=0.3,
                       liveness_dead_s=0.8)
     await watched.call.open(10)
     try:

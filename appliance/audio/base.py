@@ -20,7 +20,29 @@ class AudioDeviceError(Exception):
     """A device is missing or cannot be opened; the message names it and lists what exists."""
 
 
-class AudioSource(Protocol):
+class HealthReporting(Protocol):
+    """What every sound device tells about itself: whether it works now, and who hears when that changes."""
+
+    @property
+    def healthy(self) -> bool:
+        """False from a reported failure until the device is usable again."""
+        ...
+
+    @property
+    def problem(self) -> str | None:
+        """One line saying why the device is not usable (None while it is)."""
+        ...
+
+    def set_health_callback(self, callback: Callable[[str, bool, str], None]) -> None:
+        """``callback(kind, ok, detail)`` on each change, from ANY thread (hand it to the loop).
+
+        kind is "microphone" or "speaker"; ok False when the device failed, True when it is
+        usable again; detail is a one-line readable reason.
+        """
+        ...
+
+
+class AudioSource(HealthReporting, Protocol):
     """The microphone: int16 mono at ``sample_rate``."""
 
     sample_rate: int
@@ -33,26 +55,9 @@ class AudioSource(Protocol):
 
     async def close(self) -> None: ...
 
-    @property
-    def healthy(self) -> bool:
-        """False from a reported failure until the device is usable again."""
-        ...
-
-    @property
-    def problem(self) -> str | None:
-        """One line saying why the device is not usable (None while it is)."""
-        ...
-
-    def set_health_callback(self, callback: Callable[[str, bool, str], None]) -> None:
-        """``callback(kind, ok, detail)`` on each change, from ANY thread (hand it to the loop).
-
-        kind is "microphone" or "speaker"; ok False when the device failed, True when it is
-        usable again; detail is a one-line readable reason.
-        """
-        ...
 
 
-class AudioSink(Protocol):
+class AudioSink(HealthReporting, Protocol):
     """The speaker: int16 mono at ``sample_rate``."""
 
     sample_rate: int
@@ -65,20 +70,3 @@ class AudioSink(Protocol):
 
     async def close(self) -> None: ...
 
-    @property
-    def healthy(self) -> bool:
-        """False from a reported failure until the device is usable again."""
-        ...
-
-    @property
-    def problem(self) -> str | None:
-        """One line saying why the device is not usable (None while it is)."""
-        ...
-
-    def set_health_callback(self, callback: Callable[[str, bool, str], None]) -> None:
-        """``callback(kind, ok, detail)`` on each change, from ANY thread (hand it to the loop).
-
-        kind is "microphone" or "speaker"; ok False when the device failed, True when it is
-        usable again; detail is a one-line readable reason.
-        """
-        ...
