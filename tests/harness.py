@@ -165,7 +165,7 @@ async def lesson_stack(tmp: Path, **simulator_options: Any) -> AsyncIterator[Sta
                                                 openai_base_url=simulator.base_url, openai_api_key=API_KEY))
     await companion.start()
     device_key = secrets.token_urlsafe(24)
-    companion.provision(KIOSK_ID, device_key)
+    await companion.provision(KIOSK_ID, device_key)
     try:
         yield Stack(simulator, companion, device_key, tmp)
     finally:

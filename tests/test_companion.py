@@ -63,8 +63,8 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path):
     server = CompanionServer(CompanionConfig(db_path=db, openai_base_url=url, openai_api_key=SK,
                                              tokens_per_hour=3))
     await server.start()
-    server.provision("kiosk-a", "key-a-0123456789abcdef")
-    server.provision("kiosk-b", "key-b-0123456789abcdef")
+    await server.provision("kiosk-a", "key-a-0123456789abcdef")
+    await server.provision("kiosk-b", "key-b-0123456789abcdef")
     a = CompanionClient(server.base_url, "key-a-0123456789abcdef", "kiosk-a")
     yield server, upstream, a
     await a.aclose()
@@ -155,7 +155,7 @@ async def test_auth_and_isolation(stack) -> None:
         assert r.status_code == 400
         r = await http.post(f"{base}/api/summarize", headers=b, content=b"x" * (2 * 1024 * 1024))
         assert r.status_code == 413
-    server.storage.revoke_kiosk("kiosk-b")
+    await server.storage.revoke_kiosk("kiosk-b")
     async with httpx.AsyncClient() as http:
         r = await http.get(f"{base}/api/sessions", headers=b)
         assert r.status_code == 401
@@ -200,16 +200,16 @@ async def test_daily_minutes_budget(stack) -> None:
     assert info.value.status == 429 and info.value.code == "daily_budget_exhausted"
 
 
-def test_export_csv_for_teachers(tmp_path: Path) -> None:
+async def test_export_csv_for_teachers(tmp_path: Path) -> None:
     import csv as _csv
     import io
 
-    from appliance.companion.storage import Storage
+    from appliance.companion.storage import open_storage
 
-    storage = Storage(tmp_path / "c.db")
-    storage.store_session(record("kiosk-a"))
-    storage.store_session(record("kiosk-b", end_reason="voice_stop"))
-    storage.close()
+    storage = await open_storage(tmp_path / "c.db")
+    await storage.store_session(record("kiosk-a"))
+    await storage.store_session(record("kiosk-b", end_reason="voice_stop"))
+    await storage.close()
     out = subprocess.run([sys.executable, "-m", "appliance.cli", "companion", "export", "--db", str(tmp_path / "c.db"),
                           "--kiosk", "kiosk-b"], capture_output=True, text=True, timeout=60)
     rows = list(_csv.DictReader(io.StringIO(out.stdout)))

@@ -36,7 +36,7 @@ async def stack(tmp_path: Path):
                              planner_model=("gpt-5.4-mini", "gpt-5.5"))
     server = CompanionServer(config)
     await server.start()
-    server.provision("kiosk-a", KEY)
+    await server.provision("kiosk-a", KEY)
     client = CompanionClient(server.base_url, KEY, "kiosk-a")
     await asyncio.wait_for(server.models_checked.wait(), 10)
     yield sim, server, client, soon

@@ -76,17 +76,17 @@ async def test_outbox_survives_a_companion_outage(tmp_path: Path, caplog: pytest
         assert "sync: will retry in" in caplog.text
         companion = CompanionServer(CompanionConfig(port=port, db_path=tmp_path / "c.db", openai_api_key=API_KEY))
         await companion.start()
-        companion.provision(KIOSK_ID, key)
+        await companion.provision(KIOSK_ID, key)
         try:
             await asyncio.wait_for(syncer.idle.wait(), 10)
-            stored = companion.storage.sessions(KIOSK_ID)
+            stored = await companion.storage.sessions(KIOSK_ID)
             assert [r["session_id"] for r in stored] == [r["session_id"] for r in records]  # once, in order
             assert store.unsynced() == []
             batches = [p for m, p in companion.requests if p == "/api/sessions/batch"]
             assert len(batches) == 3
             # Sending again (a batch that was interrupted half-way) stores nothing twice.
             results = await client.send_batch(records[:5])
-            assert all(r["stored"] for r in results) and len(companion.storage.sessions(KIOSK_ID)) == 20
+            assert all(r["stored"] for r in results) and len(await companion.storage.sessions(KIOSK_ID)) == 20
         finally:
             await companion.stop()
     finally:
@@ -147,13 +147,13 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
         proc, systemd = await start_daemon(tmp_path / "n2.sock")
         try:
             async with asyncio.timeout(20):
-                while not stack.companion.storage.sessions(KIOSK_ID):
+                while not await stack.companion.storage.sessions(KIOSK_ID):
                     await asyncio.sleep(0.05)  # polling the companion's database
         finally:
             proc.send_signal(signal.SIGTERM)
             await proc.wait()
             systemd.close()
-        [delivered] = stack.companion.storage.sessions(KIOSK_ID)
+        [delivered] = await stack.companion.storage.sessions(KIOSK_ID)
         assert delivered["session_id"] == kept["session_id"]
         assert delivered["end_reason"] == "interrupted"
         texts = [t["text"] for t in delivered["turns"]]
@@ -280,7 +280,7 @@ async def test_prefetch_retries_until_the_companion_is_back(tmp_path: Path) -> N
                                                         openai_base_url=stack.simulator.base_url,
                                                         openai_api_key=API_KEY))
             await companion.start()
-            companion.provision(KIOSK_ID, key)
+            await companion.provision(KIOSK_ID, key)
             try:
                 await asyncio.wait_for(prefetcher.filled.wait(), 10)
                 plan, token = prefetcher.take()
@@ -310,7 +310,7 @@ async def test_sync_now_command_without_a_running_kiosk(tmp_path: Path) -> None:
 
         code, out = await sync_now()  # no kiosk running: syncs from the command itself
         assert code == 0 and "outbox: 0" in out
-        assert len(stack.companion.storage.sessions(KIOSK_ID)) == 1
+        assert len(await stack.companion.storage.sessions(KIOSK_ID)) == 1
 
 
 def test_expiring_prefetched_token_is_not_used() -> None:

@@ -30,7 +30,7 @@ NOW = dt.datetime.now(dt.UTC)
 async def https_companion(tmp: Path, cert: trustme.LeafCert) -> AsyncIterator[int]:
     """The real companion app behind TLS with ``cert``; yields the port."""
     server = CompanionServer(CompanionConfig(db_path=tmp / "companion.db"))
-    server.provision(KIOSK, KEY)
+    await server.provision(KIOSK, KEY)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     runner = web.AppRunner(server.app, access_log=None)

@@ -304,7 +304,7 @@ async def test_disk_full_at_stop_sends_the_lesson_to_the_companion(tmp_path: Pat
             await rec.until(lambda: State.ERROR in rec.states, what="error shown")
             assert kiosk.status()["held_in_memory"] == 1
             session_id = kiosk.status()["recent_lessons"][-1]["session_id"]
-        stored = stack.companion.storage.sessions("kiosk-test")
+        stored = await stack.companion.storage.sessions("kiosk-test")
         assert [r["session_id"] for r in stored] == [session_id]
         assert any(t["text"] == "on a full disk" for t in stored[0]["turns"])
 
@@ -407,7 +407,7 @@ async def test_status_counts_lessons_held_in_memory(tmp_path: Path) -> None:
             await asyncio.wait_for(runner, 30)
             await client.aclose()
         # At stop both went to the companion, which was reachable.
-        assert len(stack.companion.storage.sessions("kiosk-test")) == 2
+        assert len(await stack.companion.storage.sessions("kiosk-test")) == 2
 
 
 DAMAGED_STORES = {

@@ -13,6 +13,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+from appliance.companion.db import DatabaseError
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import open_storage
@@ -50,17 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("add-kiosk", "revoke-kiosk") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
-    storage = open_storage(args.db)
+    return asyncio.run(_database_command(args))
+
+
+async def _database_command(args: argparse.Namespace) -> int:
+    """add-kiosk / revoke-kiosk / export, straight on the database (the service may be running)."""
+    try:
+        storage = await open_storage(args.db)
+    except DatabaseError as exc:
+        print(f"companion: {exc}", file=sys.stderr)
+        return 1
     try:
         if args.command == "add-kiosk":
             key = secrets.token_urlsafe(32)
-            storage.add_kiosk(args.name, key)
+            await storage.add_kiosk(args.name, key)
             print(key)
             print(f"device key for {args.name} (shown once; put it in the kiosk's device.key, mode 0600)",
                   file=sys.stderr)
             return 0
         if args.command == "revoke-kiosk":
-            if storage.revoke_kiosk(args.name):
+            if await storage.revoke_kiosk(args.name):
                 print(f"revoked {args.name}", file=sys.stderr)
                 return 0
             print(f"companion: no active kiosk named {args.name}", file=sys.stderr)
@@ -68,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(sys.stdout)
         writer.writerow(["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "duration_s",
                          "learner_turns", "tutor_turns", "est_cost_usd", "transcript"])
-        for r in storage.sessions(args.kiosk, args.since):
+        for r in await storage.sessions(args.kiosk, args.since):
             m = r.get("metrics") or {}
             writer.writerow([r["session_id"], r["kiosk_id"], r["started_at"], r["ended_at"], r["end_reason"],
                              m.get("duration_s"), m.get("learner_turns"), m.get("tutor_turns"), m.get("est_cost_usd"),
                              " | ".join(f"{t['role']}: {t['text']}" for t in r.get("turns", []))])
         return 0
     finally:
-        storage.close()
+        await storage.close()
 
 
 def _config_flags(cmd: argparse.ArgumentParser) -> None:
@@ -196,7 +206,12 @@ async def _serve(config: CompanionConfig, provisions: list[tuple[str, str]]) -> 
     from appliance.logs import setup_logging
 
     setup_logging("info")
-    server = CompanionServer(config)
+    try:
+        storage = await open_storage(config.db_path)
+    except DatabaseError as exc:
+        print(f"companion: {exc}", file=sys.stderr)
+        return 1
+    server = CompanionServer(config, storage)
     for name, key in provisions:
-        server.provision(name, key)
+        await server.provision(name, key)
     return await serve_until_signal(server)

@@ -74,7 +74,7 @@ def error(status: int, code: str, message: str) -> web.Response:
 class CompanionServer:
     def __init__(self, config: CompanionConfig, storage: Storage | None = None) -> None:
         self.config = config
-        self.storage = storage or open_storage(config.db_path)
+        self.storage: Storage = storage  # type: ignore[assignment]  # opened in start()
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self._token_times: dict[str, list[float]] = {}
         self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
@@ -99,7 +99,14 @@ class CompanionServer:
         app.router.add_get("/api/sessions", self.list_sessions)
         return app
 
+    async def open_storage(self) -> Storage:
+        """Open the database (and migrate it) unless it was given or is open already."""
+        if self.storage is None:
+            self.storage = await open_storage(self.config.db_path)
+        return self.storage
+
     async def start(self) -> None:
+        await self.open_storage()
         self._runner, self.port = await start_http(self.app, self.config.host, self.config.port)
         self._model_watch = asyncio.create_task(self._watch_models())
 
@@ -132,10 +139,11 @@ class CompanionServer:
             await self._runner.cleanup()
             self._runner = None
         await self.upstream.aclose()
-        self.storage.close()
+        if self.storage is not None:
+            await self.storage.close()
 
-    def provision(self, kiosk_id: str, key: str) -> None:
-        self.storage.add_kiosk(kiosk_id, key)
+    async def provision(self, kiosk_id: str, key: str) -> None:
+        await (await self.open_storage()).add_kiosk(kiosk_id, key)
 
     # -- plumbing ---------------------------------------------------------------------------
     @web.middleware
@@ -150,14 +158,14 @@ class CompanionServer:
                 return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
             raise
 
-    def _kiosk(self, request: web.Request) -> str | None:
+    async def _kiosk(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
             return None
-        return self.storage.kiosk_for_key(auth[7:].strip())
+        return await self.storage.kiosk_for_key(auth[7:].strip())
 
     async def _body(self, request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
-        kiosk = self._kiosk(request)
+        kiosk = await self._kiosk(request)
         if kiosk is None:
             return error(401, "unauthorized", "a valid device key is required (Authorization: Bearer …)")
         try:
@@ -201,7 +209,7 @@ class CompanionServer:
             pack = validate_pack(fallback_pack(level, recent, plan_id))
             source = "curriculum"
         plan = {"plan_id": plan_id, **pack}
-        self.storage.save_plan(plan, kiosk, source)
+        await self.storage.save_plan(plan, kiosk, source)
         return web.json_response(plan)
 
     async def realtime_token(self, request: web.Request) -> web.Response:
@@ -209,7 +217,7 @@ class CompanionServer:
         if isinstance(parsed, web.Response):
             return parsed
         kiosk, body = parsed
-        limited = self._rate_limited(kiosk)
+        limited = await self._rate_limited(kiosk)
         if limited:
             return limited
         plan = None
@@ -217,7 +225,7 @@ class CompanionServer:
         if plan_id is not None:
             if not isinstance(plan_id, str):
                 return error(400, "bad_request", "plan_id must be a string")
-            plan = self.storage.get_plan(plan_id, kiosk)
+            plan = await self.storage.get_plan(plan_id, kiosk)
             if plan is None:
                 return error(404, "unknown_plan", f"no plan {plan_id} for this kiosk")
         prompt = tutor_instructions(plan, self.config.default_level)
@@ -260,7 +268,7 @@ class CompanionServer:
                 if not self.model_choice.give_up(role, self.model_choice.current(role), exc.message):
                     raise
 
-    def _rate_limited(self, kiosk: str) -> web.Response | None:
+    async def _rate_limited(self, kiosk: str) -> web.Response | None:
         now = time.time()
         recent = [t for t in self._token_times.get(kiosk, []) if now - t < 3600]
         self._token_times[kiosk] = recent
@@ -269,13 +277,13 @@ class CompanionServer:
         if self.config.daily_minutes > 0:
             today = time.strftime("%Y-%m-%d", time.gmtime(now))
             used_s = sum(float((r.get("metrics") or {}).get("duration_s") or 0)
-                         for r in self.storage.sessions(kiosk, since=today))
+                         for r in await self.storage.sessions(kiosk, since=today))
             if used_s / 60 >= self.config.daily_minutes:
                 return error(429, "daily_budget_exhausted",
                              f"this kiosk used its {self.config.daily_minutes:g} lesson minutes for today")
         return None
 
-    def _store(self, kiosk: str, record: Any) -> dict[str, Any]:
+    async def _store(self, kiosk: str, record: Any) -> dict[str, Any]:
         try:
             validate_record(record)
         except InvalidRecord as exc:
@@ -284,7 +292,7 @@ class CompanionServer:
         if record["kiosk_id"] != kiosk:
             return {"session_id": record["session_id"],
                     "error": {"code": "forbidden", "message": "kiosk_id does not match the device key"}}
-        new = self.storage.store_session(record)
+        new = await self.storage.store_session(record)
         if new:
             log.info("stored session %s from %s", record["session_id"], kiosk)
         return {"session_id": record["session_id"], "stored": True, "duplicate": not new}
@@ -294,7 +302,7 @@ class CompanionServer:
         if isinstance(parsed, web.Response):
             return parsed
         kiosk, body = parsed
-        result = self._store(kiosk, body)
+        result = await self._store(kiosk, body)
         if "error" in result:
             status = 403 if result["error"]["code"] == "forbidden" else 400
             return error(status, result["error"]["code"], result["error"]["message"])
@@ -308,14 +316,14 @@ class CompanionServer:
         sessions = body.get("sessions")
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
             return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
-        results = [self._store(kiosk, record) for record in sessions]
+        results = [await self._store(kiosk, record) for record in sessions]
         return web.json_response({"results": results})
 
     async def list_sessions(self, request: web.Request) -> web.Response:
-        kiosk = self._kiosk(request)
+        kiosk = await self._kiosk(request)
         if kiosk is None:
             return error(401, "unauthorized", "a valid device key is required")
         requested = request.query.get("kiosk")
         if requested and requested != kiosk:
             return error(403, "forbidden", "a kiosk can only read its own sessions")
-        return web.json_response({"sessions": self.storage.sessions(kiosk, request.query.get("since"))})
+        return web.json_response({"sessions": await self.storage.sessions(kiosk, request.query.get("since"))})
