@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,10 @@ async def test_previous_schema_is_migrated_and_keeps_its_lessons_and_keys(spec: 
         versions = [row[0] for row in rows]
         assert versions == list(range(1, latest_version() + 1))
         assert await migrate(storage.db) == []
+        # The daily counters start from the lessons already stored (by the companion's received day).
+        day = await storage.db.fetchone("SELECT day, lessons, seconds FROM kiosk_days WHERE kiosk_id = ?",
+                                        ("kiosk-old",))
+        assert day == (time.strftime("%Y-%m-%d", time.gmtime(1.7e9)), 1, 300.0)
     finally:
         await storage.close()
 
