@@ -111,8 +111,7 @@ async def test_planner_falls_back_to_curriculum(stack) -> None:
 
 def curriculum_packs(level: str | None = None) -> list[tuple[str, list[str]]]:
     """The published curriculum file's packs for ``level`` (None: every level), read as data (not through
-    the companion's
-    loader), so the fallback is checked against what the file promises, whatever it holds."""
+    the companion's loader), so the fallback is checked against what the file promises, whatever it holds."""
     packs = json.loads((Path(__file__).resolve().parent.parent / "appliance/data/curriculum.json").read_text())["packs"]
     found = [(p["title"], [t["text"] for t in p["targets"]]) for p in packs if level in (None, p["level"])]
     assert found, f"the curriculum has no {level} pack"
