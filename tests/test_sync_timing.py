@@ -5,6 +5,7 @@ kiosk's real timing behaviour, not by a log line."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -91,7 +92,7 @@ async def syncing(tmp_path: Path, jitter: Callable[[], float], waiting: int = 1,
 
 
 def gaps(times: list[float]) -> list[float]:
-    return [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    return [round(b - a, 3) for a, b in itertools.pairwise(times)]
 
 
 async def test_sync_retries_back_off_exponentially_up_to_the_cap(tmp_path: Path) -> None:
