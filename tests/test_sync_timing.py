@@ -140,8 +140,11 @@ async def test_waiting_lessons_are_sent_every_interval_without_a_kick(tmp_path: 
     period, once per period. Mutation seen failing: the period ignored (the first wait is a backoff)."""
     period = 0.6
     started = time.monotonic()
-    async with syncing(tmp_path, jitter=lambda: 1.0, period_s=period) as (companion, syncer):
+    async with syncing(tmp_path, jitter=lambda: 1.0, period_s=period, waiting=0) as (companion, syncer):
         companion.down = False
+        await asyncio.wait_for(syncer.round_done.wait(), 10)  # the first look, at start: nothing waiting
+        started = time.monotonic()
+        await syncer.store.run("save", record(10))
         for n in range(1, 4):
             syncer.round_done.clear()
             arrivals = await companion.until_arrivals(n, timeout=10)
@@ -151,6 +154,42 @@ async def test_waiting_lessons_are_sent_every_interval_without_a_kick(tmp_path: 
     for gap in gaps(arrivals):
         assert period <= gap < period + SLACK_S, gaps(arrivals)
     assert len(companion.received) == 3 and syncer.failures == 0
+
+
+async def test_a_sync_restarted_after_a_crash_sends_at_once(tmp_path: Path) -> None:
+    """The sync task crashing mid-drain (a bug, a broken record) is restarted by its supervisor, and the
+    restarted task sends the waiting lesson at once, not a whole period later. Mutation seen failing:
+    the first look after a (re)start waiting for the period."""
+    from appliance.supervise import supervise
+
+    companion = ClockedCompanion()
+    await companion.start()
+    companion.down = False
+    store = SessionStore(tmp_path / "state")
+    store.save(record(1))
+    client = CompanionClient(companion.url, "device-key-0123456789abcdef", KIOSK_ID, timeout_s=2)
+    syncer = Syncer(store, client, period_s=300)
+    real_drain = syncer.drain
+    crashes = []
+
+    async def drain_crashing_once() -> bool:
+        if not crashes:
+            crashes.append(time.monotonic())
+            raise RuntimeError("a bug on one odd record")
+        return await real_drain()
+
+    syncer.drain = drain_crashing_once  # type: ignore[method-assign]
+    task = asyncio.create_task(supervise("sync", syncer.run, base_s=0.2, max_s=0.2))
+    syncer.kick()  # as the kiosk does when it starts the task
+    try:
+        arrived = (await companion.until_arrivals(1, timeout=10))[0]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+        await companion.stop()
+        store.close()
+    assert 0.1 <= arrived - crashes[0] < 0.2 + SLACK_S and len(companion.received) == 1
 
 
 @settings(max_examples=200, deadline=None)
