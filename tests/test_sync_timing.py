@@ -244,3 +244,17 @@ async def test_kiosk_honours_the_configured_sync_interval(tmp_path: Path) -> Non
                 assert lesson["session_id"] in [s.get("session_id") for s in stored]
     for gap in gaps(rounds):
         assert interval - 0.05 <= gap < interval + SLACK_S, gaps(rounds)
+
+
+def test_defaults_are_the_figures_the_readme_gives(tmp_path: Path) -> None:
+    """README: "every 5 minutes", backoff "2 s, doubling up to 5 minutes"."""
+    from appliance.config import Config
+
+    assert Config().companion.sync_interval_s == 5 * 60
+    store = SessionStore(tmp_path / "state")
+    try:
+        syncer = Syncer(store, CompanionClient("http://127.0.0.1:9", "k" * 20, KIOSK_ID))
+        delays = [backoff_delay(n, syncer.base_backoff_s, syncer.max_backoff_s, jitter=lambda: 1.0) for n in (1, 2, 10)]
+    finally:
+        store.close()
+    assert delays == [2.0, 4.0, 5 * 60]
