@@ -78,6 +78,9 @@ class CompanionSettings:
     """Per-request timeout; a press never hangs longer than this waiting for the companion."""
     prefetch: bool = True
     """Keep the next lesson's plan and token ready while idle, so a press goes straight to the call."""
+    sync_interval_s: float = 300.0
+    """Besides after every lesson, waiting lessons are sent this often (and retried with capped
+    exponential backoff while the companion is unreachable)."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,7 @@ def _validate(config: Config) -> None:
     _positive(src, "kiosk.keep_synced_days", config.kiosk.keep_synced_days, 0, 3650)
     _positive(src, "kiosk.max_stored_lessons", config.kiosk.max_stored_lessons, 10, 1_000_000)
     _positive(src, "companion.timeout_s", config.companion.timeout_s, 0.1, 120)
+    _positive(src, "companion.sync_interval_s", config.companion.sync_interval_s, 0.1, 86400)
     _positive(src, "realtime.connect_timeout_s", config.realtime.connect_timeout_s, 1, 120)
     _positive(src, "lesson.max_minutes", config.lesson.max_minutes, 0.1, 60)
     _positive(src, "lesson.idle_limit_s", config.lesson.idle_limit_s, 5, 3600)

@@ -172,7 +172,8 @@ class Kiosk:
         self._heartbeat = asyncio.Event()
         self._init_call_state()
         self.store_problems: list[str] = list(getattr(store, "problems", []) or [])
-        self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted)
+        self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted,
+                             period_s=config.companion.sync_interval_s)
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
 
     # -- public API (thread-safe) --------------------------------------------------------

@@ -67,6 +67,9 @@ class Syncer:
         self._wake.set()
 
     async def run(self) -> None:
+        """Drain at once, then on every kick, period and backoff. At once: a (re)start is a reason to
+        look, and a sync restarted after a crash mid-drain must not sit on its lessons for a period."""
+        self._wake.set()
         wait_s = self.period_s
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that

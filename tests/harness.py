@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from appliance.audio.wav import ScriptedMicrophone, WavFileSink
 from appliance.companion.client import CompanionClient
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.config import Config, config_from_dict
+from appliance.hardware.button import ButtonBridge
+from appliance.hardware.leds import make_status_leds
 from appliance.kiosk import Kiosk
 from appliance.net import enable_loopback_candidates
 from appliance.observer import NullObserver
@@ -66,6 +69,8 @@ class Recorder(NullObserver):
         self.turns: list[Turn] = []
         self.audible: list[bool] = []
         self.saved: list[tuple[dict[str, Any], bool]] = []
+        self.timeline: list[tuple[float, State | str]] = []
+        """(monotonic time, state) for every state change, and "audible"/"quiet" for the tutor's audio."""
         self._changed = asyncio.Event()
 
     def _poke(self) -> None:
@@ -73,6 +78,7 @@ class Recorder(NullObserver):
 
     def state_changed(self, state: State, detail: str) -> None:
         self.states.append(state)
+        self.timeline.append((time.monotonic(), state))
         self._poke()
 
     def turn(self, turn: Turn) -> None:
@@ -81,6 +87,7 @@ class Recorder(NullObserver):
 
     def tutor_audible(self, audible: bool) -> None:
         self.audible.append(audible)
+        self.timeline.append((time.monotonic(), "audible" if audible else "quiet"))
         self._poke()
 
     def lesson_saved(self, record: dict[str, Any], synced: bool) -> None:
@@ -113,6 +120,10 @@ class Stack:
     device_key: str
     tmp: Path
     kiosks: list[Kiosk] = field(default_factory=list)
+    pins: MockFactory | None = None
+    """The mock pins of the last kiosk started (drive its button, read its LEDs)."""
+    button: ButtonBridge | None = None
+    """The button wiring of a kiosk started with ``hardware=True``, as `stella-kiosk run` wires it."""
 
     def config(self, **sections: dict[str, Any]) -> Config:
         data: dict[str, Any] = {
@@ -128,27 +139,40 @@ class Stack:
         return config_from_dict(data, source="test")
 
     @asynccontextmanager
-    async def kiosk(self, config: Config | None = None, mic: Any = None,
-                    speaker: Any = None) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
+    async def kiosk(self, config: Config | None = None, mic: Any = None, speaker: Any = None,
+                    hardware: bool = False, store: SessionStore | None = None,
+                    call_factory: Any = None) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
+        """A running kiosk. ``hardware``: the status LEDs and the button on the mock pins (``self.pins``),
+        wired as the daemon wires them; ``store``/``call_factory`` replace those parts."""
         config = config or self.config()
-        Device.pin_factory = MockFactory(pin_class=MockPWMPin)
+        self.pins = MockFactory(pin_class=MockPWMPin)
+        Device.pin_factory = self.pins
         mic = mic or ScriptedMicrophone(sample_rate=config.audio.sample_rate)
         speaker = speaker or WavFileSink(config.audio.output_wav, sample_rate=config.audio.sample_rate)
-        store = SessionStore(config.kiosk.state_dir)
+        store = SessionStore(config.kiosk.state_dir) if store is None else store
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
                                  timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
         recorder = Recorder()
-        kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder)
+        leds = make_status_leds(config.leds) if hardware else None
+        kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder,
+                      leds=leds, **({"call_factory": call_factory} if call_factory else {}))
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))
         await asyncio.wait_for(ready.wait(), 10)
+        if hardware:
+            self.button = ButtonBridge(config.button, asyncio.get_running_loop(), kiosk.press, kiosk.release)
         try:
             yield kiosk, recorder, mic
         finally:
+            if self.button is not None:
+                self.button.close()
+                self.button = None
             kiosk.shutdown()
             await asyncio.wait_for(runner, 20)
             await kiosk.aclose()
             store.close()
+            if leds is not None:
+                leds.close()
 
 
 LEARNER_LINES = ("Hello, my name is Anna. I like to eat apples.", "Stop.")

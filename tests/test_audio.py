@@ -25,7 +25,13 @@ from tests.audio_helpers import ScriptedTrack, Segment, espeak_wav, peak_hz, ton
 
 async def test_scripted_microphone_says_a_clip_then_silence_and_signals_idle() -> None:
     idle_calls: list[str] = []
-    mic = ScriptedMicrophone(sample_rate=16000, on_idle=lambda: idle_calls.append("idle"))
+    called = asyncio.Event()
+
+    def on_idle() -> None:
+        idle_calls.append("idle")
+        called.set()
+
+    mic = ScriptedMicrophone(sample_rate=16000, on_idle=on_idle)
     await mic.start()
     assert not mic.read(320).any() and not mic.speaking
     clip = tone(440, 0.1, rate=16000)  # 1600 samples: 5 reads of 320
@@ -38,7 +44,7 @@ async def test_scripted_microphone_says_a_clip_then_silence_and_signals_idle() -
         await idle
     assert not mic.speaking and mic.clips_spoken == 1
     assert not mic.read(320).any()  # silence after the clip
-    await asyncio.sleep(0)  # on_idle is delivered by the loop
+    await asyncio.wait_for(called.wait(), 2)  # on_idle is delivered by the loop
     assert idle_calls == ["idle"]
 
 

@@ -1,16 +1,14 @@
-"""LEDs and the button on gpiozero mock pins."""
+"""LEDs on gpiozero mock pins (the button pin: tests/test_button_leds.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from appliance.config import ButtonSettings, LedSettings
-from appliance.hardware.button import ButtonBridge
+from appliance.config import LedSettings
 from appliance.hardware.leds import StatusLeds
 from appliance.state import State
 
@@ -72,43 +70,6 @@ def test_state_without_led_turns_all_off(pins: MockFactory) -> None:
     leds.show(State.IDLE)
     assert not any(pins.pin(p).state for p in (23, 24, 25))
     leds.close()
-
-
-async def test_button_presses_reach_the_loop_debounced(pins: MockFactory) -> None:
-    loop = asyncio.get_running_loop()
-    presses: list[float] = []
-    releases: list[float] = []
-    pressed, released = asyncio.Event(), asyncio.Event()
-
-    def on_press(at: float) -> None:
-        presses.append(at)
-        pressed.set()
-
-    def on_release(at: float) -> None:
-        releases.append(at)
-        released.set()
-
-    bridge = ButtonBridge(ButtonSettings(pin=17, bounce_ms=200), loop, on_press, on_release)
-    pin = pins.pin(17)
-    # One quick tap with contact bounce: down, up, down, up within a few microseconds.
-    pin.drive_low()
-    pin.drive_high()
-    pin.drive_low()
-    pin.drive_high()
-    await asyncio.wait_for(pressed.wait(), 5)
-    await asyncio.wait_for(released.wait(), 5)  # delivered once the contact settled
-    assert len(presses) == 1 and len(releases) == 1
-    assert releases[0] - presses[0] >= 0.19
-    # The next real press, after the bounce window, counts; its release comes with it.
-    pressed.clear()
-    released.clear()
-    bridge._pressed_on_loop(releases[0] + 0.5)
-    bridge._released_on_loop(releases[0] + 1.5)
-    assert len(presses) == 2 and len(releases) == 2
-    # A bounce right after a release is not a press.
-    bridge._pressed_on_loop(releases[1] + 0.05)
-    assert len(presses) == 2
-    bridge.close()
 
 
 def test_rgb_led_colours_and_patterns(pins: MockFactory) -> None:

@@ -18,8 +18,9 @@ from appliance.companion.cli import build_config
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.models import WARN_DAYS, status_of
 from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.simulator.server import PACKS, RealtimeSimulator, SimulatorConfig
+from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from tests.harness import API_KEY
+from tests.test_companion import curriculum_packs
 
 KEY = "key-a-0123456789abcdef"
 PAST = "2026-01-01"
@@ -67,8 +68,11 @@ async def test_retired_models_fall_back_and_warn_once(stack, caplog: pytest.LogC
     assert secrets_requests(sim) == 3  # realtime refused, transcription refused, then minted
     token = await client.token()
     assert token.model == "gpt-realtime-2" and secrets_requests(sim) == 4  # the working pair is remembered
+    chats = sim.requests.count(("POST", "/v1/chat/completions"))
     plan = await client.plan()
-    assert plan.title in {p["title"] for p in PACKS}  # from the planner's next model, not the curriculum
+    # From the planner's next model, not the curriculum: the planner was asked again and its answer used.
+    assert sim.requests.count(("POST", "/v1/chat/completions")) >= chats + 2  # refused, then answered
+    assert plan.title not in {title for title, _ in curriculum_packs()}, plan
     for model in ("gpt-realtime-2.1-mini", "gpt-live-transcribe", "gpt-5.4-mini"):
         lines = [r for r in caplog.records if model in r.getMessage() and r.levelno == logging.WARNING]
         assert len(lines) == 1, [r.getMessage() for r in lines]

@@ -326,3 +326,25 @@ def test_expiring_prefetched_token_is_not_used() -> None:
     prefetcher._ready = fresh
     assert prefetcher.take() == fresh
     assert prefetcher.take() is None  # each pair serves one lesson
+
+
+async def test_retention_runs_at_start_up(tmp_path: Path) -> None:
+    """A kiosk that starts over a store with lessons synced long ago deletes them before its first
+    lesson (the unsynced one stays). Mutation seen failing: retention only after a lesson."""
+    import time as _time
+
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config(kiosk={"keep_synced_days": 30}, companion={"url": "http://127.0.0.1:9"})
+        past = _time.time() - 40 * 86400
+        old = SessionStore(config.kiosk.state_dir, clock=lambda: past)
+        records = [record(i) for i in range(3)]
+        for r in records:
+            old.save(r)
+        old.mark_synced(records[0]["session_id"])
+        old.mark_synced(records[1]["session_id"])
+        old.close()
+        async with stack.kiosk(config) as (kiosk, _rec, _mic):
+            left = [r["session_id"] for r in await kiosk.store.run("records")]
+    assert left == [records[2]["session_id"]]
+    journals = sorted(p.stem for p in (config.kiosk.state_dir / "lessons").iterdir())
+    assert journals == [records[2]["session_id"]]

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
+
 from appliance.lesson import Lesson, Usage, matches_stop_phrase
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.transcript import Transcript
+
+# OpenAI's published Realtime prices, USD per 1M tokens (https://openai.com/api/pricing/, "Realtime API";
+# written here by hand, not imported, so a wrong table in the code fails the test).
+MINI = {"audio_in": 10.00, "audio_out": 20.00, "text_in": 0.60, "text_out": 2.40}  # gpt-realtime-mini
+FULL = {"audio_in": 32.00, "audio_out": 64.00, "text_in": 4.00, "text_out": 16.00}  # gpt-realtime
 
 
 def ev(type_: str, **data: object) -> ServerEvent:
@@ -84,4 +91,20 @@ def test_record_metrics_and_cost() -> None:
     assert m["learner_turns"] == 1 and m["learner_words"] == 4 and m["targets_used"] == 1
     assert m["connect_ms"] == 250.0 and m["duration_s"] == 30.0
     assert m["usage"]["responses"] == 1
-    assert m["est_cost_usd"] == round((60 * 10 + 150 * 20 + 40 * 0.6 + 50 * 2.4) / 1e6, 6)
+    # 60 audio + 40 text tokens in, 150 audio + 50 text tokens out, at the mini prices.
+    by_hand = (60 * MINI["audio_in"] + 40 * MINI["text_in"] + 150 * MINI["audio_out"] + 50 * MINI["text_out"]) / 1e6
+    assert by_hand == pytest.approx(0.003744)
+    assert m["est_cost_usd"] == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_full_model_is_priced_at_the_full_rates() -> None:
+    """Guards against every model being billed at the mini tier (mutation: price_tier always "mini")."""
+    usage = Usage()
+    usage.add({"input_token_details": {"audio_tokens": 1000, "text_tokens": 500},
+               "output_token_details": {"audio_tokens": 2000, "text_tokens": 250}})
+    by_hand = (1000 * FULL["audio_in"] + 500 * FULL["text_in"] + 2000 * FULL["audio_out"]
+               + 250 * FULL["text_out"]) / 1e6
+    assert by_hand == pytest.approx(0.166)
+    assert usage.cost_usd("gpt-realtime") == pytest.approx(by_hand, abs=1e-6)
+    mini = (1000 * MINI["audio_in"] + 500 * MINI["text_in"] + 2000 * MINI["audio_out"] + 250 * MINI["text_out"]) / 1e6
+    assert usage.cost_usd("gpt-realtime-mini-2025-12-15") == pytest.approx(mini, abs=1e-6)

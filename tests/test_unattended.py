@@ -192,7 +192,8 @@ async def test_hang_up_that_never_returns_is_abandoned(tmp_path: Path) -> None:
 async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The watchdog proves progress, not just a running loop: with the owner task stuck in a handler,
-    no WATCHDOG=1 is sent (so systemd restarts the kiosk), while the event loop itself keeps running."""
+    no WATCHDOG=1 is sent (so systemd restarts the kiosk), while the event loop itself keeps running.
+    Mutation seen failing: pinging after a missed heartbeat."""
     systemd = FakeSystemd(tmp_path / "notify.sock")
     monkeypatch.setenv("NOTIFY_SOCKET", str(systemd.path))
     monkeypatch.setenv("WATCHDOG_USEC", "400000")  # ping every 0.2 s
@@ -218,9 +219,17 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
                     await asyncio.Event().wait()
 
                 kiosk._on_press = stuck  # a handler that never returns, as a bug would
-                kiosk.press()
-                await asyncio.wait_for(wedged.wait(), 5)
-                await asyncio.sleep(0.3)  # a ping already in flight may still arrive; later ones must not
+                missed = asyncio.Event()
+                noticed = _OnLog("did not handle its heartbeat", missed.set)
+                logging.getLogger("appliance.kiosk").addHandler(noticed)
+                try:
+                    kiosk.press()
+                    await asyncio.wait_for(wedged.wait(), 5)
+                    # A ping for a heartbeat handled just before the wedge may still arrive; once the
+                    # watchdog has missed a heartbeat, no ping can be in flight any more.
+                    await asyncio.wait_for(missed.wait(), 5)
+                finally:
+                    logging.getLogger("appliance.kiosk").removeHandler(noticed)
                 _drain(systemd)
                 loop_alive = 0
                 # Observe 2 s (10 watchdog intervals): the loop keeps running, no ping is sent.
@@ -239,6 +248,18 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
         systemd.close()
 
 
+class _OnLog(logging.Handler):
+    """Calls ``action`` when a log message containing ``text`` is emitted (on the emitting thread)."""
+
+    def __init__(self, text: str, action: Any) -> None:
+        super().__init__(logging.DEBUG)
+        self.text, self.action = text, action
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.action()
+
+
 def _drain(systemd: FakeSystemd) -> list[str]:
     """Datagrams waiting on the fake NOTIFY_SOCKET, read without blocking."""
     received = []
@@ -250,14 +271,18 @@ def _drain(systemd: FakeSystemd) -> list[str]:
 
 
 async def test_long_uptime_keeps_timers_and_history_bounded(tmp_path: Path) -> None:
-    """Before: every fired timer handle and every full saved record stayed in memory for ever."""
+    """Before: every fired timer handle and every full saved record stayed in memory for ever.
+    Mutation seen failing: a fired timer not removed from the map."""
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
         for n in range(1, 7):
             await connected_lesson(stack, kiosk, rec, nth=n)
             await tutor_says(stack, rec, f"lesson {n}", n)
             kiosk.press()  # a short press of the button: the long-press timer is armed and then fires
             await end_and_wait_saved(kiosk, rec, n)
-        await asyncio.sleep(kiosk.config.button.long_press_s + 0.2)  # let the long-press timers fire
+        # The last press's long-press timer fires long_press_s after it; fired timers must leave the map.
+        async with asyncio.timeout(kiosk.config.button.long_press_s + 5):
+            while "long_press" in kiosk._timers:
+                await asyncio.sleep(0.05)
         assert kiosk.lessons_saved_count == 6
         assert len(kiosk.lessons_saved) == 3
         assert len(kiosk._timers) <= 2, kiosk._timers
