@@ -161,7 +161,7 @@ async def login(db: Database, username: str, password: str, address: str) -> Log
 
     Each attempt is counted *before* the password is checked, in the same transaction as the count, so
     parallel guesses on one or many companions cannot slip past the limit; a success then takes its own
-    attempt back out of the user's count."""
+    attempt back out of both counts (a school where everyone signs in from one address must not lock itself out)."""
     user_bucket, address_bucket = f"login:{username[:64]}", f"login-ip:{address}"
     now = time.time()
     async with db.transaction() as q:
@@ -174,16 +174,15 @@ async def login(db: Database, username: str, password: str, address: str) -> Log
         if (counts.get(user_bucket, 0) >= MAX_FAILURES_PER_USER
                 or counts.get(address_bucket, 0) >= MAX_FAILURES_PER_ADDRESS):
             return LoginResult(throttled=True)
-        reserved = await q.fetchone("INSERT INTO rate_events (bucket, at) VALUES (?, ?) RETURNING id",
-                                    (user_bucket, now))
-        await q.execute("INSERT INTO rate_events (bucket, at) VALUES (?, ?)", (address_bucket, now))
+        reserved = [(await q.fetchone("INSERT INTO rate_events (bucket, at) VALUES (?, ?) RETURNING id",
+                                      (bucket, now)))[0] for bucket in (user_bucket, address_bucket)]  # type: ignore[index]
         row = await q.fetchone("SELECT password_hash FROM users WHERE username = ? AND disabled_at IS NULL",
                                (username,))
     # Unknown and disabled accounts cost the same time as real ones, so timing does not list accounts.
     ok = await _verify(row[0] if row else _DUMMY_HASH, password) and row is not None
     if not ok:
         return LoginResult()
-    await db.execute("DELETE FROM rate_events WHERE id = ?", (reserved[0],))  # type: ignore[index]
+    await db.execute("DELETE FROM rate_events WHERE id IN (?, ?)", reserved)
     await prune_sessions(db)
     return LoginResult(token=await open_session(db, username))
 

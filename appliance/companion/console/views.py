@@ -11,6 +11,7 @@ import csv
 import hmac
 import io
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,8 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+SAFE_NEXT = re.compile(r"^/console/[\x21-\x5b\x5d-\x7e]{0,400}$")
+"""A console path of printable ASCII (no backslash, no spaces or line breaks that could split a header)."""
 USAGE_DAYS = 14
 """The usage page without a filter shows the last two weeks."""
 NOTICES = {
@@ -50,6 +53,8 @@ NOTICES = {
     "enabled": "Account enabled.",
 }
 
+SESSION: web.RequestKey[accounts.WebSession | None] = web.RequestKey("console_session", accounts.WebSession)
+FORM: web.RequestKey[Any] = web.RequestKey("console_form", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -105,7 +110,7 @@ class Console:
         route = request.match_info.route
         level = getattr(route.handler, "access", "admin") if route.resource is not None else "public"
         session = await accounts.session_for(self.db, request.cookies.get(SESSION_COOKIE, ""))
-        request["session"] = session
+        request[SESSION] = session
         if level != "public" and session is None:
             raise web.HTTPSeeOther(f"{PREFIX}/login?" + urlencode({"next": request.path_qs}))
         if level == "admin" and (session is None or session.role != "admin"):
@@ -117,18 +122,18 @@ class Console:
             if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
                 raise ConsoleError(403, "This form has expired or did not come from this console. Go back, reload "
                                         "the page and try again.")
-            request["form"] = form
+            request[FORM] = form
         return await handler(request)
 
     def render(self, request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-        session: accounts.WebSession | None = request.get("session")
+        session: accounts.WebSession | None = request.get(SESSION)
         html = self.env.get_template(template).render(session=session, prefix=PREFIX, path=request.path,
                                                       is_admin=bool(session and session.role == "admin"),
                                                       **context)
         return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
 
     def field(self, request: web.Request, name: str, limit: int = 200) -> str:
-        value = request["form"].get(name, "")
+        value = request[FORM].get(name, "")
         if not isinstance(value, str):
             raise ConsoleError(400, f"{name}: expected text, not a file")
         if len(value) > limit:
@@ -142,11 +147,11 @@ class Console:
 
     @access("public")
     async def root(self, request: web.Request) -> web.Response:
-        raise web.HTTPSeeOther(f"{PREFIX}/lessons" if request["session"] else f"{PREFIX}/login")
+        raise web.HTTPSeeOther(f"{PREFIX}/lessons" if request[SESSION] else f"{PREFIX}/login")
 
     @access("public")
     async def login_page(self, request: web.Request) -> web.Response:
-        if request["session"]:
+        if request[SESSION]:
             raise web.HTTPSeeOther(f"{PREFIX}/lessons")
         return self._login_form(request, 200, "")
 
@@ -181,7 +186,7 @@ class Console:
 
     @access("teacher")
     async def logout(self, request: web.Request) -> web.Response:
-        await accounts.close_session(self.db, request["session"].token_hash)
+        await accounts.close_session(self.db, request[SESSION].token_hash)
         response = web.HTTPSeeOther(f"{PREFIX}/login")
         response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
         raise response
@@ -262,7 +267,7 @@ class Console:
             key = await queries.add_kiosk(self.db, name)
         except queries.KioskError as exc:
             return await self.fleet(request, 400, str(exc))
-        log.info("console: %s added kiosk %s", request["session"].username, name)
+        log.info("console: %s added kiosk %s", request[SESSION].username, name)
         return self.render(request, "kiosk_added.html", kiosk_id=name, key=key)
 
     @access("admin")
@@ -270,7 +275,7 @@ class Console:
         kiosk = request.match_info["kiosk_id"]
         if not await queries.revoke_kiosk(self.db, kiosk):
             raise ConsoleError(404, f"No active kiosk named {kiosk}.")
-        log.info("console: %s revoked kiosk %s", request["session"].username, kiosk)
+        log.info("console: %s revoked kiosk %s", request[SESSION].username, kiosk)
         raise web.HTTPSeeOther(f"{PREFIX}/fleet?done=revoked")
 
     @access("admin")
@@ -300,14 +305,14 @@ class Console:
             await accounts.add_user(self.db, username, password, role)
         except accounts.AccountError as exc:
             return await self.users(request, 400, str(exc))
-        log.info("console: %s added %s account %s", request["session"].username, role, username)
+        log.info("console: %s added %s account %s", request[SESSION].username, role, username)
         return self.render(request, "password.html", username=username, password=password, created=True)
 
     async def _target_user(self, request: web.Request) -> str:
         name = request.match_info["username"]
         if await accounts.get_user(self.db, name) is None:
             raise ConsoleError(404, f"No account named {name}.")
-        if name == request["session"].username:
+        if name == request[SESSION].username:
             raise ConsoleError(400, "You cannot disable or reset your own account here: ask another admin, or use "
                                     "`stella-kiosk companion add-user` on the companion.")
         return name
@@ -327,7 +332,7 @@ class Console:
         name = await self._target_user(request)
         password = accounts.new_password()
         await accounts.set_password(self.db, name, password)
-        log.info("console: %s reset the password of %s", request["session"].username, name)
+        log.info("console: %s reset the password of %s", request[SESSION].username, name)
         return self.render(request, "password.html", username=name, password=password, created=False)
 
 
@@ -342,8 +347,7 @@ def _with_headers(response: web.StreamResponse, request: web.Request) -> web.Str
 
 def _safe_next(target: str) -> str:
     """Only a path inside the console: a login link must not send anyone to another site."""
-    ok = target.startswith(PREFIX + "/") and not target.startswith("//") and "\\" not in target and len(target) < 500
-    return target if ok else ""
+    return target if SAFE_NEXT.match(target) else ""
 
 
 def _cell(value: Any) -> Any:
