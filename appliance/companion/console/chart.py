@@ -87,7 +87,7 @@ def stacked_bars(usage: Sequence[DayUsage], value: Callable[[DayUsage], float], 
                                     f"{day}, {u.kiosk_id}: {fmt(value(u))} {unit}"))
         if i % every == 0:
             labels.append(DayLabel(round(x + bar_w / 2, 1), day[5:]))
-    ticks = [Tick(round(TOP + plot_h * (1 - f), 1), fmt(top * f)) for f in (0, 0.25, 0.5, 0.75, 1)]
+    ticks = [Tick(round(TOP + plot_h * (1 - f), 1), f"{round(top * f, 6):g}") for f in (0, 0.2, 0.4, 0.6, 0.8, 1)]
     if days:
         busiest = max(days, key=lambda d: totals[d])
         desc = (f"{len(days)} days from {days[0]} to {days[-1]}, {len(kiosks)} kiosks; "
