@@ -163,6 +163,29 @@ async def test_login_is_throttled_per_user_and_per_address(stack: ConsoleStack) 
         await browser.aclose()
 
 
+async def test_behind_a_local_proxy_each_client_address_counts_apart(stack: ConsoleStack,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards against one school-wide lockout behind a TLS proxy on the same machine: there every request comes
+    from 127.0.0.1, so the address limit must count the proxy's X-Forwarded-For instead."""
+    monkeypatch.setattr(accounts, "MAX_FAILURES_PER_ADDRESS", 3)
+    browser = Browser(stack.base_url)
+    try:
+        for i in range(3):
+            page = await browser.get("/console/login")
+            wrong = await browser.post("/console/login", {"csrf": csrf_of(page.text), "username": f"x{i}",
+                                                          "password": "wrong-password-x"},
+                                       headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
+            assert wrong.status_code == 401
+        for forwarded, expected in (("10.0.0.1", 429), ("10.0.0.2", 303)):
+            page = await browser.get("/console/login")
+            answer = await browser.post("/console/login", {"csrf": csrf_of(page.text), "username": TEACHER,
+                                                           "password": TEACHER_PASSWORD},
+                                        headers={"X-Forwarded-For": forwarded})
+            assert answer.status_code == expected, forwarded
+    finally:
+        await browser.aclose()
+
+
 async def test_parallel_guesses_cannot_pass_the_limit(stack: ConsoleStack) -> None:
     """Guards against a check-then-count race: 12 guesses at once still meet only 5 password checks."""
     browser = Browser(stack.base_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hmac
 import io
+import ipaddress
 import logging
 import re
 import secrets
@@ -169,15 +170,16 @@ class Console:
         password = self.field(request, "password", accounts.MAX_PASSWORD)
         if not username or not password:
             return self._login_form(request, 400, "Enter your username and password.", username)
-        result = await accounts.login(self.db, username, password, request.remote or "unknown")
+        address = client_address(request)
+        result = await accounts.login(self.db, username, password, address)
         if result.throttled:
             return self._login_form(request, 429, "Too many failed sign-ins for this account or from this address. "
                                                   "Wait 15 minutes, or ask an admin to reset your password.",
                                     username)
         if result.token is None:
-            log.info("console: failed sign-in for %r from %s", username[:64], request.remote)
+            log.info("console: failed sign-in for %r from %s", username[:64], address)
             return self._login_form(request, 401, "Wrong username or password.", username)
-        log.info("console: %s signed in from %s", username, request.remote)
+        log.info("console: %s signed in from %s", username, address)
         response = web.HTTPSeeOther(_safe_next(self.field(request, "next", 500)) or f"{PREFIX}/lessons")
         response.set_cookie(SESSION_COOKIE, result.token, path=COOKIE_PATH, max_age=accounts.ABSOLUTE_S,
                             httponly=True, secure=True, samesite="Strict")
@@ -343,6 +345,21 @@ def _with_headers(response: web.StreamResponse, request: web.Request) -> web.Str
         # Lessons, keys and passwords must not stay in a shared computer's cache.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def client_address(request: web.Request) -> str:
+    """The address login throttling counts. Behind a TLS proxy on the same machine every request comes from
+    loopback, so there (and only there: nobody else can reach loopback) the proxy's X-Forwarded-For is
+    believed, its last entry being the one the proxy itself added."""
+    peer = request.remote or "unknown"
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    try:
+        loopback = ipaddress.ip_address(peer).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback and forwarded.strip():
+        return forwarded.split(",")[-1].strip()[:64] or peer
+    return peer
 
 
 def _safe_next(target: str) -> str:
