@@ -101,6 +101,19 @@ async def test_login_redirects_back_only_inside_the_console(stack: ConsoleStack)
         await browser.aclose()
 
 
+async def test_two_open_sign_in_pages_both_work(stack: ConsoleStack) -> None:
+    """Guards against a second sign-in tab silently invalidating the first one's form (403)."""
+    browser = Browser(stack.base_url)
+    try:
+        first = await browser.get("/console/login")
+        await browser.get("/console/login")
+        answer = await browser.post("/console/login", {"csrf": csrf_of(first.text), "username": TEACHER,
+                                                       "password": TEACHER_PASSWORD})
+        assert answer.status_code == 303
+    finally:
+        await browser.aclose()
+
+
 async def test_cookies_are_httponly_secure_strict(stack: ConsoleStack) -> None:
     browser = Browser(stack.base_url)
     try:
@@ -128,8 +141,13 @@ async def test_sessions_end_when_idle_too_long_or_account_disabled(stack: Consol
     async with signed_in(stack, TEACHER, TEACHER_PASSWORD) as teacher:
         assert (await teacher.get("/console/lessons")).status_code == 200
         await stack.db.execute("UPDATE web_sessions SET last_seen = ?", (time.time() - accounts.IDLE_S - 1,))
-        assert (await teacher.get("/console/lessons")).status_code == 303
+        expired = await teacher.get("/console/usage?kiosk=kiosk-a")
+        assert expired.status_code == 303
+        target = httpx.URL(expired.headers["location"])
+        assert target.path == "/console/login" and target.params["next"] == "/console/usage?kiosk=kiosk-a"
         assert await stack.db.fetchall("SELECT * FROM web_sessions WHERE username = ?", (TEACHER,)) == []
+        posted = await teacher.post("/console/logout", {"csrf": "x"})
+        assert posted.headers["location"] == "/console/login"
     async with signed_in(stack, TEACHER, TEACHER_PASSWORD) as teacher, signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:
         done = await admin.submit("/console/users", f"/console/users/{TEACHER}/disable", {})
         assert done.status_code == 303
@@ -488,6 +506,7 @@ def threaded_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
     yield holder["url"], holder["cookies"], holder["csrf"]
     loop.call_soon_threadsafe(holder["stop"].set)
     thread.join(30)
+    loop.close()
 
 
 form_text = st.text(max_size=80) | st.sampled_from(["", " ", "0", "-1", "1e309", "nan", "kiosk-a", "A1", "\x00",

@@ -34,6 +34,7 @@ SESSION_COOKIE = "stella_console"
 LOGIN_COOKIE = "stella_login"
 """Before login there is no session to hold a CSRF token: the login form's token is this cookie's value."""
 COOKIE_PATH = PREFIX + "/"
+LOGIN_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
        "base-uri 'none'")
 SECURITY_HEADERS = {
@@ -113,7 +114,9 @@ class Console:
         session = await accounts.session_for(self.db, request.cookies.get(SESSION_COOKIE, ""))
         request[SESSION] = session
         if level != "public" and session is None:
-            raise web.HTTPSeeOther(f"{PREFIX}/login?" + urlencode({"next": request.path_qs}))
+            # Back to the page after signing in; a form posted with an expired session cannot be replayed.
+            back = request.path_qs if request.method == "GET" else ""
+            raise web.HTTPSeeOther(f"{PREFIX}/login" + (f"?{urlencode({'next': back})}" if back else ""))
         if level == "admin" and (session is None or session.role != "admin"):
             raise ConsoleError(403, "This page is for admins. Ask an admin if you need something changed.")
         if request.method == "POST":
@@ -157,7 +160,9 @@ class Console:
         return self._login_form(request, 200, "")
 
     def _login_form(self, request: web.Request, status: int, message: str, username: str = "") -> web.Response:
-        token = secrets.token_urlsafe(32)
+        # The same token while the cookie lives, so two open sign-in tabs do not invalidate each other.
+        kept = request.cookies.get(LOGIN_COOKIE, "")
+        token = kept if LOGIN_TOKEN.match(kept) else secrets.token_urlsafe(32)
         response = self.render(request, "login.html", status=status, csrf=token, message=message, username=username,
                                next=_safe_next(request.query.get("next", "")))
         response.set_cookie(LOGIN_COOKIE, token, path=COOKIE_PATH, max_age=3600, httponly=True, secure=True,
