@@ -532,3 +532,16 @@ def test_form_and_filter_input_never_causes_a_server_error(threaded_console: tup
     assert response.status_code < 500, response.text
     if response.status_code >= 400:
         assert response.headers["content-type"].startswith("text/html") and "role=\"alert\"" in response.text
+
+
+def test_without_the_console_libraries_the_kiosk_api_still_starts() -> None:
+    """A kiosk running the demo has no jinja2: the companion must serve its API and say the console is off."""
+    code = ("import sys, logging; sys.modules['jinja2'] = None; logging.basicConfig(level=logging.WARNING)\n"
+            "from appliance.companion.server import CompanionConfig, CompanionServer\n"
+            "server = CompanionServer(CompanionConfig(db_path=':memory:'))\n"
+            "paths = {r.canonical for r in server.app.router.resources()}\n"
+            "assert '/api/realtime-token' in paths and not any(p.startswith('/console') for p in paths), paths\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "web console off" in done.stderr and "stella-kiosk[companion]" in done.stderr
