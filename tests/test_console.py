@@ -545,3 +545,27 @@ def test_without_the_console_libraries_the_kiosk_api_still_starts() -> None:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "web console off" in done.stderr and "stella-kiosk[companion]" in done.stderr
+
+
+async def test_nul_and_odd_characters_are_refused_cleanly(stack: ConsoleStack) -> None:
+    """Guards against a 500 on PostgreSQL, which refuses NUL characters in text: malformed names in URLs and
+    forms are turned away before any query."""
+    browser = Browser(stack.base_url)
+    try:
+        page = await browser.get("/console/login")
+        answer = await browser.post("/console/login", {"csrf": csrf_of(page.text), "username": "a\x00b",
+                                                       "password": "whatever-password"})
+        assert answer.status_code == 401
+    finally:
+        await browser.aclose()
+    async with signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:
+        for path in ("/console/lessons/ab%00cdefgh", "/console/lessons/%3Cb%3E"):
+            assert (await admin.get(path)).status_code == 404, path
+        for path in ("/console/kiosks/kiosk%00a/revoke", "/console/kiosks/kiosk%00a/budget",
+                     "/console/users/t%00m/disable", "/console/users/t%00m/reset"):
+            answer = await admin.submit("/console/fleet", path, {"daily_minutes": "5"})
+            assert answer.status_code == 404 and "role=\"alert\"" in answer.text, path
+        for data in ({"kiosk_id": "a\x00b"}, {"username": "a\x00b"}):
+            action = "/console/kiosks" if "kiosk_id" in data else "/console/users"
+            assert (await admin.submit("/console/fleet", action, data)).status_code == 400
+        assert (await admin.get("/console/lessons", params={"kiosk": "a\x00b"})).status_code == 400

@@ -162,7 +162,9 @@ async def login(db: Database, username: str, password: str, address: str) -> Log
     Each attempt is counted *before* the password is checked, in the same transaction as the count, so
     parallel guesses on one or many companions cannot slip past the limit; a success then takes its own
     attempt back out of both counts (a school where everyone signs in from one address must not lock itself out)."""
-    user_bucket, address_bucket = f"login:{username[:64]}", f"login-ip:{address}"
+    # A name no account can have shares one bucket (and never reaches SQL: PostgreSQL refuses NUL characters).
+    valid = bool(USERNAME.match(username))
+    user_bucket, address_bucket = f"login:{username if valid else '?'}", f"login-ip:{address[:64]}"
     now = time.time()
     async with db.transaction() as q:
         if q.engine == "postgresql":
@@ -177,7 +179,7 @@ async def login(db: Database, username: str, password: str, address: str) -> Log
         reserved = [(await q.fetchone("INSERT INTO rate_events (bucket, at) VALUES (?, ?) RETURNING id",
                                       (bucket, now)))[0] for bucket in (user_bucket, address_bucket)]  # type: ignore[index]
         row = await q.fetchone("SELECT password_hash FROM users WHERE username = ? AND disabled_at IS NULL",
-                               (username,))
+                               (username,)) if valid else None
     # Unknown and disabled accounts cost the same time as real ones, so timing does not list accounts.
     ok = await _verify(row[0] if row else _DUMMY_HASH, password) and row is not None
     if not ok:

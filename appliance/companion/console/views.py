@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion.console import accounts, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
+from appliance.companion.records import UUID
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Console:
             form = await request.post()
             expected = session.csrf_token if level != "public" else request.cookies.get(LOGIN_COOKIE, "")
             sent = form.get("csrf")
-            if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), expected.encode()):
+            if not expected or not isinstance(sent, str) or not _same(sent, expected):
                 raise ConsoleError(403, "This form has expired or did not come from this console. Go back, reload "
                                         "the page and try again.")
             request[FORM] = form
@@ -216,7 +217,7 @@ class Console:
 
     @access("teacher")
     async def lesson(self, request: web.Request) -> web.Response:
-        found = await queries.lesson(self.db, request.match_info["session_id"])
+        found = await queries.lesson(self.db, _param(request, "session_id", UUID))
         if found is None:
             raise ConsoleError(404, "No lesson with this id. It may have been removed by retention.")
         record = found.record or {}
@@ -279,7 +280,7 @@ class Console:
 
     @access("admin")
     async def revoke_kiosk(self, request: web.Request) -> web.Response:
-        kiosk = request.match_info["kiosk_id"]
+        kiosk = _param(request, "kiosk_id", queries.KIOSK_ID)
         if not await queries.revoke_kiosk(self.db, kiosk):
             raise ConsoleError(404, f"No active kiosk named {kiosk}.")
         log.info("console: %s revoked kiosk %s", request[SESSION].username, kiosk)
@@ -287,7 +288,7 @@ class Console:
 
     @access("admin")
     async def set_budget(self, request: web.Request) -> web.Response:
-        kiosk = request.match_info["kiosk_id"]
+        kiosk = _param(request, "kiosk_id", queries.KIOSK_ID)
         try:
             minutes = queries.parse_minutes(self.field(request, "daily_minutes", 50))
         except queries.KioskError as exc:
@@ -316,7 +317,7 @@ class Console:
         return self.render(request, "password.html", username=username, password=password, created=True)
 
     async def _target_user(self, request: web.Request) -> str:
-        name = request.match_info["username"]
+        name = _param(request, "username", accounts.USERNAME)
         if await accounts.get_user(self.db, name) is None:
             raise ConsoleError(404, f"No account named {name}.")
         if name == request[SESSION].username:
@@ -350,6 +351,20 @@ def _with_headers(response: web.StreamResponse, request: web.Request) -> web.Str
         # Lessons, keys and passwords must not stay in a shared computer's cache.
         response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _same(sent: str, expected: str) -> bool:
+    """Constant-time, so the token cannot be guessed a character at a time from response times."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
+def _param(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+    """A name from the URL, checked before it reaches SQL (PostgreSQL refuses NUL characters, for one): a
+    malformed one names nothing, so it is a 404."""
+    value = request.match_info[name]
+    if not pattern.match(value):
+        raise ConsoleError(404, f"There is no {name.replace('_', ' ')} like that.")
+    return value
 
 
 def client_address(request: web.Request) -> str:
