@@ -33,6 +33,10 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
 
+#: Names of visible form fields that no <label> names (a screen reader would read them as "edit text").
+UNLABELLED = ("[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+              ".filter(e => e.labels.length === 0).map(e => e.name || e.id)")
+
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
 
 
@@ -104,6 +108,8 @@ async def test_admin_runs_the_fleet_in_a_browser(stack: ConsoleStack, tmp_path: 
         await page.keyboard.type(ADMIN)
         await page.keyboard.press("Tab")
         assert await page.evaluate("document.activeElement.id") == "password"
+        # Keyboard focus is visible (the stylesheet's outline, not the browser's removed one).
+        assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
         await page.keyboard.type(ADMIN_PASSWORD)
         async with page.expect_navigation():
             await page.keyboard.press("Enter")
@@ -198,7 +204,8 @@ async def test_a_teacher_cannot_reach_admin_pages_in_a_browser(stack: ConsoleSta
 
 
 async def test_pages_fit_a_phone(stack: ConsoleStack) -> None:
-    """390 px wide: the page body never scrolls sideways (wide tables scroll inside their own box)."""
+    """390 px wide: the page body never scrolls sideways (wide tables scroll inside their own box); every field
+    has a label, every page one h1 and a language."""
     record = lesson_record("kiosk-a", words=("A" * 300, "https://example.com/" + "x" * 200))
     await sync_lessons(stack, record)
     await heartbeat(stack, "kiosk-a", last_error="audio_device_lost: " + "the capture device vanished " * 5)
@@ -210,5 +217,8 @@ async def test_pages_fit_a_phone(stack: ConsoleStack) -> None:
             await page.goto(stack.base_url + path)
             widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1], (path, widths)
+            assert await page.evaluate(UNLABELLED) == [], path
+            assert await page.evaluate("document.documentElement.lang") == "en"
+            assert await page.locator("h1").count() == 1, path
         await page.goto(stack.base_url + "/console/fleet")
         await screenshot(page, "phone-fleet")

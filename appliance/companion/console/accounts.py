@@ -222,6 +222,9 @@ async def close_session(db: Database, token_hash_value: str) -> None:
 
 
 async def prune_sessions(db: Database) -> int:
-    """Drop expired sessions (called on login, so the table stays as small as the set of live sessions)."""
+    """Drop expired sessions and login failures older than the window (called on each successful sign-in, so
+    both stay as small as what is live: a guesser's many names would otherwise stay forever)."""
     now = time.time()
+    await db.execute("DELETE FROM rate_events WHERE (bucket LIKE ? OR bucket LIKE ?) AND at < ?",
+                     ("login:%", "login-ip:%", now - THROTTLE_WINDOW_S))
     return await db.execute("DELETE FROM web_sessions WHERE expires_at <= ? OR last_seen <= ?", (now, now - IDLE_S))
