@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(portaudio19-dev libsystemd-dev pkg-config espeak-ng sox
-              pulseaudio pulseaudio-utils libasound2-plugins shellcheck postgresql faketime strace)
+              pulseaudio pulseaudio-utils libasound2-plugins shellcheck postgresql faketime strace chromium)
 PYTHON=${PYTHON:-python3}
 
 missing=()

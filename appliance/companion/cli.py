@@ -1,4 +1,4 @@
-"""`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | export`."""
+"""`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | export | add-user NAME`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import dataclasses
+import getpass
 import os
 import re
 import secrets
@@ -42,12 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     export.add_argument("--kiosk", help="only this kiosk")
     export.add_argument("--since", help="only lessons started on or after this ISO date")
+    add_user = sub.add_parser("add-user", help="create a web console account; the password is read from stdin "
+                                                "(first line) or prompted for, never taken from the command line")
+    add_user.add_argument("name")
+    role = add_user.add_mutually_exclusive_group()
+    role.add_argument("--admin", dest="role", action="store_const", const="admin",
+                      help="may also manage kiosks, budgets and accounts")
+    role.add_argument("--teacher", dest="role", action="store_const", const="teacher",
+                      help="reads lessons, transcripts and usage (the default)")
+    add_user.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
         return serve_command(args)
     if args.command == "doctor":
         return doctor_command(args)
+    if args.command == "add-user":
+        return add_user_command(args)
     if args.command in ("add-kiosk", "revoke-kiosk") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
@@ -86,6 +98,56 @@ async def _database_command(args: argparse.Namespace) -> int:
         return 0
     finally:
         await storage.close()
+
+
+def read_password(name: str) -> str | None:
+    """A new password: typed twice at a terminal, else the first line of stdin (for scripts). Never argv: a
+    command line is visible to every user of the machine and lands in shell history."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != first:
+            print("companion: the two passwords differ; nothing was changed", file=sys.stderr)
+            return None
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def add_user_command(args: argparse.Namespace) -> int:
+    from appliance.companion.console import accounts
+
+    try:
+        accounts.check_username(args.name)
+    except accounts.AccountError as exc:
+        print(f"companion: {args.name!r}: {exc}", file=sys.stderr)
+        return 2
+    password = read_password(args.name)
+    if password is None:
+        return 1
+    try:
+        accounts.check_password(password)
+    except accounts.AccountError as exc:
+        print(f"companion: {exc}; nothing was changed", file=sys.stderr)
+        return 2
+    return asyncio.run(_add_user(args.db, args.name, password, args.role or "teacher"))
+
+
+async def _add_user(db: str, name: str, password: str, role: str) -> int:
+    from appliance.companion.console import accounts
+
+    try:
+        storage = await open_storage(db)
+    except DatabaseError as exc:
+        print(f"companion: {exc}", file=sys.stderr)
+        return 1
+    try:
+        await accounts.add_user(storage.db, name, password, role)
+    except accounts.AccountError as exc:
+        print(f"companion: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await storage.close()
+    print(f"added {role} {name}: sign in at the companion's /console/", file=sys.stderr)
+    return 0
 
 
 def _config_flags(cmd: argparse.ArgumentParser) -> None:

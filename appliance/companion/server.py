@@ -97,6 +97,12 @@ class CompanionServer:
         app.router.add_post("/api/summarize", self.summarize)
         app.router.add_post("/api/sessions/batch", self.batch)
         app.router.add_get("/api/sessions", self.list_sessions)
+        try:  # jinja2 and argon2-cffi: the companion's extra, not needed on a kiosk that runs the demo
+            from appliance.companion.console import setup_console
+        except ImportError as exc:
+            log.warning("web console off: %s (pip install 'stella-kiosk[companion]')", exc)
+        else:
+            setup_console(app, self)
         return app
 
     async def open_storage(self) -> Storage:

@@ -1,0 +1,255 @@
+"""What the console reads and changes, straight on the companion's tables through the Database API.
+
+Its own queries on purpose: the console works on any database at schema version 3 or later, whether or
+not the lesson columns (``duration_s``, ``cost_usd``, ``level``) were filled when a record arrived. Where a
+column is NULL the number comes from the record's own metrics instead.
+
+A lesson's *day* is the UTC date it started (``started_at``), the day a teacher means; budgets count by
+the companion's receiving day, which differs only for lessons synced after midnight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from appliance.companion.db import Database
+from appliance.companion.storage import hash_key
+
+KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
+DAY = re.compile(r"^\d{4}-\d\d-\d\d$")
+LIST_LIMIT = 500
+EXPORT_LIMIT = 20_000
+MAX_DAILY_MINUTES = 24 * 60
+
+
+class FilterError(ValueError):
+    """A filter value that cannot be used; the message names the field and what is allowed."""
+
+
+@dataclass(frozen=True)
+class LessonFilter:
+    kiosk: str | None = None
+    day_from: str | None = None
+    day_to: str | None = None
+    level: str | None = None
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> LessonFilter:
+        """From GET parameters (``kiosk``, ``from``, ``to``, ``level``); blank means no filter."""
+        kiosk = (query.get("kiosk") or "").strip() or None
+        day_from = (query.get("from") or "").strip() or None
+        day_to = (query.get("to") or "").strip() or None
+        level = (query.get("level") or "").strip().upper() or None
+        if kiosk is not None and not KIOSK_ID.match(kiosk):
+            raise FilterError("kiosk: a kiosk name is 1-64 letters, digits, '-' or '_'")
+        for name, value in (("from", day_from), ("to", day_to)):
+            if value is not None:
+                try:
+                    if not DAY.match(value):
+                        raise ValueError
+                    date.fromisoformat(value)
+                except ValueError:
+                    raise FilterError(f"{name}: a day is written YYYY-MM-DD, e.g. 2026-11-24") from None
+        if level is not None and level not in LEVELS:
+            raise FilterError(f"level: one of {', '.join(LEVELS)}")
+        return cls(kiosk, day_from, day_to, level)
+
+    def params(self) -> dict[str, str]:
+        """The filter as GET parameters again (for links to the CSV export and the chart)."""
+        pairs = {"kiosk": self.kiosk, "from": self.day_from, "to": self.day_to, "level": self.level}
+        return {k: v for k, v in pairs.items() if v}
+
+    def where(self) -> tuple[str, list[Any]]:
+        sql, args = " WHERE 1=1", []
+        if self.kiosk:
+            sql += " AND kiosk_id = ?"
+            args.append(self.kiosk)
+        if self.day_from:
+            sql += " AND started_at >= ?"
+            args.append(self.day_from)
+        if self.day_to:  # ISO strings sort as times: everything before the next day
+            sql += " AND started_at < ?"
+            args.append((date.fromisoformat(self.day_to) + timedelta(days=1)).isoformat())
+        if self.level:
+            sql += " AND level = ?"
+            args.append(self.level)
+        return sql, args
+
+
+@dataclass(frozen=True)
+class Lesson:
+    session_id: str
+    kiosk_id: str
+    started_at: str
+    ended_at: str
+    end_reason: str
+    duration_s: float
+    cost_usd: float
+    level: str | None
+    record: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def day(self) -> str:
+        return self.started_at[:10]
+
+    @property
+    def minutes(self) -> float:
+        return self.duration_s / 60
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        return 0.0
+    return float(value)
+
+
+def _lesson(row: tuple[Any, ...], keep_record: bool) -> Lesson:
+    session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level, text = row
+    record: dict[str, Any] | None = None
+    if text is not None:
+        try:
+            loaded = json.loads(text)
+            record = loaded if isinstance(loaded, dict) else None
+        except ValueError:
+            record = None
+    metrics = (record or {}).get("metrics")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    duration = _number(duration_s) if duration_s is not None else _number(metrics.get("duration_s"))
+    cost = _number(cost_usd) if cost_usd is not None else _number(metrics.get("est_cost_usd"))
+    return Lesson(session_id, kiosk_id, started_at, ended_at, end_reason, duration, cost, level,
+                  record if keep_record else None)
+
+
+_COLUMNS = "session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level"
+#: The record is fetched only where a number column is missing: a list of 500 lessons is not 500 transcripts.
+_RECORD_IF_NEEDED = "CASE WHEN duration_s IS NULL OR cost_usd IS NULL THEN record END"
+
+
+async def lessons(db: Database, flt: LessonFilter, limit: int = LIST_LIMIT) -> list[Lesson]:
+    """The newest lessons matching the filter (at most ``limit``)."""
+    where, args = flt.where()
+    rows = await db.fetchall(f"SELECT {_COLUMNS}, {_RECORD_IF_NEEDED} FROM sessions{where} "
+                             "ORDER BY started_at DESC, seq DESC LIMIT ?", [*args, limit])
+    return [_lesson(row, keep_record=False) for row in rows]
+
+
+async def lessons_with_records(db: Database, flt: LessonFilter, limit: int = EXPORT_LIMIT) -> list[Lesson]:
+    """Like :func:`lessons` with each full record (for the CSV export)."""
+    where, args = flt.where()
+    rows = await db.fetchall(f"SELECT {_COLUMNS}, record FROM sessions{where} ORDER BY started_at, seq LIMIT ?",
+                             [*args, limit])
+    return [_lesson(row, keep_record=True) for row in rows]
+
+
+async def lesson(db: Database, session_id: str) -> Lesson | None:
+    row = await db.fetchone(f"SELECT {_COLUMNS}, record FROM sessions WHERE session_id = ?", (session_id,))
+    return _lesson(row, keep_record=True) if row else None
+
+
+@dataclass(frozen=True)
+class DayUsage:
+    day: str
+    kiosk_id: str
+    lessons: int
+    minutes: float
+    cost_usd: float
+
+
+async def daily_usage(db: Database, flt: LessonFilter) -> list[DayUsage]:
+    """Lesson minutes and estimated cost per day and kiosk over the filtered lessons, oldest day first."""
+    totals: dict[tuple[str, str], list[float]] = {}
+    for item in await lessons(db, flt, limit=EXPORT_LIMIT):
+        entry = totals.setdefault((item.day, item.kiosk_id), [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += item.minutes
+        entry[2] += item.cost_usd
+    return [DayUsage(day, kiosk, int(n), minutes, cost) for (day, kiosk), (n, minutes, cost) in sorted(totals.items())]
+
+
+# -- the fleet --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KioskRow:
+    kiosk_id: str
+    created_at: float
+    revoked_at: float | None
+    daily_minutes: float | None
+    seen_at: float | None
+    version: str | None
+    state: str | None
+    unsynced: int | None
+    disk_free_mb: float | None
+    last_error: str | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+async def fleet(db: Database) -> list[KioskRow]:
+    """Every kiosk with its latest heartbeat (all heartbeat fields None when it never sent one)."""
+    rows = await db.fetchall(
+        "SELECT k.kiosk_id, k.created_at, k.revoked_at, k.daily_minutes, s.seen_at, s.version, s.state, s.unsynced, "
+        "s.disk_free_mb, s.last_error FROM kiosks k LEFT JOIN kiosk_status s ON s.kiosk_id = k.kiosk_id "
+        "ORDER BY k.revoked_at IS NOT NULL, k.kiosk_id")
+    return [KioskRow(*row) for row in rows]
+
+
+async def kiosk_ids(db: Database) -> list[str]:
+    return [row[0] for row in await db.fetchall("SELECT kiosk_id FROM kiosks ORDER BY kiosk_id")]
+
+
+class KioskError(ValueError):
+    """A kiosk change that cannot be made; the message says why."""
+
+
+async def add_kiosk(db: Database, kiosk_id: str) -> str:
+    """Register a kiosk and return its new device key (only its hash is stored: show it once).
+
+    A revoked kiosk's name may be reused (that re-keys it); an active one's may not, so a slip of the
+    admin's hand never replaces a working kiosk's key."""
+    if not KIOSK_ID.match(kiosk_id):
+        raise KioskError("a kiosk name is 1-64 letters, digits, '-' or '_'")
+    key = secrets.token_urlsafe(32)
+    async with db.transaction() as q:
+        row = await q.fetchone("SELECT revoked_at FROM kiosks WHERE kiosk_id = ?", (kiosk_id,))
+        if row is not None and row[0] is None:
+            raise KioskError(f"a kiosk named {kiosk_id} is already active: revoke it first to give it a new key")
+        if row is None:
+            await q.execute("INSERT INTO kiosks (kiosk_id, key_hash, created_at, revoked_at) VALUES (?, ?, ?, NULL)",
+                            (kiosk_id, hash_key(key), time.time()))
+        else:
+            await q.execute("UPDATE kiosks SET key_hash = ?, revoked_at = NULL WHERE kiosk_id = ?",
+                            (hash_key(key), kiosk_id))
+    return key
+
+
+async def revoke_kiosk(db: Database, kiosk_id: str) -> bool:
+    return await db.execute("UPDATE kiosks SET revoked_at = ? WHERE kiosk_id = ? AND revoked_at IS NULL",
+                            (time.time(), kiosk_id)) > 0
+
+
+def parse_minutes(text: str) -> float | None:
+    """A budget from a form field: blank = the companion's default (None), else minutes 0…1440."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise KioskError("a daily budget is a number of minutes, or blank for the companion default") from None
+    if not math.isfinite(minutes) or not 0 <= minutes <= MAX_DAILY_MINUTES:
+        raise KioskError(f"a daily budget is between 0 and {MAX_DAILY_MINUTES} minutes")
+    return minutes
+
+
+async def set_daily_minutes(db: Database, kiosk_id: str, minutes: float | None) -> bool:
+    return await db.execute("UPDATE kiosks SET daily_minutes = ? WHERE kiosk_id = ?", (minutes, kiosk_id)) > 0

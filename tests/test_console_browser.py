@@ -1,0 +1,224 @@
+"""The console in a real browser: Debian's headless Chromium driven by Playwright, against a real companion.
+
+Never a downloaded browser: the test uses /usr/bin/chromium (apt package ``chromium``) and skips when it is
+absent. With STELLA_SCREENSHOTS=1 the flow also saves screenshots of the main pages to docs/console/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.console_helpers import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    KEYS,
+    TEACHER,
+    TEACHER_PASSWORD,
+    ConsoleStack,
+    console_stack,
+    heartbeat,
+    lesson_record,
+    sync_lessons,
+)
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
+
+#: Names of visible form fields that no <label> names (a screen reader would read them as "edit text").
+UNLABELLED = ("[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]"
+              ".filter(e => e.labels.length === 0).map(e => e.name || e.id)")
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
+    async with console_stack(tmp_path / "c.db") as s:
+        yield s
+
+
+@contextlib.asynccontextmanager
+async def chromium(**context: Any) -> AsyncIterator[Any]:
+    """A fresh browser context; collects console messages (CSP violations show up there) in ``.messages``."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            ctx = await browser.new_context(accept_downloads=True, **context)
+            ctx.messages = []
+            ctx.on("console", lambda msg: ctx.messages.append(msg.text))
+            yield ctx
+        finally:
+            await browser.close()
+
+
+async def screenshot(page: Any, name: str) -> None:
+    """Screenshots for the docs, made by the test itself (STELLA_SCREENSHOTS=1) so they always match the pages."""
+    if os.environ.get("STELLA_SCREENSHOTS") != "1":
+        return
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False)
+
+
+async def sign_in(page: Any, base: str, username: str, password: str) -> None:
+    await page.goto(f"{base}/console/login")
+    await page.fill("#username", username)
+    await page.fill("#password", password)
+    async with page.expect_navigation():
+        await page.click("button:has-text('Sign in')")
+    assert page.url.endswith("/console/lessons"), page.url
+
+
+async def token_status(stack: ConsoleStack, key: str) -> int:
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        response = await http.post("/api/realtime-token", json={}, headers={"Authorization": f"Bearer {key}"})
+        return response.status_code
+
+
+async def test_admin_runs_the_fleet_in_a_browser(stack: ConsoleStack, tmp_path: Path) -> None:
+    synced = lesson_record("kiosk-a", words=("I have a dog. His name is Rex.", "What a lovely name! Is Rex big?",
+                                             "Yes, he is very big.", "Great sentence."))
+    await sync_lessons(stack, synced, lesson_record("kiosk-a", "2026-11-23", 5.0, 0.07),
+                       lesson_record("kiosk-b", "2026-11-23", 2.5, 0.03))
+    await heartbeat(stack, "kiosk-a", version="0.1.0", state="idle", unsynced=0, disk_free_mb=2048.0)
+    base = stack.base_url
+    async with chromium(viewport={"width": 1100, "height": 760}) as ctx:
+        page = await ctx.new_page()
+        # Keyboard only: tab to the form, type, submit with Enter.
+        await page.goto(f"{base}/console/")
+        assert "/console/login" in page.url
+        await screenshot(page, "login")
+        await page.evaluate("document.activeElement && document.activeElement.blur()")
+        for _ in range(10):
+            await page.keyboard.press("Tab")
+            if await page.evaluate("document.activeElement.id") == "username":
+                break
+        else:
+            pytest.fail("the username field is not reachable with Tab")
+        await page.keyboard.type(ADMIN)
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.id") == "password"
+        # Keyboard focus is visible (the stylesheet's outline, not the browser's removed one).
+        assert await page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        await page.keyboard.type(ADMIN_PASSWORD)
+        async with page.expect_navigation():
+            await page.keyboard.press("Enter")
+        assert page.url.endswith("/console/lessons")
+        # Chromium keeps and sends the Secure cookie over plain HTTP to 127.0.0.1 (a secure context).
+        cookie = next(c for c in await ctx.cookies() if c["name"] == "stella_console")
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        await screenshot(page, "lessons")
+
+        # The fleet shows the kiosk that just synced.
+        await page.click("nav >> text=Fleet")
+        row = page.locator("#kiosk-kiosk-a")
+        assert "0.1.0" in await row.inner_text() and "never" not in await row.inner_text()
+        assert "never" in await page.locator("#kiosk-kiosk-b").inner_text()
+        await screenshot(page, "fleet")
+
+        # A lesson's transcript.
+        await page.click("nav >> text=Lessons")
+        async with page.expect_navigation():
+            await page.click(f"a[href$='{synced['session_id']}']")
+        assert "Rex" in await page.inner_text("ol.transcript") and "3.0 minutes" in await page.inner_text("dl")
+        await screenshot(page, "lesson")
+
+        # CSV export of the filtered list, as a download.
+        await page.goto(f"{base}/console/lessons?kiosk=kiosk-a")
+        async with page.expect_download() as info:
+            await page.click("text=Export these lessons as CSV")
+        download = await info.value
+        text = Path(await download.path()).read_text(encoding="utf-8-sig")
+        assert synced["session_id"] in text and "kiosk-b" not in text and download.suggested_filename.endswith(".csv")
+
+        await page.click("nav >> text=Usage")
+        await page.goto(f"{base}/console/usage?from=2026-11-20")
+        assert await page.locator("svg[role=img] > title").count() == 2
+        await screenshot(page, "usage")
+
+        # Add a kiosk: its key is on the result page, works, and is not shown again.
+        await page.goto(f"{base}/console/fleet")
+        await page.fill("#kiosk_id", "library-1")
+        async with page.expect_navigation():
+            await page.click("button:has-text('Add kiosk')")
+        key = await page.input_value("#device-key")
+        assert len(key) >= 40 and await token_status(stack, key) == 200
+        await screenshot(page, "kiosk-added")
+        await page.goto(f"{base}/console/fleet")
+        assert key not in await page.content()
+
+        # A budget change.
+        await page.fill("#budget-kiosk-a", "25")
+        async with page.expect_navigation():
+            await page.click("#kiosk-kiosk-a button:has-text('Save')")
+        assert "Daily budget saved." in await page.inner_text("main")
+        assert await page.input_value("#budget-kiosk-a") == "25"
+        assert await stack.db.fetchone("SELECT daily_minutes FROM kiosks WHERE kiosk_id = 'kiosk-a'") == (25.0,)
+
+        # Revoke: the key stops working at once.
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Revoke library-1").click()
+        assert "Kiosk revoked" in await page.inner_text("main")
+        assert await token_status(stack, key) == 401
+        assert await token_status(stack, KEYS["kiosk-a"]) == 200
+
+        # A form stripped of its CSRF token is refused.
+        await page.fill("#kiosk_id", "forged-1")
+        await page.evaluate("document.querySelector('form[action$=\"/console/kiosks\"] input[name=csrf]').remove()")
+        async with page.expect_response(lambda r: r.url.endswith("/console/kiosks")) as answer:
+            await page.click("button:has-text('Add kiosk')")
+        assert (await answer.value).status == 403
+        await page.wait_for_load_state()
+        assert "did not come from this console" in await page.inner_text("main")
+        assert await stack.db.fetchone("SELECT 1 FROM kiosks WHERE kiosk_id = 'forged-1'") is None
+
+        await page.goto(f"{base}/console/users")
+        await screenshot(page, "users")
+        assert not [m for m in ctx.messages if "Content Security Policy" in m], ctx.messages
+
+
+async def test_a_teacher_cannot_reach_admin_pages_in_a_browser(stack: ConsoleStack) -> None:
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, stack.base_url, TEACHER, TEACHER_PASSWORD)
+        assert await page.locator("nav >> text=Fleet").count() == 0
+        for path in ("/console/fleet", "/console/users"):
+            response = await page.goto(stack.base_url + path)
+            assert response.status == 403 and "for admins" in await page.inner_text("main")
+        await page.goto(stack.base_url + "/console/lessons")
+        async with page.expect_navigation():
+            await page.click("button:has-text('Sign out')")
+        assert "/console/login" in page.url
+        await page.goto(stack.base_url + "/console/lessons")
+        assert "/console/login" in page.url
+
+
+async def test_pages_fit_a_phone(stack: ConsoleStack) -> None:
+    """390 px wide: the page body never scrolls sideways (wide tables scroll inside their own box); every field
+    has a label, every page one h1 and a language."""
+    record = lesson_record("kiosk-a", words=("A" * 300, "https://example.com/" + "x" * 200))
+    await sync_lessons(stack, record)
+    await heartbeat(stack, "kiosk-a", last_error="audio_device_lost: " + "the capture device vanished " * 5)
+    async with chromium(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True) as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
+        for path in ("/console/lessons", f"/console/lessons/{record['session_id']}", "/console/usage?from=2026-11-01",
+                     "/console/fleet", "/console/users", "/console/login"):
+            await page.goto(stack.base_url + path)
+            widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            assert widths[0] <= widths[1], (path, widths)
+            assert await page.evaluate(UNLABELLED) == [], path
+            assert await page.evaluate("document.documentElement.lang") == "en"
+            assert await page.locator("h1").count() == 1, path
+        await page.goto(stack.base_url + "/console/fleet")
+        await screenshot(page, "phone-fleet")
