@@ -25,8 +25,10 @@ from appliance.store_worker import AsyncStore
 
 log = logging.getLogger(__name__)
 
-#: Batch result error codes that will never succeed on a retry.
-PERMANENT_CODES = frozenset({"invalid_record", "bad_request", "too_large", "payload_too_large"})
+#: Batch result error codes that will never succeed on a retry. ``conflict``: another kiosk already stored a
+#: lesson under this session id (the companion keeps the first); ``forbidden``: the record names another kiosk.
+PERMANENT_CODES = frozenset({"invalid_record", "bad_request", "too_large", "payload_too_large", "conflict",
+                             "forbidden"})
 
 
 class Syncer:
