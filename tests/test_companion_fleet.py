@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.server import CompanionConfig, CompanionServer
@@ -305,3 +308,285 @@ async def test_the_kiosk_parks_a_conflicting_lesson_instead_of_retrying(db, upst
         assert store.state_of(mine["session_id"]) == "parked"
         assert "conflict" in store.parked()[0][1]
         assert "rejected lesson" in caplog.text and "conflict" in caplog.text
+
+
+# -- 5 (property): arbitrary JSON never gives a 5xx -------------------------------------------------
+#: Text with lone surrogates and control characters too (hypothesis leaves surrogates out by default).
+any_text = st.text(st.characters(exclude_categories=()), max_size=20)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.floats() | any_text,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(any_text, children, max_size=4),
+    max_leaves=20)
+record_fields = st.sampled_from(["schema", "session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id",
+                                 "turns", "metrics", "targets", "errors", "clock_anchor", "level"])
+near_records = st.builds(
+    lambda overrides, metrics: {**record(metrics={"duration_s": 1.0, **metrics}), **overrides},
+    st.dictionaries(record_fields, json_values, max_size=3),
+    st.dictionaries(st.sampled_from(["duration_s", "est_cost_usd", "usage", "connect_ms", "clock_synced",
+                                     "learner_turns", "clock_corrected_s"]), json_values, max_size=2))
+bodies = st.one_of(
+    json_values,
+    near_records,
+    st.lists(near_records, max_size=3).map(lambda sessions: {"sessions": sessions}),
+    st.dictionaries(st.sampled_from(["plan_id", "learner", "recent_targets", "kiosk_id", "version", "state",
+                                     "unsynced", "disk_free_mb", "last_error", "devices", "store_problems"]),
+                    json_values, max_size=4),
+    # Raw bytes: nesting deeper than json.dumps itself could write.
+    st.integers(min_value=30, max_value=5000).map(lambda depth: b'{"plan_id": ' + b"[" * depth + b"]" * depth + b"}"),
+)
+ENDPOINTS = ("/api/planner", "/api/realtime-token", "/api/summarize", "/api/sessions/batch", "/api/heartbeat")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def live_companion(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A companion (and fake upstream) on an event loop of its own thread, for synchronous property tests."""
+    spec = str(tmp_path / "c.db") if request.param == "sqlite" else request.getfixturevalue("postgres_dsn")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[FakeOpenAI, CompanionServer]:
+        fake = FakeOpenAI()
+        url = await fake.start()
+        server = CompanionServer(CompanionConfig(db_path=spec, openai_base_url=url, openai_api_key=SK))
+        await server.start()
+        await server.provision("kiosk-a", KEY_A)
+        return fake, server
+
+    fake, server = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
+    try:
+        yield server.base_url
+    finally:
+        async def stop() -> None:
+            await server.stop()
+            await fake.runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(ENDPOINTS), body=bodies)
+def test_arbitrary_json_bodies_never_give_a_server_error(live_companion: str, path: str, body: Any) -> None:
+    """Whatever JSON a kiosk (or anyone holding a device key) posts, the answer is a 2xx or a 4xx with a
+    JSON error: lone surrogates, NULs, NaN, huge integers and odd types included."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = httpx.post(f"{live_companion}{path}", headers=A, content=content, timeout=30)
+    assert response.status_code < 500, (path, response.status_code, response.text)
+    if response.status_code >= 400:
+        assert isinstance(response.json()["error"]["message"], str)
+
+
+# -- 8: keys never on a command line ---------------------------------------------------------------
+def test_provisioning_reads_an_owner_only_file_never_the_command_line(tmp_path: Path) -> None:
+    """Guards against device keys in `ps` (--provision NAME=KEY) and against a key file others can read."""
+    import os
+    import subprocess
+    import sys
+
+    db = tmp_path / "c.db"
+    env = {"OPENAI_API_KEY": SK, "PATH": "/usr/bin:/bin"}
+    serve = [sys.executable, "-m", "appliance.cli", "companion", "serve", "--port", "0", "--db", str(db)]
+    refused = subprocess.run([*serve, "--provision", f"room-1={KEY_A}"], capture_output=True, text=True, timeout=60,
+                             env=env)
+    assert refused.returncode == 2 and "--provision-file" in refused.stderr and "ps" in refused.stderr
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# kiosks of room 1\nroom-1={KEY_A}\n\nroom-2 = {KEY_B}\n")
+    os.chmod(keys, 0o644)
+    loose = subprocess.run([*serve, "--provision-file", str(keys)], capture_output=True, text=True, timeout=60, env=env)
+    assert loose.returncode == 2 and "chmod 600" in loose.stderr
+    os.chmod(keys, 0o600)
+    proc = subprocess.Popen([*serve, "--provision-file", str(keys)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("READY http://127.0.0.1:"), proc.stderr.read() if proc.poll() is not None else line
+        url = line.split()[1]
+        for key in (KEY_A, KEY_B):
+            r = httpx.get(f"{url}/api/sessions", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert KEY_A not in proc.stderr.read()
+    stdin = subprocess.run([*serve, "--provision-file", "-"], input="not a line\n", capture_output=True, text=True,
+                           timeout=60, env=env)
+    assert stdin.returncode == 2 and "line 1" in stdin.stderr
+
+
+def test_set_budget_command(tmp_path: Path) -> None:
+    """`companion set-budget NAME MINUTES|default` writes the kiosk's own budget; bad input is a clear error."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "c.db")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance.cli", "companion", *args, "--db", db],
+                              capture_output=True, text=True, timeout=60)
+
+    assert run("add-kiosk", "room-1").returncode == 0
+    assert run("set-budget", "room-1", "45").returncode == 0
+    assert run("set-budget", "room-9", "45").returncode == 1
+    bad = run("set-budget", "room-1", "lots")
+    assert bad.returncode == 2 and "'default'" in bad.stderr
+
+    async def budget() -> Any:
+        from appliance.companion.storage import open_storage
+
+        storage = await open_storage(db)
+        try:
+            return {row["kiosk_id"]: row["daily_minutes"] for row in await storage.fleet()}["room-1"]
+        finally:
+            await storage.close()
+
+    assert asyncio.run(budget()) == 45.0
+    assert run("set-budget", "room-1", "default").returncode == 0
+    assert asyncio.run(budget()) is None
+
+
+# -- 9: retention -------------------------------------------------------------------------------------
+async def test_old_transcripts_are_reduced_to_their_metrics(db, upstream) -> None:
+    """Children's words are kept only `transcript_days`: older lessons keep their numbers, lose their turns
+    and text; newer ones are untouched; health states the policy."""
+    _fake, url = upstream
+    clock = FakeClock()
+    async with companions(db, url, clock=clock, transcript_days=30) as [server]:
+        old = record(errors=[{"code": "x", "message": "learner said her address"}],
+                     targets=[{"id": "t1", "kind": "vocab", "text": "hamster"}],
+                     metrics={"duration_s": 120.0, "learner_turns": 1, "usage": {"input_tokens": 5}})
+        await server.storage.store_sessions([old])
+        clock.now += 20 * 86400
+        recent = record()
+        await server.storage.store_sessions([recent])
+        clock.now += 11 * 86400  # old is now 31 days old, recent 11
+        server.maintained.clear()
+        await server.maintain()
+        stored = {s["session_id"]: s for s in await server.storage.sessions("kiosk-a")}
+        reduced = stored[old["session_id"]]
+        assert reduced["turns"] == [] and reduced["errors"] == [] and reduced["targets"] == []
+        assert reduced["metrics"] == old["metrics"] and reduced["end_reason"] == "button"
+        assert "hamster" not in json.dumps(reduced) and "address" not in json.dumps(reduced)
+        assert stored[recent["session_id"]] == recent
+        row = await server.storage.db.fetchone("SELECT reduced_at FROM sessions WHERE session_id = ?",
+                                               (old["session_id"],))
+        assert row[0] == clock.now
+        assert await server.storage.reduce_old_transcripts() == 0  # once only
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(f"{server.base_url}/api/health")).json()
+        assert health["retention"]["transcript_days"] == 30 and health["retention"]["reduced_lessons"] == 1
+        assert "30 days" in health["retention"]["policy"]
+        # Budgets and day totals still add up after the reduction.
+        assert [d["lessons"] for d in await server.storage.day_totals("2000-01-01")] == [1, 1]
+
+
+async def test_retention_runs_at_start_and_zero_keeps_everything(db, upstream) -> None:
+    _fake, url = upstream
+    clock = FakeClock()
+    async with companions(db, url, clock=clock, transcript_days=0) as [server]:
+        await server.storage.store_sessions([record()])
+        clock.now += 5000 * 86400
+        await server.maintain()
+        assert (await server.storage.sessions("kiosk-a"))[0]["turns"] != []
+        assert "until deleted" in (await server.storage.retention_policy())["policy"]
+    async with companions(db, url, clock=clock, transcript_days=365) as [server]:
+        await asyncio.wait_for(server.maintained.wait(), 30)  # the start-up round
+        assert (await server.storage.sessions("kiosk-a"))[0]["turns"] == []
+
+
+# -- 10: heartbeats and the fleet ----------------------------------------------------------------------
+async def test_heartbeats_feed_the_fleet_view(db, upstream) -> None:
+    """Every kiosk (revoked too) with its latest heartbeat, stamped by the companion's clock, and today's
+    lessons; bad heartbeats are 400 with the field named."""
+    _fake, url = upstream
+    clock = FakeClock()
+    async with companions(db, url, clock=clock, daily_minutes=30) as [server], httpx.AsyncClient() as http:
+        base = server.base_url
+        beat = {"version": "0.9.1", "state": "idle", "unsynced": 2, "disk_free_mb": 812.5,
+                "last_error": "microphone: gone", "devices": {"microphone": "gone"}, "store_problems": [],
+                "future_field": {"ignored": True}}
+        r = await http.post(f"{base}/api/heartbeat", headers=A, json=beat)
+        assert r.status_code == 200
+        await server.storage.store_sessions([record(metrics={"duration_s": 90.0, "est_cost_usd": 0.25})])
+        await server.storage.set_daily_minutes("kiosk-b", 10)
+        await server.storage.revoke_kiosk("kiosk-b")
+        fleet = {k["kiosk_id"]: k for k in await server.storage.fleet()}
+        a = fleet["kiosk-a"]
+        assert (a["version"], a["state"], a["unsynced"], a["disk_free_mb"], a["last_error"]) == \
+            ("0.9.1", "idle", 2, 812.5, "microphone: gone")
+        assert a["seen_at"] == clock.now and a["lessons_today"] == 1 and a["minutes_today"] == 1.5
+        b = fleet["kiosk-b"]
+        assert b["revoked_at"] is not None and b["daily_minutes"] == 10 and b["seen_at"] is None
+        assert b["lessons_today"] == 0
+        totals = await server.storage.day_totals("2000-01-01")
+        assert totals == [{"kiosk_id": "kiosk-a", "day": totals[0]["day"], "lessons": 1, "minutes": 1.5,
+                           "cost_usd": 0.25}]
+        for bad, field in (({"unsynced": -1}, "unsynced"), ({"unsynced": True}, "unsynced"),
+                           ({"version": "x" * 65}, "version"), ({"disk_free_mb": "lots"}, "disk_free_mb"),
+                           ({"devices": ["mic"]}, "devices"), ({"last_error": 5}, "last_error")):
+            r = await http.post(f"{base}/api/heartbeat", headers=A, json=bad)
+            assert r.status_code == 400 and field in r.json()["error"]["message"], (bad, r.text)
+        r = await http.post(f"{base}/api/heartbeat", headers={"Authorization": "Bearer nope-0000000000000000"},
+                            json=beat)
+        assert r.status_code == 401
+
+
+async def test_a_kiosk_without_heartbeats_at_its_companion_still_syncs(tmp_path, caplog) -> None:
+    """A companion from before heartbeats answers 404: the kiosk logs it once at debug and syncs on."""
+    from aiohttp import web
+
+    from appliance.store import SessionStore
+    from appliance.sync import Syncer
+
+    caplog.set_level(logging.DEBUG, logger="appliance.sync")
+    stored: list[str] = []
+
+    async def batch(request: web.Request) -> web.Response:
+        sessions = (await request.json())["sessions"]
+        stored.extend(s["session_id"] for s in sessions)
+        return web.json_response({"results": [{"session_id": s["session_id"], "stored": True} for s in sessions]})
+
+    app = web.Application()
+    app.router.add_post("/api/sessions/batch", batch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    store = SessionStore(tmp_path / "state")
+    lesson = record()
+    store.save(lesson)
+    client = CompanionClient(base, KEY_A, "kiosk-a")
+    syncer = Syncer(store, client, report=lambda: {"state": "idle"}, heartbeat_s=3600)
+    try:
+        assert not await syncer.send_heartbeat()
+        assert not await syncer.send_heartbeat()
+        assert await syncer.drain() and stored == [lesson["session_id"]]
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+    notes = [r for r in caplog.records if "does not know heartbeats" in r.getMessage()]
+    assert len(notes) == 1 and notes[0].levelno == logging.DEBUG
+
+
+async def test_a_real_kiosk_appears_in_the_fleet_after_a_lesson(tmp_path: Path) -> None:
+    """End to end: a kiosk's lesson over WebRTC, its sync, then its heartbeat: the fleet view shows the
+    kiosk's version and state and the lesson counted today."""
+    from appliance import __version__
+    from appliance.state import State
+    from tests.harness import KIOSK_ID, lesson_stack
+
+    async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
+        kiosk.press()
+        await rec.until(lambda: State.CONNECTED in rec.states, what="connected")
+        kiosk.press()
+        await rec.until(lambda: bool(rec.saved) and rec.saved[0][1], what="lesson saved and synced")
+        kiosk.syncer.heartbeat_delivered.clear()
+        kiosk.syncer.kick()  # a sync round, then a heartbeat after it
+        await asyncio.wait_for(kiosk.syncer.heartbeat_delivered.wait(), 20)
+        fleet = {k["kiosk_id"]: k for k in await stack.companion.storage.fleet()}
+    mine = fleet[KIOSK_ID]
+    assert mine["version"] == __version__ and mine["state"] == "idle" and mine["unsynced"] == 0
+    assert mine["lessons_today"] == 1 and mine["disk_free_mb"] > 0 and mine["seen_at"] is not None
