@@ -111,15 +111,19 @@ class Storage:
         sent it before) or CONFLICT (another kiosk owns that session id: nothing is overwritten).
 
         The day's counters (kiosk_days) change in the same transaction, so a budget never sees a lesson
-        without its minutes. Records are inserted in session-id order so two companions storing
-        overlapping batches lock rows in the same order and cannot deadlock."""
+        without its minutes. Records keep their order (``seq`` is the order received). On PostgreSQL a
+        kiosk's batches take that kiosk's advisory lock first: a batch re-sent to a second companion while
+        the first still stores it then waits instead of deadlocking on the same rows."""
         now = self.clock()
         day = utc_day(now)
         outcomes: dict[int, str] = {}
         totals: dict[str, list[float]] = {}
         async with self.db.transaction() as q:
-            for index in sorted(range(len(records)), key=lambda i: records[i]["session_id"]):
-                record = records[index]
+            if q.engine == "postgresql":
+                for kiosk_id in sorted({r["kiosk_id"] for r in records}):
+                    await q.fetchone("SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))",
+                                     (f"sessions:{kiosk_id}",))
+            for index, record in enumerate(records):
                 metrics = record.get("metrics") or {}
                 duration = float(metrics.get("duration_s") or 0.0)
                 cost = float(metrics.get("est_cost_usd") or 0.0)
