@@ -242,6 +242,10 @@ async def test_a_session_id_owned_by_another_kiosk_is_a_conflict(db, upstream) -
         assert results[1]["stored"] is True
         again = await http.post(f"{server.base_url}/api/sessions/batch", headers=A, json={"sessions": [mine]})
         assert again.json()["results"][0] == {"session_id": mine["session_id"], "stored": True, "duplicate": True}
+        twice = record()
+        r = await http.post(f"{server.base_url}/api/sessions/batch", headers=A, json={"sessions": [twice, twice]})
+        assert [x["duplicate"] for x in r.json()["results"]] == [False, True]
+        assert (await server.storage.fleet())[0]["lessons_today"] == 2  # counted once
         [kept] = [s for s in await server.storage.sessions(None) if s["session_id"] == mine["session_id"]]
         assert kept["kiosk_id"] == "kiosk-a" and kept["end_reason"] == "button"
 

@@ -34,14 +34,8 @@ async def _lock(q: Queries, bucket: str) -> None:
     # SQLite: BEGIN IMMEDIATE already holds the database's one write lock.
 
 
-async def _count(q: Queries, bucket: str, window_s: float, now: float) -> tuple[int, float | None]:
-    await q.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, now - window_s))
-    row = await q.fetchone("SELECT COUNT(*), MIN(at) FROM rate_events WHERE bucket = ?", (bucket,))
-    assert row is not None
-    return int(row[0]), row[1]
-
-
-def _retry_after(oldest: float | None, window_s: float, now: float) -> float:
+def retry_after(oldest: float | None, window_s: float, now: float) -> float:
+    """Seconds until the oldest counted event leaves the window (at least 1, for the Retry-After header)."""
     return max(1.0, (oldest if oldest is not None else now) + window_s - now)
 
 
@@ -49,27 +43,21 @@ async def reserve(db: Database, bucket: str, limit: int, window_s: float, now: f
     """Take one of ``limit`` slots per ``window_s`` seconds in ``bucket``, atomically."""
     async with db.transaction() as q:
         await _lock(q, bucket)
-        count, oldest = await _count(q, bucket, window_s, now)
-        if count >= limit:
-            return Verdict(False, retry_after_s=_retry_after(oldest, window_s, now))
-        rows = await q.fetchall("INSERT INTO rate_events (bucket, at) VALUES (?, ?) RETURNING id", (bucket, now))
-        return Verdict(True, event_id=int(rows[0][0]))
+        await q.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, now - window_s))
+        # Count and insert in one statement (one round trip on the hot path); the lock makes it race-free.
+        rows = await q.fetchall("INSERT INTO rate_events (bucket, at) SELECT ?, ? WHERE "
+                                "(SELECT COUNT(*) FROM rate_events WHERE bucket = ?) < ? RETURNING id",
+                                (bucket, now, bucket, limit))
+        if rows:
+            return Verdict(True, event_id=int(rows[0][0]))
+        row = await q.fetchone("SELECT MIN(at) FROM rate_events WHERE bucket = ?", (bucket,))
+        return Verdict(False, retry_after_s=retry_after(row[0] if row else None, window_s, now))
 
 
 async def release(db: Database, event_id: int | None) -> None:
     """Give a reserved slot back (its upstream call failed, so it must not count)."""
     if event_id is not None:
         await db.execute("DELETE FROM rate_events WHERE id = ?", (event_id,))
-
-
-async def check(db: Database, bucket: str, limit: int, window_s: float, now: float) -> Verdict:
-    """Whether ``bucket`` is full right now, without taking a slot (one read, no lock)."""
-    row = await db.fetchone("SELECT COUNT(*), MIN(at) FROM rate_events WHERE bucket = ? AND at > ?",
-                            (bucket, now - window_s))
-    count, oldest = (int(row[0]), row[1]) if row else (0, None)
-    if count >= limit:
-        return Verdict(False, retry_after_s=_retry_after(oldest, window_s, now))
-    return Verdict(True)
 
 
 async def prune(db: Database, older_than: float) -> int:

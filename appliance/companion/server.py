@@ -224,11 +224,12 @@ class CompanionServer:
         guessed wrong too often (checked first, so a right key does not help until the window passes)."""
         bucket = f"authfail:{self._client_address(request)}"
         window = self.config.auth_window_s
-        verdict = await limits.check(self.storage.db, bucket, self.config.auth_failures, window, self.clock())
-        if not verdict.allowed:
-            return self._too_many("too many wrong device keys from this address; try again later", verdict)
         auth = request.headers.get("Authorization", "")
-        kiosk = await self.storage.kiosk_for_key(auth[7:].strip()) if auth.startswith("Bearer ") else None
+        key = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        kiosk, failures, oldest = await self.storage.authenticate(key, bucket, window)
+        if failures >= self.config.auth_failures:
+            verdict = limits.Verdict(False, retry_after_s=limits.retry_after(oldest, window, self.clock()))
+            return self._too_many("too many wrong device keys from this address; try again later", verdict)
         if kiosk is not None:
             return kiosk
         verdict = await limits.reserve(self.storage.db, bucket, self.config.auth_failures, window, self.clock())

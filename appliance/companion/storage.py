@@ -87,6 +87,19 @@ class Storage:
             return None, 0.0
         return row[0], float(row[1] or 0.0) / 60
 
+    async def authenticate(self, key: str, failures_bucket: str,
+                           window_s: float) -> tuple[str | None, int, float | None]:
+        """(kiosk of this key or None, failed attempts in ``failures_bucket`` within the window, the oldest
+        of them): what every request needs to know, in one round trip."""
+        since = self.clock() - window_s
+        row = await self.db.fetchone(
+            "SELECT (SELECT kiosk_id FROM kiosks WHERE key_hash = ? AND revoked_at IS NULL), "
+            "(SELECT COUNT(*) FROM rate_events WHERE bucket = ? AND at > ?), "
+            "(SELECT MIN(at) FROM rate_events WHERE bucket = ? AND at > ?)",
+            (hash_key(key), failures_bucket, since, failures_bucket, since))
+        assert row is not None
+        return row[0], int(row[1]), row[2]
+
     async def kiosk_for_key(self, key: str) -> str | None:
         row = await self.db.fetchone("SELECT kiosk_id FROM kiosks WHERE key_hash = ? AND revoked_at IS NULL",
                                      (hash_key(key),))
@@ -116,33 +129,43 @@ class Storage:
         the first still stores it then waits instead of deadlocking on the same rows."""
         now = self.clock()
         day = utc_day(now)
-        outcomes: dict[int, str] = {}
-        totals: dict[str, list[float]] = {}
+        first: dict[str, int] = {}  # a session id sent twice in one batch is stored once
+        rows: list[tuple[Any, ...]] = []
+        for index, record in enumerate(records):
+            if record["session_id"] in first:
+                continue
+            first[record["session_id"]] = index
+            metrics = record.get("metrics") or {}
+            level = record.get("level") if isinstance(record.get("level"), str) else None
+            rows.append((record["session_id"], record["kiosk_id"], record["started_at"], record["ended_at"],
+                         record["end_reason"], json.dumps(record, ensure_ascii=False), now, day,
+                         float(metrics.get("duration_s") or 0.0), float(metrics.get("est_cost_usd") or 0.0), level))
+        if not rows:
+            return []
         async with self.db.transaction() as q:
             if q.engine == "postgresql":
                 for kiosk_id in sorted({r["kiosk_id"] for r in records}):
                     await q.fetchone("SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))",
                                      (f"sessions:{kiosk_id}",))
-            for index, record in enumerate(records):
-                metrics = record.get("metrics") or {}
-                duration = float(metrics.get("duration_s") or 0.0)
-                cost = float(metrics.get("est_cost_usd") or 0.0)
-                level = record.get("level") if isinstance(record.get("level"), str) else None
-                inserted = await q.fetchall(
-                    "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, "
-                    "received_at, received_day, duration_s, cost_usd, level) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (session_id) DO NOTHING RETURNING seq",
-                    (record["session_id"], record["kiosk_id"], record["started_at"], record["ended_at"],
-                     record["end_reason"], json.dumps(record, ensure_ascii=False), now, day, duration, cost, level))
-                if inserted:
-                    outcomes[index] = STORED
-                    kiosk_totals = totals.setdefault(record["kiosk_id"], [0, 0.0, 0.0])
+            # One statement for the whole batch (one round trip, not one per lesson).
+            placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+            inserted = {r[0] for r in await q.fetchall(
+                "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, received_at, "
+                f"received_day, duration_s, cost_usd, level) VALUES {placeholders} "
+                "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", [v for row in rows for v in row])}
+            others = [row[0] for row in rows if row[0] not in inserted]
+            owners: dict[str, str] = {}
+            if others:
+                marks = ", ".join("?" * len(others))
+                owners = dict(await q.fetchall(
+                    f"SELECT session_id, kiosk_id FROM sessions WHERE session_id IN ({marks})", others))
+            totals: dict[str, list[float]] = {}
+            for row in rows:
+                if row[0] in inserted:
+                    kiosk_totals = totals.setdefault(row[1], [0, 0.0, 0.0])
                     kiosk_totals[0] += 1
-                    kiosk_totals[1] += duration
-                    kiosk_totals[2] += cost
-                    continue
-                owner = await q.fetchone("SELECT kiosk_id FROM sessions WHERE session_id = ?", (record["session_id"],))
-                outcomes[index] = DUPLICATE if owner and owner[0] == record["kiosk_id"] else CONFLICT
+                    kiosk_totals[1] += row[8]
+                    kiosk_totals[2] += row[9]
             for kiosk_id, (lessons, seconds, cost) in sorted(totals.items()):
                 await q.execute(
                     "INSERT INTO kiosk_days (kiosk_id, day, lessons, seconds, cost_usd) VALUES (?, ?, ?, ?, ?) "
@@ -150,7 +173,16 @@ class Storage:
                     "seconds = kiosk_days.seconds + excluded.seconds, "
                     "cost_usd = kiosk_days.cost_usd + excluded.cost_usd",
                     (kiosk_id, day, int(lessons), seconds, cost))
-        return [outcomes[i] for i in range(len(records))]
+        outcomes = []
+        for index, record in enumerate(records):
+            session_id = record["session_id"]
+            if session_id in inserted and first[session_id] == index:
+                outcomes.append(STORED)
+            elif owners.get(session_id, record["kiosk_id"]) == record["kiosk_id"]:
+                outcomes.append(DUPLICATE)
+            else:
+                outcomes.append(CONFLICT)
+        return outcomes
 
     async def sessions(self, kiosk_id: str | None, since: str | None = None) -> list[dict[str, Any]]:
         """Records in the order they were received; ``kiosk_id=None`` means all kiosks (admin export)."""
