@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import sys
@@ -82,6 +83,19 @@ class FakeUpstream(ChildServer):
 
 
 # -- measurement ------------------------------------------------------------------------------------------
+TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (from /proc): unlike latency on a shared
+    2-core machine, the companion's CPU per request does not depend on what else runs."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) * TICK_S
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -96,6 +110,7 @@ class Result:
         self.statuses: Counter[int] = Counter()
         self.items = 0
         self.elapsed_s = 0.0
+        self.cpu_ms_per_request: float | None = None
 
     def line(self, baseline_ms: float | None = None) -> str:
         p50, p99 = percentile(self.latencies_ms, 50), percentile(self.latencies_ms, 99)
@@ -103,6 +118,8 @@ class Result:
         fivexx = sum(n for status, n in self.statuses.items() if status >= 500)
         text = (f"  {self.name:<34} n={len(self.latencies_ms):>5}  p50 {p50:7.1f} ms  p99 {p99:7.1f} ms  "
                 f"{self.items / self.elapsed_s:8.0f}/s  errors {errors} (5xx {fivexx})")
+        if self.cpu_ms_per_request is not None:
+            text += f"  companion CPU {self.cpu_ms_per_request:.1f} ms/request"
         if baseline_ms is not None:
             text += f"  companion adds p99 {p99 - baseline_ms:+.1f} ms"
         return text
@@ -124,15 +141,18 @@ async def timed(session: aiohttp.ClientSession, result: Result, method: str, url
         result.items += items
 
 
-async def run(result: Result, jobs: list[Callable[[], Awaitable[None]]], spread_s: float = 0.0) -> Result:
+async def run(result: Result, jobs: list[Callable[[], Awaitable[None]]], spread_s: float = 0.0,
+              pids: list[int] | None = None) -> Result:
     async def delayed(job: Callable[[], Awaitable[None]]) -> None:
         if spread_s:
             await asyncio.sleep(random.uniform(0, spread_s))  # kiosks arrive over the spread, not in lockstep
         await job()
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_s(pids or [])
     await asyncio.gather(*(delayed(job) for job in jobs))
     result.elapsed_s = time.perf_counter() - started
+    if pids and result.latencies_ms:
+        result.cpu_ms_per_request = (cpu_s(pids) - cpu_before) * 1000 / len(result.latencies_ms)
     return result
 
 
@@ -157,12 +177,15 @@ async def bench_setup(label: str, db: str, instances: int, kiosks: dict[str, str
     lines = [f"{label}: {instances} companion(s)"]
     async with AsyncExitStack() as stack:
         urls = []
+        pids: list[int] = []
         for i in range(instances):
             args = ["companion", "serve", "--port", "0", "--host", "127.0.0.1", "--config", str(config)]
             if i == 0:
                 args += ["--provision-file", str(provision)]
             child = ChildServer(f"companion-{i}", args, workdir / f"{label}-{i}.log", env={"OPENAI_API_KEY": SK})
             urls.append(await child.start(timeout_s=120))
+            assert child.process is not None
+            pids.append(child.process.pid)
             stack.push_async_callback(child.stop)
         names = list(kiosks)
         connector = aiohttp.TCPConnector(limit=0)
@@ -183,16 +206,16 @@ async def bench_setup(label: str, db: str, instances: int, kiosks: dict[str, str
         lines.append(base.line())
         token = Result("class change: 200 tokens at once")
         await run(token, [lambda i=i: timed(session, token, "POST", url(i, "/api/realtime-token"), kiosks[names[i]], {})
-                          for i in range(200)])
+                          for i in range(200)], pids=pids)
         lines.append(token.line(base_p99))
         spread = Result("class change: 200 tokens over 5 s")
         await run(spread, [lambda i=i: timed(session, spread, "POST", url(i, "/api/realtime-token"),
-                                             kiosks[names[200 + i]], {}) for i in range(200)], spread_s=5.0)
+                                             kiosks[names[200 + i]], {}) for i in range(200)], spread_s=5.0, pids=pids)
         lines.append(spread.line(delay_ms))
         sync = Result(f"sync burst: {len(names)} kiosks x 20 lessons")
         batches = [(i, name, [lesson(name) for _ in range(20)]) for i, name in enumerate(names)]
         await run(sync, [lambda i=i, n=n, b=b: timed(session, sync, "POST", url(i, "/api/sessions/batch"), kiosks[n],
-                                                     {"sessions": b}, items=20) for i, n, b in batches])
+                                                     {"sessions": b}, items=20) for i, n, b in batches], pids=pids)
         lines.append(sync.line() + "  (items/s = lessons/s)")
         beats = Result(f"heartbeats: {len(names)}/s for 5 s")
         report = {"version": "0.1.0", "state": "idle", "unsynced": 0, "disk_free_mb": 1234.5, "last_error": None}
@@ -207,7 +230,7 @@ async def bench_setup(label: str, db: str, instances: int, kiosks: dict[str, str
                 tasks += [asyncio.create_task(job()) for job in jobs[second * len(names):(second + 1) * len(names)]]
             await asyncio.gather(*tasks)
 
-        await run(beats, [paced])
+        await run(beats, [paced], pids=pids)
         beats.items = len(beats.latencies_ms) - sum(n for s, n in beats.statuses.items() if s >= 400)
         lines.append(beats.line())
     return lines
