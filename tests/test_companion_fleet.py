@@ -594,3 +594,24 @@ async def test_a_real_kiosk_appears_in_the_fleet_after_a_lesson(tmp_path: Path) 
     mine = fleet[KIOSK_ID]
     assert mine["version"] == __version__ and mine["state"] == "idle" and mine["unsynced"] == 0
     assert mine["lessons_today"] == 1 and mine["disk_free_mb"] > 0 and mine["seen_at"] is not None
+
+
+def _parse(parse: Any, raw: bytes) -> Any:
+    try:
+        return parse(raw)
+    except (ValueError, RecursionError) as exc:
+        return type(exc).__name__ if isinstance(exc, RecursionError) else "refused"
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values, ascii_only=st.booleans(), depth=st.integers(min_value=0, max_value=40))
+def test_the_body_parsers_fast_path_agrees_with_the_full_cleaning(value: Any, ascii_only: bool, depth: int) -> None:
+    """Request bodies skip the string-by-string cleaning when their text cannot hold a surrogate or control
+    character: the result must be exactly what the full walk gives (or both refuse), whatever the escapes,
+    raw UTF-8 (surrogate bytes included) or nesting."""
+    from appliance.safe_text import clean_json, loads_clean
+
+    for _ in range(depth):
+        value = [value]
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    assert _parse(loads_clean, raw) == _parse(lambda r: clean_json(json.loads(r)), raw)

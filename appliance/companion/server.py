@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import time
@@ -35,7 +34,7 @@ from appliance.companion.upstream import (
     validate_pack,
 )
 from appliance.httpserve import start_http
-from appliance.safe_text import clean_json
+from appliance.safe_text import loads_clean
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +249,7 @@ class CompanionServer:
         try:
             # Cleaned once at the edge: lone surrogates and NULs would fail in the database driver, and
             # nesting past MAX_DEPTH is no record or plan request.
-            body = clean_json(json.loads(await request.read()))
+            body = loads_clean(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
         except (ValueError, RecursionError):  # UnicodeDecodeError and UnsafeJSON are ValueErrors
