@@ -273,16 +273,17 @@ class CompanionServer:
         if isinstance(parsed, web.Response):
             return parsed
         kiosk, body = parsed
-        verdict = await limits.reserve(self.storage.db, f"plan:{kiosk}", self.config.plans_per_hour, HOUR_S,
-                                       self.clock())
-        if not verdict.allowed:
-            return self._too_many(f"at most {self.config.plans_per_hour} lesson plans per hour per kiosk", verdict)
         learner = body.get("learner") if isinstance(body.get("learner"), dict) else {}
         level = learner.get("level") or self.config.default_level
         if level not in ("A1", "A2", "B1", "B2", "C1", "C2"):
             return error(400, "bad_request", f"learner.level {level!r} is not a CEFR level A1..C2")
         recent = [t for t in body.get("recent_targets", []) if isinstance(t, str)][:50] \
             if isinstance(body.get("recent_targets"), list) else []
+        # Counted before the (possibly paid) upstream call, whether it then succeeds or falls back.
+        verdict = await limits.reserve(self.storage.db, f"plan:{kiosk}", self.config.plans_per_hour, HOUR_S,
+                                       self.clock())
+        if not verdict.allowed:
+            return self._too_many(f"at most {self.config.plans_per_hour} lesson plans per hour per kiosk", verdict)
         plan_id = new_plan_id()
         source = "upstream"
         try:
