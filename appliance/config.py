@@ -189,6 +189,15 @@ class GpioSettings:
 
 
 @dataclass(frozen=True)
+class SyncSettings:
+    """Sending lessons and the kiosk's state to the companion."""
+
+    heartbeat_s: float = 300.0
+    """While idle, tell the companion this kiosk's state (version, unsent lessons, free disk, last error)
+    this often, besides after every sync, so the school's fleet view shows a kiosk that is up but unused."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole kiosk configuration."""
 
@@ -200,6 +209,7 @@ class Config:
     button: ButtonSettings = field(default_factory=ButtonSettings)
     leds: LedSettings = field(default_factory=LedSettings)
     gpio: GpioSettings = field(default_factory=GpioSettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
     source: str = "<defaults>"
     """The file this was loaded from (for messages)."""
 
@@ -327,6 +337,7 @@ def _validate(config: Config) -> None:
     _positive(src, "kiosk.max_stored_lessons", config.kiosk.max_stored_lessons, 10, 1_000_000)
     _positive(src, "companion.timeout_s", config.companion.timeout_s, 0.1, 120)
     _positive(src, "companion.sync_interval_s", config.companion.sync_interval_s, 0.1, 86400)
+    _positive(src, "sync.heartbeat_s", config.sync.heartbeat_s, 10, 86400)
     _positive(src, "realtime.connect_timeout_s", config.realtime.connect_timeout_s, 1, 120)
     _positive(src, "lesson.max_minutes", config.lesson.max_minutes, 0.1, 60)
     _positive(src, "lesson.idle_limit_s", config.lesson.idle_limit_s, 5, 3600)

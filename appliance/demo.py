@@ -186,6 +186,8 @@ async def _demo(output: Path, quiet: bool) -> int:
 
     device_key = secrets.token_urlsafe(24)
     write_key_file(output / "device.key", device_key)
+    provision_file = output / "provision.txt"  # keys never on a command line (ps shows it to every user)
+    write_key_file(provision_file, f"demo-kiosk={device_key}")
     api_key = "sk-demo-" + secrets.token_hex(8)
     phrases = [arg for line in LEARNER_LINES for arg in ("--phrase", line)]
     simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key,
@@ -193,7 +195,7 @@ async def _demo(output: Path, quiet: bool) -> int:
                             output / "simulator.log")
     companion = ChildServer("companion", ["companion", "serve", "--port", "0",
                                           "--db", str(output / "companion.db"),
-                                          "--provision", f"demo-kiosk={device_key}"],
+                                          "--provision-file", str(provision_file)],
                             output / "companion.log", env={"OPENAI_API_KEY": api_key})
     try:
         out("starting the Realtime simulator and the companion on 127.0.0.1 …")

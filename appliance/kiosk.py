@@ -40,6 +40,7 @@ from appliance.backoff import backoff_delay
 from appliance.clock import system_clock
 from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 from appliance.config import Config
+from appliance.fleet_report import kiosk_report
 from appliance.hardware.leds import Activity
 from appliance.lesson import Lesson, matches_stop_phrase
 from appliance.messages import (
@@ -172,8 +173,11 @@ class Kiosk:
         self._heartbeat = asyncio.Event()
         self._init_call_state()
         self.store_problems: list[str] = list(getattr(store, "problems", []) or [])
+        self.last_error: str | None = None
+        """The detail of the latest error state (heartbeats carry it to the companion's fleet view)."""
         self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted,
-                             period_s=config.companion.sync_interval_s)
+                             period_s=config.companion.sync_interval_s, heartbeat_s=config.sync.heartbeat_s,
+                             report=lambda: kiosk_report(self.status(), config.kiosk.state_dir, self.last_error))
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
 
     # -- public API (thread-safe) --------------------------------------------------------
@@ -1210,6 +1214,8 @@ class Kiosk:
 
     def _show(self, state: State, detail: str) -> None:
         self.state = state
+        if state is State.ERROR:
+            self.last_error = detail
         # Upper-case extras become journal fields: journalctl -u stella-kiosk STATE=error
         session_id = self.lesson.session_id if self.lesson is not None else ""
         log.info("state: %s (%s)", state.value, detail, extra={"STATE": state.value, "SESSION_ID": session_id})

@@ -8,6 +8,7 @@ network passes through :func:`clean_json` once, at the edge, so the rest of the 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -57,3 +58,35 @@ def clean_json(value: Any, max_depth: int = MAX_DEPTH) -> Any:
         else:
             parent[slot] = item
     return root[0]
+
+
+#: What may spell a surrogate or control character: \\uD800-\\uDFFF, \\u0000-\\u001F and \\u007F escapes, \\b
+#: and \\f, a raw DEL, a NUL (UTF-16/32 text), UTF-8 bytes of a surrogate (json.loads decodes bytes with
+#: surrogatepass). Other escapes (accented letters from an ASCII-only encoder) need no cleaning.
+_MAY_NEED_CLEANING = re.compile(rb"\\u(?:[dD][89a-fA-F]|00[01]|007[fF])|\\b|\\f|\x7f|\x00|\xed[\xa0-\xbf]")
+
+
+def _too_deep(value: Any, max_depth: int) -> bool:
+    """Whether :func:`clean_json` would refuse ``value`` for its nesting; visits containers only."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth or (depth == max_depth and item):  # a child would sit below max_depth
+            return True
+        for child in item.values() if type(item) is dict else item:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
+def loads_clean(raw: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """``clean_json(json.loads(raw))`` for a request body, without walking every string when the text cannot
+    hold anything to clean: JSON can carry a lone surrogate or a control character only as an escape, a raw
+    DEL or surrogate bytes. Raises ValueError (UnsafeJSON, JSONDecodeError,
+    UnicodeDecodeError) or RecursionError for bodies to refuse."""
+    value = json.loads(raw)
+    if _MAY_NEED_CLEANING.search(raw) is None:  # no NUL byte also means UTF-8, not UTF-16/32
+        if type(value) in (dict, list) and _too_deep(value, max_depth):
+            raise UnsafeJSON(f"nested deeper than {max_depth} levels")
+        return value
+    return clean_json(value, max_depth)

@@ -5,6 +5,10 @@ with capped exponential backoff and jitter while the companion is unreachable. S
 idempotent (the companion keys records by ``session_id``), so a batch interrupted half-way is
 simply sent again. A record the companion rejects as invalid is *parked* with its reason instead
 of being retried forever; ``stella-kiosk sessions`` shows it.
+
+Beside the lessons it sends a *heartbeat* (the kiosk's state, see ``appliance.fleet_report``) after every
+sync round and every ``heartbeat_s`` while idle, so the school sees a kiosk that is up but unused. A
+companion too old to know heartbeats answers 404: that is logged once, at debug, and changes nothing.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from appliance.store_worker import AsyncStore
 
 log = logging.getLogger(__name__)
 
-#: Batch result error codes that will never succeed on a retry.
-PERMANENT_CODES = frozenset({"invalid_record", "bad_request", "too_large", "payload_too_large"})
+#: Batch result error codes that will never succeed on a retry. ``conflict``: another kiosk already stored a
+#: lesson under this session id (the companion keeps the first); ``forbidden``: the record names another kiosk.
+PERMANENT_CODES = frozenset({"invalid_record", "bad_request", "too_large", "payload_too_large", "conflict",
+                             "forbidden"})
 
 
 class Syncer:
@@ -43,6 +49,8 @@ class Syncer:
         max_backoff_s: float = 300.0,
         on_attempt: Callable[[str, bool], None] | None = None,
         jitter: Callable[[], float] = random.random,
+        report: Callable[[], dict[str, Any]] | None = None,
+        heartbeat_s: float = 300.0,
     ) -> None:
         self.store = store if isinstance(store, AsyncStore) else AsyncStore(store)
         self.companion = companion
@@ -61,15 +69,33 @@ class Syncer:
         """Set after every drain attempt, successful or not (`sync --now` waits on it)."""
         self.waiting = 0
         """Lessons found waiting at the last look (for `status`, without touching the disk)."""
+        self.report = report
+        """The heartbeat body, read on the loop when one is sent (None: no heartbeats)."""
+        self.heartbeat_s = heartbeat_s
+        self._beat = asyncio.Event()
+        self._heartbeat_unknown_logged = False
+        self.heartbeats_sent = 0
+        self.heartbeat_delivered = asyncio.Event()
+        """Set after each heartbeat the companion took (tests clear it and wait)."""
 
     def kick(self) -> None:
         """Try now (a lesson just ended, or the network is back)."""
         self._wake.set()
 
     async def run(self) -> None:
-        """Drain at once, then on every kick, period and backoff. At once: a (re)start is a reason to
-        look, and a sync restarted after a crash mid-drain must not sit on its lessons for a period."""
+        """Drain at once, then on every kick, period and backoff, with heartbeats alongside. At once: a
+        (re)start is a reason to look, and a sync restarted after a crash mid-drain must not sit on its
+        lessons for a period."""
         self._wake.set()
+        beats = asyncio.create_task(self._heartbeats(), name="heartbeats") if self.report is not None else None
+        try:
+            await self._drain_rounds()
+        finally:
+            if beats is not None:
+                beats.cancel()
+                await asyncio.gather(beats, return_exceptions=True)
+
+    async def _drain_rounds(self) -> None:
         wait_s = self.period_s
         while True:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
@@ -85,7 +111,40 @@ class Syncer:
                 self.failures += 1
                 wait_s = backoff_delay(self.failures, self.base_backoff_s, self.max_backoff_s, self._jitter)
                 log.warning("sync: will retry in %.1f s (attempt %d failed)", wait_s, self.failures)
+            self._beat.set()
             self.round_done.set()
+
+    async def _heartbeats(self) -> None:
+        """One heartbeat at start, after each sync round, and every ``heartbeat_s`` in between."""
+        while True:
+            await self.send_heartbeat()
+            self._beat.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.heartbeat_s):
+                    await self._beat.wait()
+
+    async def send_heartbeat(self) -> bool:
+        """Send the kiosk's state now; True when the companion took it. Never raises: a heartbeat is
+        best-effort (the sync itself reports an unreachable companion)."""
+        if self.report is None:
+            return False
+        try:
+            body = self.report()
+            delivered = await self.companion.heartbeat(body)
+        except CompanionError as exc:
+            log.debug("sync: heartbeat not delivered (%s): %s", exc.code, exc.message)
+            return False
+        except Exception as exc:  # a broken status snapshot must not end the heartbeats, nor the kiosk
+            log.warning("sync: could not build or send the heartbeat: %s", exc)
+            return False
+        if not delivered:
+            if not self._heartbeat_unknown_logged:
+                log.debug("sync: the companion does not know heartbeats (an older version); lessons still sync")
+                self._heartbeat_unknown_logged = True
+            return False
+        self.heartbeats_sent += 1
+        self.heartbeat_delivered.set()
+        return True
 
     async def drain(self) -> bool:
         """Send everything pending, oldest first; True when the outbox is empty afterwards."""

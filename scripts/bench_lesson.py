@@ -73,9 +73,11 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path) -> dict[str, l
 
     api_key = "sk-bench-" + secrets.token_hex(8)
     device_key = secrets.token_urlsafe(24)
+    provision = workdir / "provision.txt"
+    write_key_file(provision, f"bench={device_key}")
     simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key], workdir / "sim.log")
     companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db", str(workdir / "c.db"),
-                                          "--provision", f"bench={device_key}"], workdir / "companion.log",
+                                          "--provision-file", str(provision)], workdir / "companion.log",
                             env={"OPENAI_API_KEY": api_key})
     results: dict[str, list[float]] = {"connect_ms": [], "first_audio_ms": [], "cpu_per_call_s": []}
     try:

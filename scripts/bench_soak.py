@@ -215,11 +215,13 @@ class Stack:
         self.workdir = workdir
         api_key = "sk-soak-" + secrets.token_hex(8)
         self.device_key = secrets.token_urlsafe(24)
+        provision = workdir / "provision.txt"
+        write_key_file(provision, f"soak={self.device_key}")
         self.simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key],
                                      workdir / "simulator.log")
         self.companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db",
-                                                   str(workdir / "companion.db"), "--provision",
-                                                   f"soak={self.device_key}",
+                                                   str(workdir / "companion.db"), "--provision-file",
+                                                   str(provision),
                                                    # the companion's per-kiosk guard (60/h) would refuse a soak
                                                    "--tokens-per-hour", "1000000"],
                                      workdir / "companion.log", env={"OPENAI_API_KEY": api_key})

@@ -15,6 +15,7 @@ import pytest
 
 from appliance.companion.client import CompanionClient
 from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.preflight import write_key_file
 from appliance.state import State
 from appliance.store import SessionStore
 from appliance.sync import Syncer
@@ -218,7 +219,9 @@ async def test_companion_killed_while_the_outbox_drains(tmp_path: Path, caplog: 
 
     caplog.set_level(logging.INFO, logger="appliance.sync")
     port, db, key = free_port(), tmp_path / "c.db", "device-key-0123456789abcdef"
-    args = ["companion", "serve", "--port", str(port), "--db", str(db), "--provision", f"{KIOSK_ID}={key}"]
+    provision = tmp_path / "provision.txt"
+    write_key_file(provision, f"{KIOSK_ID}={key}")
+    args = ["companion", "serve", "--port", str(port), "--db", str(db), "--provision-file", str(provision)]
     env = {"OPENAI_API_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
 
     def stored_ids() -> list[str]:

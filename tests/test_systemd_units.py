@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-UNITS = ["stella-kiosk.service", "stella-companion.service"]
+UNITS = ["stella-kiosk.service", "stella-companion.service", "stella-companion@.service"]
 MAX_EXPOSURE = 1.7
 """The exposure the README promises for the hardened units."""
 
@@ -22,7 +22,7 @@ def installed_copy(unit: str, tmp_path: Path) -> Path:
     """The unit with ExecStart pointing at this checkout's console script (as the installer does)."""
     exe = Path(sys.executable).parent / "stella-kiosk"
     text = (ROOT / "systemd" / unit).read_text().replace("/opt/stella-kiosk/.venv/bin/stella-kiosk", str(exe))
-    path = tmp_path / unit
+    path = tmp_path / unit.replace("@.", "@8701.")  # a template is verified as one of its instances
     path.write_text(text)
     return path
 

@@ -1,4 +1,5 @@
-"""`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | export | add-user NAME`."""
+"""`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | set-budget NAME MINUTES | export |
+add-user NAME`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import getpass
 import os
 import re
 import secrets
+import stat
 import sys
 import tomllib
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 from appliance.companion.db import DatabaseError
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.companion.storage import open_storage
+from appliance.companion.storage import Storage, open_storage
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -33,12 +35,19 @@ def main(argv: list[str] | None = None) -> int:
         _config_flags(cmd)
     serve.add_argument("--tokens-per-hour", type=int, help="per kiosk (default 60)")
     serve.add_argument("--daily-minutes", type=float, help="per-kiosk daily budget (default 0 = none)")
-    serve.add_argument("--provision", action="append", default=[], metavar="NAME=KEY",
-                       help="register a kiosk with this key at start (local trials and the demo)")
+    serve.add_argument("--provision-file", metavar="FILE",
+                       help="register kiosks at start from NAME=KEY lines (local trials and the demo); the file "
+                            "must be mode 0600; '-' reads the lines from stdin")
+    serve.add_argument("--provision", action="append", default=[], help=argparse.SUPPRESS)  # refused: keys in ps
     for name in ("add-kiosk", "revoke-kiosk"):
         cmd = sub.add_parser(name, help=f"{name.split('-')[0]} a kiosk's device key")
         cmd.add_argument("name")
         cmd.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+    budget = sub.add_parser("set-budget", help="a kiosk's own daily lesson minutes ('default': the companion's "
+                                               "daily_minutes; 0: no budget)")
+    budget.add_argument("name")
+    budget.add_argument("minutes", help="minutes per day (companion's UTC day), or 'default'")
+    budget.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     export = sub.add_parser("export", help="every stored lesson as CSV on stdout (for teachers)")
     export.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     export.add_argument("--kiosk", help="only this kiosk")
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return doctor_command(args)
     if args.command == "add-user":
         return add_user_command(args)
-    if args.command in ("add-kiosk", "revoke-kiosk") and not KIOSK_ID.match(args.name):
+    if args.command in ("add-kiosk", "revoke-kiosk", "set-budget") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
     return asyncio.run(_database_command(args))
@@ -81,6 +90,8 @@ async def _database_command(args: argparse.Namespace) -> int:
             print(f"device key for {args.name} (shown once; put it in the kiosk's device.key, mode 0600)",
                   file=sys.stderr)
             return 0
+        if args.command == "set-budget":
+            return await _set_budget(storage, args.name, args.minutes)
         if args.command == "revoke-kiosk":
             if await storage.revoke_kiosk(args.name):
                 print(f"revoked {args.name}", file=sys.stderr)
@@ -150,6 +161,54 @@ async def _add_user(db: str, name: str, password: str, role: str) -> int:
     return 0
 
 
+async def _set_budget(storage: Storage, name: str, text: str) -> int:
+    minutes: float | None = None
+    if text != "default":
+        try:
+            minutes = float(text)
+        except ValueError:
+            minutes = -1.0
+        if not 0 <= minutes <= 1440:
+            print(f"companion: {text!r} is not a number of minutes between 0 and 1440, or 'default'", file=sys.stderr)
+            return 2
+    if not await storage.set_daily_minutes(name, minutes):
+        print(f"companion: no kiosk named {name}", file=sys.stderr)
+        return 1
+    shown = "the companion's default (daily_minutes)" if minutes is None else \
+        ("no budget" if minutes == 0 else f"{minutes:g} minutes a day")
+    print(f"{name}: {shown}", file=sys.stderr)
+    return 0
+
+
+def read_provision_file(path: str) -> list[tuple[str, str]]:
+    """NAME=KEY lines (blank lines and # comments skipped). Device keys are secrets: the file must be
+    owner-only (like ssh keys), and they never go on a command line, where `ps` shows them to everyone."""
+    if path == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise ValueError(f"{path} is not a regular file")
+            if mode & 0o077:
+                raise ValueError(f"{path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+                                 f"chmod 600 {path}")
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from None
+    provisions = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, key = line.partition("=")
+        if not sep or not KIOSK_ID.match(name.strip()) or len(key.strip()) < 16:
+            raise ValueError(f"{path} line {number}: want NAME=KEY (name of letters, digits, '-' or '_'; "
+                             "key of 16+ characters)")
+        provisions.append((name.strip(), key.strip()))
+    return provisions
+
+
 def _config_flags(cmd: argparse.ArgumentParser) -> None:
     """Flags shared by `serve` and `doctor` (doctor must see the same models the service uses)."""
     def models(role: str) -> str:
@@ -198,14 +257,16 @@ def serve_command(args: argparse.Namespace) -> int:
     if not key:
         print("companion: OPENAI_API_KEY is not set (put it in the service's environment file)", file=sys.stderr)
         return 78
-    provisions = []
-    for item in args.provision:
-        name, sep, kiosk_key = item.partition("=")
-        if not sep or not KIOSK_ID.match(name) or len(kiosk_key) < 16:
-            print(f"companion: --provision wants NAME=KEY with a key of 16+ characters, got {name!r}",
-                  file=sys.stderr)
-            return 2
-        provisions.append((name, kiosk_key))
+    if args.provision:
+        print("companion: --provision is no longer accepted: a key on the command line is visible to every user "
+              "(ps). Write NAME=KEY lines to a file with mode 0600 and pass --provision-file FILE (or "
+              "--provision-file - to read them from stdin)", file=sys.stderr)
+        return 2
+    try:
+        provisions = read_provision_file(args.provision_file) if args.provision_file else []
+    except ValueError as exc:
+        print(f"companion: --provision-file: {exc}", file=sys.stderr)
+        return 2
     try:
         config = build_config(args, key)
     except ValueError as exc:

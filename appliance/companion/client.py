@@ -198,6 +198,17 @@ class CompanionClient:
                                  retryable=True)
         return [r for r in results if isinstance(r, dict)]
 
+    async def heartbeat(self, report: dict[str, Any]) -> bool:
+        """Tell the companion this kiosk's state (POST /api/heartbeat). False when the companion is too old to
+        know heartbeats (404): nothing to fix on the kiosk, so the caller stays quiet about it."""
+        try:
+            await self._request("POST", "/api/heartbeat", {"kiosk_id": self.kiosk_id, **report})
+        except CompanionError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
     async def sessions(self, since: str | None = None) -> list[dict[str, Any]]:
         params = f"?since={since}" if since else ""
         data = await self._request("GET", f"/api/sessions{params}")

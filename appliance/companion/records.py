@@ -6,7 +6,9 @@ kiosk can log and park, rather than stored half-understood.
 
 from __future__ import annotations
 
+import math
 import re
+import uuid
 from typing import Any
 
 END_REASONS = frozenset({"button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted",
@@ -15,8 +17,12 @@ ROLES = frozenset({"learner", "tutor"})
 SOURCES = frozenset({"voice", "text"})
 TURN_STATUSES = frozenset({None, "incomplete", "failed"})
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-UUID = re.compile(r"^[0-9a-fA-F-]{8,64}$")
 MAX_TURNS = 2000
+#: Metrics that budgets, costs and the console add up: each a finite number >= 0 when present.
+COUNTED_METRICS = ("duration_s", "est_cost_usd", "learner_turns", "tutor_turns", "learner_words", "tutor_words",
+                   "targets_used", "learner_audio_s", "tutor_audio_s")
+#: Timings a kiosk may not have measured (null), otherwise finite numbers >= 0.
+OPTIONAL_METRICS = ("connect_ms", "first_audio_ms")
 
 
 class InvalidRecord(ValueError):
@@ -26,13 +32,14 @@ class InvalidRecord(ValueError):
 def validate_record(record: Any) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise InvalidRecord("a session record must be a JSON object")
-    if record.get("schema") != 1:
+    schema = record.get("schema")
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema != 1:  # true == 1 == 1.0 in Python
         raise InvalidRecord(f"schema must be 1, got {record.get('schema')!r}")
     for key in ("session_id", "kiosk_id", "started_at", "ended_at", "end_reason"):
         if not isinstance(record.get(key), str) or not record[key]:
             raise InvalidRecord(f"{key} is missing or not a string")
-    if not UUID.match(record["session_id"]):
-        raise InvalidRecord("session_id is not an id")
+    if not is_uuid(record["session_id"]):
+        raise InvalidRecord("session_id must be a UUID in canonical form (e.g. 0b8f6c1e-3d4a-4f43-9a61-2b7f0f1a9c11)")
     for key in ("started_at", "ended_at"):
         if not ISO.match(record[key]):
             raise InvalidRecord(f"{key} is not an ISO 8601 time")
@@ -67,7 +74,46 @@ def validate_record(record: Any) -> dict[str, Any]:
     # set the clock (durations are right either way); clock_anchor lets the kiosk re-date it later.
     if "clock_anchor" in record and not isinstance(record["clock_anchor"], dict):
         raise InvalidRecord("clock_anchor must be an object")
-    synced = (record.get("metrics") or {}).get("clock_synced")
+    _check_metrics(record.get("metrics") or {})
+    return record
+
+
+def is_uuid(text: str) -> bool:
+    """A UUID written the way the kiosk writes one (lower-case, hyphenated): ids are compared as text, so
+    two spellings of one UUID would be two lessons."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def _is_number(value: Any) -> bool:
+    """int or float but not bool (True == 1 would otherwise pass as a number)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _counted(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value) and value >= 0
+
+
+def _check_metrics(metrics: dict[str, Any]) -> None:
+    """Budgets and costs are sums of these numbers: one string or negative value would break or bypass them."""
+    for key in COUNTED_METRICS:
+        if key in metrics and not _counted(metrics[key]):
+            raise InvalidRecord(f"metrics.{key} must be a finite number >= 0, got {metrics[key]!r}")
+    for key in OPTIONAL_METRICS:
+        if metrics.get(key) is not None and not _counted(metrics[key]):
+            raise InvalidRecord(f"metrics.{key} must be a finite number >= 0 or null, got {metrics[key]!r}")
+    shift = metrics.get("clock_corrected_s")
+    if shift is not None and not (_is_number(shift) and math.isfinite(shift)):
+        raise InvalidRecord("metrics.clock_corrected_s must be a finite number or absent")
+    usage = metrics.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            raise InvalidRecord("metrics.usage must be an object of token counts")
+        for key, value in usage.items():
+            if not _counted(value):
+                raise InvalidRecord(f"metrics.usage.{key} must be a finite number >= 0, got {value!r}")
+    synced = metrics.get("clock_synced")
     if synced is not None and not isinstance(synced, bool):
         raise InvalidRecord("metrics.clock_synced must be true, false or absent")
-    return record

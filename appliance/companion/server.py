@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,11 @@ from typing import Any
 from aiohttp import web
 
 from appliance import __version__
+from appliance.companion import limits
+from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.records import InvalidRecord, validate_record
-from appliance.companion.storage import Storage, open_storage
+from appliance.companion.storage import CONFLICT, DUPLICATE, Storage, open_storage
 from appliance.companion.upstream import (
     Upstream,
     UpstreamError,
@@ -30,13 +34,17 @@ from appliance.companion.upstream import (
     validate_pack,
 )
 from appliance.httpserve import start_http
+from appliance.safe_text import loads_clean
 
 log = logging.getLogger(__name__)
 
+SINCE = re.compile(r"^\d{4}-\d\d-\d\d[0-9T:.Z+-]{0,30}$")
 MAX_BODY = 1024 * 1024
 MAX_BATCH = 100
 REQUEST_LOG_SIZE = 1000
 MODEL_CHECK_INTERVAL_S = 24 * 3600
+MAINTENANCE_INTERVAL_S = 24 * 3600
+HOUR_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -56,9 +64,22 @@ class CompanionConfig:
     token_ttl_s: int = 600
     silence_ms: int = 500
     tokens_per_hour: int = 60
-    """Per-kiosk cap on ephemeral tokens (each can start a paid call)."""
+    """Per-kiosk cap on ephemeral tokens (each can start a paid call), over a sliding hour, shared by every
+    companion on the same database."""
+    plans_per_hour: int = 120
+    """Per-kiosk cap on lesson plans (each may cost an upstream planner call), over a sliding hour."""
     daily_minutes: float = 0.0
-    """Per-kiosk daily budget of lesson minutes (from stored records); 0 = no budget."""
+    """Default daily budget of lesson minutes per kiosk (the companion's UTC day; a kiosk's own budget set
+    with `companion set-budget` overrides it); 0 = no budget."""
+    auth_failures: int = 20
+    """Wrong device keys allowed per client address in auth_window_s; then that address gets 429 (even with a
+    right key) until the window has passed."""
+    auth_window_s: float = 600.0
+    trust_proxy: bool = False
+    """Behind a reverse proxy (nginx) on this machine: take the client's address from the last
+    X-Forwarded-For entry. Off otherwise: any client could then pick its own address."""
+    transcript_days: int = 365
+    """Transcripts of lessons received longer ago are reduced to their metrics (daily); 0 keeps them forever."""
     upstream_timeout_s: float = 10.0
 
     def models(self) -> dict[str, tuple[str, ...]]:
@@ -72,11 +93,13 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 
 class CompanionServer:
-    def __init__(self, config: CompanionConfig, storage: Storage | None = None) -> None:
+    def __init__(self, config: CompanionConfig, storage: Storage | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
+        """Wall time for limits, budgets and retention (tests move it instead of waiting)."""
         self.storage: Storage = storage  # type: ignore[assignment]  # opened in start()
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
-        self._token_times: dict[str, list[float]] = {}
         self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         """(method, path) of the latest requests served, for tests and benchmarks (bounded: a
         companion runs for months)."""
@@ -87,6 +110,9 @@ class CompanionServer:
         self.models_checked = asyncio.Event()
         """Set after each check of the configured models (at start, then daily)."""
         self._model_watch: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self.maintained = asyncio.Event()
+        """Set after each retention and pruning round (at start, then daily)."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
@@ -97,6 +123,7 @@ class CompanionServer:
         app.router.add_post("/api/summarize", self.summarize)
         app.router.add_post("/api/sessions/batch", self.batch)
         app.router.add_get("/api/sessions", self.list_sessions)
+        app.router.add_post("/api/heartbeat", self.heartbeat)
         try:  # jinja2 and argon2-cffi: the companion's extra, not needed on a kiosk that runs the demo
             from appliance.companion.console import setup_console
         except ImportError as exc:
@@ -109,12 +136,15 @@ class CompanionServer:
         """Open the database (and migrate it) unless it was given or is open already."""
         if self.storage is None:
             self.storage = await open_storage(self.config.db_path)
+        self.storage.clock = self.clock
+        self.storage.transcript_days = self.config.transcript_days
         return self.storage
 
     async def start(self) -> None:
         await self.open_storage()
         self._runner, self.port = await start_http(self.app, self.config.host, self.config.port)
         self._model_watch = asyncio.create_task(self._watch_models())
+        self._maintenance = asyncio.create_task(self._maintain())
 
     async def check_models(self) -> list[ModelStatus]:
         """Look up every configured model upstream now (shutdown dates); warnings go to the log and health."""
@@ -130,17 +160,38 @@ class CompanionServer:
             await self.check_models()
             await asyncio.sleep(MODEL_CHECK_INTERVAL_S)
 
+    async def maintain(self) -> None:
+        """Reduce transcripts past the retention period and drop rate events older than every window."""
+        try:
+            reduced = await self.storage.reduce_old_transcripts()
+            if reduced:
+                log.info("retention: reduced %d lesson(s) older than %d days to their metrics", reduced,
+                         self.config.transcript_days)
+            await limits.prune(self.storage.db, self.clock() - max(HOUR_S, self.config.auth_window_s))
+        finally:
+            self.maintained.set()
+
+    async def _maintain(self) -> None:
+        """At start, then daily; several companions may do it at once (each step is idempotent)."""
+        while True:
+            try:
+                await self.maintain()
+            except Exception as exc:  # a database hiccup must not end the daily rounds
+                log.error("retention and pruning failed (will retry tomorrow): %s", exc)
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+
     @property
     def base_url(self) -> str:
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
-        if self._model_watch is not None:
-            self._model_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._model_watch
-            self._model_watch = None
+        for task in (self._model_watch, self._maintenance):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._model_watch = self._maintenance = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -164,22 +215,51 @@ class CompanionServer:
                 return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
             raise
 
-    async def _kiosk(self, request: web.Request) -> str | None:
+    def _client_address(self, request: web.Request) -> str:
+        """Who is knocking: the peer, or with trust_proxy the address our own proxy appended last."""
+        if self.config.trust_proxy:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            if last:
+                return last[:64]
+        return request.remote or "unknown"
+
+    async def _kiosk(self, request: web.Request) -> str | web.Response:
+        """The kiosk of the request's device key, or the answer to give: 401, or 429 for an address that
+        guessed wrong too often (checked first, so a right key does not help until the window passes)."""
+        bucket = f"authfail:{self._client_address(request)}"
+        window = self.config.auth_window_s
         auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            return None
-        return await self.storage.kiosk_for_key(auth[7:].strip())
+        key = auth[7:].strip() if auth.startswith("Bearer ") else ""
+        kiosk, failures, oldest = await self.storage.authenticate(key, bucket, window)
+        if failures >= self.config.auth_failures:
+            verdict = limits.Verdict(False, retry_after_s=limits.retry_after(oldest, window, self.clock()))
+            return self._too_many("too many wrong device keys from this address; try again later", verdict)
+        if kiosk is not None:
+            return kiosk
+        verdict = await limits.reserve(self.storage.db, bucket, self.config.auth_failures, window, self.clock())
+        if not verdict.allowed:
+            return self._too_many("too many wrong device keys from this address; try again later", verdict)
+        return error(401, "unauthorized", "a valid device key is required (Authorization: Bearer …)")
+
+    @staticmethod
+    def _too_many(message: str, verdict: limits.Verdict, code: str = "rate_limited") -> web.Response:
+        response = error(429, code, message)
+        response.headers["Retry-After"] = str(int(verdict.retry_after_s + 0.999))
+        return response
 
     async def _body(self, request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
         kiosk = await self._kiosk(request)
-        if kiosk is None:
-            return error(401, "unauthorized", "a valid device key is required (Authorization: Bearer …)")
+        if isinstance(kiosk, web.Response):
+            return kiosk
         try:
-            body = await request.json()
+            # Cleaned once at the edge: lone surrogates and NULs would fail in the database driver, and
+            # nesting past MAX_DEPTH is no record or plan request.
+            body = loads_clean(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
-        except ValueError:
-            return error(400, "bad_request", "the body is not valid JSON")
+        except (ValueError, RecursionError):  # UnicodeDecodeError and UnsafeJSON are ValueErrors
+            return error(400, "bad_request", "the body is not valid JSON (UTF-8, nested at most 32 levels)")
         if not isinstance(body, dict):
             return error(400, "bad_request", "the body must be a JSON object")
         claimed = body.get("kiosk_id")
@@ -191,7 +271,8 @@ class CompanionServer:
     async def health(self, request: web.Request) -> web.Response:
         choice = self.model_choice
         return web.json_response({"ok": True, "version": __version__, "warnings": choice.warnings(),
-                                  "models": {role: choice.current(role) for role in choice.models}})
+                                  "models": {role: choice.current(role) for role in choice.models},
+                                  "retention": await self.storage.retention_policy()})
 
     async def planner(self, request: web.Request) -> web.Response:
         parsed = await self._body(request)
@@ -204,6 +285,11 @@ class CompanionServer:
             return error(400, "bad_request", f"learner.level {level!r} is not a CEFR level A1..C2")
         recent = [t for t in body.get("recent_targets", []) if isinstance(t, str)][:50] \
             if isinstance(body.get("recent_targets"), list) else []
+        # Counted before the (possibly paid) upstream call, whether it then succeeds or falls back.
+        verdict = await limits.reserve(self.storage.db, f"plan:{kiosk}", self.config.plans_per_hour, HOUR_S,
+                                       self.clock())
+        if not verdict.allowed:
+            return self._too_many(f"at most {self.config.plans_per_hour} lesson plans per hour per kiosk", verdict)
         plan_id = new_plan_id()
         source = "upstream"
         try:
@@ -223,9 +309,9 @@ class CompanionServer:
         if isinstance(parsed, web.Response):
             return parsed
         kiosk, body = parsed
-        limited = await self._rate_limited(kiosk)
-        if limited:
-            return limited
+        exhausted = await self._budget_exhausted(kiosk)
+        if exhausted:
+            return exhausted
         plan = None
         plan_id = body.get("plan_id")
         if plan_id is not None:
@@ -235,17 +321,25 @@ class CompanionServer:
             if plan is None:
                 return error(404, "unknown_plan", f"no plan {plan_id} for this kiosk")
         prompt = tutor_instructions(plan, self.config.default_level)
+        # The slot is taken before the upstream call (so concurrent requests cannot all slip through) and
+        # given back when no token came of it.
+        verdict = await limits.reserve(self.storage.db, f"token:{kiosk}", self.config.tokens_per_hour, HOUR_S,
+                                       self.clock())
+        if not verdict.allowed:
+            return self._too_many(f"at most {self.config.tokens_per_hour} lessons per hour per kiosk", verdict)
         try:
             model, (value, expires_at) = await self._with_fallback(
                 ("realtime", "transcription"), lambda: self._mint(prompt))
-        except UpstreamError as exc:
+        except BaseException as exc:
+            await limits.release(self.storage.db, verdict.event_id)
+            if not isinstance(exc, UpstreamError):
+                raise
             log.warning("token upstream failed: %s", exc.message)
             if exc.upstream_code == "model_not_found":
                 return error(502, "model_not_found",
                              f"could not mint a Realtime token: {exc.message}; every configured model failed "
                              f"(realtime_model / transcription_model in the companion config)")
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
-        self._token_times.setdefault(kiosk, []).append(time.time())
         return web.json_response({"token": value, "expires_at": expires_at, "model": model,
                                   "voice": self.config.voice, "prompt": prompt,
                                   # What the token's session holds, so a kiosk can send it again itself
@@ -274,43 +368,54 @@ class CompanionServer:
                 if not self.model_choice.give_up(role, self.model_choice.current(role), exc.message):
                     raise
 
-    async def _rate_limited(self, kiosk: str) -> web.Response | None:
-        now = time.time()
-        recent = [t for t in self._token_times.get(kiosk, []) if now - t < 3600]
-        self._token_times[kiosk] = recent
-        if len(recent) >= self.config.tokens_per_hour:
-            return error(429, "rate_limited", f"at most {self.config.tokens_per_hour} lessons per hour per kiosk")
-        if self.config.daily_minutes > 0:
-            today = time.strftime("%Y-%m-%d", time.gmtime(now))
-            used_s = sum(float((r.get("metrics") or {}).get("duration_s") or 0)
-                         for r in await self.storage.sessions(kiosk, since=today))
-            if used_s / 60 >= self.config.daily_minutes:
-                return error(429, "daily_budget_exhausted",
-                             f"this kiosk used its {self.config.daily_minutes:g} lesson minutes for today")
+    async def _budget_exhausted(self, kiosk: str) -> web.Response | None:
+        """The kiosk's own daily budget, else the configured default (0 = none), against the day's counter."""
+        own, used = await self.storage.minutes_today(kiosk)
+        budget = own if own is not None else self.config.daily_minutes
+        if budget > 0 and used >= budget:
+            return error(429, "daily_budget_exhausted", f"this kiosk used its {budget:g} lesson minutes for today")
         return None
 
-    async def _store(self, kiosk: str, record: Any) -> dict[str, Any]:
-        try:
-            validate_record(record)
-        except InvalidRecord as exc:
-            session_id = record.get("session_id") if isinstance(record, dict) else None
-            return {"session_id": session_id, "error": {"code": "invalid_record", "message": str(exc)}}
-        if record["kiosk_id"] != kiosk:
-            return {"session_id": record["session_id"],
-                    "error": {"code": "forbidden", "message": "kiosk_id does not match the device key"}}
-        new = await self.storage.store_session(record)
-        if new:
-            log.info("stored session %s from %s", record["session_id"], kiosk)
-        return {"session_id": record["session_id"], "stored": True, "duplicate": not new}
+    async def _store(self, kiosk: str, records: list[Any]) -> list[dict[str, Any]]:
+        """One result per record: stored (maybe a duplicate), or an error the kiosk can act on."""
+        results: list[dict[str, Any]] = []
+        valid: list[tuple[int, dict[str, Any]]] = []
+        for record in records:
+            try:
+                validate_record(record)
+            except InvalidRecord as exc:
+                session_id = record.get("session_id") if isinstance(record, dict) else None
+                results.append({"session_id": session_id if isinstance(session_id, str) else None,
+                                "error": {"code": "invalid_record", "message": str(exc)}})
+                continue
+            if record["kiosk_id"] != kiosk:
+                results.append({"session_id": record["session_id"],
+                                "error": {"code": "forbidden", "message": "kiosk_id does not match the device key"}})
+                continue
+            valid.append((len(results), record))
+            results.append({})
+        outcomes = await self.storage.store_sessions([r for _, r in valid]) if valid else []
+        for (index, record), outcome in zip(valid, outcomes, strict=True):
+            session_id = record["session_id"]
+            if outcome == CONFLICT:
+                log.warning("kiosk %s sent session %s, which another kiosk already stored; refused", kiosk,
+                            session_id)
+                results[index] = {"session_id": session_id, "error": {
+                    "code": "conflict", "message": "another kiosk already stored a lesson with this session_id"}}
+                continue
+            if outcome != DUPLICATE:
+                log.info("stored session %s from %s", session_id, kiosk)
+            results[index] = {"session_id": session_id, "stored": True, "duplicate": outcome == DUPLICATE}
+        return results
 
     async def summarize(self, request: web.Request) -> web.Response:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
         kiosk, body = parsed
-        result = await self._store(kiosk, body)
+        [result] = await self._store(kiosk, [body])
         if "error" in result:
-            status = 403 if result["error"]["code"] == "forbidden" else 400
+            status = {"forbidden": 403, "conflict": 409}.get(result["error"]["code"], 400)
             return error(status, result["error"]["code"], result["error"]["message"])
         return web.json_response({"stored": True, "session_id": result["session_id"]})
 
@@ -322,14 +427,29 @@ class CompanionServer:
         sessions = body.get("sessions")
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
             return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
-        results = [await self._store(kiosk, record) for record in sessions]
-        return web.json_response({"results": results})
+        return web.json_response({"results": await self._store(kiosk, sessions)})
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         kiosk = await self._kiosk(request)
-        if kiosk is None:
-            return error(401, "unauthorized", "a valid device key is required")
+        if isinstance(kiosk, web.Response):
+            return kiosk
         requested = request.query.get("kiosk")
         if requested and requested != kiosk:
             return error(403, "forbidden", "a kiosk can only read its own sessions")
-        return web.json_response({"sessions": await self.storage.sessions(kiosk, request.query.get("since"))})
+        since = request.query.get("since")
+        if since is not None and not SINCE.match(since):
+            return error(400, "bad_request", "since must be an ISO date or time, e.g. 2026-11-24")
+        return web.json_response({"sessions": await self.storage.sessions(kiosk, since)})
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        """A kiosk's latest state for the fleet view, stamped with the companion's clock."""
+        parsed = await self._body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        kiosk, body = parsed
+        try:
+            report = validate_heartbeat(body)
+        except InvalidHeartbeat as exc:
+            return error(400, "bad_request", str(exc))
+        await self.storage.save_heartbeat(kiosk, report)
+        return web.json_response({"ok": True})

@@ -11,11 +11,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from appliance.companion.db import Database, open_database
 from appliance.companion.migrations import migrate
+from appliance.companion.retention import reduce_record
+
+#: Outcomes of storing one record.
+STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
+
+
+def utc_day(at: float) -> str:
+    """The companion's own UTC date: budgets and retention never follow a kiosk's clock."""
+    return time.strftime("%Y-%m-%d", time.gmtime(at))
 
 
 def hash_key(key: str) -> str:
@@ -35,9 +45,13 @@ async def open_storage(spec: str | Path) -> Storage:
 
 
 class Storage:
-    def __init__(self, db: Database, spec: str = "") -> None:
+    def __init__(self, db: Database, spec: str = "", clock: Callable[[], float] = time.time) -> None:
         self.db = db
         self.path = spec
+        self.clock = clock
+        """Wall time (tests move it to cross days and windows)."""
+        self.transcript_days = 0
+        """Transcripts older than this many days are reduced to metrics; 0 keeps them (set by the server)."""
 
     async def close(self) -> None:
         await self.db.close()
@@ -54,6 +68,37 @@ class Storage:
         changed = await self.db.execute("UPDATE kiosks SET revoked_at = ? WHERE kiosk_id = ? AND revoked_at IS NULL",
                                         (time.time(), kiosk_id))
         return changed > 0
+
+    async def set_daily_minutes(self, kiosk_id: str, minutes: float | None) -> bool:
+        """This kiosk's own daily lesson budget; None returns it to the companion's default (0 = no budget).
+        False when there is no such kiosk."""
+        if minutes is not None and not (0 <= minutes < 24 * 60 + 1):
+            raise ValueError(f"daily minutes must be between 0 and 1440, got {minutes!r}")
+        return await self.db.execute("UPDATE kiosks SET daily_minutes = ? WHERE kiosk_id = ?",
+                                     (minutes, kiosk_id)) > 0
+
+    async def minutes_today(self, kiosk_id: str) -> tuple[float | None, float]:
+        """(the kiosk's own budget or None, lesson minutes received today): one row read, from the
+        counter that every stored lesson updates in its own transaction."""
+        row = await self.db.fetchone(
+            "SELECT k.daily_minutes, d.seconds FROM kiosks k LEFT JOIN kiosk_days d "
+            "ON d.kiosk_id = k.kiosk_id AND d.day = ? WHERE k.kiosk_id = ?", (utc_day(self.clock()), kiosk_id))
+        if row is None:
+            return None, 0.0
+        return row[0], float(row[1] or 0.0) / 60
+
+    async def authenticate(self, key: str, failures_bucket: str,
+                           window_s: float) -> tuple[str | None, int, float | None]:
+        """(kiosk of this key or None, failed attempts in ``failures_bucket`` within the window, the oldest
+        of them): what every request needs to know, in one round trip."""
+        since = self.clock() - window_s
+        row = await self.db.fetchone(
+            "SELECT (SELECT kiosk_id FROM kiosks WHERE key_hash = ? AND revoked_at IS NULL), "
+            "(SELECT COUNT(*) FROM rate_events WHERE bucket = ? AND at > ?), "
+            "(SELECT MIN(at) FROM rate_events WHERE bucket = ? AND at > ?)",
+            (hash_key(key), failures_bucket, since, failures_bucket, since))
+        assert row is not None
+        return row[0], int(row[1]), row[2]
 
     async def kiosk_for_key(self, key: str) -> str | None:
         row = await self.db.fetchone("SELECT kiosk_id FROM kiosks WHERE key_hash = ? AND revoked_at IS NULL",
@@ -72,12 +117,72 @@ class Storage:
     # -- sessions ---------------------------------------------------------------------------
     async def store_session(self, record: dict[str, Any]) -> bool:
         """True when the record was new; False when this session id was already stored."""
-        changed = await self.db.execute(
-            "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO NOTHING",
-            (record["session_id"], record["kiosk_id"], record["started_at"], record["ended_at"],
-             record["end_reason"], json.dumps(record, ensure_ascii=False), time.time()))
-        return changed > 0
+        return (await self.store_sessions([record]))[0] == STORED
+
+    async def store_sessions(self, records: list[dict[str, Any]]) -> list[str]:
+        """Store validated records in one transaction; one outcome each: STORED, DUPLICATE (this kiosk
+        sent it before) or CONFLICT (another kiosk owns that session id: nothing is overwritten).
+
+        The day's counters (kiosk_days) change in the same transaction, so a budget never sees a lesson
+        without its minutes. Records keep their order (``seq`` is the order received). On PostgreSQL a
+        kiosk's batches take that kiosk's advisory lock first: a batch re-sent to a second companion while
+        the first still stores it then waits instead of deadlocking on the same rows."""
+        now = self.clock()
+        day = utc_day(now)
+        first: dict[str, int] = {}  # a session id sent twice in one batch is stored once
+        rows: list[tuple[Any, ...]] = []
+        for index, record in enumerate(records):
+            if record["session_id"] in first:
+                continue
+            first[record["session_id"]] = index
+            metrics = record.get("metrics") or {}
+            level = record.get("level") if isinstance(record.get("level"), str) else None
+            rows.append((record["session_id"], record["kiosk_id"], record["started_at"], record["ended_at"],
+                         record["end_reason"], json.dumps(record, ensure_ascii=False), now, day,
+                         float(metrics.get("duration_s") or 0.0), float(metrics.get("est_cost_usd") or 0.0), level))
+        if not rows:
+            return []
+        async with self.db.transaction() as q:
+            if q.engine == "postgresql":
+                for kiosk_id in sorted({r["kiosk_id"] for r in records}):
+                    await q.fetchone("SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))",
+                                     (f"sessions:{kiosk_id}",))
+            # One statement for the whole batch (one round trip, not one per lesson).
+            placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+            inserted = {r[0] for r in await q.fetchall(
+                "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, received_at, "
+                f"received_day, duration_s, cost_usd, level) VALUES {placeholders} "
+                "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", [v for row in rows for v in row])}
+            others = [row[0] for row in rows if row[0] not in inserted]
+            owners: dict[str, str] = {}
+            if others:
+                marks = ", ".join("?" * len(others))
+                owners = dict(await q.fetchall(
+                    f"SELECT session_id, kiosk_id FROM sessions WHERE session_id IN ({marks})", others))
+            totals: dict[str, list[float]] = {}
+            for row in rows:
+                if row[0] in inserted:
+                    kiosk_totals = totals.setdefault(row[1], [0, 0.0, 0.0])
+                    kiosk_totals[0] += 1
+                    kiosk_totals[1] += row[8]
+                    kiosk_totals[2] += row[9]
+            for kiosk_id, (lessons, seconds, cost) in sorted(totals.items()):
+                await q.execute(
+                    "INSERT INTO kiosk_days (kiosk_id, day, lessons, seconds, cost_usd) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (kiosk_id, day) DO UPDATE SET lessons = kiosk_days.lessons + excluded.lessons, "
+                    "seconds = kiosk_days.seconds + excluded.seconds, "
+                    "cost_usd = kiosk_days.cost_usd + excluded.cost_usd",
+                    (kiosk_id, day, int(lessons), seconds, cost))
+        outcomes = []
+        for index, record in enumerate(records):
+            session_id = record["session_id"]
+            if session_id in inserted and first[session_id] == index:
+                outcomes.append(STORED)
+            elif owners.get(session_id, record["kiosk_id"]) == record["kiosk_id"]:
+                outcomes.append(DUPLICATE)
+            else:
+                outcomes.append(CONFLICT)
+        return outcomes
 
     async def sessions(self, kiosk_id: str | None, since: str | None = None) -> list[dict[str, Any]]:
         """Records in the order they were received; ``kiosk_id=None`` means all kiosks (admin export)."""
@@ -91,3 +196,66 @@ class Storage:
             args.append(since)
         rows = await self.db.fetchall(query + " ORDER BY seq", args)
         return [json.loads(r[0]) for r in rows]
+
+    # -- retention --------------------------------------------------------------------------
+    async def reduce_old_transcripts(self, batch: int = 500) -> int:
+        """Reduce lessons received more than ``transcript_days`` ago to their metrics (no turns, no
+        free text), marking them ``reduced_at``; returns how many. Safe to run from several companions
+        at once: a row is only ever reduced once."""
+        if self.transcript_days <= 0:
+            return 0
+        now = self.clock()
+        cutoff = now - self.transcript_days * 86400
+        reduced = 0
+        while True:
+            async with self.db.transaction() as q:
+                rows = await q.fetchall("SELECT seq, record FROM sessions WHERE received_at < ? AND reduced_at IS NULL "
+                                        "ORDER BY seq LIMIT ?", (cutoff, batch))
+                for seq, text in rows:
+                    reduced_text = json.dumps(reduce_record(json.loads(text)), ensure_ascii=False)
+                    await q.execute("UPDATE sessions SET record = ?, reduced_at = ? "
+                                    "WHERE seq = ? AND reduced_at IS NULL",
+                                    (reduced_text, now, seq))
+            reduced += len(rows)
+            if len(rows) < batch:
+                return reduced
+
+    async def retention_policy(self) -> dict[str, Any]:
+        """What is kept and for how long, for admins (health, console)."""
+        row = await self.db.fetchone("SELECT COUNT(*) FROM sessions WHERE reduced_at IS NOT NULL")
+        days = self.transcript_days
+        return {"transcript_days": days, "reduced_lessons": int(row[0]) if row else 0,
+                "policy": (f"transcripts are kept {days} days after the companion received them, then reduced to "
+                           "their metrics (times, duration, counts, cost); the metrics are kept")
+                if days > 0 else "transcripts are kept until deleted by an administrator"}
+
+    # -- heartbeats and the fleet -----------------------------------------------------------
+    async def save_heartbeat(self, kiosk_id: str, report: dict[str, Any]) -> None:
+        """The kiosk's latest heartbeat (validated by the caller), stamped with the companion's clock."""
+        await self.db.execute(
+            "INSERT INTO kiosk_status (kiosk_id, seen_at, version, state, unsynced, disk_free_mb, last_error, report) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET seen_at = excluded.seen_at, "
+            "version = excluded.version, state = excluded.state, unsynced = excluded.unsynced, "
+            "disk_free_mb = excluded.disk_free_mb, last_error = excluded.last_error, report = excluded.report",
+            (kiosk_id, self.clock(), report.get("version"), report.get("state"), report.get("unsynced"),
+             report.get("disk_free_mb"), report.get("last_error"), json.dumps(report, ensure_ascii=False)))
+
+    async def fleet(self) -> list[dict[str, Any]]:
+        """Every kiosk, revoked ones too, with its latest heartbeat and today's lessons (companion's UTC day)."""
+        rows = await self.db.fetchall(
+            "SELECT k.kiosk_id, k.created_at, k.revoked_at, k.daily_minutes, s.seen_at, s.version, s.state, "
+            "s.unsynced, s.disk_free_mb, s.last_error, d.lessons, d.seconds FROM kiosks k "
+            "LEFT JOIN kiosk_status s ON s.kiosk_id = k.kiosk_id "
+            "LEFT JOIN kiosk_days d ON d.kiosk_id = k.kiosk_id AND d.day = ? ORDER BY k.kiosk_id",
+            (utc_day(self.clock()),))
+        keys = ("kiosk_id", "created_at", "revoked_at", "daily_minutes", "seen_at", "version", "state", "unsynced",
+                "disk_free_mb", "last_error")
+        return [{**dict(zip(keys, row[:10], strict=True)), "lessons_today": int(row[10] or 0),
+                 "minutes_today": float(row[11] or 0.0) / 60} for row in rows]
+
+    async def day_totals(self, since_day: str) -> list[dict[str, Any]]:
+        """Per kiosk and day (companion's UTC days, ``YYYY-MM-DD``) from ``since_day`` on."""
+        rows = await self.db.fetchall("SELECT kiosk_id, day, lessons, seconds, cost_usd FROM kiosk_days WHERE day >= ? "
+                                      "ORDER BY day, kiosk_id", (since_day,))
+        return [{"kiosk_id": k, "day": d, "lessons": int(n), "minutes": float(s) / 60, "cost_usd": float(c)}
+                for k, d, n, s, c in rows]

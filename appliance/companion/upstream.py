@@ -12,7 +12,7 @@ import uuid
 from importlib import resources
 from typing import Any
 
-import httpx
+import aiohttp
 
 from appliance.companion.client import parse_target
 
@@ -52,42 +52,56 @@ def tutor_instructions(plan: dict[str, Any] | None, level: str) -> str:
     return text
 
 
+
+
 class Upstream:
     """OpenAI-compatible upstream (real OpenAI, a proxy, or `stella-kiosk simulator`)."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 10.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s, transport=transport,
-                                       headers={"Authorization": f"Bearer {api_key}"})
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        """Made on first use, inside the running loop. aiohttp rather than httpx: at a class change (200
+        kiosks at once) httpx's pool cost the companion several ms of CPU per token (it scans every
+        connection for every request) and its default 100 connections queued the second hundred kiosks."""
+        if self._http is None or self._http.closed:
+            # trust_env: HTTPS_PROXY / NO_PROXY from the service's environment apply, as they did with httpx.
+            self._http = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout, trust_env=True,
+                                               connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=60))
+        return self._http
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._request("POST", path, body)
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
-            response = await self._http.request(method, path, json=body)
-        except httpx.TimeoutException:
+            async with self._session().request(method, self.base_url + path, json=body) as reply:
+                status, text = reply.status, await reply.text(errors="replace")
+        except TimeoutError:
             raise UpstreamError(f"{self.base_url}{path} did not answer in time", "upstream_timeout", 504) from None
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise UpstreamError(f"cannot reach {self.base_url}: {type(exc).__name__}", "upstream_unreachable") from None
-        if response.status_code >= 400:
+        if status >= 400:
             detail, code, param = "", None, None
             try:
-                error = response.json().get("error", {})
+                error = json.loads(text).get("error", {})
                 code, param = error.get("code"), error.get("param")
                 detail = f": {code or error.get('type')}: {error.get('message')}"
             except (ValueError, AttributeError):
                 pass
-            raise UpstreamError(f"{path} answered {response.status_code}{detail}",
+            raise UpstreamError(f"{path} answered {status}{detail}",
                                 upstream_code=code if isinstance(code, str) else None,
                                 param=param if isinstance(param, str) else None)
         try:
-            data = response.json()
-        except ValueError:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
             raise UpstreamError(f"{path} answered with invalid JSON") from None
         if not isinstance(data, dict):
             raise UpstreamError(f"{path} answered with something that is not an object")
