@@ -615,3 +615,18 @@ def test_the_body_parsers_fast_path_agrees_with_the_full_cleaning(value: Any, as
         value = [value]
     raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
     assert _parse(loads_clean, raw) == _parse(lambda r: clean_json(json.loads(r)), raw)
+
+
+async def test_a_lesson_takes_the_level_of_the_plan_it_was_given(db, upstream) -> None:
+    """Guards against the teachers' level filter finding nothing: kiosks do not send a level, so the
+    companion must take it from the plan it gave (another kiosk's plan id gives nothing)."""
+    _fake, url = upstream
+    async with companions(db, url) as [server], httpx.AsyncClient() as http:
+        plan = (await http.post(f"{server.base_url}/api/planner", headers=A,
+                                json={"learner": {"level": "B1"}})).json()
+        assert plan["level"] == "B1"
+        mine, theirs, none = record(plan_id=plan["plan_id"]), record("kiosk-b", plan_id=plan["plan_id"]), record()
+        await http.post(f"{server.base_url}/api/sessions/batch", headers=A, json={"sessions": [mine, none]})
+        await http.post(f"{server.base_url}/api/sessions/batch", headers=B, json={"sessions": [theirs]})
+        levels = dict(await server.storage.db.fetchall("SELECT session_id, level FROM sessions"))
+        assert levels == {mine["session_id"]: "B1", none["session_id"]: None, theirs["session_id"]: None}

@@ -300,7 +300,7 @@ class CompanionServer:
             log.warning("planner upstream failed (%s); serving the built-in curriculum", exc.message)
             pack = validate_pack(fallback_pack(level, recent, plan_id))
             source = "curriculum"
-        plan = {"plan_id": plan_id, **pack}
+        plan = {"plan_id": plan_id, **pack, "level": level}  # the level asked for: teachers filter lessons by it
         await self.storage.save_plan(plan, kiosk, source)
         return web.json_response(plan)
 

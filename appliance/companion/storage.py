@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.companion.db import Database, open_database
+from appliance.companion.db import Database, Queries, open_database
 from appliance.companion.migrations import migrate
 from appliance.companion.retention import reduce_record
 
@@ -143,6 +143,7 @@ class Storage:
         if not rows:
             return []
         async with self.db.transaction() as q:
+            rows = await self._with_plan_levels(q, records, rows)
             if q.engine == "postgresql":
                 for kiosk_id in sorted({r["kiosk_id"] for r in records}):
                     await q.fetchone("SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))",
@@ -183,6 +184,28 @@ class Storage:
             else:
                 outcomes.append(CONFLICT)
         return outcomes
+
+    @staticmethod
+    async def _with_plan_levels(q: Queries, records: list[dict[str, Any]],
+                                rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Fill each lesson's CEFR level from the plan this companion gave for it: kiosks do not send the
+        level, and teachers filter lessons by it."""
+        wanted = {(r["plan_id"], r["kiosk_id"]) for r in records
+                  if isinstance(r.get("plan_id"), str) and not isinstance(r.get("level"), str)}
+        if not wanted:
+            return rows
+        marks = ", ".join("?" * len(wanted))
+        levels: dict[tuple[str, str], str] = {}
+        for plan_id, kiosk_id, text in await q.fetchall(
+                f"SELECT plan_id, kiosk_id, plan FROM plans WHERE plan_id IN ({marks})", [p for p, _ in wanted]):
+            try:
+                level = json.loads(text).get("level")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(level, str):
+                levels[(plan_id, kiosk_id)] = level
+        by_session = {r["session_id"]: levels.get((r.get("plan_id"), r["kiosk_id"])) for r in records}
+        return [row if row[10] is not None else (*row[:10], by_session.get(row[0])) for row in rows]
 
     async def sessions(self, kiosk_id: str | None, since: str | None = None) -> list[dict[str, Any]]:
         """Records in the order they were received; ``kiosk_id=None`` means all kiosks (admin export)."""
