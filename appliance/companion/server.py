@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 SINCE = re.compile(r"^\d{4}-\d\d-\d\d[0-9T:.Z+-]{0,30}$")
 MAX_BODY = 1024 * 1024
+#: The console's own libraries (the companion extra); without them the kiosk API still serves.
+CONSOLE_LIBRARIES = frozenset({"jinja2", "argon2", "markupsafe"})
 MAX_BATCH = 100
 REQUEST_LOG_SIZE = 1000
 MODEL_CHECK_INTERVAL_S = 24 * 3600
@@ -126,7 +128,9 @@ class CompanionServer:
         app.router.add_post("/api/heartbeat", self.heartbeat)
         try:  # jinja2 and argon2-cffi: the companion's extra, not needed on a kiosk that runs the demo
             from appliance.companion.console import setup_console
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
+            if exc.name not in CONSOLE_LIBRARIES:
+                raise  # our own code is broken: say so, do not hide it as "console off"
             log.warning("web console off: %s (pip install 'stella-kiosk[companion]')", exc)
         else:
             setup_console(app, self)

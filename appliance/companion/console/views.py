@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion.console import accounts, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
-from appliance.companion.records import UUID
+from appliance.companion.records import is_uuid
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ class Console:
 
     @access("teacher")
     async def lesson(self, request: web.Request) -> web.Response:
-        found = await queries.lesson(self.db, _param(request, "session_id", UUID))
+        found = await queries.lesson(self.db, _param(request, "session_id", is_uuid))
         if found is None:
             raise ConsoleError(404, "No lesson with this id. It may have been removed by retention.")
         record = found.record or {}
@@ -358,11 +358,12 @@ def _same(sent: str, expected: str) -> bool:
     return hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
 
 
-def _param(request: web.Request, name: str, pattern: re.Pattern[str]) -> str:
+def _param(request: web.Request, name: str, pattern: re.Pattern[str] | Callable[[str], bool]) -> str:
     """A name from the URL, checked before it reaches SQL (PostgreSQL refuses NUL characters, for one): a
     malformed one names nothing, so it is a 404."""
     value = request.match_info[name]
-    if not pattern.match(value):
+    valid = pattern.match(value) if isinstance(pattern, re.Pattern) else pattern(value)
+    if not valid:
         raise ConsoleError(404, f"There is no {name.replace('_', ' ')} like that.")
     return value
 
