@@ -65,6 +65,7 @@ from appliance.messages import (
 from appliance.observer import KioskObserver, NullObserver
 from appliance.prefetch import Prefetcher
 from appliance.realtime import event_types, events
+from appliance.realtime import timeline as stages
 from appliance.realtime.call import CallError, RealtimeCall
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.resume import resume_instructions
@@ -567,6 +568,7 @@ class Kiosk:
                                       for t in plan.targets]
                     lesson.model = token.model
                     session = self._session_config(token, token.prompt)
+                lesson.timeline.mark(stages.MATERIALS_READY)
                 # The callbacks late-bind `call`: it is assigned before any of them can fire.
                 call = self._call_factory(
                     self.config.realtime.base_url,
@@ -578,6 +580,7 @@ class Kiosk:
                     ice_servers=self.config.realtime.ice_servers,
                     consent_fix=self.config.realtime.ice_lite_consent_fix,
                     mic_sample_rate=self.mic.sample_rate,
+                    timeline=lesson.timeline,
                 )
                 await call.open(self.config.realtime.connect_timeout_s)
         except TimeoutError:
@@ -659,7 +662,8 @@ class Kiosk:
         if self._pump_task is not None:
             self._pump_task.cancel()
         pump = SpeakerPump(self.speaker, volume=self.config.audio.volume,
-                           on_audible=lambda audible: self.post(_Audible(audible, time.monotonic())))
+                           on_audible=lambda audible: self.post(_Audible(audible, time.monotonic())),
+                           timeline=self.lesson.timeline if self.lesson is not None else None)
         self._pump = pump
         self._pump_task = self._spawn(self._run_pump(pump, track), "speaker")
 
@@ -945,7 +949,8 @@ class Kiosk:
         event = events.response_create()
         self._greeting_event_id = event["event_id"]
         self._greeting_response_id = None
-        call.send(event)
+        if call.send(event) and self.lesson is not None:
+            self.lesson.timeline.mark(stages.GREETING_SENT)
 
     def _greeting_failed(self, call: RealtimeCall, why: str) -> None:
         """The greeting's response failed: ask once more, so the learner does not have to speak first."""

@@ -14,12 +14,15 @@ import contextlib
 import time
 from collections.abc import Callable
 
+import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.base import AudioSink
-from appliance.audio.dsp import apply_volume, resample, rms_dbfs
-from appliance.audio.tracks import frame_to_mono
+from appliance.audio.dsp import apply_volume, rms_dbfs
+from appliance.audio.tracks import FrameConverter
+from appliance.realtime import timeline as stages
+from appliance.realtime.timeline import CallTimeline
 
 AUDIBLE_DBFS = -45.0
 QUIET_HANGOVER_S = 0.3
@@ -35,8 +38,10 @@ class SpeakerPump:
 
     def __init__(self, sink: AudioSink, volume: int = 100,
                  on_audible: Callable[[bool], None] | None = None,
-                 threshold_dbfs: float = AUDIBLE_DBFS, hangover_s: float = QUIET_HANGOVER_S) -> None:
+                 threshold_dbfs: float = AUDIBLE_DBFS, hangover_s: float = QUIET_HANGOVER_S,
+                 timeline: CallTimeline | None = None) -> None:
         self.sink = sink
+        self.timeline = timeline
         self.volume = volume
         self.on_audible = on_audible
         self.threshold_dbfs = threshold_dbfs
@@ -50,6 +55,7 @@ class SpeakerPump:
         self.last_level_dbfs = -120.0
         self._quiet_s = 0.0
         self._quiet_timer: asyncio.TimerHandle | None = None
+        self._converter = FrameConverter(sink.sample_rate)
 
     async def run(self, track: MediaStreamTrack) -> None:
         """Until the track ends (call closed) or the task is cancelled; ends inaudible."""
@@ -70,7 +76,7 @@ class SpeakerPump:
                     break
                 finally:
                     pending = None
-                self._play(frame_to_mono(frame), frame.sample_rate or 48000)
+                self._play(frame)
         finally:
             if pending is not None:
                 pending.cancel()
@@ -80,12 +86,18 @@ class SpeakerPump:
             if self.audible:
                 self._set(False)
 
-    def _play(self, samples: np.ndarray, rate: int) -> None:
+    def _play(self, frame: av.AudioFrame) -> None:
+        """Downmix and resample in one continuous filter (never frame by frame), meter, and play."""
         self.frames += 1
-        self.seconds_in += len(samples) / rate
-        self._update(samples, len(samples) / rate)
-        out = resample(samples, rate, self.sink.sample_rate)
-        self.sink.write(apply_volume(out, self.volume))
+        seconds = frame.samples / (frame.sample_rate or 48000)
+        self.seconds_in += seconds
+        if self._converter.rate != self.sink.sample_rate:  # the sink was reopened at another rate
+            self._converter = FrameConverter(self.sink.sample_rate)
+        samples = self._converter.convert(frame)
+        self._update(samples, seconds)
+        self.sink.write(apply_volume(samples, self.volume))
+        if self.timeline is not None:
+            self.timeline.mark(stages.FIRST_FRAME)
 
     def _update(self, samples: np.ndarray, seconds: float) -> None:
         self.last_level_dbfs = rms_dbfs(samples)
@@ -96,6 +108,8 @@ class SpeakerPump:
             if not self.audible:
                 if self.first_audible_at is None:
                     self.first_audible_at = time.monotonic() + self._sink_backlog_s()
+                    if self.timeline is not None:
+                        self.timeline.mark(stages.FIRST_AUDIBLE, at=self.first_audible_at)
                 self._set(True)
         elif self.audible and self._quiet_timer is None:
             self._quiet_s += seconds
