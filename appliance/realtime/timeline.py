@@ -30,15 +30,18 @@ CHANNEL_OPEN = "channel_open"
 """The ``oai-events`` data channel is open: the kiosk shows "connected"."""
 GREETING_SENT = "greeting_sent"
 """The kiosk asked for the tutor's greeting (``response.create``, after ``session.updated``)."""
+SERVER_AUDIO_STARTED = "server_audio_started"
+"""The server said its audio started (``output_audio_buffer.started``): its own time to speak ends here."""
 FIRST_RTP = "first_rtp"
-"""The first RTP packet of the tutor's audio reached the kiosk (before aiortc's jitter buffer)."""
+"""The first RTP packet from the server reached the kiosk (before aiortc's jitter buffer); servers that
+send silence while idle (the simulator, by default) send it before any speech."""
 FIRST_FRAME = "first_frame"
 """The first decoded tutor frame was handed to the speaker sink (silence or not)."""
 FIRST_AUDIBLE = "first_audible"
 """The first audible tutor frame will leave the speaker (sink backlog included): "first tutor audio"."""
 
 STAGES = (PRESSED, MATERIALS_READY, OFFER_BUILT, ANSWER_RECEIVED, ICE_CONNECTED, DTLS_CONNECTED,
-          CHANNEL_OPEN, GREETING_SENT, FIRST_RTP, FIRST_FRAME, FIRST_AUDIBLE)
+          CHANNEL_OPEN, GREETING_SENT, SERVER_AUDIO_STARTED, FIRST_RTP, FIRST_FRAME, FIRST_AUDIBLE)
 """Every stage in the order a healthy call passes them."""
 
 
