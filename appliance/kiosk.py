@@ -26,10 +26,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.audio.base import AudioSink, AudioSource
 from appliance.audio.dsp import rms_dbfs
@@ -66,7 +65,7 @@ from appliance.observer import KioskObserver, NullObserver
 from appliance.prefetch import Prefetcher
 from appliance.realtime import event_types, events
 from appliance.realtime import timeline as stages
-from appliance.realtime.call import CallError, RealtimeCall
+from appliance.realtime.call import CallError, RealtimeCall, warm_up
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.resume import resume_instructions
 from appliance.sessions_cli import LOST_LESSON_MARKER
@@ -76,7 +75,9 @@ from appliance.store_worker import AsyncStore
 from appliance.supervise import supervise
 from appliance.sync import Syncer
 from appliance.systemd import Notifier
-from appliance.tls import shared_ssl_context
+
+if TYPE_CHECKING:  # aiortc loads after READY (realtime.call.warm_up)
+    from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +280,8 @@ class Kiosk:
             await self._on_device_health(kind, False, problem)
             self._spawn(supervise(f"{kind} start", lambda k=kind, d=device: self._keep_starting(k, d)),
                         f"{kind}-start")
-        # Off the loop and off the start-up path: the first press must not pay for loading the OS trust store.
-        self._spawn(asyncio.to_thread(shared_ssl_context), "warm-tls")
+        # Off the loop and off the start-up path: the first press must not wait for aiortc or the trust store.
+        self._spawn(asyncio.to_thread(warm_up), "warm-up")
         if ready is not None:
             ready.set()
         try:

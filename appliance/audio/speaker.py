@@ -13,16 +13,18 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.base import AudioSink
 from appliance.audio.dsp import apply_volume, rms_dbfs
-from appliance.audio.tracks import FrameConverter
 from appliance.realtime import timeline as stages
 from appliance.realtime.timeline import CallTimeline
+
+if TYPE_CHECKING:  # aiortc and PyAV load with the first call, not with the daemon (see realtime.call.warm_up)
+    import av
+    from aiortc.mediastreams import MediaStreamTrack
 
 AUDIBLE_DBFS = -45.0
 QUIET_HANGOVER_S = 0.3
@@ -55,10 +57,14 @@ class SpeakerPump:
         self.last_level_dbfs = -120.0
         self._quiet_s = 0.0
         self._quiet_timer: asyncio.TimerHandle | None = None
+        from appliance.audio.tracks import FrameConverter
+
         self._converter = FrameConverter(sink.sample_rate)
 
     async def run(self, track: MediaStreamTrack) -> None:
         """Until the track ends (call closed) or the task is cancelled; ends inaudible."""
+        from aiortc.mediastreams import MediaStreamError
+
         pending: asyncio.Future | None = None
         try:
             while True:
@@ -92,7 +98,7 @@ class SpeakerPump:
         seconds = frame.samples / (frame.sample_rate or 48000)
         self.seconds_in += seconds
         if self._converter.rate != self.sink.sample_rate:  # the sink was reopened at another rate
-            self._converter = FrameConverter(self.sink.sample_rate)
+            self._converter = type(self._converter)(self.sink.sample_rate)
         samples = self._converter.convert(frame)
         self._update(samples, seconds)
         self.sink.write(apply_volume(samples, self.volume))

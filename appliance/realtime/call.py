@@ -20,19 +20,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 
-from appliance.audio.tracks import FrameSupplier, PacedAudioTrack
 from appliance.realtime import events
 from appliance.realtime import timeline as stages
 from appliance.realtime.events import ServerEvent
-from appliance.realtime.ice_consent import ice_connections, install_consent_fix
 from appliance.realtime.timeline import CallTimeline
 from appliance.tls import describe_tls_error, shared_ssl_context
+
+if TYPE_CHECKING:  # aiortc and PyAV take ~0.5 s to import: not before the daemon is READY (see warm_up)
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from appliance.audio.tracks import FrameSupplier
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,21 @@ STALL_GRACE_S = 1.0
 CLOSE_TIMEOUT_S = 3.0
 #: session.update events whose answer is still due (a bound, in case a server never answers).
 MAX_UPDATES_IN_FLIGHT = 32
+
+
+def warm_up() -> None:
+    """Import the call stack (aiortc, PyAV) and load the TLS trust store, ahead of the first press.
+
+    Why: together they cost ~0.5–1.5 s of CPU (measured); the daemon tells systemd it is READY
+    without them and runs this in a worker thread right after, so neither the start nor the first
+    press waits for it (a press during the warm-up simply waits for the import to finish).
+    """
+    import aiortc  # noqa: F401
+
+    import appliance.audio.speaker
+    import appliance.audio.tracks  # noqa: F401
+
+    shared_ssl_context()
 
 
 class CallError(Exception):
@@ -111,6 +127,10 @@ class RealtimeCall:
         self._on_closed = on_closed
         self._consent_fix = consent_fix
         self._http_timeout_s = http_timeout_s
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+        from appliance.audio.tracks import PacedAudioTrack
+
         servers = [RTCIceServer(urls=url) for url in (ice_servers or [])]
         # iceServers=[] explicitly: aiortc's default STUN server costs ~5 s when unreachable.
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
@@ -172,6 +192,8 @@ class RealtimeCall:
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)  # gathers all candidates: no trickle needed
         if self._consent_fix:
+            from appliance.realtime.ice_consent import ice_connections, install_consent_fix
+
             for connection in ice_connections(pc):
                 install_consent_fix(connection)
         for receiver in pc.getReceivers():
@@ -183,6 +205,8 @@ class RealtimeCall:
         self.timeline.mark(stages.ANSWER_RECEIVED)
         self.remote_is_lite = "a=ice-lite" in answer_sdp
         answer_ms = (time.monotonic() - started) * 1000
+        from aiortc import RTCSessionDescription
+
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         await self._channel_open.wait()
         self.timeline.mark(stages.CHANNEL_OPEN)
