@@ -152,6 +152,10 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
         for i in range(lessons):
             saved_before = len(rec.saved)
             connected_before = rec.states.count(State.CONNECTED)
+            if kiosk.prefetcher is not None:
+                # Press once the kiosk is idle again (next plan + token fetched), as a learner would
+                # seconds later; pressing during the previous lesson's clean-up measures the clean-up.
+                await asyncio.wait_for(kiosk.prefetcher.filled.wait(), 20)
             kiosk.press()
             await rec.until(lambda c=connected_before: rec.states.count(State.CONNECTED) > c, timeout=20)
             lesson = kiosk.lesson
