@@ -46,11 +46,15 @@ def rms_dbfs(samples: np.ndarray) -> float:
 
 
 def apply_volume(samples: np.ndarray, volume_percent: int) -> np.ndarray:
-    """Scale int16 PCM by a 0–100 volume (perceptual: squared curve), clipping safely."""
+    """Scale int16 PCM by a 0–100 volume (perceptual: squared curve).
+
+    The gain is at most 1, so the result always fits int16: no clipping pass (this runs on every
+    20 ms frame of the tutor's voice).
+    """
     if volume_percent >= 100:
         return samples
-    gain = (max(0, volume_percent) / 100.0) ** 2
-    return np.clip(samples.astype(np.float32) * gain, -32768, INT16_MAX).astype(np.int16)
+    gain = np.float32((max(0, volume_percent) / 100.0) ** 2)
+    return (samples * gain).astype(np.int16)
 
 
 class StreamResampler:

@@ -10,7 +10,6 @@ silence is also inferred from frames that stop arriving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -57,6 +56,7 @@ class SpeakerPump:
         self.last_level_dbfs = -120.0
         self._quiet_s = 0.0
         self._quiet_timer: asyncio.TimerHandle | None = None
+        self._silence_watch: asyncio.TimerHandle | None = None
         from appliance.audio.tracks import FrameConverter
 
         self._converter = FrameConverter(sink.sample_rate)
@@ -65,32 +65,40 @@ class SpeakerPump:
         """Until the track ends (call closed) or the task is cancelled; ends inaudible."""
         from aiortc.mediastreams import MediaStreamError
 
-        pending: asyncio.Future | None = None
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(track.recv())
-                # While audible, frames that stop arriving count as silence after the hangover.
-                timeout = self.hangover_s if self.audible and self._quiet_timer is None else None
-                done, _ = await asyncio.wait({pending}, timeout=timeout)
-                if not done:
-                    self._went_quiet()
-                    continue
                 try:
-                    frame = pending.result()
+                    frame = await track.recv()
                 except MediaStreamError:
                     break
-                finally:
-                    pending = None
                 self._play(frame)
+                self._watch_for_silence()
         finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending  # retrieve its outcome: no "exception never retrieved" later
+            self._cancel_silence_watch()
             self._cancel_quiet_timer()
             if self.audible:
                 self._set(False)
+
+    def _watch_for_silence(self) -> None:
+        """While audible, frames that stop arriving count as silence after the hangover.
+
+        Why a timer re-armed per frame and not a timeout on each ``recv``: a timeout needs the
+        read wrapped in a task plus a waiter per frame (two extra loop passes, 50 times a second);
+        moving one timer costs a few microseconds.
+        """
+        self._cancel_silence_watch()
+        if self.audible and self._quiet_timer is None:
+            self._silence_watch = asyncio.get_running_loop().call_later(self.hangover_s, self._no_frames)
+
+    def _no_frames(self) -> None:
+        self._silence_watch = None
+        if self.audible and self._quiet_timer is None:
+            self._went_quiet()
+
+    def _cancel_silence_watch(self) -> None:
+        if self._silence_watch is not None:
+            self._silence_watch.cancel()
+            self._silence_watch = None
 
     def _play(self, frame: av.AudioFrame) -> None:
         """Downmix and resample in one continuous filter (never frame by frame), meter, and play."""
