@@ -282,11 +282,12 @@ def run_daemon(config_path: Path) -> int:
 async def _run_daemon(config: object) -> int:
     from appliance.config import Config
     from appliance.instance_lock import AlreadyRunning, InstanceLock
-    from appliance.net import enable_loopback_candidates
     from appliance.systemd import Notifier
 
     assert isinstance(config, Config)
     if config.realtime.allow_loopback_ice:
+        from appliance.net import enable_loopback_candidates  # imports aioice: only when asked
+
         enable_loopback_candidates()
     notifier = Notifier()
     lock = InstanceLock(config.kiosk.state_dir)

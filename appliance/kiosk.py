@@ -26,10 +26,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamTrack
 
 from appliance.audio.base import AudioSink, AudioSource
 from appliance.audio.dsp import rms_dbfs
@@ -66,7 +65,8 @@ from appliance.messages import (
 from appliance.observer import KioskObserver, NullObserver
 from appliance.prefetch import Prefetcher
 from appliance.realtime import event_types, events
-from appliance.realtime.call import CallError, RealtimeCall
+from appliance.realtime import timeline as stages
+from appliance.realtime.call import CallError, RealtimeCall, warm_up
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.resume import resume_instructions
 from appliance.sessions_cli import LOST_LESSON_MARKER
@@ -76,6 +76,9 @@ from appliance.store_worker import AsyncStore
 from appliance.supervise import supervise
 from appliance.sync import Syncer
 from appliance.systemd import Notifier
+
+if TYPE_CHECKING:  # aiortc loads after READY (realtime.call.warm_up)
+    from aiortc.mediastreams import MediaStreamTrack
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +285,8 @@ class Kiosk:
             await self._on_device_health(kind, False, problem)
             self._spawn(supervise(f"{kind} start", lambda k=kind, d=device: self._keep_starting(k, d)),
                         f"{kind}-start")
+        # Off the loop and off the start-up path: the first press must not wait for aiortc or the trust store.
+        self._spawn(asyncio.to_thread(warm_up), "warm-up")
         if ready is not None:
             ready.set()
         try:
@@ -572,6 +577,7 @@ class Kiosk:
                                       for t in plan.targets]
                     lesson.model = token.model
                     session = self._session_config(token, token.prompt)
+                lesson.timeline.mark(stages.MATERIALS_READY)
                 # The callbacks late-bind `call`: it is assigned before any of them can fire.
                 call = self._call_factory(
                     self.config.realtime.base_url,
@@ -583,6 +589,7 @@ class Kiosk:
                     ice_servers=self.config.realtime.ice_servers,
                     consent_fix=self.config.realtime.ice_lite_consent_fix,
                     mic_sample_rate=self.mic.sample_rate,
+                    timeline=lesson.timeline,
                 )
                 await call.open(self.config.realtime.connect_timeout_s)
         except TimeoutError:
@@ -664,7 +671,8 @@ class Kiosk:
         if self._pump_task is not None:
             self._pump_task.cancel()
         pump = SpeakerPump(self.speaker, volume=self.config.audio.volume,
-                           on_audible=lambda audible: self.post(_Audible(audible, time.monotonic())))
+                           on_audible=lambda audible: self.post(_Audible(audible, time.monotonic())),
+                           timeline=self.lesson.timeline if self.lesson is not None else None)
         self._pump = pump
         self._pump_task = self._spawn(self._run_pump(pump, track), "speaker")
 
@@ -750,6 +758,7 @@ class Kiosk:
                 self._playing_item = (rid, item_id)
                 self._playing_audible_at = None
         elif etype == "output_audio_buffer.started":
+            lesson.timeline.mark(stages.SERVER_AUDIO_STARTED)
             self._tutor_speaking_hint = True
             rid = event.get("response_id")
             if isinstance(rid, str) and (self._playing_item is None or self._playing_item[0] != rid):
@@ -950,7 +959,8 @@ class Kiosk:
         event = events.response_create()
         self._greeting_event_id = event["event_id"]
         self._greeting_response_id = None
-        call.send(event)
+        if call.send(event) and self.lesson is not None:
+            self.lesson.timeline.mark(stages.GREETING_SENT)
 
     def _greeting_failed(self, call: RealtimeCall, why: str) -> None:
         """The greeting's response failed: ask once more, so the learner does not have to speak first."""

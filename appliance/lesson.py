@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
+from appliance.realtime.timeline import PRESSED, CallTimeline
 from appliance.realtime.transcript import Transcript
 
 END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped",
@@ -118,6 +119,8 @@ class Lesson:
     resumes: int = 0
     """How many times the lesson moved to a new call after its call dropped."""
     clock: Clock = field(default_factory=system_clock, repr=False)
+    timeline: CallTimeline = field(default_factory=CallTimeline, repr=False)
+    """Stage stamps of the lesson's first call (press → … → first audible), on the monotonic clock."""
     transcript: Transcript = field(init=False)
     started_mono: float = field(init=False)
     """When the lesson began, on the monotonic timeline: the origin of ``duration_s``."""
@@ -126,6 +129,7 @@ class Lesson:
         self.started_mono = self.clock.monotonic()
         if self.pressed_at is None:
             self.pressed_at = self.started_mono
+        self.timeline.mark(PRESSED, at=self.pressed_at)
         self.transcript = Transcript(self.clock)
 
     @property
@@ -190,6 +194,7 @@ class Lesson:
                 "targets_used": _targets_used(self.targets, learner),
                 "connect_ms": None if self.connect_ms is None else round(self.connect_ms, 1),
                 "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 1),
+                "stages_ms": self.timeline.ms_since(),
                 "usage": self.usage.to_record(),
                 "est_cost_usd": cost,
                 **estimated,

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiortc.mediastreams import MediaStreamTrack
+from typing import TYPE_CHECKING, Any
 
 from appliance.lesson import Lesson
 from appliance.realtime.events import ServerEvent
+
+if TYPE_CHECKING:  # aiortc loads after the daemon is READY (appliance.realtime.call.warm_up)
+    from aiortc.mediastreams import MediaStreamTrack
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,12 @@ def to_mono(samples: np.ndarray, channels: int) -> np.ndarray:
 
 
 def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Resample mono int16 PCM by linear interpolation.
+    """Resample one whole clip of mono int16 PCM by linear interpolation.
 
-    Why linear: speech between 16/24/44.1/48 kHz on a kiosk speaker; the Opus codec in the path
-    already band-limits the signal, so a polyphase filter buys nothing audible here.
+    Only for whole clips (a WAV cue, a test fixture, the simulator's speech analysis): never for a
+    stream cut into chunks, where each chunk would be interpolated on its own and the boundaries
+    click (use :class:`StreamResampler`). Linear leaves images at about -55 dB: fine for analysis,
+    not for what the learner hears live.
     """
     if from_rate == to_rate or samples.size == 0:
         return samples.astype(np.int16, copy=False)
@@ -36,47 +38,75 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """Level of int16 PCM in dB relative to full scale (-120.0 for digital silence)."""
     if samples.size == 0:
         return -120.0
-    rms = float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
+    x = samples.astype(np.float32)
+    rms = float(np.sqrt(np.dot(x, x) / x.size))  # float32 is plenty for a level in dB, and 4x faster
     if rms < 1e-9:
         return -120.0
     return max(-120.0, 20.0 * np.log10(rms / INT16_MAX))
 
 
 def apply_volume(samples: np.ndarray, volume_percent: int) -> np.ndarray:
-    """Scale int16 PCM by a 0–100 volume (perceptual: squared curve), clipping safely."""
+    """Scale int16 PCM by a 0–100 volume (perceptual: squared curve).
+
+    The gain is at most 1, so the result always fits int16: no clipping pass (this runs on every
+    20 ms frame of the tutor's voice).
+    """
     if volume_percent >= 100:
         return samples
-    gain = (max(0, volume_percent) / 100.0) ** 2
-    return np.clip(samples.astype(np.float32) * gain, -32768, INT16_MAX).astype(np.int16)
+    gain = np.float32((max(0, volume_percent) / 100.0) ** 2)
+    return (samples * gain).astype(np.int16)
 
 
 class StreamResampler:
-    """Linear resampling of a stream cut into chunks, continuous across chunk boundaries.
+    """One resampler for one stream of mono int16 chunks: a continuous windowed-sinc filter (swresample).
 
     Why not ``resample`` per chunk: each chunk would be interpolated on its own, so the gap
     between two chunks is never interpolated and odd chunk sizes drift in phase; on a live
-    device stream that is an audible buzz at the chunk rate. This keeps the last input sample
-    and the fractional read position between calls.
+    device stream that is an audible buzz at the chunk rate. Why not linear interpolation kept
+    across chunks either: it leaves images of every tone at -55 to -65 dB that fold back into the
+    audible band. libswresample (in PyAV, which aiortc already needs) keeps its filter state
+    between calls, so chunk boundaries do not exist for it; it holds back a few samples (under
+    1 ms) as filter delay.
     """
 
     def __init__(self, from_rate: int, to_rate: int) -> None:
         self.from_rate = from_rate
         self.to_rate = to_rate
-        self._step = from_rate / to_rate
-        self._pos = 0.0  # next output position, in input samples relative to ``_tail``'s start
-        self._tail = np.zeros(0, dtype=np.int16)
+        self._resampler = None
+        if from_rate != to_rate:
+            import av  # lazily: the daemon's start-up does not pay for it until audio flows
+
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=to_rate)
+        self._primed = False
 
     def process(self, samples: np.ndarray) -> np.ndarray:
-        """Resample the next chunk of mono int16 samples (may return one sample more or less)."""
-        if self.from_rate == self.to_rate:
+        """Resample the next chunk of mono int16 samples (the output length varies by a few samples)."""
+        if self._resampler is None:
             return samples.astype(np.int16, copy=False)
         if samples.size == 0:
             return np.zeros(0, dtype=np.int16)
-        buf = np.concatenate([self._tail, samples.astype(np.int16, copy=False)])
-        last = buf.size - 1  # interpolation needs a right neighbour: positions stay below ``last``
-        count = max(0, int(np.ceil((last - self._pos) / self._step)))
-        positions = self._pos + np.arange(count, dtype=np.float64) * self._step
-        out = np.interp(positions, np.arange(buf.size, dtype=np.float64), buf.astype(np.float64))
-        self._pos = self._pos + count * self._step - last
-        self._tail = buf[-1:]
-        return np.clip(np.round(out), -32768, INT16_MAX).astype(np.int16)
+        import av
+
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.int16, copy=False).reshape(1, -1), format="s16",
+                                           layout="mono")
+        frame.sample_rate = self.from_rate
+        out = _joined(self._resampler.resample(frame))
+        if not self._primed:
+            # The filter holds back its delay from the first chunk. Leading silence in its place keeps
+            # the output as long as the input from the start, so a reader that takes exactly one
+            # chunk's worth (the 20 ms mic frame) does not underrun once and carry 20 ms of extra
+            # latency for the rest of the call.
+            self._primed = True
+            short = int(samples.size * self.to_rate / self.from_rate) - out.size
+            if short > 0:
+                out = np.concatenate([np.zeros(short, dtype=np.int16), out])
+        return out
+
+
+def _joined(frames: list) -> np.ndarray:
+    """The samples of packed mono s16 frames, one array (no copy for the usual single frame)."""
+    if not frames:
+        return np.zeros(0, dtype=np.int16)
+    if len(frames) == 1:
+        return frames[0].to_ndarray().reshape(-1)
+    return np.concatenate([f.to_ndarray().reshape(-1) for f in frames])

@@ -10,16 +10,20 @@ silence is also inferred from frames that stop arriving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.base import AudioSink
-from appliance.audio.dsp import apply_volume, resample, rms_dbfs
-from appliance.audio.tracks import frame_to_mono
+from appliance.audio.dsp import apply_volume, rms_dbfs
+from appliance.realtime import timeline as stages
+from appliance.realtime.timeline import CallTimeline
+
+if TYPE_CHECKING:  # aiortc and PyAV load with the first call, not with the daemon (see realtime.call.warm_up)
+    import av
+    from aiortc.mediastreams import MediaStreamTrack
 
 AUDIBLE_DBFS = -45.0
 QUIET_HANGOVER_S = 0.3
@@ -35,8 +39,10 @@ class SpeakerPump:
 
     def __init__(self, sink: AudioSink, volume: int = 100,
                  on_audible: Callable[[bool], None] | None = None,
-                 threshold_dbfs: float = AUDIBLE_DBFS, hangover_s: float = QUIET_HANGOVER_S) -> None:
+                 threshold_dbfs: float = AUDIBLE_DBFS, hangover_s: float = QUIET_HANGOVER_S,
+                 timeline: CallTimeline | None = None) -> None:
         self.sink = sink
+        self.timeline = timeline
         self.volume = volume
         self.on_audible = on_audible
         self.threshold_dbfs = threshold_dbfs
@@ -50,42 +56,62 @@ class SpeakerPump:
         self.last_level_dbfs = -120.0
         self._quiet_s = 0.0
         self._quiet_timer: asyncio.TimerHandle | None = None
+        self._silence_watch: asyncio.TimerHandle | None = None
+        from appliance.audio.tracks import FrameConverter
+
+        self._converter = FrameConverter(sink.sample_rate)
 
     async def run(self, track: MediaStreamTrack) -> None:
         """Until the track ends (call closed) or the task is cancelled; ends inaudible."""
-        pending: asyncio.Future | None = None
+        from aiortc.mediastreams import MediaStreamError
+
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(track.recv())
-                # While audible, frames that stop arriving count as silence after the hangover.
-                timeout = self.hangover_s if self.audible and self._quiet_timer is None else None
-                done, _ = await asyncio.wait({pending}, timeout=timeout)
-                if not done:
-                    self._went_quiet()
-                    continue
                 try:
-                    frame = pending.result()
+                    frame = await track.recv()
                 except MediaStreamError:
                     break
-                finally:
-                    pending = None
-                self._play(frame_to_mono(frame), frame.sample_rate or 48000)
+                self._play(frame)
+                self._watch_for_silence()
         finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending  # retrieve its outcome: no "exception never retrieved" later
+            self._cancel_silence_watch()
             self._cancel_quiet_timer()
             if self.audible:
                 self._set(False)
 
-    def _play(self, samples: np.ndarray, rate: int) -> None:
+    def _watch_for_silence(self) -> None:
+        """While audible, frames that stop arriving count as silence after the hangover.
+
+        Why a timer re-armed per frame and not a timeout on each ``recv``: a timeout needs the
+        read wrapped in a task plus a waiter per frame (two extra loop passes, 50 times a second);
+        moving one timer costs a few microseconds.
+        """
+        self._cancel_silence_watch()
+        if self.audible and self._quiet_timer is None:
+            self._silence_watch = asyncio.get_running_loop().call_later(self.hangover_s, self._no_frames)
+
+    def _no_frames(self) -> None:
+        self._silence_watch = None
+        if self.audible and self._quiet_timer is None:
+            self._went_quiet()
+
+    def _cancel_silence_watch(self) -> None:
+        if self._silence_watch is not None:
+            self._silence_watch.cancel()
+            self._silence_watch = None
+
+    def _play(self, frame: av.AudioFrame) -> None:
+        """Downmix and resample in one continuous filter (never frame by frame), meter, and play."""
         self.frames += 1
-        self.seconds_in += len(samples) / rate
-        self._update(samples, len(samples) / rate)
-        out = resample(samples, rate, self.sink.sample_rate)
-        self.sink.write(apply_volume(out, self.volume))
+        seconds = frame.samples / (frame.sample_rate or 48000)
+        self.seconds_in += seconds
+        if self._converter.rate != self.sink.sample_rate:  # the sink was reopened at another rate
+            self._converter = type(self._converter)(self.sink.sample_rate)
+        samples = self._converter.convert(frame)
+        self._update(samples, seconds)
+        self.sink.write(apply_volume(samples, self.volume))
+        if self.timeline is not None:
+            self.timeline.mark(stages.FIRST_FRAME)
 
     def _update(self, samples: np.ndarray, seconds: float) -> None:
         self.last_level_dbfs = rms_dbfs(samples)
@@ -96,6 +122,8 @@ class SpeakerPump:
             if not self.audible:
                 if self.first_audible_at is None:
                     self.first_audible_at = time.monotonic() + self._sink_backlog_s()
+                    if self.timeline is not None:
+                        self.timeline.mark(stages.FIRST_AUDIBLE, at=self.first_audible_at)
                 self._set(True)
         elif self.audible and self._quiet_timer is None:
             self._quiet_s += seconds

@@ -74,3 +74,46 @@ def frame_to_mono(frame: av.AudioFrame) -> np.ndarray:
     if data.dtype != np.int16:
         data = np.clip(data * 32767.0, -32768, 32767).astype(np.int16)
     return to_mono(data, channels)
+
+
+class FrameConverter:
+    """Received frames (any format, layout, rate) to mono int16 at one rate, as one continuous stream.
+
+    Why one object per stream: downmix and resampling happen in one libswresample call whose
+    filter state carries over from frame to frame, so 20 ms frame boundaries are inaudible (a
+    stateless per-frame resample clicks at every boundary: a 50 Hz buzz). A change of the
+    incoming format starts a new filter (a rare glitch is better than a crash).
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler: av.AudioResampler | None = None
+        self._input: tuple[str, str, int] | None = None
+
+    def convert(self, frame: av.AudioFrame) -> np.ndarray:
+        """The frame's samples as mono int16 at ``rate`` (a few samples fewer at first: filter delay)."""
+        key = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if key[0] == "s16" and key[2] == self.rate and key[1] in ("mono", "stereo"):
+            # Same rate: nothing to filter, so no filter state to keep; a downmix in numpy costs a
+            # third of a pass through swresample (aiortc hands over 48 kHz stereo, the usual sink rate).
+            self._resampler, self._input = None, key
+            data = frame.to_ndarray().reshape(-1)
+            if key[1] == "mono":
+                return data
+            return ((data[0::2].astype(np.int32) + data[1::2]) >> 1).astype(np.int16)
+        fresh = self._resampler is None or key != self._input
+        if fresh:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._input = key
+        assert self._resampler is not None
+        frame.pts = None  # the filter keeps its own time; a jump in the sender's pts must not reset it
+        out = self._resampler.resample(frame)
+        if len(out) == 1:
+            samples = out[0].to_ndarray().reshape(-1)
+        else:
+            samples = np.concatenate([f.to_ndarray().reshape(-1) for f in out]) if out else np.zeros(0, np.int16)
+        if fresh:  # leading silence for the filter's delay: every frame in gives exactly one frame out
+            short = int(frame.samples * self.rate / key[2]) - samples.size
+            if short > 0:
+                samples = np.concatenate([np.zeros(short, dtype=np.int16), samples])
+        return samples

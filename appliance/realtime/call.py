@@ -20,17 +20,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamTrack
 
-from appliance.audio.tracks import FrameSupplier, PacedAudioTrack
 from appliance.realtime import events
+from appliance.realtime import timeline as stages
 from appliance.realtime.events import ServerEvent
-from appliance.realtime.ice_consent import ice_connections, install_consent_fix
-from appliance.tls import describe_tls_error, ssl_context
+from appliance.realtime.timeline import CallTimeline
+from appliance.tls import describe_tls_error, shared_ssl_context
+
+if TYPE_CHECKING:  # aiortc and PyAV take ~0.5 s to import: not before the daemon is READY (see warm_up)
+    from aiortc.mediastreams import MediaStreamTrack
+
+    from appliance.audio.tracks import FrameSupplier
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,21 @@ STALL_GRACE_S = 1.0
 CLOSE_TIMEOUT_S = 3.0
 #: session.update events whose answer is still due (a bound, in case a server never answers).
 MAX_UPDATES_IN_FLIGHT = 32
+
+
+def warm_up() -> None:
+    """Import the call stack (aiortc, PyAV) and load the TLS trust store, ahead of the first press.
+
+    Why: together they cost ~0.5–1.5 s of CPU (measured); the daemon tells systemd it is READY
+    without them and runs this in a worker thread right after, so neither the start nor the first
+    press waits for it (a press during the warm-up simply waits for the import to finish).
+    """
+    import aiortc  # noqa: F401
+
+    import appliance.audio.speaker
+    import appliance.audio.tracks  # noqa: F401
+
+    shared_ssl_context()
 
 
 class CallError(Exception):
@@ -98,6 +116,7 @@ class RealtimeCall:
         liveness_probe_s: float = LIVENESS_PROBE_S,
         liveness_dead_s: float = LIVENESS_DEAD_S,
         close_timeout_s: float = CLOSE_TIMEOUT_S,
+        timeline: CallTimeline | None = None,
     ) -> None:
         if liveness_probe_s < 0 or liveness_dead_s < 0 or close_timeout_s <= 0:
             raise ValueError("liveness_probe_s and liveness_dead_s must be >= 0, close_timeout_s > 0")
@@ -108,6 +127,10 @@ class RealtimeCall:
         self._on_closed = on_closed
         self._consent_fix = consent_fix
         self._http_timeout_s = http_timeout_s
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+        from appliance.audio.tracks import PacedAudioTrack
+
         servers = [RTCIceServer(urls=url) for url in (ice_servers or [])]
         # iceServers=[] explicitly: aiortc's default STUN server costs ~5 s when unreachable.
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
@@ -118,6 +141,8 @@ class RealtimeCall:
         self._closed_reported = False
         self.call_id: str | None = None
         self.timings = CallTimings()
+        #: Stage stamps of opening this call (the kiosk passes the lesson's, so press → … is one timeline).
+        self.timeline = timeline if timeline is not None else CallTimeline()
         self.remote_is_lite = False
         self._probe_after_s = liveness_probe_s
         self._dead_after_s = liveness_dead_s
@@ -162,19 +187,29 @@ class RealtimeCall:
         self._channel.on("close", lambda: self._report_closed("data channel closed"))
         pc.on("track", self._handle_track)
         pc.on("connectionstatechange", self._handle_connection_state)
+        pc.on("iceconnectionstatechange", self._handle_ice_state)
 
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)  # gathers all candidates: no trickle needed
         if self._consent_fix:
+            from appliance.realtime.ice_consent import ice_connections, install_consent_fix
+
             for connection in ice_connections(pc):
                 install_consent_fix(connection)
+        for receiver in pc.getReceivers():
+            _stamp_first_rtp(receiver, self.timeline)
+        self.timeline.mark(stages.OFFER_BUILT)
         offer_ms = (time.monotonic() - started) * 1000
 
         answer_sdp = await self._post_offer(pc.localDescription.sdp)
+        self.timeline.mark(stages.ANSWER_RECEIVED)
         self.remote_is_lite = "a=ice-lite" in answer_sdp
         answer_ms = (time.monotonic() - started) * 1000
+        from aiortc import RTCSessionDescription
+
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         await self._channel_open.wait()
+        self.timeline.mark(stages.CHANNEL_OPEN)
         self._note_inbound()
         if self._probe_after_s > 0 or self._dead_after_s > 0:
             self._monitor = asyncio.create_task(self._watch_liveness(), name="realtime-liveness")
@@ -185,7 +220,7 @@ class RealtimeCall:
     async def _post_offer(self, sdp: str) -> str:
         headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/sdp"}
         try:
-            async with httpx.AsyncClient(timeout=self._http_timeout_s, verify=ssl_context()) as client:
+            async with httpx.AsyncClient(timeout=self._http_timeout_s, verify=shared_ssl_context()) as client:
                 response = await client.post(self._url, content=sdp.encode(), headers=headers)
         except httpx.TimeoutException:
             raise CallError(f"no answer from {self._url} (timeout)", code="http_timeout") from None
@@ -342,9 +377,15 @@ class RealtimeCall:
         if track.kind == "audio":
             self._on_remote_track(track)
 
+    def _handle_ice_state(self) -> None:
+        if self._pc.iceConnectionState in ("connected", "completed"):
+            self.timeline.mark(stages.ICE_CONNECTED)
+
     def _handle_connection_state(self) -> None:
         state = self._pc.connectionState
         log.debug("peer connection state: %s", state)
+        if state == "connected":  # aiortc: every DTLS transport finished its handshake
+            self.timeline.mark(stages.DTLS_CONNECTED)
         if state in ("failed", "closed"):
             self._report_closed(f"connection {state}")
 
@@ -353,6 +394,27 @@ class RealtimeCall:
             return
         self._closed_reported = True
         self._on_closed(reason)
+
+
+def _stamp_first_rtp(receiver: Any, timeline: CallTimeline) -> None:
+    """Stamp FIRST_RTP when ``receiver`` gets its first RTP packet, then step out of the way.
+
+    Why wrap aiortc's (private) packet handler on this one instance: nothing public fires per
+    packet, and the decoded frame comes only after the jitter buffer (~80 ms later), which is the
+    very delay this stage separates out. The wrapper removes itself after the first packet, so the
+    audio path pays nothing afterwards; if aiortc renames the handler the stage is just missing.
+    """
+    original = getattr(receiver, "_handle_rtp_packet", None)
+    if original is None or not callable(original):
+        return
+
+    async def first_packet(packet: Any, arrival_time_ms: int) -> None:
+        timeline.mark(stages.FIRST_RTP)
+        with contextlib.suppress(AttributeError):
+            del receiver._handle_rtp_packet  # back to the class's own method
+        await original(packet, arrival_time_ms=arrival_time_ms)
+
+    receiver._handle_rtp_packet = first_packet
 
 
 def _http_error(response: httpx.Response) -> CallError:
