@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from appliance.realtime.transcript import Turn
 from appliance.services import ChildServer, ServiceError
 from appliance.state import State
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+# Package data, not a file beside the source tree: the demo must also run from an installed kiosk.
+DEMO_CONFIG = resources.files("appliance").joinpath("data/demo.toml")
 LEARNER_LINES = ["Hello! My name is Anna. I like to eat apples.", "Stop."]
 TYPED_LINE = "How do I say 'manzana' in English?"
 DEMO_DEADLINE_S = 120.0
@@ -57,11 +59,11 @@ def make_clip(text: str, path: Path) -> Path:
 
 
 def demo_config(output: Path, companion_url: str, realtime_url: str) -> Config:
-    """config/demo.toml with the URLs of the servers just started and paths inside ``output``."""
+    """The packaged demo.toml with the URLs of the servers just started and paths inside ``output``."""
     data = tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
     data["companion"]["url"] = companion_url
     data["realtime"]["base_url"] = realtime_url
-    config = config_from_dict(data, source=str(DEMO_CONFIG), base_dir=output)
+    config = config_from_dict(data, source="demo.toml (package data)", base_dir=output)
     return config
 
 
