@@ -78,6 +78,7 @@ copy_network_settings() {
   local root=$1 f
   rm -f "$root/etc/resolv.conf"
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+  cp -L /etc/hosts "$root/etc/hosts"  # sudo looks up this machine's name
   # CA certificates: the bundle as it is now, and the local ones so update-ca-certificates keeps them.
   if [ -d /usr/local/share/ca-certificates ]; then
     mkdir -p "$root/usr/local/share/ca-certificates"
@@ -94,6 +95,10 @@ copy_network_settings() {
       cp -a "$f" "$root$(dirname "$f")/"
     fi
   done
+  # Wheel directories and file:// indexes on this machine's disk are not in the root: leave them out
+  # (pip would warn about each one for every package it resolves).
+  find "$root/etc/pip.conf" "$root/etc/xdg/pip" "$root$HOME/.config/pip" "$root$HOME/.pip" -name '*.conf' \
+    -exec sed -i -E '/^[[:space:]]*(find-links|extra-index-url)[[:space:]]*=[[:space:]]*(file:|\/)/d' {} + 2>/dev/null || true
 }
 
 create() {
@@ -129,7 +134,8 @@ run_in() {
   ensure_binfmt
   [ -x "$root/usr/bin/env" ] || die "$root is not a root made by '$0 create'"
   root=$(cd "$root" && pwd -P)
-  trap 'umount_all "$root"' EXIT
+  RUN_ROOT=$root
+  trap 'umount_all "$RUN_ROOT"' EXIT
   mount -t proc proc "$root/proc"
   mount -t sysfs -o ro sysfs "$root/sys" 2>/dev/null || mount --rbind -o ro /sys "$root/sys"
   # A private /dev with the few nodes programs need: bind-mounting the host's /dev would let a
@@ -142,6 +148,8 @@ run_in() {
   done
   mkdir -p "$root/dev/shm" "$root/dev/pts"
   mount -t tmpfs -o mode=1777 shm "$root/dev/shm"
+  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$root/dev/pts"
+  ln -sf pts/ptmx "$root/dev/ptmx"
   ln -sf /proc/self/fd "$root/dev/fd"
   # Persistent download caches, so only the first run fetches packages.
   mkdir -p "$CACHE/arm64-apt-archives/partial" "$CACHE/arm64-pip-cache" "$root/root/.cache/pip"
@@ -151,6 +159,9 @@ run_in() {
                   LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive)
   local name
   while IFS= read -r name; do
+    case "$name=${!name}" in  # this machine's local wheel directories are not in the root
+      PIP_FIND_LINKS=/*|PIP_FIND_LINKS=file:*|PIP_EXTRA_INDEX_URL=/*|PIP_EXTRA_INDEX_URL=file:*) continue ;;
+    esac
     env_args+=("$name=${!name}")
   done < <(compgen -e | grep -E '^(PIP_[A-Z_]+|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|SSL_CERT_FILE|REQUESTS_CA_BUNDLE)$' || true)
   local rc=0

@@ -152,10 +152,16 @@ fi
 
 say "systemd unit"
 install -m 0644 "$SRC/systemd/stella-kiosk.service" "$UNIT_DIR/stella-kiosk.service"
-system systemctl daemon-reload
+# Without systemd running (a chroot preparing an SD card image) there is no manager to reload or
+# start: enabling still works (it only makes links), and the service starts at the next boot.
+SYSTEMD_RUNNING=1
+if [ -z "$ROOT" ] && [ ! -d /run/systemd/system ]; then SYSTEMD_RUNNING=0; fi
+[ "$SYSTEMD_RUNNING" = 0 ] || system systemctl daemon-reload
 if [ "$ENABLE" = 1 ]; then
   system systemctl enable stella-kiosk.service
-  if [ "$READY_TO_START" = 1 ]; then
+  if [ "$SYSTEMD_RUNNING" = 0 ]; then
+    say "systemd is not running here (a chroot or image build): the service starts at the next boot"
+  elif [ "$READY_TO_START" = 1 ]; then
     system systemctl restart stella-kiosk.service
   else
     say "not starting the service: fix the config errors above, then: sudo systemctl restart stella-kiosk"
@@ -167,6 +173,6 @@ install-pi: done.
   config:      $ETC/kiosk.toml
   device key:  $ETC/device.key $( [ -f "$ETC/device.key" ] && echo "(present)" || echo "(MISSING: add it with --device-key-file)")
   lessons:     $STATE
-  next:        sudo systemctl stop stella-kiosk && sudo -u $USER_NAME $OPT/.venv/bin/stella-kiosk doctor --config $ETC/kiosk.toml
+  next:        sudo systemctl stop stella-kiosk && sudo -u $USER_NAME env -C /var/lib/stella-kiosk $OPT/.venv/bin/stella-kiosk doctor --config $ETC/kiosk.toml
                journalctl -u stella-kiosk -f
 TXT

@@ -8,6 +8,7 @@ import functools
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -149,7 +150,11 @@ def test_installed_package_carries_the_demo_config(tmp_path: Path) -> None:
     """Guards against `stella-kiosk demo` reading config/ beside the source tree, which an installed
     kiosk does not have: the package, installed elsewhere and run from elsewhere, loads it."""
     target = tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)]
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the tree it builds.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "__pycache__",
+                                                               "demo-output", ".pytest_cache", ".ruff_cache"))
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(source)]
     build = subprocess.run(pip, capture_output=True, text=True, timeout=170)
     assert build.returncode == 0, build.stderr[-2000:]
     code = ("import appliance, appliance.demo as d\n"
