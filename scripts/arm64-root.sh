@@ -116,6 +116,7 @@ create() {
 
 mounts_under() {
   local root
+  [ -d "$1" ] || return 0
   root=$(cd "$1" && pwd -P)
   # Deepest first, so nested mounts come off before their parents.
   awk -v r="$root" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/self/mounts | sort -r

@@ -85,7 +85,7 @@ class Arm64Root:
         for proc in Path("/proc").iterdir():
             if proc.name.isdigit():
                 try:
-                    inside = os.readlink(proc / "root") == str(self.path)
+                    inside = os.readlink(proc / "root") == os.path.realpath(self.path)
                 except OSError:
                     continue
                 if inside:
