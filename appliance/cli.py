@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="a whole simulated lesson on this machine (no hardware, no API credit)")
     demo.add_argument("--output", type=Path, default=Path("demo-output"), help="where files are written")
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    demo.add_argument("--deadline", type=float, default=120.0, metavar="S",
+                      help="seconds the lesson may take before the demo gives up (default 120)")
     for verb, text in (("status", "show the running kiosk's state, lessons and outbox"),
                        ("press", "press and release the button (start or end a lesson, interrupt the tutor)"),
                        ("hold", "hold the button down for SECONDS (a long press; a turn in hold mode)"),
@@ -102,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from appliance.demo import run_demo
 
-        return run_demo(args.output, quiet=args.quiet)
+        if args.deadline <= 0:
+            print("stella-kiosk demo: --deadline must be a positive number of seconds", file=sys.stderr)
+            return 2
+        return run_demo(args.output, quiet=args.quiet, deadline_s=args.deadline)
     parser.error(f"unknown command {args.command}")
     return 2
 

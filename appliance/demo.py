@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,18 @@ from appliance.realtime.transcript import Turn
 from appliance.services import ChildServer, ServiceError
 from appliance.state import State
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.toml"
+# Package data, not a file beside the source tree: the demo must also run from an installed kiosk.
+DEMO_CONFIG = resources.files("appliance").joinpath("data/demo.toml")
 LEARNER_LINES = ["Hello! My name is Anna. I like to eat apples.", "Stop."]
 TYPED_LINE = "How do I say 'manzana' in English?"
+# Ample on a PC or a Pi 4/5; slower machines (an emulated arm64 root, a Pi Zero) pass --deadline.
 DEMO_DEADLINE_S = 120.0
 TUTOR_DONE_QUIET_S = 0.8
 
 
-def run_demo(output: Path, quiet: bool = False) -> int:
+def run_demo(output: Path, quiet: bool = False, deadline_s: float = DEMO_DEADLINE_S) -> int:
     try:
-        return asyncio.run(_demo(output.resolve(), quiet))
+        return asyncio.run(_demo(output.resolve(), quiet, deadline_s))
     except KeyboardInterrupt:
         return 130
     except DemoError as exc:
@@ -56,12 +59,17 @@ def make_clip(text: str, path: Path) -> Path:
     return path
 
 
-def demo_config(output: Path, companion_url: str, realtime_url: str) -> Config:
-    """config/demo.toml with the URLs of the servers just started and paths inside ``output``."""
+def demo_config(output: Path, companion_url: str, realtime_url: str, deadline_s: float = DEMO_DEADLINE_S) -> Config:
+    """The packaged demo.toml with the URLs of the servers just started and paths inside ``output``.
+
+    On a machine slow enough to need a longer ``deadline_s`` the lesson's own time limit grows with it,
+    so the lesson ends by the learner's stop word rather than by a limit sized for a fast machine.
+    """
     data = tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
     data["companion"]["url"] = companion_url
     data["realtime"]["base_url"] = realtime_url
-    config = config_from_dict(data, source=str(DEMO_CONFIG), base_dir=output)
+    data["lesson"]["max_minutes"] = min(60.0, max(float(data["lesson"]["max_minutes"]), deadline_s / 60))
+    config = config_from_dict(data, source="demo.toml (package data)", base_dir=output)
     return config
 
 
@@ -160,7 +168,7 @@ class DemoLearner:
         self.press()
 
 
-async def _demo(output: Path, quiet: bool) -> int:
+async def _demo(output: Path, quiet: bool, deadline_s: float = DEMO_DEADLINE_S) -> int:
     from gpiozero import Device
 
     from appliance.companion.client import CompanionClient
@@ -200,13 +208,15 @@ async def _demo(output: Path, quiet: bool) -> int:
     try:
         out("starting the Realtime simulator and the companion on 127.0.0.1 …")
         try:
-            realtime_url = await simulator.start()
+            # A machine slow enough to need a longer deadline also starts its servers slowly.
+            start_s = max(30.0, deadline_s / 4)
+            realtime_url = await simulator.start(timeout_s=start_s)
             companion.args += ["--openai-base-url", realtime_url]
-            companion_url = await companion.start()
+            companion_url = await companion.start(timeout_s=start_s)
         except ServiceError as exc:
             raise DemoError(str(exc)) from None
         out(f"simulator {realtime_url}   companion {companion_url}")
-        config = demo_config(output, companion_url, realtime_url)
+        config = demo_config(output, companion_url, realtime_url, deadline_s)
         enable_loopback_candidates()
         select_pin_factory(config)
         leds = make_status_leds(config.leds)
@@ -232,9 +242,9 @@ async def _demo(output: Path, quiet: bool) -> int:
         out("learner presses the button")
         press()
         try:
-            record, synced = await asyncio.wait_for(asyncio.shield(learner.saved), DEMO_DEADLINE_S)
+            record, synced = await asyncio.wait_for(asyncio.shield(learner.saved), deadline_s)
         except TimeoutError:
-            raise DemoError(f"the lesson did not finish within {DEMO_DEADLINE_S:g} s "
+            raise DemoError(f"the lesson did not finish within {deadline_s:g} s (a slow machine: try --deadline) "
                             f"(state {kiosk.state.value}); see {output}/*.log") from None
         finally:
             kiosk.shutdown()

@@ -1,7 +1,11 @@
 """systemd notify protocol: READY, STATUS, WATCHDOG, STOPPING — silent no-ops outside systemd.
 
-Why our own ``sd_notify``: it is one datagram; doing it with the socket module lets the daemon run
-(and be tested) with or without systemd-python, and a missing ``NOTIFY_SOCKET`` path never raises.
+On the kiosk, messages go through libsystemd's ``sd_notify`` (``systemd.daemon.notify`` from
+systemd-python, Debian's python3-systemd): it follows the protocol as systemd extends it (abstract and
+vsock addresses, the caller's credentials) instead of this module tracking it. A hand-written datagram
+remains the fallback because a developer's machine or the companion's host may lack systemd-python (it
+is the kiosk extra's compiled dependency); the protocol's core is one datagram on a Unix socket, which
+the standard library sends. Either way a missing ``NOTIFY_SOCKET`` path only warns once, never raises.
 """
 
 from __future__ import annotations
@@ -9,18 +13,35 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
+
+
+def _libsystemd_notify() -> Callable[[str], bool] | None:
+    """systemd-python's ``notify`` if installed (an unrelated PyPI ``systemd`` package lacks it)."""
+    try:
+        from systemd import daemon
+    except ImportError:
+        return None
+    notify = getattr(daemon, "notify", None)
+    return notify if callable(notify) else None
 
 
 class Notifier:
     """Sends state to the service manager named by ``$NOTIFY_SOCKET`` (if any)."""
 
-    def __init__(self) -> None:
+    def __init__(self, use_libsystemd: bool = True) -> None:
         self._address = os.environ.get("NOTIFY_SOCKET") or None
         if self._address and self._address.startswith("@"):
             self._address = "\0" + self._address[1:]
         self._warned = False
+        self._sd_notify = _libsystemd_notify() if use_libsystemd else None
+
+    @property
+    def backend(self) -> str:
+        """``libsystemd`` or ``socket``: which one sends (logged at start-up, checked by tests)."""
+        return "libsystemd" if self._sd_notify is not None else "socket"
 
     @property
     def enabled(self) -> bool:
@@ -29,10 +50,15 @@ class Notifier:
     def notify(self, *fields: str) -> None:
         if not self._address:
             return
+        message = "\n".join(fields)
         try:
+            if self._sd_notify is not None:
+                # libsystemd reads NOTIFY_SOCKET itself; it raises OSError when sending fails.
+                self._sd_notify(message)
+                return
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.connect(self._address)
-                sock.sendall("\n".join(fields).encode())
+                sock.sendall(message.encode())
         except OSError as exc:
             if not self._warned:
                 log.warning("cannot notify systemd at NOTIFY_SOCKET (%s); continuing", exc)

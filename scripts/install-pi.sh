@@ -23,8 +23,13 @@ DEVICE_KEY=""
 ENABLE=1
 WITH_VENV=0
 USER_NAME=stella-kiosk
-APT_PACKAGES=(python3-venv python3-dev portaudio19-dev libsystemd-dev pkg-config python3-lgpio
-              espeak-ng sox alsa-utils rsync)
+# PyAudio and systemd-python come from Debian (the venv sees them through its system site packages):
+# they have no aarch64 wheels, and compiling them would need a compiler and headers on every kiosk.
+# espeak-ng is the demo learner's voice and the simulated tutor's (`stella-kiosk demo` on the kiosk).
+APT_PACKAGES=(python3-venv python3-pyaudio python3-systemd ca-certificates espeak-ng sox alsa-utils rsync)
+# gpiozero's pin factory for the Pi 5: Raspberry Pi OS's archive has python3-lgpio (built for its
+# kernel); plain Debian does not, and there pip installs the lgpio wheel the kiosk extra names.
+OPTIONAL_APT_PACKAGES=(python3-lgpio)
 
 die() { echo "install-pi: $*" >&2; exit 1; }
 say() { echo "install-pi: $*"; }
@@ -75,6 +80,11 @@ fi
 
 say "system packages"
 system apt-get update -qq
+for p in "${OPTIONAL_APT_PACKAGES[@]}"; do
+  if [ -z "$ROOT" ] && apt-cache policy "$p" 2>/dev/null | grep -q '^ *Candidate: [^(]'; then
+    APT_PACKAGES+=("$p")
+  fi
+done
 system env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}"
 
 say "service user $USER_NAME (groups gpio, audio)"
@@ -95,11 +105,17 @@ else
   (cd "$SRC" && tar --exclude .git --exclude .venv --exclude demo-output -cf - .) | (cd "$OPT/src" && tar -xf -)
 fi
 if [ -z "$ROOT" ] || [ "$WITH_VENV" = 1 ]; then
+  # System site packages: Debian's PyAudio, systemd-python and (on Raspberry Pi OS) lgpio. A venv made
+  # without them (by an older installer) would try to compile PyAudio: make it again.
+  if [ -x "$OPT/.venv/bin/python" ] && ! grep -qx 'include-system-site-packages = true' "$OPT/.venv/pyvenv.cfg"; then
+    say "recreating $OPT/.venv with system site packages"
+    rm -rf "$OPT/.venv"
+  fi
   if [ ! -x "$OPT/.venv/bin/python" ]; then
-    # System site packages: the Pi 5 needs Debian's python3-lgpio for gpiozero.
     python3 -m venv --system-site-packages "$OPT/.venv"
   fi
-  "$OPT/.venv/bin/pip" install -q --upgrade "$OPT/src"
+  # Only the kiosk's extra: the companion's server stack (PostgreSQL driver, web console) stays off the Pi.
+  "$OPT/.venv/bin/pip" install -q --upgrade "$OPT/src[kiosk]"
 fi
 
 say "configuration in $ETC"
@@ -136,10 +152,16 @@ fi
 
 say "systemd unit"
 install -m 0644 "$SRC/systemd/stella-kiosk.service" "$UNIT_DIR/stella-kiosk.service"
-system systemctl daemon-reload
+# Without systemd running (a chroot preparing an SD card image) there is no manager to reload or
+# start: enabling still works (it only makes links), and the service starts at the next boot.
+SYSTEMD_RUNNING=1
+if [ -z "$ROOT" ] && [ ! -d /run/systemd/system ]; then SYSTEMD_RUNNING=0; fi
+[ "$SYSTEMD_RUNNING" = 0 ] || system systemctl daemon-reload
 if [ "$ENABLE" = 1 ]; then
   system systemctl enable stella-kiosk.service
-  if [ "$READY_TO_START" = 1 ]; then
+  if [ "$SYSTEMD_RUNNING" = 0 ]; then
+    say "systemd is not running here (a chroot or image build): the service starts at the next boot"
+  elif [ "$READY_TO_START" = 1 ]; then
     system systemctl restart stella-kiosk.service
   else
     say "not starting the service: fix the config errors above, then: sudo systemctl restart stella-kiosk"
@@ -151,6 +173,6 @@ install-pi: done.
   config:      $ETC/kiosk.toml
   device key:  $ETC/device.key $( [ -f "$ETC/device.key" ] && echo "(present)" || echo "(MISSING: add it with --device-key-file)")
   lessons:     $STATE
-  next:        sudo systemctl stop stella-kiosk && sudo -u $USER_NAME $OPT/.venv/bin/stella-kiosk doctor --config $ETC/kiosk.toml
+  next:        sudo systemctl stop stella-kiosk && sudo -u $USER_NAME env -C /var/lib/stella-kiosk $OPT/.venv/bin/stella-kiosk doctor --config $ETC/kiosk.toml
                journalctl -u stella-kiosk -f
 TXT

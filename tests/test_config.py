@@ -18,9 +18,9 @@ def test_example_and_demo_configs_load() -> None:
     assert example.button.pin == 17
     assert example.realtime.base_url == "https://api.openai.com"
     assert example.realtime.allow_loopback_ice is False
-    demo = load_config(ROOT / "config" / "demo.toml")
+    demo = load_config(ROOT / "appliance" / "data" / "demo.toml")
     assert demo.gpio.pin_factory == "mock"
-    assert demo.kiosk.state_dir == ROOT / "config" / "state"  # relative paths resolve next to the file
+    assert demo.kiosk.state_dir == ROOT / "appliance" / "data" / "state"  # relative paths resolve next to the file
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ def test_shellcheck_clean() -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck not installed (scripts/setup.sh installs it)")
     result = subprocess.run(["shellcheck", str(SCRIPT), str(ROOT / "scripts" / "setup.sh"),
+                             str(ROOT / "scripts" / "arm64-root.sh"),
                              str(ROOT / "scripts" / "demo.sh"), str(ROOT / "scripts" / "test.sh"),
                              str(ROOT / ".ci" / "run")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
@@ -56,6 +57,11 @@ def test_install_into_a_root_is_complete_safe_and_idempotent(tmp_path: Path) -> 
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert "would run: apt-get" in first.stdout and "would run: systemctl daemon-reload" in first.stdout
+    # PyAudio and systemd-python from Debian, nothing to compile: no compiler, headers or pkg-config on a kiosk
+    # (tests/test_install_arm64.py runs this apt line for real on arm64).
+    apt_line = next(line for line in first.stdout.splitlines() if "would run: env DEBIAN_FRONTEND" in line).split()
+    assert {"python3-pyaudio", "python3-systemd", "python3-venv", "espeak-ng"} <= set(apt_line)
+    assert not {"gcc", "python3-dev", "portaudio19-dev", "libsystemd-dev", "pkg-config"} & set(apt_line)
     assert "systemctl enable" not in first.stdout
     # The key is never echoed.
     assert KEY not in first.stdout + first.stderr

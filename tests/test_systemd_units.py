@@ -50,5 +50,7 @@ def test_kiosk_unit_essentials() -> None:
     text = (ROOT / "systemd" / "stella-kiosk.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "After=network-online.target time-sync.target",
                  "SupplementaryGroups=gpio audio", "StateDirectory=stella-kiosk", "RuntimeDirectory=stella-kiosk",
-                 "NoNewPrivileges=yes", "ProtectSystem=strict", "RestartPreventExitStatus=78"):
+                 "NoNewPrivileges=yes", "ProtectSystem=strict", "RestartPreventExitStatus=78",
+                 # lgpio's notification pipes go in the working directory: the default, /, is not writable.
+                 "WorkingDirectory=/var/lib/stella-kiosk"):
         assert line in text, line
