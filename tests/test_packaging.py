@@ -22,7 +22,9 @@ from appliance.services import ChildServer
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 KIOSK_ONLY = ["pyaudio", "gpiozero", "systemd", "lgpio"]
-COMPANION_ONLY = ["psycopg", "jinja2", "argon2"]
+COMPANION_ONLY = ["psycopg", "psycopg_pool", "jinja2", "argon2"]
+#: The web console: part of the companion extra; the companion's kiosk API starts without it.
+CONSOLE = "appliance.companion.console"
 
 # Installs a finder that refuses the top-level modules named in STELLA_TEST_BLOCK_IMPORTS, as if
 # those distributions were not installed.
@@ -92,7 +94,7 @@ def test_extras_split_the_two_sides() -> None:
     assert not requirement_names(extras["kiosk"]) & core
     assert {"psycopg", "jinja2", "argon2-cffi"} <= requirement_names(extras["companion"])
     assert not requirement_names(extras["companion"]) & core
-    assert requirement_names(extras["postgres"]) == {"psycopg"}
+    assert requirement_names(extras["postgres"]) == {"psycopg", "psycopg-pool"}
     # lgpio only where it has wheels and is needed: the Pi's architecture.
     assert [r for r in extras["kiosk"] if r.startswith("lgpio")] == ["lgpio>=0.2; platform_machine == 'aarch64'"]
     assert "stella-kiosk[kiosk,companion]" in extras["dev"]
@@ -118,8 +120,11 @@ async def test_companion_serves_without_the_kiosk_stack(tmp_path: Path) -> None:
     district's server does not install."""
     env = blocked_env(tmp_path, KIOSK_ONLY)
     env["OPENAI_API_KEY"] = "sk-test-not-used"
+    keys = tmp_path / "keys"
+    keys.write_text("room-1=device-key-0123456789\n")
+    keys.chmod(0o600)
     companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db", str(tmp_path / "c.db"),
-                                          "--provision", "room-1=device-key-0123456789"],
+                                          "--provision-file", str(keys)],
                             tmp_path / "companion.log", env=env)
     try:
         url = await companion.start()
@@ -134,9 +139,11 @@ async def test_companion_serves_without_the_kiosk_stack(tmp_path: Path) -> None:
 
 def test_kiosk_side_imports_without_the_companion_stack(tmp_path: Path) -> None:
     """Guards against the kiosk needing the PostgreSQL driver or the web console's libraries: every
-    module of the package imports with them absent (the SQLite companion the demo runs included)."""
+    module of the package imports with them absent (the SQLite companion the demo runs included); only the
+    web console, which the companion leaves off without its libraries, needs them."""
     code = ("import pkgutil, importlib, appliance\n"
-            "names = [m.name for m in pkgutil.walk_packages(appliance.__path__, 'appliance.')]\n"
+            "names = [m.name for m in pkgutil.walk_packages(appliance.__path__, 'appliance.')\n"
+            f"         if not m.name.startswith({CONSOLE!r})]\n"
             "[importlib.import_module(n) for n in names]\n"
             "print(len(names))\n")
     result = subprocess.run([sys.executable, "-c", code], env=blocked_env(tmp_path, COMPANION_ONLY),
