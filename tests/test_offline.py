@@ -120,15 +120,19 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
 
         async def start_daemon(notify: Path) -> tuple[asyncio.subprocess.Process, FakeSystemd]:
             systemd = FakeSystemd(notify)
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "appliance.cli", "run", "--config", str(toml),
-                env={**env, "NOTIFY_SOCKET": str(notify)}, stderr=asyncio.subprocess.DEVNULL)
+            with (tmp_path / f"{notify.stem}.log").open("wb") as log:  # the daemon's journal, read on failure
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "appliance.cli", "run", "--config", str(toml),
+                    env={**env, "NOTIFY_SOCKET": str(notify)}, stderr=log)
             await systemd.until(lambda m: "READY=1" in m)
             return proc, systemd
 
         proc, systemd = await start_daemon(tmp_path / "n1.sock")
         await control(sock, "press")
-        await systemd.until(lambda m: m.startswith("STATUS=connected"))
+        try:
+            await systemd.until(lambda m: m.startswith("STATUS=connected"))
+        except TimeoutError:
+            raise AssertionError("no connected state; the daemon said:\n" + (tmp_path / "n1.log").read_text()) from None
         assert (await control(sock, "say", "I like green apples"))[0] == 0
         # Wait until the typed turn and the tutor's answer are checkpointed on disk.
         async with asyncio.timeout(20):
