@@ -12,7 +12,7 @@ so the companion's own cost is the latency above that delay. Scenarios per setup
 
 Prints p50/p99 latency, throughput and error counts per scenario. Usage:
 
-    /work/main/.venv/bin/python scripts/bench_companion.py [--kiosks 500] [--upstream-delay-ms 50]
+    .venv/bin/python scripts/bench_companion.py [--kiosks 500] [--upstream-delay-ms 50]
 """
 
 from __future__ import annotations
