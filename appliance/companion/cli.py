@@ -227,15 +227,9 @@ def _config_flags(cmd: argparse.ArgumentParser) -> None:
 
 def doctor_command(args: argparse.Namespace) -> int:
     """One line per configured model, from the upstream's own ``shutdown_date``."""
-    key = os.environ.get("OPENAI_API_KEY", "")
-    if not key:
-        print("companion: OPENAI_API_KEY is not set (put it in the service's environment file)", file=sys.stderr)
-        return 78
-    try:
-        config = build_config(args, key)
-    except ValueError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 78
+    config = config_from_environment(args)
+    if isinstance(config, int):
+        return config
     statuses = asyncio.run(_check_models(config))
     for status in statuses:
         print(status.line())
@@ -252,11 +246,21 @@ async def _check_models(config: CompanionConfig) -> list[ModelStatus]:
         await upstream.aclose()
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def config_from_environment(args: argparse.Namespace) -> CompanionConfig | int:
+    """The service's config (key from OPENAI_API_KEY, then file, then flags), or the exit code after saying
+    what is wrong (78: configuration error, as systemd's EX_CONFIG)."""
     key = os.environ.get("OPENAI_API_KEY", "")
     if not key:
         print("companion: OPENAI_API_KEY is not set (put it in the service's environment file)", file=sys.stderr)
         return 78
+    try:
+        return build_config(args, key)
+    except ValueError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 78
+
+
+def serve_command(args: argparse.Namespace) -> int:
     if args.provision:
         print("companion: --provision is no longer accepted: a key on the command line is visible to every user "
               "(ps). Write NAME=KEY lines to a file with mode 0600 and pass --provision-file FILE (or "
@@ -267,11 +271,9 @@ def serve_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"companion: --provision-file: {exc}", file=sys.stderr)
         return 2
-    try:
-        config = build_config(args, key)
-    except ValueError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 78
+    config = config_from_environment(args)
+    if isinstance(config, int):
+        return config
     try:
         return asyncio.run(_serve(config, provisions))
     except KeyboardInterrupt:
