@@ -19,8 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.companion import limits
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.companion.storage import open_storage
 from tests.test_companion import SK, FakeOpenAI, record
 
 KEY_A, KEY_B = "key-a-0123456789abcdef", "key-b-0123456789abcdef"
@@ -83,6 +85,31 @@ async def burst(urls: list[str], path: str, count: int, headers: dict[str, str],
 
 
 # -- 1, 2: rate limits in the database --------------------------------------------------------------
+async def test_sliding_window_reserve_and_release_exactly(db) -> None:
+    """The window's edges, the Retry-After figure and a given-back slot, on both engines: PostgreSQL
+    reserves in its stored function, SQLite in a BEGIN IMMEDIATE transaction, and the two must agree
+    (an off-by-one in either, ``<`` for ``<=`` or a missing prune, fails here)."""
+    storage = await open_storage(db)
+    try:
+        t0 = 1_800_000_000.0
+        taken = [await limits.reserve(storage.db, "token:k", 3, 100.0, t0 + offset) for offset in (0, 10, 20)]
+        assert all(v.allowed and v.event_id is not None for v in taken)
+        assert len({v.event_id for v in taken}) == 3
+        refused = await limits.reserve(storage.db, "token:k", 3, 100.0, t0 + 30)
+        assert not refused.allowed and refused.event_id is None
+        assert refused.retry_after_s == pytest.approx(70.0)  # the slot taken at t0 frees at t0 + 100
+        assert (await limits.reserve(storage.db, "token:other", 3, 100.0, t0 + 30)).allowed  # its own bucket
+        assert (await limits.reserve(storage.db, "token:k", 3, 100.0, t0 + 99.9)).allowed is False
+        assert (await limits.reserve(storage.db, "token:k", 3, 100.0, t0 + 100)).allowed  # t0's slot left
+        await limits.release(storage.db, taken[1].event_id)  # its mint failed: the slot is given back
+        again = await limits.reserve(storage.db, "token:k", 3, 100.0, t0 + 101)
+        assert again.allowed
+        last = await limits.reserve(storage.db, "token:k", 3, 100.0, t0 + 102)
+        assert not last.allowed and last.retry_after_s == pytest.approx(18.0)  # t0 + 20 frees at t0 + 120
+    finally:
+        await storage.close()
+
+
 @pytest.mark.parametrize("instances", [1, 2])
 async def test_token_limit_holds_for_concurrent_requests_across_instances(db, upstream, instances) -> None:
     """Guards against a per-process limit checked before any request was recorded: 150 simultaneous token

@@ -4,7 +4,8 @@ Why in the database: a per-process list let 150 simultaneous requests all pass a
 checked before any was recorded), doubled the limit with two companions and forgot it on restart. Here a
 request *reserves* its slot inside one transaction before the costly upstream call: on SQLite ``BEGIN
 IMMEDIATE`` lets one writer in at a time (across processes too); on PostgreSQL a transaction-scoped
-advisory lock on the bucket's name serialises every companion that counts the same bucket. A slot whose
+advisory lock on the bucket's name serialises every companion that counts the same bucket (taken inside
+the ``stella_reserve`` function, so the whole reservation is one round trip). A slot whose
 upstream call failed is given back with :func:`release`.
 
 A bucket is a name like ``token:kiosk-a`` or ``authfail:10.0.0.7``; each counted event is one row of
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appliance.companion.db import Database, Queries
+from appliance.companion.db import Database
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,6 @@ class Verdict:
     retry_after_s: float = 0.0
 
 
-async def _lock(q: Queries, bucket: str) -> None:
-    if q.engine == "postgresql":
-        await q.fetchone("SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))", (bucket,))
-    # SQLite: BEGIN IMMEDIATE already holds the database's one write lock.
-
-
 def retry_after(oldest: float | None, window_s: float, now: float) -> float:
     """Seconds until the oldest counted event leaves the window (at least 1, for the Retry-After header)."""
     return max(1.0, (oldest if oldest is not None else now) + window_s - now)
@@ -41,10 +36,17 @@ def retry_after(oldest: float | None, window_s: float, now: float) -> float:
 
 async def reserve(db: Database, bucket: str, limit: int, window_s: float, now: float) -> Verdict:
     """Take one of ``limit`` slots per ``window_s`` seconds in ``bucket``, atomically."""
+    if db.engine == "postgresql":
+        # One round trip: the same steps as below, in the stored function of migration m0005.
+        row = await db.fetchone("SELECT event_id, oldest FROM stella_reserve(?, ?, ?, ?)",
+                                (bucket, now, window_s, limit))
+        assert row is not None
+        if row[0] is not None:
+            return Verdict(True, event_id=int(row[0]))
+        return Verdict(False, retry_after_s=retry_after(row[1], window_s, now))
     async with db.transaction() as q:
-        await _lock(q, bucket)
         await q.execute("DELETE FROM rate_events WHERE bucket = ? AND at <= ?", (bucket, now - window_s))
-        # Count and insert in one statement (one round trip on the hot path); the lock makes it race-free.
+        # Count and insert in one statement; BEGIN IMMEDIATE (one writer at a time) makes it race-free.
         rows = await q.fetchall("INSERT INTO rate_events (bucket, at) SELECT ?, ? WHERE "
                                 "(SELECT COUNT(*) FROM rate_events WHERE bucket = ?) < ? RETURNING id",
                                 (bucket, now, bucket, limit))

@@ -24,7 +24,7 @@ from appliance.companion import limits
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.records import InvalidRecord, validate_record
-from appliance.companion.storage import CONFLICT, DUPLICATE, Storage, open_storage
+from appliance.companion.storage import CONFLICT, DUPLICATE, Caller, Storage, open_storage
 from appliance.companion.upstream import (
     Upstream,
     UpstreamError,
@@ -228,19 +228,20 @@ class CompanionServer:
                 return last[:64]
         return request.remote or "unknown"
 
-    async def _kiosk(self, request: web.Request) -> str | web.Response:
+    async def _kiosk(self, request: web.Request) -> Caller | web.Response:
         """The kiosk of the request's device key, or the answer to give: 401, or 429 for an address that
         guessed wrong too often (checked first, so a right key does not help until the window passes)."""
         bucket = f"authfail:{self._client_address(request)}"
         window = self.config.auth_window_s
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth.startswith("Bearer ") else ""
-        kiosk, failures, oldest = await self.storage.authenticate(key, bucket, window)
-        if failures >= self.config.auth_failures:
-            verdict = limits.Verdict(False, retry_after_s=limits.retry_after(oldest, window, self.clock()))
+        found = await self.storage.authenticate(key, bucket, window)
+        if found.failures >= self.config.auth_failures:
+            verdict = limits.Verdict(False, retry_after_s=limits.retry_after(found.oldest_failure, window,
+                                                                             self.clock()))
             return self._too_many("too many wrong device keys from this address; try again later", verdict)
-        if kiosk is not None:
-            return kiosk
+        if found.caller is not None:
+            return found.caller
         verdict = await limits.reserve(self.storage.db, bucket, self.config.auth_failures, window, self.clock())
         if not verdict.allowed:
             return self._too_many("too many wrong device keys from this address; try again later", verdict)
@@ -252,10 +253,10 @@ class CompanionServer:
         response.headers["Retry-After"] = str(int(verdict.retry_after_s + 0.999))
         return response
 
-    async def _body(self, request: web.Request) -> tuple[str, dict[str, Any]] | web.Response:
-        kiosk = await self._kiosk(request)
-        if isinstance(kiosk, web.Response):
-            return kiosk
+    async def _body(self, request: web.Request) -> tuple[Caller, dict[str, Any]] | web.Response:
+        caller = await self._kiosk(request)
+        if isinstance(caller, web.Response):
+            return caller
         try:
             # Cleaned once at the edge: lone surrogates and NULs would fail in the database driver, and
             # nesting past MAX_DEPTH is no record or plan request.
@@ -267,9 +268,9 @@ class CompanionServer:
         if not isinstance(body, dict):
             return error(400, "bad_request", "the body must be a JSON object")
         claimed = body.get("kiosk_id")
-        if claimed is not None and claimed != kiosk:
+        if claimed is not None and claimed != caller.kiosk_id:
             return error(403, "forbidden", "kiosk_id does not match the device key")
-        return kiosk, body
+        return caller, body
 
     # -- routes -----------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -282,7 +283,8 @@ class CompanionServer:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
-        kiosk, body = parsed
+        caller, body = parsed
+        kiosk = caller.kiosk_id
         learner = body.get("learner") if isinstance(body.get("learner"), dict) else {}
         level = learner.get("level") or self.config.default_level
         if level not in ("A1", "A2", "B1", "B2", "C1", "C2"):
@@ -312,8 +314,9 @@ class CompanionServer:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
-        kiosk, body = parsed
-        exhausted = await self._budget_exhausted(kiosk)
+        caller, body = parsed
+        kiosk = caller.kiosk_id
+        exhausted = self._budget_exhausted(caller)
         if exhausted:
             return exhausted
         plan = None
@@ -372,11 +375,11 @@ class CompanionServer:
                 if not self.model_choice.give_up(role, self.model_choice.current(role), exc.message):
                     raise
 
-    async def _budget_exhausted(self, kiosk: str) -> web.Response | None:
-        """The kiosk's own daily budget, else the configured default (0 = none), against the day's counter."""
-        own, used = await self.storage.minutes_today(kiosk)
-        budget = own if own is not None else self.config.daily_minutes
-        if budget > 0 and used >= budget:
+    def _budget_exhausted(self, caller: Caller) -> web.Response | None:
+        """The kiosk's own daily budget, else the configured default (0 = none), against the day's counter
+        (read with the device key, in the same round trip)."""
+        budget = caller.daily_minutes if caller.daily_minutes is not None else self.config.daily_minutes
+        if budget > 0 and caller.minutes_today >= budget:
             return error(429, "daily_budget_exhausted", f"this kiosk used its {budget:g} lesson minutes for today")
         return None
 
@@ -416,7 +419,8 @@ class CompanionServer:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
-        kiosk, body = parsed
+        caller, body = parsed
+        kiosk = caller.kiosk_id
         [result] = await self._store(kiosk, [body])
         if "error" in result:
             status = {"forbidden": 403, "conflict": 409}.get(result["error"]["code"], 400)
@@ -427,16 +431,18 @@ class CompanionServer:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
-        kiosk, body = parsed
+        caller, body = parsed
+        kiosk = caller.kiosk_id
         sessions = body.get("sessions")
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
             return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
         return web.json_response({"results": await self._store(kiosk, sessions)})
 
     async def list_sessions(self, request: web.Request) -> web.Response:
-        kiosk = await self._kiosk(request)
-        if isinstance(kiosk, web.Response):
-            return kiosk
+        caller = await self._kiosk(request)
+        if isinstance(caller, web.Response):
+            return caller
+        kiosk = caller.kiosk_id
         requested = request.query.get("kiosk")
         if requested and requested != kiosk:
             return error(403, "forbidden", "a kiosk can only read its own sessions")
@@ -450,7 +456,8 @@ class CompanionServer:
         parsed = await self._body(request)
         if isinstance(parsed, web.Response):
             return parsed
-        kiosk, body = parsed
+        caller, body = parsed
+        kiosk = caller.kiosk_id
         try:
             report = validate_heartbeat(body)
         except InvalidHeartbeat as exc:

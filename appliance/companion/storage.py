@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,26 @@ from appliance.companion.retention import reduce_record
 
 #: Outcomes of storing one record.
 STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The kiosk behind a request's device key."""
+
+    kiosk_id: str
+    daily_minutes: float | None
+    """Its own daily budget in minutes, or None for the configured default."""
+    minutes_today: float
+    """Lesson minutes received from it today (the companion's UTC day)."""
+
+
+@dataclass(frozen=True)
+class Authentication:
+    caller: Caller | None
+    """None when the key is unknown or revoked."""
+    failures: int
+    """Failed attempts counted in the address's bucket within the window, and the oldest of them."""
+    oldest_failure: float | None
 
 
 def utc_day(at: float) -> str:
@@ -77,28 +98,23 @@ class Storage:
         return await self.db.execute("UPDATE kiosks SET daily_minutes = ? WHERE kiosk_id = ?",
                                      (minutes, kiosk_id)) > 0
 
-    async def minutes_today(self, kiosk_id: str) -> tuple[float | None, float]:
-        """(the kiosk's own budget or None, lesson minutes received today): one row read, from the
-        counter that every stored lesson updates in its own transaction."""
-        row = await self.db.fetchone(
-            "SELECT k.daily_minutes, d.seconds FROM kiosks k LEFT JOIN kiosk_days d "
-            "ON d.kiosk_id = k.kiosk_id AND d.day = ? WHERE k.kiosk_id = ?", (utc_day(self.clock()), kiosk_id))
-        if row is None:
-            return None, 0.0
-        return row[0], float(row[1] or 0.0) / 60
-
-    async def authenticate(self, key: str, failures_bucket: str,
-                           window_s: float) -> tuple[str | None, int, float | None]:
-        """(kiosk of this key or None, failed attempts in ``failures_bucket`` within the window, the oldest
-        of them): what every request needs to know, in one round trip."""
+    async def authenticate(self, key: str, failures_bucket: str, window_s: float) -> Authentication:
+        """Who this key belongs to (with the kiosk's budget and today's minutes), and the failed attempts
+        in ``failures_bucket`` within the window: what any request needs to know, in one round trip (at a
+        class change every round trip is companion CPU that the next kiosk waits behind)."""
         since = self.clock() - window_s
         row = await self.db.fetchone(
-            "SELECT (SELECT kiosk_id FROM kiosks WHERE key_hash = ? AND revoked_at IS NULL), "
+            "SELECT k.kiosk_id, k.daily_minutes, d.seconds, "
             "(SELECT COUNT(*) FROM rate_events WHERE bucket = ? AND at > ?), "
-            "(SELECT MIN(at) FROM rate_events WHERE bucket = ? AND at > ?)",
-            (hash_key(key), failures_bucket, since, failures_bucket, since))
+            "(SELECT MIN(at) FROM rate_events WHERE bucket = ? AND at > ?) "
+            "FROM (SELECT 1 AS one) AS o "
+            "LEFT JOIN kiosks k ON k.key_hash = ? AND k.revoked_at IS NULL "
+            "LEFT JOIN kiosk_days d ON d.kiosk_id = k.kiosk_id AND d.day = ?",
+            (failures_bucket, since, failures_bucket, since, hash_key(key), utc_day(self.clock())))
         assert row is not None
-        return row[0], int(row[1]), row[2]
+        kiosk_id, own_budget, seconds, failures, oldest = row
+        caller = None if kiosk_id is None else Caller(kiosk_id, own_budget, float(seconds or 0.0) / 60)
+        return Authentication(caller, int(failures), oldest)
 
     async def kiosk_for_key(self, key: str) -> str | None:
         row = await self.db.fetchone("SELECT kiosk_id FROM kiosks WHERE key_hash = ? AND revoked_at IS NULL",

@@ -267,14 +267,20 @@ class RealtimeSimulator:
             return self._unauthorized()
         return web.json_response({"unfrozen": self.unfreeze_calls()})
 
-    async def refuse_calls_endpoint(self, request: web.Request) -> web.Response:
-        if not self._api_key_ok(request):
-            return self._unauthorized()
+    @staticmethod
+    async def _json_object(request: web.Request) -> dict[str, Any] | None:
+        """The control request's body when it is a JSON object, else None (the caller answers 400)."""
         try:
             body = await request.json()
         except ValueError:
-            body = None
-        refuse = body.get("refuse") if isinstance(body, dict) else None
+            return None
+        return body if isinstance(body, dict) else None
+
+    async def refuse_calls_endpoint(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        body = await self._json_object(request)
+        refuse = body.get("refuse") if body is not None else None
         if not isinstance(refuse, bool):
             return oai_error(400, 'Send {"refuse": true} or {"refuse": false}.', "invalid_value", param="refuse")
         self.refuse_calls = refuse
@@ -284,11 +290,8 @@ class RealtimeSimulator:
         """Set fault switches: a JSON object with any of :class:`Faults`' fields."""
         if not self._api_key_ok(request):
             return self._unauthorized()
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
+        body = await self._json_object(request)
+        if body is None:
             return oai_error(400, "Send a JSON object of fault switches.", "invalid_value")
         kinds = {"fail_next_response": dict, "fail_next_transcription": dict, "ignore_token_config": bool,
                  "usage_without_details": bool}

@@ -232,11 +232,6 @@ async def add_kiosk(db: Database, kiosk_id: str) -> str:
     return key
 
 
-async def revoke_kiosk(db: Database, kiosk_id: str) -> bool:
-    return await db.execute("UPDATE kiosks SET revoked_at = ? WHERE kiosk_id = ? AND revoked_at IS NULL",
-                            (time.time(), kiosk_id)) > 0
-
-
 def parse_minutes(text: str) -> float | None:
     """A budget from a form field: blank = the companion's default (None), else minutes 0…1440."""
     text = text.strip()
@@ -249,7 +244,3 @@ def parse_minutes(text: str) -> float | None:
     if not math.isfinite(minutes) or not 0 <= minutes <= MAX_DAILY_MINUTES:
         raise KioskError(f"a daily budget is between 0 and {MAX_DAILY_MINUTES} minutes")
     return minutes
-
-
-async def set_daily_minutes(db: Database, kiosk_id: str, minutes: float | None) -> bool:
-    return await db.execute("UPDATE kiosks SET daily_minutes = ? WHERE kiosk_id = ?", (minutes, kiosk_id)) > 0

@@ -281,7 +281,7 @@ class Console:
     @access("admin")
     async def revoke_kiosk(self, request: web.Request) -> web.Response:
         kiosk = _param(request, "kiosk_id", queries.KIOSK_ID)
-        if not await queries.revoke_kiosk(self.db, kiosk):
+        if not await self.server.storage.revoke_kiosk(kiosk):
             raise ConsoleError(404, f"No active kiosk named {kiosk}.")
         log.info("console: %s revoked kiosk %s", request[SESSION].username, kiosk)
         raise web.HTTPSeeOther(f"{PREFIX}/fleet?done=revoked")
@@ -293,7 +293,7 @@ class Console:
             minutes = queries.parse_minutes(self.field(request, "daily_minutes", 50))
         except queries.KioskError as exc:
             return await self.fleet(request, 400, f"{kiosk}: {exc}")
-        if not await queries.set_daily_minutes(self.db, kiosk, minutes):
+        if not await self.server.storage.set_daily_minutes(kiosk, minutes):
             raise ConsoleError(404, f"No kiosk named {kiosk}.")
         raise web.HTTPSeeOther(f"{PREFIX}/fleet?done=budget")
 
