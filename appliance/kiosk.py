@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import logging
 import time
 from collections import deque
@@ -69,13 +67,14 @@ from appliance.realtime import timeline as stages
 from appliance.realtime.call import CallError, RealtimeCall, warm_up
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.resume import resume_instructions
-from appliance.sessions_cli import LOST_LESSON_MARKER
 from appliance.state import State, check_transition
 from appliance.store import SessionStore, StoreError
 from appliance.store_worker import AsyncStore
 from appliance.supervise import supervise
 from appliance.sync import Syncer
 from appliance.systemd import Notifier
+from appliance.timers import Timers
+from appliance.unsaved import UnsavedLessons
 
 if TYPE_CHECKING:  # aiortc loads after READY (realtime.call.warm_up)
     from aiortc.mediastreams import MediaStreamTrack
@@ -145,10 +144,8 @@ class Kiosk:
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._timers: dict[object, asyncio.TimerHandle] = {}
-        """Pending timers by key; a timer leaves the map when it fires or is cancelled."""
-        self._lesson_timers: set[object] = set()
-        self._timer_ids = itertools.count()
+        self.timers = Timers()
+        """Pending timers by key (see appliance.timers)."""
         self._pump: SpeakerPump | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._tutor_audible = False
@@ -164,7 +161,8 @@ class Kiosk:
         """Summaries of the last few lessons (for `status`); full records live only in the store."""
         self.lessons_saved_count = 0
         self._awaiting_first_sync: dict[str, dict[str, Any]] = {}
-        self._unsaved: list[dict[str, Any]] = []
+        self.unsaved = UnsavedLessons(self.store, companion)
+        """Finished lessons the disk refused, until a write succeeds."""
         self.save_retry_s = SAVE_RETRY_S
         self.close_timeout_s = CLOSE_TIMEOUT_S
         self.exit_save_budget_s = EXIT_SAVE_BUDGET_S
@@ -237,13 +235,13 @@ class Kiosk:
                        "turns": len(lesson.transcript.turns)}
         return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
                 "recent_lessons": list(self.lessons_saved), "outbox": self.syncer.waiting,
-                "held_in_memory": len(self._unsaved), "store_problems": list(self.store_problems),
+                "held_in_memory": len(self.unsaved), "store_problems": list(self.store_problems),
                 "clock": system_clock().status_line(), "devices": dict(self.device_problems),
                 "internals": self.internals()}
 
     def internals(self) -> dict[str, Any]:
         """Sizes of everything that could grow over months (the soak benchmark watches them stay flat)."""
-        return {"tasks": len(self._tasks), "timers": len(self._timers), "queue": self._queue.qsize(),
+        return {"tasks": len(self._tasks), "timers": len(self.timers), "queue": self._queue.qsize(),
                 "awaiting_first_sync": len(self._awaiting_first_sync), "lessons_saved": self.lessons_saved_count,
                 "checkpoint_ms": self.store.checkpoint_stats()}
 
@@ -304,10 +302,8 @@ class Kiosk:
             self.notifier.stopping()
             with contextlib.suppress(Exception):
                 await self._end_lesson("shutdown")
-            await self._keep_unsaved_at_exit()
-            for timer in self._timers.values():
-                timer.cancel()
-            self._timers.clear()
+            await self.unsaved.keep_at_exit(self.exit_save_budget_s, self._queue_for_sync)
+            self.timers.cancel_all()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -426,7 +422,7 @@ class Kiosk:
 
     async def _on_press(self, at: float) -> None:
         self._button_down_at = at
-        self._later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)), key="long_press")
+        self.timers.later(self.config.button.long_press_s, lambda: self.post(_LongPress(at)), key="long_press")
         if self._resuming is not None:
             log.info("press ignored while the lesson is being resumed")
             return
@@ -642,9 +638,9 @@ class Kiosk:
         limit_s = self.config.lesson.max_minutes * 60
         session_id = lesson.session_id
         # A minute before the end (a quarter of the lesson for very short ones) the tutor wraps up.
-        self._later(limit_s - min(WRAP_UP_BEFORE_END_S, limit_s / 4), self._wrap_up, session_id,
+        self.timers.later(limit_s - min(WRAP_UP_BEFORE_END_S, limit_s / 4), self._wrap_up, session_id,
                     key="wrap_up", per_lesson=True)
-        self._later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id,
+        self.timers.later(limit_s, lambda sid: self._end_if_current(sid, "time_limit"), session_id,
                     key="time_limit", per_lesson=True)
 
     async def _on_connect_failed(self, lesson: Lesson, code: str, message: str) -> None:
@@ -662,7 +658,7 @@ class Kiosk:
         log.error("cannot start the lesson: %s", message)
         self.lesson = None
         self._set_state(State.ERROR, message)
-        self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
+        self.timers.later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
 
     # -- during a lesson --------------------------------------------------------------------
 
@@ -862,7 +858,7 @@ class Kiosk:
         lesson = self.lesson
         if lesson is not None and self.state is State.CONNECTED:
             check = _IdleCheck(lesson.session_id, self._activity)
-            self._later(self.config.lesson.idle_limit_s, lambda: self.post(check), key="idle_check",
+            self.timers.later(self.config.lesson.idle_limit_s, lambda: self.post(check), key="idle_check",
                         per_lesson=True)
 
     def _on_idle_check(self, session_id: str, activity: int) -> None:
@@ -878,7 +874,7 @@ class Kiosk:
             "friendly goodbye sentence now."))
         call.send(events.response_create())
         # If the goodbye never becomes audible, end anyway.
-        self._later(GOODBYE_MAX_S, lambda sid=session_id: self._end_if_current(sid, "idle"), key="goodbye",
+        self.timers.later(GOODBYE_MAX_S, lambda sid=session_id: self._end_if_current(sid, "idle"), key="goodbye",
                     per_lesson=True)
 
     def _show_activity(self) -> None:
@@ -943,13 +939,13 @@ class Kiosk:
         if not greet:
             return
         if self._awaiting_session:
-            self._later(SESSION_UPDATE_WAIT_S, lambda: self.post(_Greet(call)), key="greet", per_lesson=True)
+            self.timers.later(SESSION_UPDATE_WAIT_S, lambda: self.post(_Greet(call)), key="greet", per_lesson=True)
         else:
             self._greet(call)
 
     def _greet(self, call: RealtimeCall) -> None:
         """Ask for the tutor's greeting (once; :meth:`_greeting_failed` may ask again once)."""
-        self._cancel_timer("greet")
+        self.timers.cancel("greet")
         if call is not self.call or not self._greeting_pending:
             return
         if self._awaiting_session:
@@ -1039,7 +1035,7 @@ class Kiosk:
         self._lesson_kept(record)
         await self._apply_retention()
         if self.state is State.ERROR and self._running:  # the error stays shown a moment, then idle
-            self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
+            self.timers.later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
         elif self.state is not State.IDLE and self._running:
             self._set_state(State.IDLE, "ready")
         elif not self._running:
@@ -1048,8 +1044,7 @@ class Kiosk:
     def _reset_lesson_flags(self) -> None:
         self._resuming = None
         self._reset_call_flags()
-        for key in list(self._lesson_timers):
-            self._cancel_timer(key)
+        self.timers.cancel_lesson()
 
     def _reset_call_flags(self) -> None:
         """What belongs to one call (a resumed lesson gets a fresh set with its new call)."""
@@ -1109,18 +1104,22 @@ class Kiosk:
         """The disk refused a finished lesson: keep it in memory, show the error, retry later."""
         log.error("the lesson could not be saved (kept in memory, retrying every %.0f s): %s",
                   self.save_retry_s, exc, extra={"SESSION_ID": record["session_id"]})
-        self._unsaved.append(record)
+        self.unsaved.hold(record)
         self._remember(record)
-        self._later(self.save_retry_s, lambda: self.post(_RetrySave()), key="retry_save")
+        self.timers.later(self.save_retry_s, lambda: self.post(_RetrySave()), key="retry_save")
         if self._running:
             if self.state is not State.ERROR:
                 self._set_state(State.ERROR, f"cannot save lessons: {exc}")
-            self._later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
+            self.timers.later(ERROR_SHOWN_S, lambda: self.post(_ErrorShown()), key="error_shown")
         else:
             self._show(State.ERROR, f"cannot save lessons: {exc}")
 
     def _lesson_kept(self, record: dict[str, Any]) -> None:
         self._remember(record)
+        self._queue_for_sync(record)
+
+    def _queue_for_sync(self, record: dict[str, Any]) -> None:
+        """A lesson is on disk: count it for the syncer and wake it (the first attempt is reported)."""
         self.syncer.waiting += 1  # corrected by the syncer's next look at the store
         if len(self._awaiting_first_sync) < 100:
             self._awaiting_first_sync[record["session_id"]] = record
@@ -1137,54 +1136,12 @@ class Kiosk:
             self.observer.lesson_saved(record, synced)
 
     async def _retry_unsaved(self) -> bool:
-        """Try again to write lessons the disk refused (disk full, read-only storage); True when all are."""
-        while self._unsaved:
-            record = self._unsaved[0]
-            try:
-                await self.store.save(record)
-            except StoreError as exc:
-                log.error("still cannot save %d lesson(s): %s", len(self._unsaved), exc)
-                if self._running:
-                    self._later(self.save_retry_s, lambda: self.post(_RetrySave()), key="retry_save")
-                return False
-            self._unsaved.pop(0)
-            log.info("lesson %s saved after a retry", record["session_id"])
-            self.syncer.waiting += 1
-            if len(self._awaiting_first_sync) < 100:
-                self._awaiting_first_sync[record["session_id"]] = record
-            self.syncer.kick()
-        return True
-
-    async def _keep_unsaved_at_exit(self) -> None:
-        """Stopping with lessons the disk refused: retry until the stop budget, then send them to the
-        companion directly, and as a last resort write each one into the journal as one line that
-        `stella-kiosk sessions import` reads back. Nothing is dropped silently."""
-        if not self._unsaved:
-            return
-        deadline = time.monotonic() + self.exit_save_budget_s
-        delay = 0.5
-        while self._unsaved and time.monotonic() < deadline:
-            if await self._retry_unsaved():
-                return
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 4.0)
-        delivered: set[str] = set()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(max(1.0, min(5.0, deadline - time.monotonic() + 3.0))):
-                results = await self.companion.send_batch(list(self._unsaved))
-                delivered = {r.get("session_id") for r in results if r.get("stored") is True}
-        for record in self._unsaved:
-            if record["session_id"] in delivered:
-                log.warning("lesson %s could not be written to disk but the companion has it",
-                            record["session_id"], extra={"SESSION_ID": record["session_id"]})
-                continue
-            line = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-            log.critical("%s %s", LOST_LESSON_MARKER, line,
-                         extra={"SESSION_ID": record["session_id"], "LESSON_RECORD": line})
-            log.critical("lesson %s could not be written to disk nor sent; it is in the journal: restore it "
-                         "with `journalctl -u stella-kiosk -o cat | stella-kiosk sessions import -`",
-                         record["session_id"])
-        self._unsaved.clear()
+        """Try again to write lessons the disk refused; True when all are written, else retried later."""
+        if await self.unsaved.write(self._queue_for_sync):
+            return True
+        if self._running:
+            self.timers.later(self.save_retry_s, lambda: self.post(_RetrySave()), key="retry_save")
+        return False
 
     async def _apply_retention(self) -> None:
         settings = self.config.kiosk
@@ -1239,36 +1196,6 @@ class Kiosk:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def _later(self, delay_s: float, callback: Callable[..., None], *args: Any,
-               key: object = None, per_lesson: bool = False) -> None:
-        """Run ``callback(*args)`` on the loop after ``delay_s``.
-
-        A keyed timer replaces the pending one with the same key (only the latest idle check or
-        long-press check matters), per-lesson timers are cancelled when the lesson ends, and a timer
-        leaves the map when it fires: the map stays as small as what is actually pending.
-        """
-        assert self._loop is not None
-        if key is None:
-            key = next(self._timer_ids)
-        self._cancel_timer(key)
-        self._timers[key] = self._loop.call_later(delay_s, self._fire, key, callback, args)
-        if per_lesson:
-            self._lesson_timers.add(key)
-
-    def _fire(self, key: object, callback: Callable[..., None], args: tuple[Any, ...]) -> None:
-        self._timers.pop(key, None)
-        self._lesson_timers.discard(key)
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("timer %s failed", key)
-
-    def _cancel_timer(self, key: object) -> None:
-        handle = self._timers.pop(key, None)
-        self._lesson_timers.discard(key)
-        if handle is not None:
-            handle.cancel()
 
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):

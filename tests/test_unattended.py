@@ -281,11 +281,11 @@ async def test_long_uptime_keeps_timers_and_history_bounded(tmp_path: Path) -> N
             await end_and_wait_saved(kiosk, rec, n)
         # The last press's long-press timer fires long_press_s after it; fired timers must leave the map.
         async with asyncio.timeout(kiosk.config.button.long_press_s + 5):
-            while "long_press" in kiosk._timers:
+            while "long_press" in kiosk.timers:
                 await asyncio.sleep(0.05)
         assert kiosk.lessons_saved_count == 6
         assert len(kiosk.lessons_saved) == 3
-        assert len(kiosk._timers) <= 2, kiosk._timers
+        assert len(kiosk.timers) <= 2, list(kiosk.timers)
         assert len(kiosk.status()["recent_lessons"]) == 3
 
 
