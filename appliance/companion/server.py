@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,21 @@ class CompanionConfig:
 
 def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+KioskRoute = Callable[["CompanionServer", web.Request, Caller, dict[str, Any]], Awaitable[web.Response]]
+
+
+def kiosk_json(handler: KioskRoute) -> Callable[[CompanionServer, web.Request], Awaitable[web.Response]]:
+    """A kiosk route with a JSON object body: every refusal (401, 429, 400, 403, 413) is answered before
+    ``handler`` runs, and it gets the kiosk behind the device key and the cleaned body."""
+    @functools.wraps(handler)
+    async def route(self: CompanionServer, request: web.Request) -> web.Response:
+        parsed = await self._body(request)
+        if isinstance(parsed, web.Response):
+            return parsed
+        return await handler(self, request, *parsed)
+    return route
 
 
 class CompanionServer:
@@ -279,11 +295,8 @@ class CompanionServer:
                                   "models": {role: choice.current(role) for role in choice.models},
                                   "retention": await self.storage.retention_policy()})
 
-    async def planner(self, request: web.Request) -> web.Response:
-        parsed = await self._body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        caller, body = parsed
+    @kiosk_json
+    async def planner(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
         learner = body.get("learner") if isinstance(body.get("learner"), dict) else {}
         level = learner.get("level") or self.config.default_level
@@ -310,11 +323,8 @@ class CompanionServer:
         await self.storage.save_plan(plan, kiosk, source)
         return web.json_response(plan)
 
-    async def realtime_token(self, request: web.Request) -> web.Response:
-        parsed = await self._body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        caller, body = parsed
+    @kiosk_json
+    async def realtime_token(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
         exhausted = self._budget_exhausted(caller)
         if exhausted:
@@ -415,11 +425,8 @@ class CompanionServer:
             results[index] = {"session_id": session_id, "stored": True, "duplicate": outcome == DUPLICATE}
         return results
 
-    async def summarize(self, request: web.Request) -> web.Response:
-        parsed = await self._body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        caller, body = parsed
+    @kiosk_json
+    async def summarize(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
         [result] = await self._store(kiosk, [body])
         if "error" in result:
@@ -427,11 +434,8 @@ class CompanionServer:
             return error(status, result["error"]["code"], result["error"]["message"])
         return web.json_response({"stored": True, "session_id": result["session_id"]})
 
-    async def batch(self, request: web.Request) -> web.Response:
-        parsed = await self._body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        caller, body = parsed
+    @kiosk_json
+    async def batch(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
         sessions = body.get("sessions")
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
@@ -451,12 +455,9 @@ class CompanionServer:
             return error(400, "bad_request", "since must be an ISO date or time, e.g. 2026-11-24")
         return web.json_response({"sessions": await self.storage.sessions(kiosk, since)})
 
-    async def heartbeat(self, request: web.Request) -> web.Response:
+    @kiosk_json
+    async def heartbeat(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         """A kiosk's latest state for the fleet view, stamped with the companion's clock."""
-        parsed = await self._body(request)
-        if isinstance(parsed, web.Response):
-            return parsed
-        caller, body = parsed
         kiosk = caller.kiosk_id
         try:
             report = validate_heartbeat(body)
