@@ -7,6 +7,7 @@ speaker path, echo gate and "first tutor audio" timing are exercised for real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import shutil
 import wave
@@ -28,7 +29,17 @@ async def synthesize(text: str, voice: str = "auto") -> np.ndarray:
         proc = await asyncio.create_subprocess_exec(
             "espeak-ng", "-v", "en-us", "-s", "165", "--stdout", text,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        data, _ = await proc.communicate()
+        try:
+            data, _ = await proc.communicate()
+        except BaseException:
+            # Cancelled mid-sentence (the call ended): espeak-ng would block on a pipe nobody reads, and
+            # its transport would outlive the loop. Kill it and reap it before passing the cancel on.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await proc.communicate()
+            raise
         if proc.returncode == 0 and data:
             with wave.open(io.BytesIO(data)) as w:
                 rate, channels = w.getframerate(), w.getnchannels()
