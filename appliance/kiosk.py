@@ -232,7 +232,7 @@ class Kiosk:
         if lesson is not None:
             current = {"session_id": lesson.session_id, "plan_id": lesson.plan_id,
                        "seconds": round(lesson.elapsed_s, 1),
-                       "turns": len(lesson.transcript.turns)}
+                       "turns": len(lesson.transcript.turns), "tutor_speaking": self._tutor_speaking}
         return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
                 "recent_lessons": list(self.lessons_saved), "outbox": self.syncer.waiting,
                 "held_in_memory": len(self.unsaved), "store_problems": list(self.store_problems),

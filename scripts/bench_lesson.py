@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import json
 import resource
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -108,6 +107,7 @@ class BenchObserver:
 
 async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url: str | None = None,
                       api_key: str | None = None) -> dict[str, list]:
+    from bench_stack import BenchServices
     from gpiozero import Device
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
@@ -115,33 +115,16 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
     from appliance.companion.client import CompanionClient
     from appliance.config import config_from_dict
     from appliance.kiosk import Kiosk
-    from appliance.preflight import write_key_file
-    from appliance.services import ChildServer
     from appliance.state import State
     from appliance.store import SessionStore
     from appliance.tls import ssl_context
 
-    api_key = api_key or "sk-bench-" + secrets.token_hex(8)
-    device_key = secrets.token_urlsafe(24)
-    provision = workdir / "provision.txt"
-    write_key_file(provision, f"bench={device_key}")
-    simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key], workdir / "sim.log")
-    companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db", str(workdir / "c.db"),
-                                          "--provision-file", str(provision)], workdir / "companion.log",
-                            env={"OPENAI_API_KEY": api_key})
+    services = BenchServices(workdir, api_key=api_key, simulator_url=simulator_url)
     results: dict[str, list] = {"connect_ms": [], "first_audio_ms": [], "cpu_per_call_s": [], "stages": []}
     try:
-        sim_url = simulator_url.rstrip("/") if simulator_url else await simulator.start()
-        companion.args += ["--openai-base-url", sim_url]
-        comp_url = await companion.start()
-        write_key_file(workdir / "device.key", device_key)
-        config = config_from_dict({
-            "kiosk": {"id": "bench", "state_dir": str(workdir / "state"), "log_level": "warning"},
-            "companion": {"url": comp_url, "device_key_file": str(workdir / "device.key")},
-            "realtime": {"base_url": sim_url, "allow_loopback_ice": True},
-            "audio": {"input": "wav", "output": "null"},
-            "gpio": {"pin_factory": "mock"},
-        })
+        await services.start()
+        comp_url, device_key = services.companion_url, services.device_key
+        config = config_from_dict(services.kiosk_settings())
         Device.pin_factory = MockFactory(pin_class=MockPWMPin)
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(comp_url, device_key, "bench", ssl_context=ssl_context())
@@ -178,8 +161,7 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
         await kiosk.aclose()
         store.close()
     finally:
-        await companion.stop()
-        await simulator.stop()
+        await services.stop()
     return results
 
 

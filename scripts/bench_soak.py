@@ -10,7 +10,7 @@ The simulator and the companion run in child processes (as in bench_lesson.py); 
 daemon process with mock pins, the scripted (silent) microphone and no speaker, on loopback ICE.
 
 Soak (default): N lessons back-to-back, each: press, wait until connected and the tutor's greeting
-is in the transcript, type one or two lines (each waits for the tutor's answer), stop, wait until
+is in the transcript, type one or two lines (each waits for the tutor's answer), press again, wait until
 idle and the lesson is saved with end reason "button". After every lesson it samples the daemon's
 RSS, open fds and threads (/proc) and, from `status`, its tasks, timers, queue and checkpoint
 latency. PASS when, after the warm-up, RSS grew at most --max-rss-growth-mb, fds/threads/tasks/
@@ -19,7 +19,7 @@ timers stayed flat, checkpoint p99 stayed flat and every lesson completed; exit 
 Long call (--long-call MINUTES): one lesson held open that long against the simulator's ICE-lite
 consent emulation (on by default) with the kiosk's consent fix (on by default), a typed line every
 --line-every seconds. PASS when the call is still connected at the end, the tutor answers the last
-line, and the lesson is saved with end reason "button" once stopped.
+line, and the lesson is saved with end reason "button" once ended with a press.
 
     .venv/bin/python scripts/bench_soak.py --lessons 300
     .venv/bin/python scripts/bench_soak.py --long-call 10
@@ -33,7 +33,6 @@ import contextlib
 import json
 import math
 import os
-import secrets
 import signal
 import statistics
 import subprocess
@@ -48,8 +47,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.preflight import write_key_file  # noqa: E402
-from appliance.services import ChildServer, ServiceError  # noqa: E402
+from bench_stack import BenchServices  # noqa: E402
+
+from appliance.services import ServiceError  # noqa: E402
 
 LINES = [
     "Hello, my name is Sam and I like football.",
@@ -179,33 +179,12 @@ def sample(pid: int, status: dict[str, Any], lesson: int, elapsed_s: float) -> S
                   checkpoint_p99_ms=float(checkpoints.get("p99", math.nan)))
 
 
-def write_config(path: Path, workdir: Path, sim_url: str, comp_url: str, *, max_minutes: float,
-                 idle_limit_s: float, max_stored: int | None, consent_fix: bool = True) -> Path:
-    retention = f"max_stored_lessons = {max_stored}\nkeep_synced_days = 0\n" if max_stored else ""
-    path.write_text(f"""
-[kiosk]
-id = "soak"
-state_dir = "{workdir / 'state'}"
-control_socket = "{workdir / 'control.sock'}"
-log_level = "warning"
-{retention}
-[companion]
-url = "{comp_url}"
-device_key_file = "{workdir / 'device.key'}"
-[realtime]
-base_url = "{sim_url}"
-allow_loopback_ice = true
-ice_lite_consent_fix = {"true" if consent_fix else "false"}
-[lesson]
-max_minutes = {max_minutes}
-idle_limit_s = {idle_limit_s}
-[audio]
-input = "wav"
-output = "null"
-[gpio]
-pin_factory = "mock"
-""")
-    return path
+def kiosk_sections(*, max_minutes: float, idle_limit_s: float, max_stored: int | None,
+                   consent_fix: bool = True) -> dict[str, dict[str, Any]]:
+    """What the soak sets on top of the benchmarks' kiosk config."""
+    retention = {"max_stored_lessons": max_stored, "keep_synced_days": 0} if max_stored else {}
+    return {"kiosk": retention, "realtime": {"ice_lite_consent_fix": consent_fix},
+            "lesson": {"max_minutes": max_minutes, "idle_limit_s": idle_limit_s}}
 
 
 class Stack:
@@ -213,28 +192,15 @@ class Stack:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        api_key = "sk-soak-" + secrets.token_hex(8)
-        self.device_key = secrets.token_urlsafe(24)
-        provision = workdir / "provision.txt"
-        write_key_file(provision, f"soak={self.device_key}")
-        self.simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key],
-                                     workdir / "simulator.log")
-        self.companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db",
-                                                   str(workdir / "companion.db"), "--provision-file",
-                                                   str(provision),
-                                                   # the companion's per-kiosk guard (60/h) would refuse a soak
-                                                   "--tokens-per-hour", "1000000"],
-                                     workdir / "companion.log", env={"OPENAI_API_KEY": api_key})
+        # The companion's per-kiosk guard (60 tokens an hour) would refuse a soak.
+        self.services = BenchServices(workdir, "soak", companion_args=("--tokens-per-hour", "1000000"))
         self.daemon: asyncio.subprocess.Process | None = None
         self.control = Control(workdir / "control.sock")
         self.daemon_log = workdir / "kiosk.log"
 
     async def start(self, **config: Any) -> None:
-        sim_url = await self.simulator.start()
-        self.companion.args += ["--openai-base-url", sim_url]
-        comp_url = await self.companion.start()
-        write_key_file(self.workdir / "device.key", self.device_key)  # 0600, as the kiosk requires
-        toml = write_config(self.workdir / "kiosk.toml", self.workdir, sim_url, comp_url, **config)
+        await self.services.start()
+        toml = self.services.write_kiosk_toml(self.workdir / "kiosk.toml", **kiosk_sections(**config))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             env.pop(name, None)
@@ -273,8 +239,7 @@ class Stack:
             elif self.daemon is not None:
                 code = self.daemon.returncode
         finally:
-            await self.companion.stop()
-            await self.simulator.stop()
+            await self.services.stop()
         return code
 
     def log_tail(self, lines: int = 10) -> str:
@@ -315,8 +280,13 @@ async def say_and_wait(control: Control, session_id: str, text: str) -> dict[str
 
 
 async def stop_lesson(control: Control, session_id: str) -> dict[str, Any]:
-    """Stop; wait until idle and the lesson is among the recent ones; returns its summary."""
-    await control.request({"command": "stop"})
+    """Press again, as the learner ends a lesson (saved as "button"; `stella-kiosk stop` would save it as
+    "stop_command"); wait until idle and the lesson is among the recent ones; returns its summary.
+
+    The learner waits for the tutor to finish first: a press while the tutor speaks interrupts it instead."""
+    await control.until(lambda s: in_lesson(session_id)(s) and not s["lesson"].get("tutor_speaking"),
+                        "the tutor done speaking")
+    await control.request({"command": "press"})
 
     def saved(s: dict[str, Any]) -> bool:
         return s.get("state") == "idle" and s.get("lesson") is None and any(

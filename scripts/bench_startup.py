@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -33,8 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.preflight import write_key_file  # noqa: E402
-from appliance.services import ChildServer  # noqa: E402
+from bench_stack import BenchServices  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -103,36 +101,10 @@ async def one_run(toml: Path, workdir: Path, idle_s: float, settle_s: float) -> 
 
 
 async def bench(args: argparse.Namespace, workdir: Path) -> list[dict[str, float]]:
-    api_key = args.api_key or "sk-bench-" + secrets.token_hex(8)
-    device_key = secrets.token_urlsafe(24)
-    simulator = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", api_key], workdir / "sim.log")
-    companion = ChildServer("companion", ["companion", "serve", "--port", "0", "--db", str(workdir / "c.db"),
-                                          "--provision", f"bench={device_key}"], workdir / "companion.log",
-                            env={"OPENAI_API_KEY": api_key})
+    services = BenchServices(workdir, api_key=args.api_key, simulator_url=args.simulator_url)
     try:
-        sim_url = args.simulator_url.rstrip("/") if args.simulator_url else await simulator.start()
-        companion.args += ["--openai-base-url", sim_url]
-        comp_url = await companion.start()
-        write_key_file(workdir / "device.key", device_key)
-        toml = workdir / "kiosk.toml"
-        toml.write_text(f"""
-[kiosk]
-id = "bench"
-state_dir = "{workdir / 'state'}"
-control_socket = "{workdir / 'control.sock'}"
-log_level = "warning"
-[companion]
-url = "{comp_url}"
-device_key_file = "{workdir / 'device.key'}"
-[realtime]
-base_url = "{sim_url}"
-allow_loopback_ice = true
-[audio]
-input = "wav"
-output = "null"
-[gpio]
-pin_factory = "mock"
-""")
+        await services.start()
+        toml = services.write_kiosk_toml(workdir / "kiosk.toml")
         runs = []
         for i in range(args.runs):
             runs.append(await one_run(toml, workdir, args.idle, args.settle))
@@ -141,8 +113,7 @@ pin_factory = "mock"
                   f" RSS {r['rss_mb']:.0f} MB", file=sys.stderr)
         return runs
     finally:
-        await companion.stop()
-        await simulator.stop()
+        await services.stop()
 
 
 def main() -> int:
