@@ -26,6 +26,7 @@ from appliance.companion.records import InvalidRecord, validate_record
 from appliance.config import load_config
 from appliance.control import ControlServer
 from appliance.doctor import Doctor
+from appliance.httpserve import start_http
 from appliance.lesson import Lesson, correct_dates
 from appliance.realtime.events import ServerEvent
 from appliance.realtime.transcript import Transcript
@@ -352,11 +353,8 @@ async def test_doctor_says_when_the_clock_is_not_synchronized(tmp_path: Path) ->
 
     app = web.Application()
     app.router.add_get("/api/health", health)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
     try:
         [line] = await run_doctor(tmp_path, url, synced=False)
         assert "PASS  clock" in line and "s from the companion's clock" in line

@@ -23,6 +23,7 @@ from appliance.companion import limits
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import open_storage
+from appliance.httpserve import start_http
 from tests.test_companion import SK, FakeOpenAI, record
 
 KEY_A, KEY_B = "key-a-0123456789abcdef", "key-b-0123456789abcdef"
@@ -581,11 +582,8 @@ async def test_a_kiosk_without_heartbeats_at_its_companion_still_syncs(tmp_path,
 
     app = web.Application()
     app.router.add_post("/api/sessions/batch", batch)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{port}"
     store = SessionStore(tmp_path / "state")
     lesson = record()
     store.save(lesson)

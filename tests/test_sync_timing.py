@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from appliance.backoff import backoff_delay
 from appliance.companion.client import CompanionClient
+from appliance.httpserve import start_http
 from appliance.store import SessionStore
 from appliance.sync import Syncer
 from tests.harness import KIOSK_ID
@@ -40,17 +41,17 @@ class ClockedCompanion:
         self._arrived = asyncio.Event()
         app = web.Application()
         app.router.add_post("/api/sessions/batch", self._batch)
-        self._runner = web.AppRunner(app)
+        self._app = app
+        self._runner: web.AppRunner | None = None
         self.url = ""
 
     async def start(self) -> None:
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        self._runner, port = await start_http(self._app, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{port}"
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     async def _batch(self, request: web.Request) -> web.Response:
         self.arrivals.append(time.monotonic())

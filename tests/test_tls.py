@@ -18,6 +18,7 @@ from aiohttp import web
 from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.config import config_from_dict
+from appliance.httpserve import start_http
 from appliance.preflight import write_key_file
 from appliance.tls import companion_ssl_context, describe_tls_error, ssl_context
 
@@ -110,12 +111,7 @@ async def test_plain_http_port_and_refused_port() -> None:
         return web.json_response({"sessions": []})
 
     app.router.add_get("/api/sessions", sessions)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await start_http(app, "127.0.0.1", 0)
     try:
         message = await companion_error(port, ssl_context())
         assert "TLS handshake" in message and "really https" in message
