@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return run_daemon(args.config)
     if args.command == "doctor":
-        from appliance.doctor import run_doctor
+        from appliance.daemon.doctor import run_doctor
 
         return run_doctor(args.config, args.button_timeout, not args.no_hardware)
     if args.command == "sessions":
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sessions_command(args: argparse.Namespace) -> int:
-    from appliance import sessions_cli
-    from appliance.store import SessionStore, StoreError
+    from appliance.daemon import sessions_cli
+    from appliance.store.sessions import SessionStore, StoreError
 
     try:
         store = SessionStore(load_config(args.config).kiosk.state_dir)
@@ -135,9 +135,9 @@ def sessions_command(args: argparse.Namespace) -> int:
 
 def _import_sessions(store: object, source: str) -> int:
     """Import under the kiosk's lock: two writers on one store would lose each other's updates."""
-    from appliance import sessions_cli
-    from appliance.instance_lock import AlreadyRunning, InstanceLock
-    from appliance.store import SessionStore
+    from appliance.daemon import sessions_cli
+    from appliance.store.lock import AlreadyRunning, InstanceLock
+    from appliance.store.sessions import SessionStore
 
     assert isinstance(store, SessionStore)
     lock = InstanceLock(store.path.parent)
@@ -161,7 +161,7 @@ def _import_sessions(store: object, source: str) -> int:
 
 def sync_command(args: argparse.Namespace) -> int:
     """Ask the running kiosk to sync now; without a running kiosk, sync from this process."""
-    from appliance.control import send_command
+    from appliance.daemon.control import send_command
 
     try:
         config = load_config(args.config)
@@ -182,11 +182,11 @@ def sync_command(args: argparse.Namespace) -> int:
 
 
 async def _sync_here(config: object) -> int:
-    from appliance.companion.client import CompanionClient
+    from appliance.common.tls import companion_ssl_context
     from appliance.config import Config
-    from appliance.store import SessionStore, StoreError
-    from appliance.sync import Syncer
-    from appliance.tls import companion_ssl_context
+    from appliance.store.sessions import SessionStore, StoreError
+    from appliance.uplink.client import CompanionClient
+    from appliance.uplink.sync import Syncer
 
     assert isinstance(config, Config)
     if not preflight_ok(config):
@@ -209,9 +209,9 @@ async def _sync_here(config: object) -> int:
 
 
 def preflight_ok(config: object) -> bool:
-    """Run the start-up checks (appliance.preflight); print one `config error:` line per problem."""
+    """Run the start-up checks (appliance.daemon.preflight); print one `config error:` line per problem."""
     from appliance.config import Config
-    from appliance.preflight import preflight
+    from appliance.daemon.preflight import preflight
 
     assert isinstance(config, Config)
     problems = preflight(config)
@@ -222,7 +222,7 @@ def preflight_ok(config: object) -> bool:
 
 def control_command(args: argparse.Namespace) -> int:
     """Send one command to the running kiosk over its control socket."""
-    from appliance.control import send_command
+    from appliance.daemon.control import send_command
 
     socket_path = args.socket
     if socket_path is None:
@@ -268,7 +268,7 @@ def control_command(args: argparse.Namespace) -> int:
 
 def run_daemon(config_path: Path) -> int:
     """Load the config (exit 78 on any mistake), build the parts and run until SIGTERM/SIGINT."""
-    from appliance.logs import setup_logging
+    from appliance.common.logs import setup_logging
 
     try:
         config = load_config(config_path)
@@ -286,12 +286,12 @@ def run_daemon(config_path: Path) -> int:
 
 async def _run_daemon(config: object) -> int:
     from appliance.config import Config
-    from appliance.instance_lock import AlreadyRunning, InstanceLock
-    from appliance.systemd import Notifier
+    from appliance.daemon.systemd import Notifier
+    from appliance.store.lock import AlreadyRunning, InstanceLock
 
     assert isinstance(config, Config)
     if config.realtime.allow_loopback_ice:
-        from appliance.net import enable_loopback_candidates  # imports aioice: only when asked
+        from appliance.common.net import enable_loopback_candidates  # imports aioice: only when asked
 
         enable_loopback_candidates()
     notifier = Notifier()
@@ -312,16 +312,16 @@ async def _run_daemon(config: object) -> int:
 
 
 async def _run_locked(config: object, notifier: object) -> int:
-    from appliance.companion.client import CompanionClient
+    from appliance.common.tls import companion_ssl_context
     from appliance.config import Config
-    from appliance.control import ControlServer
+    from appliance.core.kiosk import Kiosk
+    from appliance.daemon.control import ControlServer
+    from appliance.daemon.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
+    from appliance.daemon.systemd import Notifier
     from appliance.hardware.button import ButtonBridge
     from appliance.hardware.leds import make_status_leds
-    from appliance.kiosk import Kiosk
-    from appliance.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
-    from appliance.store import SessionStore, StoreError
-    from appliance.systemd import Notifier
-    from appliance.tls import companion_ssl_context
+    from appliance.store.sessions import SessionStore, StoreError
+    from appliance.uplink.client import CompanionClient
 
     assert isinstance(config, Config) and isinstance(notifier, Notifier)
     try:
@@ -344,7 +344,7 @@ async def _run_locked(config: object, notifier: object) -> int:
     kiosk = Kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
                   notifier=notifier)
     if config.audio.input == "wav" and config.audio.input_wavs:
-        from appliance.scripted_learner import ScriptedLearner
+        from appliance.daemon.scripted_learner import ScriptedLearner
 
         log.info("no microphone: the scripted learner says %d clip(s), one after each tutor turn",
                  len(config.audio.input_wavs))

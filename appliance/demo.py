@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance.config import Config, config_from_dict
-from appliance.realtime.transcript import Turn
-from appliance.services import ChildServer, ServiceError
-from appliance.state import State
+from appliance.core.state import State
+from appliance.core.transcript import Turn
+from appliance.daemon.services import ChildServer, ServiceError
 
 # Package data, not a file beside the source tree: the demo must also run from an installed kiosk.
 DEMO_CONFIG = resources.files("appliance").joinpath("data/demo.toml")
@@ -171,15 +171,15 @@ class DemoLearner:
 async def _demo(output: Path, quiet: bool, deadline_s: float = DEMO_DEADLINE_S) -> int:
     from gpiozero import Device
 
-    from appliance.companion.client import CompanionClient
+    from appliance.common.net import enable_loopback_candidates
+    from appliance.common.tls import companion_ssl_context
+    from appliance.core.kiosk import Kiosk
+    from appliance.daemon.parts import build_microphone, build_speaker, select_pin_factory
+    from appliance.daemon.preflight import write_key_file
     from appliance.hardware.button import ButtonBridge
     from appliance.hardware.leds import make_status_leds
-    from appliance.kiosk import Kiosk
-    from appliance.net import enable_loopback_candidates
-    from appliance.parts import build_microphone, build_speaker, select_pin_factory
-    from appliance.preflight import write_key_file
-    from appliance.store import SessionStore
-    from appliance.tls import companion_ssl_context
+    from appliance.store.sessions import SessionStore
+    from appliance.uplink.client import CompanionClient
 
     out = Printer(quiet)
     if output.exists():

@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from appliance.preflight import write_key_file  # noqa: E402
-from appliance.services import ChildServer  # noqa: E402
+from appliance.daemon.preflight import write_key_file  # noqa: E402
+from appliance.daemon.services import ChildServer  # noqa: E402
 
 SK = "sk-bench-" + secrets.token_hex(8)
 

@@ -10,7 +10,7 @@ and the same for a bare aiortc offer/answer pair with no kiosk code at all (the 
 tone as soon as it connects), so each figure is also a ratio to that floor. The floor that counts
 (the ratios) POSTs its offer over HTTP to a minimal aiohttp answerer, as the kiosk does to
 /v1/realtime/calls; the older floor that swaps SDP over a pipe (no HTTP at all) is printed beside it.
-Both sides also print each stage of the call (appliance.realtime.timeline), p50/p95 ms after the press.
+Both sides also print each stage of the call (appliance.common.timeline), p50/p95 ms after the press.
 
     .venv/bin/python scripts/bench_lesson.py --lessons 10 --hold 8
 
@@ -44,10 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from appliance.audio.dsp import rms_dbfs  # noqa: E402
 from appliance.audio.tracks import PacedAudioTrack, frame_to_mono  # noqa: E402
-from appliance.net import enable_loopback_candidates  # noqa: E402
-from appliance.realtime import timeline as stages  # noqa: E402
-from appliance.realtime.call import _stamp_first_rtp  # noqa: E402
-from appliance.realtime.timeline import STAGES, CallTimeline  # noqa: E402
+from appliance.call.webrtc import _stamp_first_rtp  # noqa: E402
+from appliance.common import timeline as stages  # noqa: E402
+from appliance.common.net import enable_loopback_candidates  # noqa: E402
+from appliance.common.timeline import STAGES, CallTimeline  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -112,12 +112,12 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
     from gpiozero.pins.mock import MockFactory, MockPWMPin
 
     from appliance.audio.wav import NullSink, ScriptedMicrophone
-    from appliance.companion.client import CompanionClient
+    from appliance.common.tls import ssl_context
     from appliance.config import config_from_dict
-    from appliance.kiosk import Kiosk
-    from appliance.state import State
-    from appliance.store import SessionStore
-    from appliance.tls import ssl_context
+    from appliance.core.kiosk import Kiosk
+    from appliance.core.state import State
+    from appliance.store.sessions import SessionStore
+    from appliance.uplink.client import CompanionClient
 
     services = BenchServices(workdir, api_key=api_key, simulator_url=simulator_url)
     results: dict[str, list] = {"connect_ms": [], "first_audio_ms": [], "cpu_per_call_s": [], "stages": []}

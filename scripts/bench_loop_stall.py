@@ -6,7 +6,7 @@
 
 The kiosk's event loop paces the microphone in 20 ms frames, so any stall over a frame is heard. This
 runs whole lessons (a checkpoint per turn, then a save and retention, as the kiosk does) through the
-kiosk's own store handle (:class:`appliance.store_worker.AsyncStore`, one worker thread) while a probe
+kiosk's own store handle (:class:`appliance.store.worker.AsyncStore`, one worker thread) while a probe
 on the loop wakes every 5 ms and records how late it woke. As the floor, the same lessons are written
 by calling the store directly on the loop (what a naive kiosk would do). Prints max / p99 lateness.
 """
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.store import SessionStore
-from appliance.store_worker import AsyncStore
+from appliance.store.sessions import SessionStore
+from appliance.store.worker import AsyncStore
 from scripts.bench_store import lesson, machine, write_previous_layout
 
 PROBE_S = 0.005

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_stack import BenchServices  # noqa: E402
 
-from appliance.services import ServiceError  # noqa: E402
+from appliance.daemon.services import ServiceError  # noqa: E402
 
 LINES = [
     "Hello, my name is Sam and I like football.",

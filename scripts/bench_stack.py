@@ -16,8 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from appliance.preflight import write_key_file  # noqa: E402
-from appliance.services import ChildServer  # noqa: E402
+from appliance.daemon.preflight import write_key_file  # noqa: E402
+from appliance.daemon.services import ChildServer  # noqa: E402
 
 
 class BenchServices:

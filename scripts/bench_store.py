@@ -9,7 +9,7 @@ file), then:
 
 - **before**: the previous store's write path on that file (a tinydb table of full records, every
   checkpoint and save a read-modify-write of the whole file through the atomic storage);
-- **now**: :class:`appliance.store.SessionStore` opened on a copy (the first open migrates it), then
+- **now**: :class:`appliance.store.sessions.SessionStore` opened on a copy (the first open migrates it), then
   whole lessons: ``--turns`` checkpoints with a growing record, save, mark_synced and
   apply_retention at the default cap of 5,000 (as the kiosk does after every lesson).
 
@@ -37,8 +37,8 @@ from tinydb.storages import Storage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from appliance.journal import write_atomic
-from appliance.store import SessionStore
+from appliance.store.journal import write_atomic
+from appliance.store.sessions import SessionStore
 
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "green", "apples",
          "fall", "from", "tall", "trees"]

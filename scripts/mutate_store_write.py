@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Show that the store's crash test can see a crash: run it against a copy of the code whose atomic
-write (``appliance/journal.py`` ``write_atomic``: temporary file, fsync, rename, directory fsync) is
+write (``appliance/store/journal.py`` ``write_atomic``: temporary file, fsync, rename, directory fsync) is
 replaced by an in-place write (``O_TRUNC`` on the file itself, no rename).
 
 The test must FAIL on the mutant (exit status 0 here: mutant killed) and, with ``--also-real``, pass

@@ -21,21 +21,21 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from appliance.audio.wav import ScriptedMicrophone, WavFileSink
-from appliance.companion.client import CompanionClient
+from appliance.common.net import enable_loopback_candidates
+from appliance.common.tls import companion_ssl_context
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.config import Config, config_from_dict
+from appliance.core.kiosk import Kiosk
+from appliance.core.observer import NullObserver
+from appliance.core.state import State
+from appliance.core.transcript import Turn
+from appliance.daemon.preflight import write_key_file
 from appliance.hardware.button import ButtonBridge
 from appliance.hardware.leds import make_status_leds
-from appliance.kiosk import Kiosk
-from appliance.net import enable_loopback_candidates
-from appliance.observer import NullObserver
-from appliance.preflight import write_key_file
-from appliance.realtime.transcript import Turn
 from appliance.simulator.asr import DEFAULT_PHRASES
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
-from appliance.state import State
-from appliance.store import SessionStore
-from appliance.tls import companion_ssl_context
+from appliance.store.sessions import SessionStore
+from appliance.uplink.client import CompanionClient
 
 API_KEY = "sk-test-" + "0" * 16
 KIOSK_ID = "kiosk-test"

@@ -16,11 +16,11 @@ from typing import Any
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from appliance.call.webrtc import RealtimeCall
 from appliance.config import ButtonSettings, LedSettings
+from appliance.core.state import State
 from appliance.hardware.button import ButtonBridge
-from appliance.realtime.call import RealtimeCall
-from appliance.state import State
-from appliance.store import SessionStore
+from appliance.store.sessions import SessionStore
 from tests.harness import Stack, lesson_stack
 from tests.test_lesson_e2e import tutor_quiet_after
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance import tls
-from appliance.realtime import timeline as stages
-from appliance.realtime.timeline import STAGES, CallTimeline
-from appliance.state import State
+from appliance.common import timeline as stages
+from appliance.common import tls
+from appliance.common.timeline import STAGES, CallTimeline
+from appliance.core.state import State
 from tests.harness import lesson_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,8 +76,8 @@ def test_the_daemon_reaches_ready_without_loading_the_call_stack() -> None:
     to READY; the kiosk loads them in a worker thread after (realtime.call.warm_up)."""
     code = """
 import sys
-import appliance.cli, appliance.kiosk, appliance.parts, appliance.control, appliance.store
-import appliance.hardware.button, appliance.hardware.leds, appliance.companion.client, appliance.preflight
+import appliance.cli, appliance.core.kiosk, appliance.daemon.parts, appliance.daemon.control, appliance.store.sessions
+import appliance.hardware.button, appliance.hardware.leds, appliance.uplink.client, appliance.daemon.preflight
 loaded = sorted(m for m in ("aiortc", "av", "aioice") if m in sys.modules)
 print(",".join(loaded))
 """

@@ -16,14 +16,14 @@ import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from appliance import sessions_cli
 from appliance.audio.dsp import rms_dbfs
 from appliance.audio.earcons import Cue, Earcons
 from appliance.config import LedSettings
-from appliance.control import ControlServer, send_command
+from appliance.core.state import State
+from appliance.daemon import sessions_cli
+from appliance.daemon.control import ControlServer, send_command
 from appliance.hardware.leds import IDLE_LEVEL, Activity, StatusLeds
-from appliance.state import State
-from appliance.store import SessionStore
+from appliance.store.sessions import SessionStore
 
 
 def record(sid: str, reason: str = "button") -> dict[str, Any]:

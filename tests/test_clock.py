@@ -1,5 +1,5 @@
 """Lesson times stay true when the system clock is stepped: durations are monotonic, dates follow the
-best anchor (see appliance.clock). A Pi without a battery-backed clock boots with a stale date and is
+best anchor (see appliance.common.clock). A Pi without a battery-backed clock boots with a stale date and is
 stepped forward by network time, often during the first lesson of the day."""
 
 from __future__ import annotations
@@ -21,16 +21,23 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.clock import Clock, EpochTimeline, iso_utc, kernel_synchronized, system_synchronized, timesync_flag
+from appliance.call.events import ServerEvent
+from appliance.common.clock import (
+    Clock,
+    EpochTimeline,
+    iso_utc,
+    kernel_synchronized,
+    system_synchronized,
+    timesync_flag,
+)
+from appliance.common.httpserve import start_http
 from appliance.companion.records import InvalidRecord, validate_record
 from appliance.config import load_config
-from appliance.control import ControlServer
-from appliance.doctor import Doctor
-from appliance.httpserve import start_http
-from appliance.lesson import Lesson, correct_dates
-from appliance.realtime.events import ServerEvent
-from appliance.realtime.transcript import Transcript
-from appliance.store import SessionStore
+from appliance.core.lesson import Lesson, correct_dates
+from appliance.core.transcript import Transcript
+from appliance.daemon.control import ControlServer
+from appliance.daemon.doctor import Doctor
+from appliance.store.sessions import SessionStore
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUE_NOW = 1_795_000_000.0  # 2026-11-18
@@ -187,12 +194,12 @@ def test_sync_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert timesync_flag(flag) is True
     if sys.platform.startswith("linux"):
         assert isinstance(kernel_synchronized(), bool)
-    monkeypatch.setattr("appliance.clock.kernel_synchronized", lambda: None)
-    monkeypatch.setattr("appliance.clock.timesync_flag", lambda: None)
+    monkeypatch.setattr("appliance.common.clock.kernel_synchronized", lambda: None)
+    monkeypatch.setattr("appliance.common.clock.timesync_flag", lambda: None)
     assert system_synchronized() is None  # nothing can tell
-    monkeypatch.setattr("appliance.clock.timesync_flag", lambda: True)
+    monkeypatch.setattr("appliance.common.clock.timesync_flag", lambda: True)
     assert system_synchronized() is True  # no adjtimex: timesyncd's flag decides
-    monkeypatch.setattr("appliance.clock.kernel_synchronized", lambda: False)
+    monkeypatch.setattr("appliance.common.clock.kernel_synchronized", lambda: False)
     assert system_synchronized() is False  # the kernel's answer wins over a flag left from earlier
 
 
@@ -237,8 +244,8 @@ def _libfaketime() -> str:
 LESSON_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from appliance.clock import Clock
-from appliance.lesson import Lesson, correct_dates
+from appliance.common.clock import Clock
+from appliance.core.lesson import Lesson, correct_dates
 
 flag = Path(sys.argv[1]) if len(sys.argv) > 1 else None
 clock = Clock(synced=lambda: flag.exists()) if flag else Clock()

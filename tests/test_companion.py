@@ -14,8 +14,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.uplink.client import CompanionClient, CompanionError
 
 SK = "sk-upstream-secret-0123456789"
 

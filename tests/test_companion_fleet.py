@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from appliance.common.httpserve import start_http
 from appliance.companion import limits
-from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import open_storage
-from appliance.httpserve import start_http
+from appliance.uplink.client import CompanionClient, CompanionError
 from tests.test_companion import SK, FakeOpenAI, record
 
 KEY_A, KEY_B = "key-a-0123456789abcdef", "key-b-0123456789abcdef"
@@ -318,10 +318,10 @@ async def test_forwarded_addresses_count_only_behind_a_trusted_proxy(db, upstrea
 async def test_the_kiosk_parks_a_conflicting_lesson_instead_of_retrying(db, upstream, tmp_path,
                                                                           caplog: pytest.LogCaptureFixture) -> None:
     """Guards against a lesson refused as a conflict being sent again on every sync, forever."""
-    from appliance.store import SessionStore
-    from appliance.sync import Syncer
+    from appliance.store.sessions import SessionStore
+    from appliance.uplink.sync import Syncer
 
-    caplog.set_level(logging.INFO, logger="appliance.sync")
+    caplog.set_level(logging.INFO, logger="appliance.uplink.sync")
     _fake, url = upstream
     async with companions(db, url) as [server]:
         taken = record("kiosk-b")
@@ -569,10 +569,10 @@ async def test_a_kiosk_without_heartbeats_at_its_companion_still_syncs(tmp_path,
     """A companion from before heartbeats answers 404: the kiosk logs it once at debug and syncs on."""
     from aiohttp import web
 
-    from appliance.store import SessionStore
-    from appliance.sync import Syncer
+    from appliance.store.sessions import SessionStore
+    from appliance.uplink.sync import Syncer
 
-    caplog.set_level(logging.DEBUG, logger="appliance.sync")
+    caplog.set_level(logging.DEBUG, logger="appliance.uplink.sync")
     stored: list[str] = []
 
     async def batch(request: web.Request) -> web.Response:
@@ -604,7 +604,7 @@ async def test_a_real_kiosk_appears_in_the_fleet_after_a_lesson(tmp_path: Path) 
     """End to end: a kiosk's lesson over WebRTC, its sync, then its heartbeat: the fleet view shows the
     kiosk's version and state and the lesson counted today."""
     from appliance import __version__
-    from appliance.state import State
+    from appliance.core.state import State
     from tests.harness import KIOSK_ID, lesson_stack
 
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
@@ -634,7 +634,7 @@ def test_the_body_parsers_fast_path_agrees_with_the_full_cleaning(value: Any, as
     """Request bodies skip the string-by-string cleaning when their text cannot hold a surrogate or control
     character: the result must be exactly what the full walk gives (or both refuse), whatever the escapes,
     raw UTF-8 (surrogate bytes included) or nesting."""
-    from appliance.safe_text import clean_json, loads_clean
+    from appliance.common.safe_text import clean_json, loads_clean
 
     for _ in range(depth):
         value = [value]

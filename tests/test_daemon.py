@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from appliance.store import SessionStore
+from appliance.store.sessions import SessionStore
 from tests.harness import lesson_stack
 
 ROOT = Path(__file__).resolve().parent.parent

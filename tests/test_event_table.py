@@ -1,5 +1,5 @@
 """docs/REALTIME_EVENTS.md lists exactly the server event types of the SDK's RealtimeServerEvent union, each
-as the kiosk's own table (appliance/realtime/event_types.py) classifies it."""
+as the kiosk's own table (appliance/call/event_types.py) classifies it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openai.types.realtime import RealtimeServerEvent
 
-from appliance.realtime.event_types import HANDLED, IGNORED
+from appliance.call.event_types import HANDLED, IGNORED
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "REALTIME_EVENTS.md"
 ROW = re.compile(r"^\| `([a-z_.]+)` \| (handled|ignored on purpose) \| (.+) \|$")

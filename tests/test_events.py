@@ -6,7 +6,7 @@ import pytest
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
-from appliance.realtime import events
+from appliance.call import events
 
 CLIENT = TypeAdapter(RealtimeClientEvent)
 

@@ -9,8 +9,8 @@ from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from appliance.config import LedSettings
+from appliance.core.state import State
 from appliance.hardware.leds import StatusLeds
-from appliance.state import State
 
 
 @pytest.fixture

@@ -74,9 +74,9 @@ def sample_pad(reader: tuple[str, ...], pin: int, seconds: float) -> tuple[float
 def test_leds_show_each_state_on_the_pads(config) -> None:
     """Each state lights only its own LED, with the pattern the README promises: idle dim (PWM, mostly
     low), connecting blinking about 4 times a second, connected steady on, error flickering."""
+    from appliance.core.state import State
+    from appliance.daemon.parts import select_pin_factory
     from appliance.hardware.leds import StatusLeds
-    from appliance.parts import select_pin_factory
-    from appliance.state import State
 
     if config.leds.kind != "single":
         pytest.skip("the pad check reads one LED per state (leds.kind = \"single\")")
@@ -113,7 +113,7 @@ def test_button_press_and_release_are_seen(config) -> None:
     or wrongly pulled button would "press" at once, with nobody touching it)."""
     from gpiozero import Button
 
-    from appliance.parts import select_pin_factory
+    from appliance.daemon.parts import select_pin_factory
 
     select_pin_factory(config)
     button = Button(config.button.pin, pull_up=config.button.pull_up)
@@ -129,7 +129,7 @@ def test_button_press_and_release_are_seen(config) -> None:
 async def test_microphone_hears_the_speaker(config) -> None:
     """A 1 kHz tone from the speaker is heard by the microphone beside it: louder than the room's own
     level by at least 10 dB in that band, with its peak at the tone's frequency."""
-    from appliance.parts import build_microphone, build_speaker
+    from appliance.daemon.parts import build_microphone, build_speaker
 
     mic = build_microphone(config)
     speaker = build_speaker(config)

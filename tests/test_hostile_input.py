@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.companion.client import CompanionClient, CompanionError
-from appliance.control import ControlServer
-from appliance.realtime import events
-from appliance.safe_text import clean_json, clean_text
+from appliance.call import events
+from appliance.common.safe_text import clean_json, clean_text
+from appliance.daemon.control import ControlServer
+from appliance.uplink.client import CompanionClient, CompanionError
 from tests.test_cli_tools import FakeKiosk
 
 SURROGATE = "\ud800"
@@ -95,7 +95,7 @@ def test_control_lines_always_get_a_reply(line: bytes) -> None:
 
 async def test_control_socket_survives_garbage_connections(tmp_path) -> None:
     """Real socket: garbage, an over-long line and a silent client, then a normal status request."""
-    from appliance.control import send_command
+    from appliance.daemon.control import send_command
 
     kiosk = FakeKiosk()
     server = ControlServer(tmp_path / "c.sock", kiosk)

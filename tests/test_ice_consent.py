@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.realtime import events
-from appliance.realtime.call import RealtimeCall
-from appliance.realtime.events import ServerEvent
-from appliance.state import State
+from appliance.call import events
+from appliance.call.events import ServerEvent
+from appliance.call.webrtc import RealtimeCall
+from appliance.core.state import State
 from tests.harness import Recorder, Stack, lesson_stack, mint_token
 
 HOLD_S = 45.0

@@ -13,8 +13,8 @@ from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
 from appliance.audio.dsp import rms_dbfs
-from appliance.state import State
-from appliance.store import SessionStore
+from appliance.core.state import State
+from appliance.store.sessions import SessionStore
 from tests.harness import KIOSK_ID, LEARNER_LINES, Recorder, espeak, lesson_stack
 
 
@@ -118,7 +118,7 @@ async def test_companion_down_gives_error_then_idle(tmp_path: Path) -> None:
 
 
 async def test_refused_token_is_a_clear_error(tmp_path: Path) -> None:
-    from appliance.realtime.call import CallError, RealtimeCall
+    from appliance.call.webrtc import CallError, RealtimeCall
 
     async with lesson_stack(tmp_path) as stack:
         call = RealtimeCall(stack.simulator.base_url, "ek_not_a_real_token", lambda n: np.zeros(n, np.int16),

@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from appliance.state import State
+from appliance.core.state import State
 from tests.harness import LEARNER_LINES, espeak, lesson_stack
 from tests.test_lesson_e2e import tutor_quiet_after
 

@@ -20,11 +20,11 @@ from aiortc import RTCPeerConnection
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from appliance.net import enable_loopback_candidates
-from appliance.realtime import events
-from appliance.realtime.call import CallError, RealtimeCall
-from appliance.realtime.events import ServerEvent
-from appliance.services import ChildServer
+from appliance.call import events
+from appliance.call.events import ServerEvent
+from appliance.call.webrtc import CallError, RealtimeCall
+from appliance.common.net import enable_loopback_candidates
+from appliance.daemon.services import ChildServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from tests.harness import API_KEY, mint_token
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from appliance.logs import RedactingFilter, redact
+from appliance.common.logs import RedactingFilter, redact
 
 
 def test_redact_tokens_keys_and_bearer_values() -> None:

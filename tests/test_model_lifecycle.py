@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from appliance.companion.cli import build_config
-from appliance.companion.client import CompanionClient, CompanionError
 from appliance.companion.models import WARN_DAYS, status_of
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
+from appliance.uplink.client import CompanionClient, CompanionError
 from tests.harness import API_KEY
 from tests.test_companion import curriculum_packs
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from appliance.companion.client import CompanionClient
 from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.preflight import write_key_file
-from appliance.state import State
-from appliance.store import SessionStore
-from appliance.sync import Syncer
+from appliance.core.state import State
+from appliance.daemon.preflight import write_key_file
+from appliance.store.sessions import SessionStore
+from appliance.uplink.client import CompanionClient
+from appliance.uplink.sync import Syncer
 from tests.harness import API_KEY, KIOSK_ID, lesson_stack
 from tests.test_daemon import FakeSystemd, control, write_daemon_config
 
@@ -56,7 +56,7 @@ async def test_prefetched_press_skips_the_companion(tmp_path: Path) -> None:
 
 
 async def test_outbox_survives_a_companion_outage(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="appliance.sync")
+    caplog.set_level(logging.INFO, logger="appliance.uplink.sync")
     port = free_port()
     store = SessionStore(tmp_path / "state")
     records = [record(i) for i in range(20)]
@@ -219,9 +219,9 @@ async def test_companion_killed_while_the_outbox_drains(tmp_path: Path, caplog: 
     """SIGKILL the companion process after its first stored batch; restart it; nothing is lost or doubled."""
     import sqlite3
 
-    from appliance.services import ChildServer
+    from appliance.daemon.services import ChildServer
 
-    caplog.set_level(logging.INFO, logger="appliance.sync")
+    caplog.set_level(logging.INFO, logger="appliance.uplink.sync")
     port, db, key = free_port(), tmp_path / "c.db", "device-key-0123456789abcdef"
     provision = tmp_path / "provision.txt"
     write_key_file(provision, f"{KIOSK_ID}={key}")
@@ -272,7 +272,7 @@ async def test_companion_killed_while_the_outbox_drains(tmp_path: Path, caplog: 
 
 
 async def test_prefetch_retries_until_the_companion_is_back(tmp_path: Path) -> None:
-    from appliance.prefetch import Prefetcher
+    from appliance.uplink.prefetch import Prefetcher
 
     port, key = free_port(), "device-key-0123456789abcdef"
     client = CompanionClient(f"http://127.0.0.1:{port}", key, KIOSK_ID, timeout_s=1)
@@ -321,8 +321,8 @@ async def test_sync_now_command_without_a_running_kiosk(tmp_path: Path) -> None:
 
 
 def test_expiring_prefetched_token_is_not_used() -> None:
-    from appliance.companion.client import LessonPlan, RealtimeToken
-    from appliance.prefetch import Prefetcher
+    from appliance.uplink.client import LessonPlan, RealtimeToken
+    from appliance.uplink.prefetch import Prefetcher
 
     now = [1000.0]
     prefetcher = Prefetcher(None, "A2", usable_margin_s=20, clock=lambda: now[0])  # type: ignore[arg-type]

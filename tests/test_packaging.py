@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from appliance.services import ChildServer
+from appliance.daemon.services import ChildServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

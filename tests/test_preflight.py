@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.config import EX_CONFIG, ConfigError, check_url, config_from_dict, is_loopback_host
-from appliance.preflight import check_device_key, check_state_dir, preflight, write_key_file
+from appliance.daemon.preflight import check_device_key, check_state_dir, preflight, write_key_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2-Secret-pw"

@@ -20,7 +20,7 @@ from tests.harness import espeak
 async def test_lesson_through_real_portaudio(pulse: PulseServer, tmp_path: Path) -> None:  # noqa: F811
     """Spoken WAV into the virtual mic reaches the simulator as speech; the tutor is recorded off the
     virtual speaker's monitor with the expected duration and energy."""
-    from appliance.state import State
+    from appliance.core.state import State
     from tests.harness import LEARNER_LINES, lesson_stack
     from tests.test_lesson_e2e import tutor_quiet_after
 

@@ -14,9 +14,9 @@ import pytest
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from appliance.control import ControlServer, send_command
-from appliance.realtime.transcript import NOT_UNDERSTOOD
-from appliance.state import State
+from appliance.core.state import State
+from appliance.core.transcript import NOT_UNDERSTOOD
+from appliance.daemon.control import ControlServer, send_command
 from tests.harness import LEARNER_LINES, Recorder, espeak, lesson_stack
 from tests.test_lesson_e2e import tutor_quiet_after
 from tests.test_unattended import inject, simulated_call
@@ -269,7 +269,7 @@ async def test_cost_from_duration_when_usage_has_no_details(tmp_path: Path) -> N
 
 async def test_unknown_event_types_are_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
-        caplog.set_level(logging.DEBUG, logger="appliance.kiosk")
+        caplog.set_level(logging.DEBUG, logger="appliance.core.kiosk")
         kiosk.press()
         await rec.until(lambda: kiosk.state is State.CONNECTED, what="connected")
         for _ in range(3):

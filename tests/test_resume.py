@@ -8,7 +8,7 @@ import unicodedata
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.realtime.resume import MAX_SECTION_CHARS, MAX_TURN_CHARS, MAX_TURNS, NOTE, resume_instructions
+from appliance.core.resume import MAX_SECTION_CHARS, MAX_TURN_CHARS, MAX_TURNS, NOTE, resume_instructions
 
 BASE = "You are Stella, a friendly English tutor.\nKeep answers short."
 

@@ -15,9 +15,9 @@ from pydantic import TypeAdapter
 from appliance.audio.dsp import rms_dbfs
 from appliance.audio.tracks import frame_to_mono
 from appliance.audio.wav import ScriptedMicrophone
-from appliance.realtime import events
-from appliance.realtime.call import RealtimeCall
-from appliance.realtime.events import ServerEvent
+from appliance.call import events
+from appliance.call.events import ServerEvent
+from appliance.call.webrtc import RealtimeCall
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from tests.harness import API_KEY, espeak
 

@@ -15,7 +15,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from appliance.audio.wav import ScriptedMicrophone
-from appliance.realtime import events
+from appliance.call import events
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig, parse_retirements
 from tests.harness import API_KEY, espeak
 from tests.test_simulator import GA_SESSION, Client, mint

@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.journal import journal_name
-from appliance.store import ARCHIVE_BATCH, SessionStore, StoreError
+from appliance.store.journal import journal_name
+from appliance.store.sessions import ARCHIVE_BATCH, SessionStore, StoreError
 
 WRITER = textwrap.dedent(
     """
     import json, os, random, sys
-    from appliance.store import SessionStore
+    from appliance.store.sessions import SessionStore
     directory, seed = sys.argv[1], int(sys.argv[2])
     rng = random.Random(seed)
     store = SessionStore(directory)
@@ -501,7 +501,7 @@ def test_sigkill_during_writes_never_corrupts(tmp_path: Path, monkeypatch: pytes
 TRACED = textwrap.dedent(
     """
     import sys
-    from appliance.store import SessionStore
+    from appliance.store.sessions import SessionStore
     store = SessionStore(sys.argv[1])
     store.checkpoint({"session_id": "traced", "turns": [1], "end_reason": "interrupted"})
     store.save({"session_id": "traced", "turns": [1, 2], "end_reason": "button"})

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from appliance.supervise import supervise
+from appliance.common.supervise import supervise
 
 
 async def test_crashing_task_is_restarted_with_backoff_and_logged_once_with_traceback(
@@ -18,7 +18,7 @@ async def test_crashing_task_is_restarted_with_backoff_and_logged_once_with_trac
     """Four crashes in a row: each restart waits longer (within the jitter bounds), only the first crash
     carries a traceback, and the fifth run keeps going. Mutations seen failing: no backoff between
     restarts; a traceback on every crash."""
-    caplog.set_level(logging.ERROR, logger="appliance.supervise")
+    caplog.set_level(logging.ERROR, logger="appliance.common.supervise")
     starts: list[float] = []
     healthy = asyncio.Event()
 

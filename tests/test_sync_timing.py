@@ -18,11 +18,11 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.backoff import backoff_delay
-from appliance.companion.client import CompanionClient
-from appliance.httpserve import start_http
-from appliance.store import SessionStore
-from appliance.sync import Syncer
+from appliance.common.backoff import backoff_delay
+from appliance.common.httpserve import start_http
+from appliance.store.sessions import SessionStore
+from appliance.uplink.client import CompanionClient
+from appliance.uplink.sync import Syncer
 from tests.harness import KIOSK_ID
 from tests.test_offline import record
 
@@ -161,7 +161,7 @@ async def test_a_sync_restarted_after_a_crash_sends_at_once(tmp_path: Path) -> N
     """The sync task crashing mid-drain (a bug, a broken record) is restarted by its supervisor, and the
     restarted task sends the waiting lesson at once, not a whole period later. Mutation seen failing:
     the first look after a (re)start waiting for the period."""
-    from appliance.supervise import supervise
+    from appliance.common.supervise import supervise
 
     companion = ClockedCompanion()
     await companion.start()

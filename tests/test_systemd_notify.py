@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from appliance.systemd import Notifier
+from appliance.daemon.systemd import Notifier
 
 try:
     from systemd import daemon as _daemon
@@ -76,7 +76,7 @@ def test_missing_socket_warns_once_and_never_raises(tmp_path: Path, monkeypatch:
                                                      caplog: pytest.LogCaptureFixture, use_libsystemd: bool) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
     notifier = Notifier(use_libsystemd=use_libsystemd)
-    with caplog.at_level(logging.WARNING, logger="appliance.systemd"):
+    with caplog.at_level(logging.WARNING, logger="appliance.daemon.systemd"):
         for _ in range(3):
             notifier.watchdog()
     assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from appliance.timers import Timers
+from appliance.core.timers import Timers
 
 
 async def test_a_keyed_timer_replaces_the_pending_one_and_leaves_when_it_fires() -> None:

@@ -15,12 +15,12 @@ import pytest
 import trustme
 from aiohttp import web
 
-from appliance.companion.client import CompanionClient, CompanionError
+from appliance.common.httpserve import start_http
+from appliance.common.tls import companion_ssl_context, describe_tls_error, ssl_context
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.config import config_from_dict
-from appliance.httpserve import start_http
-from appliance.preflight import write_key_file
-from appliance.tls import companion_ssl_context, describe_tls_error, ssl_context
+from appliance.daemon.preflight import write_key_file
+from appliance.uplink.client import CompanionClient, CompanionError
 
 KEY = "device-key-0123456789abcdef"
 KIOSK = "kiosk-tls"

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from appliance.lesson import Lesson, Usage, matches_stop_phrase
-from appliance.realtime.events import ServerEvent
-from appliance.realtime.transcript import Transcript
+from appliance.call.events import ServerEvent
+from appliance.core.lesson import Lesson, Usage, matches_stop_phrase
+from appliance.core.transcript import Transcript
 
 # OpenAI's published Realtime prices, USD per 1M tokens (https://openai.com/api/pricing/, "Realtime API";
 # written here by hand, not imported, so a wrong table in the code fails the test).

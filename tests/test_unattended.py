@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from appliance.audio.health import MICROPHONE, DeviceHealth
 from appliance.audio.wav import ScriptedMicrophone
-from appliance.messages import _Heartbeat
-from appliance.realtime.call import RealtimeCall
-from appliance.sessions_cli import LOST_LESSON_MARKER
-from appliance.state import State
-from appliance.store import SessionStore, StoreError
+from appliance.call.webrtc import RealtimeCall
+from appliance.core.messages import _Heartbeat
+from appliance.core.state import State
+from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
+from appliance.store.sessions import SessionStore, StoreError
 from tests.harness import Recorder, Stack, lesson_stack
 from tests.test_daemon import FakeSystemd, control, running_daemon, write_daemon_config
 from tests.test_hostile_input import deep, event_like, json_values
@@ -202,8 +202,8 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
         async with lesson_stack(tmp_path) as stack:
             config = stack.config()
             from appliance.audio.wav import NullSink, ScriptedMicrophone
-            from appliance.companion.client import CompanionClient
-            from appliance.kiosk import Kiosk
+            from appliance.core.kiosk import Kiosk
+            from appliance.uplink.client import CompanionClient
 
             store = SessionStore(config.kiosk.state_dir)
             client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id)
@@ -221,7 +221,7 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
                 kiosk._on_press = stuck  # a handler that never returns, as a bug would
                 missed = asyncio.Event()
                 noticed = _OnLog("did not handle its heartbeat", missed.set)
-                logging.getLogger("appliance.kiosk").addHandler(noticed)
+                logging.getLogger("appliance.core.kiosk").addHandler(noticed)
                 try:
                     kiosk.press()
                     await asyncio.wait_for(wedged.wait(), 5)
@@ -229,7 +229,7 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
                     # watchdog has missed a heartbeat, no ping can be in flight any more.
                     await asyncio.wait_for(missed.wait(), 5)
                 finally:
-                    logging.getLogger("appliance.kiosk").removeHandler(noticed)
+                    logging.getLogger("appliance.core.kiosk").removeHandler(noticed)
                 _drain(systemd)
                 loop_alive = 0
                 # Observe 2 s (10 watchdog intervals): the loop keeps running, no ping is sent.
@@ -406,8 +406,8 @@ async def test_status_counts_lessons_held_in_memory(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config()
         from appliance.audio.wav import NullSink, ScriptedMicrophone
-        from appliance.companion.client import CompanionClient
-        from appliance.kiosk import Kiosk
+        from appliance.core.kiosk import Kiosk
+        from appliance.uplink.client import CompanionClient
 
         store = FailingSaveStore(config.kiosk.state_dir)
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id)

@@ -18,8 +18,8 @@ import numpy as np
 
 from appliance.audio.base import AudioSink
 from appliance.audio.dsp import apply_volume, rms_dbfs
-from appliance.realtime import timeline as stages
-from appliance.realtime.timeline import CallTimeline
+from appliance.common import timeline as stages
+from appliance.common.timeline import CallTimeline
 
 if TYPE_CHECKING:  # aiortc and PyAV load with the first call, not with the daemon (see realtime.call.warm_up)
     import av

@@ -327,8 +327,8 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
 
 
 async def _serve(config: CompanionConfig, provisions: list[tuple[str, str]]) -> int:
-    from appliance.httpserve import serve_until_signal
-    from appliance.logs import setup_logging
+    from appliance.common.httpserve import serve_until_signal
+    from appliance.common.logs import setup_logging
 
     setup_logging("info")
     try:

@@ -21,6 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from appliance import __version__
+from appliance.common.httpserve import start_http
+from appliance.common.safe_text import loads_clean
 from appliance.companion import limits
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
@@ -34,8 +36,6 @@ from appliance.companion.upstream import (
     tutor_instructions,
     validate_pack,
 )
-from appliance.httpserve import start_http
-from appliance.safe_text import loads_clean
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from appliance.companion.client import parse_target
+from appliance.uplink.client import parse_target
 
 log = logging.getLogger(__name__)
 

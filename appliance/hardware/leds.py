@@ -15,7 +15,7 @@ from enum import Enum
 from gpiozero import PWMLED, RGBLED
 
 from appliance.config import LedSettings
-from appliance.state import State
+from appliance.core.state import State
 
 log = logging.getLogger(__name__)
 

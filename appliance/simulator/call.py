@@ -24,7 +24,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
-from appliance.realtime.ice_consent import ice_connections
+from appliance.call.ice_consent import ice_connections
 from appliance.simulator import tutor
 from appliance.simulator.asr import PhraseRecognizer
 from appliance.simulator.ice import ignore_non_nominating_consent, partition

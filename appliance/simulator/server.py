@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance.httpserve import serve_until_signal, start_http
-from appliance.net import enable_loopback_candidates
+from appliance.common.httpserve import serve_until_signal, start_http
+from appliance.common.net import enable_loopback_candidates
 from appliance.simulator.asr import DEFAULT_PHRASES, PhraseRecognizer
 from appliance.simulator.call import Faults, SimulatedCall, new_id
 
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _serve(config: SimulatorConfig) -> int:
-    from appliance.logs import setup_logging
+    from appliance.common.logs import setup_logging
 
     setup_logging("info")
     return await serve_until_signal(RealtimeSimulator(config))

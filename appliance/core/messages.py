@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from appliance.lesson import Lesson
-from appliance.realtime.events import ServerEvent
+from appliance.call.events import ServerEvent
+from appliance.core.lesson import Lesson
 
-if TYPE_CHECKING:  # aiortc loads after the daemon is READY (appliance.realtime.call.warm_up)
+if TYPE_CHECKING:  # aiortc loads after the daemon is READY (appliance.call.webrtc.warm_up)
     from aiortc.mediastreams import MediaStreamTrack
 
 

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from appliance.backoff import backoff_delay
+from appliance.common.backoff import backoff_delay
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Only the GA shapes are ever sent (the beta interface is switched off). On input, beta event names
 from older proxies are mapped to their GA names, because accepting them costs one dict lookup.
 A malformed message never raises out of :func:`parse_server_event`: it becomes ``None`` and a log line.
-Strings are cleaned at this edge (:mod:`appliance.safe_text`), so no event can carry a lone surrogate
+Strings are cleaned at this edge (:mod:`appliance.common.safe_text`), so no event can carry a lone surrogate
 or absurd nesting into the transcript, the store or a log line.
 """
 
@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.safe_text import UnsafeJSON, clean_json, clean_text
+from appliance.common.safe_text import UnsafeJSON, clean_json, clean_text
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from appliance.realtime import events
-from appliance.realtime import timeline as stages
-from appliance.realtime.events import ServerEvent
-from appliance.realtime.timeline import CallTimeline
-from appliance.tls import describe_tls_error, shared_ssl_context
+from appliance.call import events
+from appliance.call.events import ServerEvent
+from appliance.common import timeline as stages
+from appliance.common.timeline import CallTimeline
+from appliance.common.tls import describe_tls_error, shared_ssl_context
 
 if TYPE_CHECKING:  # aiortc and PyAV take ~0.5 s to import: not before the daemon is READY (see warm_up)
     from aiortc.mediastreams import MediaStreamTrack
@@ -192,7 +192,7 @@ class RealtimeCall:
         offer = await pc.createOffer()
         await pc.setLocalDescription(offer)  # gathers all candidates: no trickle needed
         if self._consent_fix:
-            from appliance.realtime.ice_consent import ice_connections, install_consent_fix
+            from appliance.call.ice_consent import ice_connections, install_consent_fix
 
             for connection in ice_connections(pc):
                 install_consent_fix(connection)

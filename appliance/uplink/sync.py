@@ -6,7 +6,7 @@ idempotent (the companion keys records by ``session_id``), so a batch interrupte
 simply sent again. A record the companion rejects as invalid is *parked* with its reason instead
 of being retried forever; ``stella-kiosk sessions`` shows it.
 
-Beside the lessons it sends a *heartbeat* (the kiosk's state, see ``appliance.fleet_report``) after every
+Beside the lessons it sends a *heartbeat* (the kiosk's state, see ``appliance.uplink.fleet_report``) after every
 sync round and every ``heartbeat_s`` while idle, so the school sees a kiosk that is up but unused. A
 companion too old to know heartbeats answers 404: that is logged once, at debug, and changes nothing.
 """
@@ -20,12 +20,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from appliance.backoff import backoff_delay
-from appliance.clock import system_clock
-from appliance.companion.client import CompanionClient, CompanionError
-from appliance.lesson import correct_dates
-from appliance.store import SessionStore, StoreError
-from appliance.store_worker import AsyncStore
+from appliance.common.backoff import backoff_delay
+from appliance.common.clock import system_clock
+from appliance.core.lesson import correct_dates
+from appliance.store.sessions import SessionStore, StoreError
+from appliance.store.worker import AsyncStore
+from appliance.uplink.client import CompanionClient, CompanionError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from appliance.clock import SyncSource, system_synchronized
+from appliance.common.clock import SyncSource, system_synchronized
 from appliance.config import Config, ConfigError, load_config
 
 # A Pi without a real-time clock boots with an old date until NTP answers; TLS then fails.
@@ -70,7 +70,7 @@ class Doctor:
             self.record(name, False, f"{type(exc).__name__}: {exc}")
 
     def _check_key(self) -> None:
-        from appliance.preflight import check_ca_file, check_device_key
+        from appliance.daemon.preflight import check_ca_file, check_device_key
 
         path = self.config.companion.device_key_file
         problem = check_device_key(self.config)
@@ -82,7 +82,7 @@ class Doctor:
                         problem.message if problem else f"{self.config.companion.ca_file} loads")
 
     def _check_state_dir(self) -> None:
-        from appliance.preflight import check_state_dir
+        from appliance.daemon.preflight import check_state_dir
 
         problem = check_state_dir(self.config)
         self.record("storage", problem is None,
@@ -105,8 +105,8 @@ class Doctor:
         if now < EARLIEST_PLAUSIBLE:
             self.record("clock", False, "the date is in the past: wait for network time (timedatectl) "
                         "or fit a real-time clock; TLS will fail until then" + self._sync_note())
-        from appliance.companion.client import CompanionClient, CompanionError
-        from appliance.tls import companion_ssl_context, describe_tls_error
+        from appliance.common.tls import companion_ssl_context, describe_tls_error
+        from appliance.uplink.client import CompanionClient, CompanionError
 
         url = self.config.companion.url.rstrip("/")
         try:
@@ -163,7 +163,7 @@ class Doctor:
         self.record("clock", synced, f"plausible ({why})" + self._sync_note())
 
     async def _check_realtime(self) -> None:
-        from appliance.tls import describe_tls_error, ssl_context
+        from appliance.common.tls import describe_tls_error, ssl_context
 
         base = self.config.realtime.base_url.rstrip("/")
         try:
@@ -179,7 +179,7 @@ class Doctor:
         from appliance.audio.base import AudioDeviceError
         from appliance.audio.dsp import rms_dbfs
         from appliance.audio.earcons import Cue, Earcons
-        from appliance.parts import HardwareError, build_microphone, build_speaker
+        from appliance.daemon.parts import HardwareError, build_microphone, build_speaker
 
         audio = self.config.audio
         missing: dict[str, str] = {}
@@ -231,9 +231,9 @@ class Doctor:
     async def _check_gpio(self) -> None:
         from gpiozero import Button
 
+        from appliance.core.state import State
+        from appliance.daemon.parts import select_pin_factory
         from appliance.hardware.leds import make_status_leds
-        from appliance.parts import select_pin_factory
-        from appliance.state import State
 
         select_pin_factory(self.config)
         leds = make_status_leds(self.config.leds)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from appliance.store import SessionStore
+from appliance.store.sessions import SessionStore
 
 CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "state",
               "duration_s", "learner_turns", "tutor_turns", "learner_words", "tutor_words",

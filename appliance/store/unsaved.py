@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from appliance.companion.client import CompanionClient
-from appliance.sessions_cli import LOST_LESSON_MARKER
-from appliance.store import StoreError
-from appliance.store_worker import AsyncStore
+from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
+from appliance.store.sessions import StoreError
+from appliance.store.worker import AsyncStore
+from appliance.uplink.client import CompanionClient
 
 log = logging.getLogger(__name__)
 

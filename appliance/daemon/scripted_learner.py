@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from appliance.observer import KioskObserver
-from appliance.realtime.transcript import Turn
-from appliance.state import State
+from appliance.core.observer import KioskObserver
+from appliance.core.state import State
+from appliance.core.transcript import Turn
 
 log = logging.getLogger(__name__)
 

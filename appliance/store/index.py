@@ -1,7 +1,7 @@
 """Reading the store's index files defensively: validate every document, salvage what a damaged
 file still holds, and recognise the previous layout (full records inside ``sessions.json``).
 
-Nothing here writes; :mod:`appliance.store` decides what to move aside and rewrite. Why so careful:
+Nothing here writes; :mod:`appliance.store.sessions` decides what to move aside and rewrite. Why so careful:
 the kiosk runs unattended for a school year, and a store that raises at start-up makes systemd
 restart it forever. A damaged file must cost the damaged part, never the kiosk.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.journal import sanitize
+from appliance.store.journal import sanitize
 
 INDEX_STATES = ("pending", "synced", "parked")
 OLD_STATES = ("in_progress", *INDEX_STATES)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from appliance.realtime.transcript import Turn
-from appliance.state import State
+from appliance.core.state import State
+from appliance.core.transcript import Turn
 
 
 class KioskObserver(Protocol):

@@ -6,7 +6,7 @@ duplicates turns. Here a turn is opened by its first delta and closed once, by i
 (or by ``response.done`` when a response was cancelled before its transcript finished).
 
 Turns keep monotonic instants and become wall times only in :meth:`Transcript.to_records`, so a turn
-spoken before network time set the clock still gets its true date (see :mod:`appliance.clock`).
+spoken before network time set the clock still gets its true date (see :mod:`appliance.common.clock`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from appliance.clock import Anchor, Clock, EpochTimeline, iso_utc, system_clock
-from appliance.realtime.events import ServerEvent
+from appliance.call.events import ServerEvent
+from appliance.common.clock import Anchor, Clock, EpochTimeline, iso_utc, system_clock
 
 __all__ = ["Transcript", "Turn", "iso_utc"]
 

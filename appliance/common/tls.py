@@ -27,7 +27,7 @@ def ssl_context(ca_file: Path | None = None) -> ssl.SSLContext:
     """A verifying client context: the OS trust store, plus ``ca_file`` when given.
 
     Raises OSError (missing/unreadable file) or ssl.SSLError (not PEM certificates) for a bad
-    ``ca_file``; the start-up checks (appliance.preflight) turn those into one config line.
+    ``ca_file``; the start-up checks (appliance.daemon.preflight) turn those into one config line.
     """
     context = ssl.create_default_context()
     paths = ssl.get_default_verify_paths()

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from appliance.store import SessionStore, StoreError
+from appliance.store.sessions import SessionStore, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from appliance.backoff import backoff_delay
-from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
+from appliance.common.backoff import backoff_delay
+from appliance.uplink.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
 
 log = logging.getLogger(__name__)
 

@@ -33,14 +33,16 @@ from appliance.audio.dsp import rms_dbfs
 from appliance.audio.earcons import Cue, Earcons
 from appliance.audio.gate import HalfDuplexGate
 from appliance.audio.speaker import SpeakerPump
-from appliance.backoff import backoff_delay
-from appliance.clock import system_clock
-from appliance.companion.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
+from appliance.call import event_types, events
+from appliance.call.events import ServerEvent
+from appliance.call.webrtc import CallError, RealtimeCall, warm_up
+from appliance.common import timeline as stages
+from appliance.common.backoff import backoff_delay
+from appliance.common.clock import system_clock
+from appliance.common.supervise import supervise
 from appliance.config import Config
-from appliance.fleet_report import kiosk_report
-from appliance.hardware.leds import Activity
-from appliance.lesson import Lesson, matches_stop_phrase
-from appliance.messages import (
+from appliance.core.lesson import Lesson, matches_stop_phrase
+from appliance.core.messages import (
     EndLesson,
     Press,
     Release,
@@ -60,21 +62,19 @@ from appliance.messages import (
     _RemoteTrack,
     _RetrySave,
 )
-from appliance.observer import KioskObserver, NullObserver
-from appliance.prefetch import Prefetcher
-from appliance.realtime import event_types, events
-from appliance.realtime import timeline as stages
-from appliance.realtime.call import CallError, RealtimeCall, warm_up
-from appliance.realtime.events import ServerEvent
-from appliance.realtime.resume import resume_instructions
-from appliance.state import State, check_transition
-from appliance.store import SessionStore, StoreError
-from appliance.store_worker import AsyncStore
-from appliance.supervise import supervise
-from appliance.sync import Syncer
-from appliance.systemd import Notifier
-from appliance.timers import Timers
-from appliance.unsaved import UnsavedLessons
+from appliance.core.observer import KioskObserver, NullObserver
+from appliance.core.resume import resume_instructions
+from appliance.core.state import State, check_transition
+from appliance.core.timers import Timers
+from appliance.daemon.systemd import Notifier
+from appliance.hardware.leds import Activity
+from appliance.store.sessions import SessionStore, StoreError
+from appliance.store.unsaved import UnsavedLessons
+from appliance.store.worker import AsyncStore
+from appliance.uplink.client import CompanionClient, CompanionError, LessonPlan, RealtimeToken
+from appliance.uplink.fleet_report import kiosk_report
+from appliance.uplink.prefetch import Prefetcher
+from appliance.uplink.sync import Syncer
 
 if TYPE_CHECKING:  # aiortc loads after READY (realtime.call.warm_up)
     from aiortc.mediastreams import MediaStreamTrack
@@ -145,7 +145,7 @@ class Kiosk:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.timers = Timers()
-        """Pending timers by key (see appliance.timers)."""
+        """Pending timers by key (see appliance.core.timers)."""
         self._pump: SpeakerPump | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._tutor_audible = False

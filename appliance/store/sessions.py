@@ -2,7 +2,7 @@
 
 Layout in ``state_dir``:
 
-- ``lessons/<session_id>.jsonl`` — the lesson itself (:mod:`appliance.journal`). A checkpoint appends
+- ``lessons/<session_id>.jsonl`` — the lesson itself (:mod:`appliance.store.journal`). A checkpoint appends
   one fsynced line; a finished lesson's journal is replaced atomically by one ``final`` line. Cost:
   one lesson, whatever the history.
 - ``sessions.json`` — tinydb index of finished lessons still moving (``pending``, ``parked``, and
@@ -33,7 +33,8 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
-from appliance.journal import (
+from appliance.store.index import TABLE, LoadedIndex, load_index, normalize_entry
+from appliance.store.journal import (
     SUFFIX,
     StoreError,
     append_line,
@@ -45,7 +46,6 @@ from appliance.journal import (
     sync_all,
     write_atomic,
 )
-from appliance.store_index import TABLE, LoadedIndex, load_index, normalize_entry
 
 __all__ = ["AtomicJSONStorage", "SessionStore", "StoreError"]
 

@@ -5,7 +5,7 @@ Kept apart from the orchestrator so the record format lives in one readable plac
 Every instant a lesson keeps (press, start, turns, errors) is a reading of its :class:`Clock`'s
 monotonic timeline; the record's wall times are computed from them in one go when it is built, so the
 duration is the time that really passed and the dates are right even when network time stepped the
-system clock during the lesson (see :mod:`appliance.clock`).
+system clock during the lesson (see :mod:`appliance.common.clock`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
-from appliance.realtime.timeline import PRESSED, CallTimeline
-from appliance.realtime.transcript import Transcript
+from appliance.common.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
+from appliance.common.timeline import PRESSED, CallTimeline
+from appliance.core.transcript import Transcript
 
 END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped",
                "session_expired", "stop_command", "quota_exceeded", "rate_limited")

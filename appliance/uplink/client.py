@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 
-from appliance import tls
+from appliance.common import tls
+from appliance.common.safe_text import clean_json
 from appliance.config import redact_url
-from appliance.safe_text import clean_json
 
 KINDS = ("vocab", "phrase", "grammar", "pronunciation")
 
@@ -90,7 +90,7 @@ class CompanionClient:
     """One kiosk's authenticated client; reuse it for the kiosk's lifetime.
 
     ``ssl_context`` decides which certificates are trusted for an https:// companion; build it with
-    ``appliance.tls.companion_ssl_context(config)`` (OS store + companion.ca_file). None: the OS store.
+    ``appliance.common.tls.companion_ssl_context(config)`` (OS store + companion.ca_file). None: the OS store.
     """
 
     def __init__(self, base_url: str, device_key: str, kiosk_id: str, timeout_s: float = 5.0,

@@ -1,0 +1,1 @@
+"""Pieces both sides use: clocks, backoff, logging, TLS, small HTTP helpers, the call's stage timeline."""

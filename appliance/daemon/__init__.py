@@ -1,0 +1,1 @@
+"""The kiosk process: real parts wired together, systemd, the control socket, and the admin commands."""

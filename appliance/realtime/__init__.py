@@ -1,1 +1,0 @@
-"""realtime part of Stella Kiosk."""
