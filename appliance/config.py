@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from appliance.contract.names import LEVELS
+
 EX_CONFIG = 78
 
 # BCM numbers of the GPIO pins on the Raspberry Pi 40-pin header.
 VALID_BCM_PINS = range(0, 28)
-LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
 
 
 class ConfigError(Exception):

@@ -31,8 +31,8 @@ from appliance.common.clock import (
     timesync_flag,
 )
 from appliance.common.httpserve import start_http
-from appliance.companion.records import InvalidRecord, validate_record
 from appliance.config import load_config
+from appliance.contract.record import InvalidRecord, validate_record
 from appliance.core.lesson import Lesson, correct_dates
 from appliance.core.transcript import Transcript
 from appliance.daemon.control import ControlServer

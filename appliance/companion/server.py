@@ -26,7 +26,6 @@ from appliance.common.safe_text import loads_clean
 from appliance.companion import limits
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
-from appliance.companion.records import InvalidRecord, validate_record
 from appliance.companion.storage import CONFLICT, DUPLICATE, Caller, Storage, open_storage
 from appliance.companion.upstream import (
     Upstream,
@@ -36,6 +35,7 @@ from appliance.companion.upstream import (
     tutor_instructions,
     validate_pack,
 )
+from appliance.contract.record import InvalidRecord, validate_record
 
 log = logging.getLogger(__name__)
 

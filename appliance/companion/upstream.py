@@ -14,11 +14,11 @@ from typing import Any
 
 import aiohttp
 
-from appliance.uplink.client import parse_target
+from appliance.contract.names import LEVELS
+from appliance.contract.targets import parse_target
 
 log = logging.getLogger(__name__)
 
-LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
 
 
 class UpstreamError(Exception):

@@ -17,13 +17,8 @@ from typing import Any
 
 from appliance.common.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
 from appliance.common.timeline import PRESSED, CallTimeline
+from appliance.contract.names import END_REASONS
 from appliance.core.transcript import Transcript
-
-END_REASONS = ("button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted", "call_dropped",
-               "session_expired", "stop_command", "quota_exceeded", "rate_limited")
-"""Why a lesson ended. ``session_expired``: the server's own session limit (not the kiosk's);
-``stop_command``: `stella-kiosk stop` (not the button); ``quota_exceeded`` / ``rate_limited``: the
-OpenAI account refused further responses. The companion's list (companion/records.py) must match."""
 
 # USD per 1M tokens: (audio in, audio out, text in, text out). Estimates only; the bill is the truth.
 PRICES_PER_M = {
@@ -161,7 +156,8 @@ class Lesson:
 
         ``ended_at``: a wall time (epoch seconds) to end the lesson at instead of now; it is placed on
         the monotonic timeline through the same anchor as every other stamp of the record."""
-        assert end_reason in END_REASONS, end_reason
+        if end_reason not in END_REASONS:
+            raise ValueError(f"end reason {end_reason!r} is not one of {', '.join(END_REASONS)}")
         anchor = self.clock.anchor()
         ended_mono = self.clock.monotonic() if ended_at is None else anchor.mono_at(ended_at)
         ended_mono = max(ended_mono, self.started_mono)

@@ -16,8 +16,7 @@ import httpx
 from appliance.common import tls
 from appliance.common.safe_text import clean_json
 from appliance.config import redact_url
-
-KINDS = ("vocab", "phrase", "grammar", "pronunciation")
+from appliance.contract.targets import Target, parse_target
 
 
 class CompanionError(Exception):
@@ -30,19 +29,6 @@ class CompanionError(Exception):
         self.code = code
         self.status = status
         self.retryable = retryable
-
-
-@dataclass(frozen=True)
-class Target:
-    """One thing the lesson practises."""
-
-    id: str
-    kind: str
-    text: str
-    example: str = ""
-
-    def to_record(self) -> dict[str, str]:
-        return {"id": self.id, "kind": self.kind, "text": self.text, "example": self.example}
 
 
 @dataclass(frozen=True)
@@ -71,19 +57,6 @@ class RealtimeToken:
                 f"voice={self.voice!r})")
 
     __str__ = __repr__
-
-
-def parse_target(data: Any) -> Target:
-    if not isinstance(data, dict):
-        raise ValueError("a target is not an object")
-    kind = data.get("kind")
-    if kind not in KINDS:
-        raise ValueError(f"target kind {kind!r} is not one of {', '.join(KINDS)}")
-    for key in ("id", "text"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise ValueError(f"target {key} is missing")
-    example = data.get("example", "")
-    return Target(data["id"], kind, data["text"], example if isinstance(example, str) else "")
 
 
 class CompanionClient:

@@ -22,9 +22,10 @@ from typing import Any
 
 from appliance.companion.db import Database
 from appliance.companion.storage import hash_key
+from appliance.contract.names import LEVELS
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-LEVELS = ("A1", "A2", "B1", "B2", "C1", "C2")
+
 DAY = re.compile(r"^\d{4}-\d\d-\d\d$")
 LIST_LIMIT = 500
 EXPORT_LIMIT = 20_000

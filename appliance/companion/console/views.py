@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion.console import accounts, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
-from appliance.companion.records import is_uuid
+from appliance.contract.record import is_uuid
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
-"""Validation of session records (kiosk → companion), schema 1.
+"""The lesson record (kiosk → companion, schema 1): its type, and the validation both sides share.
 
-Strict on purpose: a record the companion cannot understand must be refused with a reason the
-kiosk can log and park, rather than stored half-understood.
+The kiosk builds it (appliance.core.lesson), keeps it (appliance.store) and sends it; the companion checks
+it with :func:`validate_record` before storing it. Strict on purpose: a record the companion cannot
+understand must be refused with a reason the kiosk can log and park, rather than stored half-understood.
+The kiosk's own tests run every record it builds through the same function.
 """
 
 from __future__ import annotations
@@ -9,13 +11,68 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-END_REASONS = frozenset({"button", "voice_stop", "time_limit", "idle", "error", "shutdown", "interrupted",
-                         "call_dropped", "session_expired", "stop_command", "quota_exceeded", "rate_limited"})
-ROLES = frozenset({"learner", "tutor"})
-SOURCES = frozenset({"voice", "text"})
-TURN_STATUSES = frozenset({None, "incomplete", "failed"})
+from appliance.contract.names import END_REASONS, ROLES, SOURCES, TURN_STATUSES, EndReason, Role, Source, TurnStatus
+from appliance.contract.targets import TargetRecord
+
+
+class TurnRecord(TypedDict):
+    role: Role
+    text: str
+    at: str
+    """ISO 8601 UTC."""
+    source: Source
+    status: NotRequired[TurnStatus]
+    interrupted: NotRequired[bool]
+    """The learner cut the tutor off: ``text`` is what was heard."""
+
+
+class ErrorRecord(TypedDict):
+    code: str
+    message: str
+    at: NotRequired[str]
+
+
+class Metrics(TypedDict, total=False):
+    duration_s: float
+    clock_synced: bool
+    clock_corrected_s: float
+    learner_turns: int
+    tutor_turns: int
+    learner_words: int
+    tutor_words: int
+    targets_used: int
+    connect_ms: float | None
+    first_audio_ms: float | None
+    stages_ms: dict[str, float]
+    usage: dict[str, int]
+    est_cost_usd: float
+    cost_estimated_from: str
+    learner_audio_s: float
+    tutor_audio_s: float
+
+
+class ClockAnchorHint(TypedDict):
+    boot_id: str | None
+    offset_s: float
+
+
+class SessionRecord(TypedDict):
+    schema: int
+    session_id: str
+    kiosk_id: str
+    started_at: str
+    ended_at: str
+    end_reason: EndReason
+    plan_id: str | None
+    targets: list[TargetRecord]
+    turns: list[TurnRecord]
+    metrics: Metrics
+    errors: list[ErrorRecord]
+    clock_anchor: NotRequired[ClockAnchorHint]
+
+
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 MAX_TURNS = 2000
 #: Metrics that budgets, costs and the console add up: each a finite number >= 0 when present.
@@ -30,6 +87,7 @@ class InvalidRecord(ValueError):
 
 
 def validate_record(record: Any) -> dict[str, Any]:
+    """The record itself when it is a valid schema-1 record; :class:`InvalidRecord` names the first fault."""
     if not isinstance(record, dict):
         raise InvalidRecord("a session record must be a JSON object")
     schema = record.get("schema")
@@ -63,7 +121,7 @@ def validate_record(record: Any) -> dict[str, Any]:
             raise InvalidRecord(f"turns[{i}].at is not an ISO 8601 time")
         # Optional: a tutor response that did not finish, speech that could not be transcribed, a tutor
         # turn cut off by the learner (its text is then what was heard).
-        if turn.get("status") not in TURN_STATUSES:
+        if "status" in turn and turn["status"] is not None and turn["status"] not in TURN_STATUSES:
             raise InvalidRecord(f"turns[{i}].status must be one of incomplete, failed or absent")
         if not isinstance(turn.get("interrupted", False), bool):
             raise InvalidRecord(f"turns[{i}].interrupted must be true, false or absent")
