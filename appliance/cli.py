@@ -314,7 +314,7 @@ async def _run_daemon(config: object) -> int:
 async def _run_locked(config: object, notifier: object) -> int:
     from appliance.common.tls import companion_ssl_context
     from appliance.config import Config
-    from appliance.core.kiosk import Kiosk
+    from appliance.daemon.assemble import build_kiosk
     from appliance.daemon.control import ControlServer
     from appliance.daemon.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
     from appliance.daemon.systemd import Notifier
@@ -341,8 +341,8 @@ async def _run_locked(config: object, notifier: object) -> int:
         return 1
     companion = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
-    kiosk = Kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
-                  notifier=notifier)
+    kiosk = build_kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
+                        notifier=notifier)
     if config.audio.input == "wav" and config.audio.input_wavs:
         from appliance.daemon.scripted_learner import ScriptedLearner
 
@@ -370,6 +370,7 @@ async def _run_locked(config: object, notifier: object) -> int:
     except OSError as exc:
         log.warning("control socket %s unavailable (%s); status/press/say will not work",
                     config.kiosk.control_socket, exc)
+    notifier.ready("idle: press the button to start a lesson")
     try:
         await runner
     finally:

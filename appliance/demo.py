@@ -104,9 +104,9 @@ class DemoLearner:
 
     # KioskObserver ------------------------------------------------------------------------
     def state_changed(self, state: State, detail: str) -> None:
-        leds = getattr(self.kiosk, "leds", None)
+        leds = self.kiosk.parts.lights
         lit = ""
-        if leds is not None:
+        if hasattr(leds, "pin_for"):
             pin = leds.pin_for(state)
             lit = f" (LED on GPIO{pin}{' blinking' if state in (State.CONNECTING, State.ERROR) else ''})"
         self.out(f"state {state.value:<12}{lit} {detail}")
@@ -173,7 +173,7 @@ async def _demo(output: Path, quiet: bool, deadline_s: float = DEMO_DEADLINE_S) 
 
     from appliance.common.net import enable_loopback_candidates
     from appliance.common.tls import companion_ssl_context
-    from appliance.core.kiosk import Kiosk
+    from appliance.daemon.assemble import build_kiosk
     from appliance.daemon.parts import build_microphone, build_speaker, select_pin_factory
     from appliance.daemon.preflight import write_key_file
     from appliance.hardware.button import ButtonBridge
@@ -225,7 +225,7 @@ async def _demo(output: Path, quiet: bool, deadline_s: float = DEMO_DEADLINE_S) 
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
                                  timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
-        kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, leds=leds)
+        kiosk = build_kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, leds=leds)
         loop = asyncio.get_running_loop()
         button_pin = Device.pin_factory.pin(config.button.pin)
 

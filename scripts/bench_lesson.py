@@ -114,8 +114,8 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
     from appliance.audio.wav import NullSink, ScriptedMicrophone
     from appliance.common.tls import ssl_context
     from appliance.config import config_from_dict
-    from appliance.core.kiosk import Kiosk
     from appliance.core.state import State
+    from appliance.daemon.assemble import build_kiosk
     from appliance.store.sessions import SessionStore
     from appliance.uplink.client import CompanionClient
 
@@ -129,7 +129,7 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(comp_url, device_key, "bench", ssl_context=ssl_context())
         rec = BenchObserver()
-        kiosk = Kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(sample_rate=48000),
+        kiosk = build_kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(sample_rate=48000),
                       speaker=NullSink(sample_rate=48000), observer=rec)
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))
@@ -137,10 +137,10 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
         for i in range(lessons):
             saved_before = len(rec.saved)
             connected_before = rec.states.count(State.CONNECTED)
-            if kiosk.prefetcher is not None:
+            if kiosk.parts.opener.prefetcher is not None:
                 # Press once the kiosk is idle again (next plan + token fetched), as a learner would
                 # seconds later; pressing during the previous lesson's clean-up measures the clean-up.
-                await asyncio.wait_for(kiosk.prefetcher.filled.wait(), 20)
+                await asyncio.wait_for(kiosk.parts.opener.prefetcher.filled.wait(), 20)
             kiosk.press()
             await rec.until(lambda c=connected_before: rec.states.count(State.CONNECTED) > c, timeout=20)
             lesson = kiosk.lesson

@@ -29,6 +29,7 @@ from appliance.core.kiosk import Kiosk
 from appliance.core.observer import NullObserver
 from appliance.core.state import State
 from appliance.core.transcript import Turn
+from appliance.daemon.assemble import build_kiosk
 from appliance.daemon.preflight import write_key_file
 from appliance.hardware.button import ButtonBridge
 from appliance.hardware.leds import make_status_leds
@@ -122,6 +123,8 @@ class Stack:
     kiosks: list[Kiosk] = field(default_factory=list)
     pins: MockFactory | None = None
     """The mock pins of the last kiosk started (drive its button, read its LEDs)."""
+    released_at: float = float("-inf")
+    """When the test last released the button (a press within the debounce window after it is bounce)."""
     button: ButtonBridge | None = None
     """The button wiring of a kiosk started with ``hardware=True``, as `stella-kiosk run` wires it."""
 
@@ -154,7 +157,7 @@ class Stack:
                                  timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
         recorder = Recorder()
         leds = make_status_leds(config.leds) if hardware else None
-        kiosk = Kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder,
+        kiosk = build_kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder,
                       leds=leds, **({"call_factory": call_factory} if call_factory else {}))
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))

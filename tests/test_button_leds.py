@@ -38,12 +38,19 @@ async def handed_over() -> None:
 
 
 async def press(stack: Stack) -> None:
+    """A finger's press. A press within the debounce window after a release is contact bounce by
+    definition (the bridge drops it), and no finger is that fast: wait the window out first."""
+    since_release = time.monotonic() - stack.released_at
+    bounce_s = ButtonSettings().bounce_ms / 1000
+    if since_release < bounce_s:
+        await asyncio.sleep(bounce_s - since_release + 0.005)  # the finger's own timing, not a wait for the kiosk
     stack.pins.pin(BUTTON).drive_low()  # the button pulls the pin to ground
     await handed_over()
 
 
 async def release(stack: Stack) -> None:
     stack.pins.pin(BUTTON).drive_high()
+    stack.released_at = time.monotonic()
     await handed_over()
 
 

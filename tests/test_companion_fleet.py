@@ -612,9 +612,9 @@ async def test_a_real_kiosk_appears_in_the_fleet_after_a_lesson(tmp_path: Path) 
         await rec.until(lambda: State.CONNECTED in rec.states, what="connected")
         kiosk.press()
         await rec.until(lambda: bool(rec.saved) and rec.saved[0][1], what="lesson saved and synced")
-        kiosk.syncer.heartbeat_delivered.clear()
-        kiosk.syncer.kick()  # a sync round, then a heartbeat after it
-        await asyncio.wait_for(kiosk.syncer.heartbeat_delivered.wait(), 20)
+        kiosk.parts.keeper.syncer.heartbeat_delivered.clear()
+        kiosk.parts.keeper.syncer.kick()  # a sync round, then a heartbeat after it
+        await asyncio.wait_for(kiosk.parts.keeper.syncer.heartbeat_delivered.wait(), 20)
         fleet = {k["kiosk_id"]: k for k in await stack.companion.storage.fleet()}
     mine = fleet[KIOSK_ID]
     assert mine["version"] == __version__ and mine["state"] == "idle" and mine["unsynced"] == 0

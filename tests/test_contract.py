@@ -28,8 +28,9 @@ def test_shared_names_are_defined_only_in_the_contract() -> None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
                 if isinstance(node, ast.AnnAssign) else []
             for target in targets:
-                if isinstance(target, ast.Name) and target.id in SHARED_NAMES and (rel, target.id) not in OWN_VOCABULARIES:
-                    found.append(f"{rel}: {target.id}")
+                name = target.id if isinstance(target, ast.Name) else None
+                if name in SHARED_NAMES and (rel, name) not in OWN_VOCABULARIES:
+                    found.append(f"{rel}: {name}")
     assert found == []
 
 

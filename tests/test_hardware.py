@@ -58,7 +58,12 @@ def test_one_led_per_state_and_one_animation(pins: MockFactory) -> None:
     assert len(connecting.states) <= 1  # the old animation stopped
     leds.show(State.IDLE)
     assert lit(pins, settings)["idle"] and not lit(pins, settings)["error"]
-    leds.show(State.DISCONNECTED)  # a dropped call: every LED off while the lesson is saved
+    error_pin.clear_states()
+    leds.show(State.DISCONNECTED)  # a dropped call being resumed: the error LED blinks, slower than an error
+    assert not lit(pins, settings)["idle"]
+    states = wait_for_toggles(error_pin, 4)
+    assert all(0.15 < s.timestamp < 0.6 for s in states[2:4]), [s.timestamp for s in states]  # 0.25 s on/off
+    leds.show(State.STOPPING)  # shutting down: every LED off
     assert not any(lit(pins, settings).values())
     leds.close()
 

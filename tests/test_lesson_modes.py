@@ -102,10 +102,10 @@ async def test_no_companion_is_heard_not_just_seen(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config(companion={"url": "http://127.0.0.1:9", "timeout_s": 1.0}, audio={"cues": True})
         async with stack.kiosk(config) as (kiosk, rec, _mic):
-            ready_samples = kiosk.speaker.samples_written  # the ready chime
+            ready_samples = kiosk.parts.speaker.sink.samples_written  # the ready chime
             kiosk.press()
             await rec.until(lambda: State.ERROR in rec.states, what="error")
-            error_samples = kiosk.speaker.samples_written - ready_samples
+            error_samples = kiosk.parts.speaker.sink.samples_written - ready_samples
     samples, rate = read_wav(tmp_path / "tutor.wav")
     assert 0.5 < error_samples / rate < 1.0  # the three low notes
     assert rms_dbfs(samples[-error_samples:]) > -30

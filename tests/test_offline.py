@@ -41,8 +41,8 @@ def record(i: int) -> dict:
 
 async def test_prefetched_press_skips_the_companion(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
-        assert kiosk.prefetcher is not None
-        await asyncio.wait_for(kiosk.prefetcher.filled.wait(), 10)
+        assert kiosk.parts.opener.prefetcher is not None
+        await asyncio.wait_for(kiosk.parts.opener.prefetcher.filled.wait(), 10)
         before = list(stack.companion.requests)
         assert before.count(("POST", "/api/realtime-token")) == 1
         kiosk.press()
@@ -51,7 +51,7 @@ async def test_prefetched_press_skips_the_companion(tmp_path: Path) -> None:
         kiosk.press()
         await rec.until(lambda: bool(rec.saved))
         # After the lesson the next plan + token are fetched for the next press.
-        await asyncio.wait_for(kiosk.prefetcher.filled.wait(), 10)
+        await asyncio.wait_for(kiosk.parts.opener.prefetcher.filled.wait(), 10)
         assert stack.companion.requests.count(("POST", "/api/realtime-token")) == 2
 
 
@@ -351,7 +351,7 @@ async def test_retention_runs_at_start_up(tmp_path: Path) -> None:
         old.mark_synced(records[1]["session_id"])
         old.close()
         async with stack.kiosk(config) as (kiosk, _rec, _mic):
-            left = [r["session_id"] for r in await kiosk.store.run("records")]
+            left = [r["session_id"] for r in await kiosk.parts.keeper.store.run("records")]
     assert left == [records[2]["session_id"]]
     journals = sorted(p.stem for p in (config.kiosk.state_dir / "lessons").iterdir())
     assert journals == [records[2]["session_id"]]

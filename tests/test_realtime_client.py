@@ -141,7 +141,7 @@ async def test_failed_transcription_keeps_the_learner_turn(tmp_path: Path) -> No
 async def played_at_least(kiosk: Any, seconds: float, timeout: float = 15.0) -> None:
     """Wait until the speaker has played ``seconds`` of audible tutor speech."""
     async with asyncio.timeout(timeout):
-        while kiosk._pump is None or kiosk._pump.audible_s < seconds:
+        while kiosk.parts.speaker.pump is None or kiosk.parts.speaker.pump.audible_s < seconds:
             await asyncio.sleep(0.02)
 
 

@@ -233,13 +233,14 @@ async def test_kiosk_honours_the_configured_sync_interval(tmp_path: Path) -> Non
     async with lesson_stack(tmp_path) as stack:
         config = stack.config(companion={"sync_interval_s": interval, "prefetch": False})
         async with stack.kiosk(config) as (kiosk, _rec, _mic):
-            await asyncio.wait_for(kiosk.syncer.idle.wait(), 10)  # the start-up round found nothing to send
+            # the start-up round found nothing to send
+            await asyncio.wait_for(kiosk.parts.keeper.syncer.idle.wait(), 10)
             rounds: list[float] = []
             for n in range(3):
                 lesson = record(20 + n)
-                await kiosk.store.run("save", lesson)
-                kiosk.syncer.round_done.clear()
-                await asyncio.wait_for(kiosk.syncer.round_done.wait(), 10 * interval)
+                await kiosk.parts.keeper.store.run("save", lesson)
+                kiosk.parts.keeper.syncer.round_done.clear()
+                await asyncio.wait_for(kiosk.parts.keeper.syncer.round_done.wait(), 10 * interval)
                 rounds.append(time.monotonic())
                 stored = await kiosk.companion.sessions()
                 assert lesson["session_id"] in [s.get("session_id") for s in stored]

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from appliance.audio.health import MICROPHONE, DeviceHealth
 from appliance.audio.wav import ScriptedMicrophone
 from appliance.call.webrtc import RealtimeCall
-from appliance.core.messages import _Heartbeat
+from appliance.core.messages import Heartbeat
 from appliance.core.state import State
 from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore, StoreError
@@ -178,7 +178,7 @@ async def test_hang_up_that_never_returns_is_abandoned(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config()
         async with stack.kiosk(config) as (kiosk, rec, _mic):
-            kiosk._call_factory = HangingCloseCall
+            kiosk.parts.opener.call_factory = HangingCloseCall
             kiosk.close_timeout_s = 1.0
             await connected_lesson(stack, kiosk, rec)
             loop = asyncio.get_running_loop()
@@ -202,12 +202,12 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
         async with lesson_stack(tmp_path) as stack:
             config = stack.config()
             from appliance.audio.wav import NullSink, ScriptedMicrophone
-            from appliance.core.kiosk import Kiosk
+            from appliance.daemon.assemble import build_kiosk
             from appliance.uplink.client import CompanionClient
 
             store = SessionStore(config.kiosk.state_dir)
             client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id)
-            kiosk = Kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(), speaker=NullSink())
+            kiosk = build_kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(), speaker=NullSink())
             runner = asyncio.create_task(kiosk.run())
             try:
                 for _ in range(3):
@@ -281,7 +281,7 @@ async def test_long_uptime_keeps_timers_and_history_bounded(tmp_path: Path) -> N
             await end_and_wait_saved(kiosk, rec, n)
         # The last press's long-press timer fires long_press_s after it; fired timers must leave the map.
         async with asyncio.timeout(kiosk.config.button.long_press_s + 5):
-            while "long_press" in kiosk.timers:
+            while "conversation:long_press" in kiosk.timers:
                 await asyncio.sleep(0.05)
         assert kiosk.lessons_saved_count == 6
         assert len(kiosk.lessons_saved) == 3
@@ -406,13 +406,13 @@ async def test_status_counts_lessons_held_in_memory(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config()
         from appliance.audio.wav import NullSink, ScriptedMicrophone
-        from appliance.core.kiosk import Kiosk
+        from appliance.daemon.assemble import build_kiosk
         from appliance.uplink.client import CompanionClient
 
         store = FailingSaveStore(config.kiosk.state_dir)
         client = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id)
         rec = Recorder()
-        kiosk = Kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(), speaker=NullSink(),
+        kiosk = build_kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(), speaker=NullSink(),
                       observer=rec)
         kiosk.exit_save_budget_s = 0.5
         ready = asyncio.Event()
@@ -576,10 +576,10 @@ class VanishingMicrophone(ScriptedMicrophone):
 
 async def handled(kiosk: Any) -> None:
     """Wait until the owner task has handled everything posted so far (a heartbeat goes round its queue)."""
-    mark = kiosk._heartbeats_handled + 1_000_000
-    kiosk.post(_Heartbeat(mark))
+    mark = kiosk._watchdog.last_handled + 1_000_000
+    kiosk.post(Heartbeat(mark))
     async with asyncio.timeout(10):
-        while kiosk._heartbeats_handled < mark:
+        while kiosk._watchdog.last_handled < mark:
             await asyncio.sleep(0.01)
 
 

@@ -6,16 +6,11 @@ cannot reach the tutor. Each cue is a few soft sine notes with a fade so it neve
 
 from __future__ import annotations
 
-from enum import Enum
-
 import numpy as np
 
+from appliance.core.state import Cue
 
-class Cue(Enum):
-    READY = "ready"
-    CONNECTED = "connected"
-    ENDED = "ended"
-    ERROR = "error"
+__all__ = ["MELODIES", "Cue", "Earcons", "render"]
 
 
 # (frequency Hz, duration s) per note; 0 Hz is a pause.

@@ -10,6 +10,8 @@ system clock during the lesson (see :mod:`appliance.common.clock`).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -19,6 +21,8 @@ from appliance.common.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, s
 from appliance.common.timeline import PRESSED, CallTimeline
 from appliance.contract.names import END_REASONS
 from appliance.core.transcript import Transcript
+
+log = logging.getLogger(__name__)
 
 # USD per 1M tokens: (audio in, audio out, text in, text out). Estimates only; the bill is the truth.
 PRICES_PER_M = {
@@ -199,6 +203,21 @@ class Lesson:
                        for e in self.errors],
             **({} if anchor.synced else {"clock_anchor": _anchor_hint(anchor)}),
         }
+
+
+    def final_record(self, end_reason: str) -> dict[str, Any]:
+        """The lesson's record; if building it fails (a bug), a minimal one that still keeps the turns."""
+        try:
+            return self.to_record(end_reason)
+        except Exception:
+            log.exception("could not build the record of lesson %s; keeping a minimal one", self.session_id)
+            record = Lesson(kiosk_id=self.kiosk_id, session_id=self.session_id).to_record(
+                end_reason if end_reason in END_REASONS else "error")
+            with contextlib.suppress(Exception):
+                record["turns"] = self.transcript.to_records()
+            record["errors"] = [{"code": "internal", "message": "record rebuilt after an internal error",
+                                 "at": record["ended_at"]}]
+            return record
 
 
 def _anchor_hint(anchor: Anchor) -> dict[str, Any]:

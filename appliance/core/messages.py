@@ -1,20 +1,18 @@
-"""Messages to the kiosk's owner task: from the button, the call, timers, the control socket.
+"""Messages to the kiosk's owner task: from the button, the call, timers, devices, the control socket.
 
 Everything that changes kiosk state arrives as one of these on one queue, so state has a single
-owner. The underscored ones are internal (posted by the kiosk's own tasks and timers).
+owner. The first five come from outside (button, control socket, service manager); the rest are
+posted by the kiosk's own tasks, timers and ports' call-backs.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from appliance.call.events import ServerEvent
 from appliance.core.lesson import Lesson
-
-if TYPE_CHECKING:  # aiortc loads after the daemon is READY (appliance.call.webrtc.warm_up)
-    from aiortc.mediastreams import MediaStreamTrack
 
 
 @dataclass(frozen=True)
@@ -25,23 +23,6 @@ class Press:
 @dataclass(frozen=True)
 class Release:
     at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class _LongPress:
-    press_at: float
-
-
-@dataclass(frozen=True)
-class _RemoteTrack:
-    call: Any
-    track: MediaStreamTrack
-
-
-@dataclass(frozen=True)
-class _IdleCheck:
-    session_id: str
-    activity: int
 
 
 @dataclass(frozen=True)
@@ -60,68 +41,103 @@ class Shutdown:
 
 
 @dataclass(frozen=True)
-class _Connected:
+class Connected:
     lesson: Lesson
+    link: object
+    """The attempt this call was opened by: messages from it carry the same object."""
     call: Any
-    resume_instructions: str | None = None
-    """Set when this call resumes a lesson whose call dropped: the session's new instructions."""
     session: dict[str, Any] | None = None
-    """The session config (GA ``session.update`` fields) the kiosk sends when the channel opens."""
+    """The session config (GA ``session.update`` fields) to send when the channel opens."""
 
 
 @dataclass(frozen=True)
-class _Greet:
-    """Time to greet on this call (its session config is applied, or the wait for it ran out)."""
-
-    call: Any
-
-
-@dataclass(frozen=True)
-class _ConnectFailed:
+class ConnectFailed:
     lesson: Lesson
     code: str
     message: str
+    retryable: bool = True
 
 
 @dataclass(frozen=True)
-class _CallEvent:
-    call: Any
+class ResumeNow:
+    """Time for the next try at moving a dropped lesson to a new call."""
+
+    session_id: str
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    link: object
     event: ServerEvent
 
 
 @dataclass(frozen=True)
-class _CallClosed:
-    call: Any
+class CallClosed:
+    link: object
     reason: str
 
 
 @dataclass(frozen=True)
-class _Audible:
+class RemoteTrack:
+    link: object
+    track: Any
+
+
+@dataclass(frozen=True)
+class Audible:
+    """The speaker started or stopped emitting the call's audio, heard at ``at`` (monotonic)."""
+
+    link: object
     audible: bool
     at: float
 
 
 @dataclass(frozen=True)
-class _ErrorShown:
+class ConversationTimer:
+    """A timer the call's conversation asked for has fired."""
+
+    link: object
+    name: str
+    token: float | None
+
+
+@dataclass(frozen=True)
+class LessonTimer:
+    """A lesson-wide timer: ``idle``, ``wrap_up`` or ``time_limit``."""
+
+    session_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ErrorShown:
     pass
 
 
 @dataclass(frozen=True)
-class _RetrySave:
+class RetrySave:
     pass
 
 
 @dataclass(frozen=True)
-class _Heartbeat:
+class Heartbeat:
     """Posted by the watchdog; handling it proves the owner task still makes progress."""
 
     seq: int
 
 
 @dataclass(frozen=True)
-class _DeviceHealth:
-    """A microphone or speaker failed (``ok`` False) or is usable again (posted from its watch thread)."""
+class DeviceHealth:
+    """A microphone or speaker failed (``ok`` False) or is usable again."""
 
     kind: str
     ok: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class FirstSync:
+    """The first attempt to send a just-saved lesson to the companion (``synced``: it took it)."""
+
+    record: dict[str, Any]
+    synced: bool

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
+from appliance.core.ports import KioskObserver
 from appliance.core.state import State
 from appliance.core.transcript import Turn
 
-
-class KioskObserver(Protocol):
-    """Hooks for the CLI, the demo and tests; all called on the event loop."""
-
-    def state_changed(self, state: State, detail: str) -> None: ...
-    def turn(self, turn: Turn) -> None: ...
-    def tutor_audible(self, audible: bool) -> None: ...
-    def lesson_saved(self, record: dict[str, Any], synced: bool) -> None: ...
+__all__ = ["KioskObserver", "NullObserver"]
 
 
 class NullObserver:

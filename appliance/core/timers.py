@@ -50,6 +50,11 @@ class Timers:
         if handle is not None:
             handle.cancel()
 
+    def cancel_prefix(self, prefix: str) -> None:
+        """Cancel every timer whose key is a string starting with ``prefix`` (e.g. one call's timers)."""
+        for key in [k for k in self._handles if isinstance(k, str) and k.startswith(prefix)]:
+            self.cancel(key)
+
     def cancel_lesson(self) -> None:
         """Cancel every timer that belongs to the lesson that just ended."""
         for key in list(self._per_lesson):

@@ -78,6 +78,10 @@ class Syncer:
         self.heartbeat_delivered = asyncio.Event()
         """Set after each heartbeat the companion took (tests clear it and wait)."""
 
+    def lesson_waiting(self) -> None:
+        """A lesson was just saved: count it until the next look at the store corrects the figure."""
+        self.waiting += 1
+
     def kick(self) -> None:
         """Try now (a lesson just ended, or the network is back)."""
         self._wake.set()
