@@ -440,3 +440,18 @@ def test_saved_record_from_another_boot_keeps_its_dates() -> None:
     assert correct_dates(record, clock, this_boot="another-boot") is None
     assert correct_dates({**record, "turns": "garbage"}, clock) is None
     assert correct_dates({**record, "clock_anchor": {"offset_s": "x"}}, clock) is None
+
+
+# -- retention and clock steps -------------------------------------------------------------------------
+
+def test_clock_step_forward_does_not_delete_lessons_delivered_under_a_stale_clock(tmp_path: Path) -> None:
+    """Guards against retention aging lessons from stamps read on a stale clock: delivered while the
+    clock was five years behind, they were deleted at the first retention after network time stepped
+    the clock forward. They are kept their full retention period from then on."""
+    now = [TRUE_NOW - 5 * 365 * DAY]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store.save({"session_id": "early", "turns": []})
+    store.mark_synced("early")
+    now[0] = TRUE_NOW  # network time steps the clock forward
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0
+    assert store.get("early") is not None
