@@ -324,12 +324,12 @@ def test_expiring_prefetched_token_is_not_used() -> None:
     from appliance.uplink.client import LessonPlan, RealtimeToken
     from appliance.uplink.prefetch import Prefetcher
 
-    now = [1000.0]
-    prefetcher = Prefetcher(None, "A2", usable_margin_s=20, clock=lambda: now[0])  # type: ignore[arg-type]
+    now = [1000.0]  # the kiosk's monotonic clock: token deadlines are on it, whatever the wall clock says
+    prefetcher = Prefetcher(None, "A2", usable_margin_s=20, monotonic=lambda: now[0])  # type: ignore[arg-type]
     plan = LessonPlan("plan_1", "t", ())
-    prefetcher._ready = (plan, RealtimeToken("ek_x", 1015.0, "m", "v"))  # 15 s left: too late to start
+    prefetcher._ready = (plan, RealtimeToken("ek_x", 0.0, "m", "v", deadline=1015.0))  # 15 s left: too late
     assert prefetcher.take() is None
-    fresh = (plan, RealtimeToken("ek_x", 1100.0, "m", "v"))
+    fresh = (plan, RealtimeToken("ek_x", 0.0, "m", "v", deadline=1100.0))
     prefetcher._ready = fresh
     assert prefetcher.take() == fresh
     assert prefetcher.take() is None  # each pair serves one lesson

@@ -89,7 +89,8 @@ async def test_lesson_delivered_under_a_stale_clock_is_redated_at_the_companion(
         dates = ("started_at", "ended_at")
         assert {k: v for k, v in fixed.items() if k not in (*dates, "turns", "errors", "metrics", "clock_anchor")} \
             == {k: v for k, v in delivered.items() if k not in (*dates, "turns", "errors", "metrics", "clock_anchor")}
-        assert [{**turn, "at": None} for turn in fixed["turns"]] == [{**turn, "at": None} for turn in delivered["turns"]]
+        assert [{**turn, "at": None} for turn in fixed["turns"]] \
+            == [{**turn, "at": None} for turn in delivered["turns"]]
         assert {k: v for k, v in fixed["metrics"].items() if not k.startswith("clock_")} \
             == {k: v for k, v in delivered["metrics"].items() if not k.startswith("clock_")}
         [(row_id, row_start, row_end)] = companion_rows(tmp_path / "companion.db")

@@ -26,10 +26,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
-from appliance.uplink.client import CompanionClient
+from appliance.uplink.client import MAX_TOKEN_LIFETIME_S, CompanionClient, token_lifetime_s
 from appliance.uplink.prefetch import Prefetcher
 from tests.harness import API_KEY, KIOSK_ID
 from tests.test_clock import _libfaketime
@@ -48,7 +50,7 @@ class Served:
 
     async def hook(self, request: web.Request, response: web.StreamResponse) -> None:
         body: dict[str, Any] = {}
-        if isinstance(response, web.Response) and response.body is not None and response.content_type == "application/json":
+        if isinstance(response, web.Response) and response.content_type == "application/json":
             with contextlib.suppress(ValueError, TypeError):
                 body = json.loads(bytes(response.body))  # type: ignore[arg-type]
         self.answers.append((request.path, response.status, body, time.time()))
@@ -115,7 +117,7 @@ async def companion(tmp_path: Path, cls: type[CompanionServer] = CompanionServer
 
 PREFETCH_SCRIPT = """
 import asyncio, json, sys
-from appliance.uplink.client import CompanionClient
+from appliance.uplink.client import MAX_TOKEN_LIFETIME_S, CompanionClient, token_lifetime_s
 from appliance.uplink.prefetch import Prefetcher
 
 async def main() -> None:
@@ -266,6 +268,32 @@ async def test_older_companion_is_judged_by_its_date_header(skew_s: float) -> No
         await client.aclose()
         await runner.cleanup()
     assert 597 <= token.remaining_s() <= 600
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+                        st.text(max_size=20))
+
+
+@settings(max_examples=300, deadline=None)
+@given(expires_in=json_scalars, expires_at=json_scalars, date=st.one_of(st.none(), st.text(max_size=40)),
+       wall=st.floats(-1e12, 1e12))
+def test_any_token_answer_gives_a_bounded_lifetime(expires_in: Any, expires_at: Any, date: str | None,
+                                                   wall: float) -> None:
+    """Whatever a companion (or a proxy in front of it) says, the lifetime is a number in 0 … 7200 s."""
+    body = {k: v for k, v in (("expires_in", expires_in), ("expires_at", expires_at)) if v is not None}
+    lifetime = token_lifetime_s(body, date, wall)
+    assert 0.0 <= lifetime <= MAX_TOKEN_LIFETIME_S
+
+
+@settings(max_examples=200, deadline=None)
+@given(companion_now=st.integers(0, 4_000_000_000), left=st.integers(-100, 8000), kiosk_skew=st.floats(-1e10, 1e10))
+def test_date_header_lifetime_ignores_the_kiosk_wall_clock(companion_now: int, left: int, kiosk_skew: float) -> None:
+    """With a Date header the kiosk's own wall clock has no say, however far off it is."""
+    from email.utils import formatdate
+
+    date = formatdate(companion_now, usegmt=True)
+    lifetime = token_lifetime_s({"expires_at": companion_now + left}, date, companion_now + kiosk_skew)
+    assert lifetime == max(0.0, min(MAX_TOKEN_LIFETIME_S, left - 1.0))
 
 
 # -- a prefetch in flight at the press is reused ----------------------------------------------------

@@ -357,13 +357,23 @@ class CompanionServer:
                              f"could not mint a Realtime token: {exc.message}; every configured model failed "
                              f"(realtime_model / transcription_model in the companion config)")
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
-        return web.json_response({"token": value, "expires_at": expires_at, "model": model,
+        return web.json_response({"token": value, "expires_at": expires_at,
+                                  "expires_in": self._expires_in(expires_at), "model": model,
                                   "voice": self.config.voice, "prompt": prompt,
                                   # What the token's session holds, so a kiosk can send it again itself
                                   # to servers that ignore token-embedded config.
                                   "transcription_model": self.model_choice.current("transcription"),
                                   "silence_ms": self.config.silence_ms,
                                   "activeTargets": plan["targets"] if plan else []})
+
+    def _expires_in(self, expires_at: float) -> float:
+        """Seconds the token still lives, by this companion's clock (never more than it was minted for).
+
+        Why: ``expires_at`` is an instant on the companion's (and OpenAI's) clock, and a kiosk's clock may be
+        years off (a Pi without a battery-backed clock). A lifetime lets the kiosk place the expiry on its own
+        monotonic clock without reading its wall clock. Capped at the configured lifetime, so a companion
+        clock behind OpenAI's never makes a token look longer-lived than it can be."""
+        return round(max(0.0, min(float(self.config.token_ttl_s), expires_at - self.clock())), 3)
 
     async def _mint(self, prompt: str) -> tuple[str, tuple[str, float]]:
         model = self.model_choice.current("realtime")
