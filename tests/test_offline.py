@@ -169,7 +169,7 @@ def test_retention_never_deletes_unsynced(tmp_path: Path, caplog: pytest.LogCapt
     """Checks WHICH lessons go, not only how many: synced ones past the retention first, then the
     oldest synced ones (by lesson age, whatever order they were delivered in), never an unsynced one."""
     now = [1_000_000.0]
-    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)  # a clock synchronized throughout
     records = [record(i) for i in range(12)]
     ids = [r["session_id"] for r in records]
     for r in records:
@@ -343,14 +343,16 @@ async def test_retention_runs_at_start_up(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config(kiosk={"keep_synced_days": 30}, companion={"url": "http://127.0.0.1:9"})
         past = _time.time() - 40 * 86400
-        old = SessionStore(config.kiosk.state_dir, clock=lambda: past)
+        old = SessionStore(config.kiosk.state_dir, clock=lambda: past, synced=lambda: True)
         records = [record(i) for i in range(3)]
         for r in records:
             old.save(r)
         old.mark_synced(records[0]["session_id"])
         old.mark_synced(records[1]["session_id"])
         old.close()
-        async with stack.kiosk(config) as (kiosk, _rec, _mic):
+        # The kiosk's clock is synchronized (ages count only then), whatever this machine's kernel says.
+        store = SessionStore(config.kiosk.state_dir, synced=lambda: True)
+        async with stack.kiosk(config, store=store) as (kiosk, _rec, _mic):
             left = [r["session_id"] for r in await kiosk.store.run("records")]
     assert left == [records[2]["session_id"]]
     journals = sorted(p.stem for p in (config.kiosk.state_dir / "lessons").iterdir())

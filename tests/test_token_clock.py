@@ -34,7 +34,7 @@ from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.uplink.client import MAX_TOKEN_LIFETIME_S, CompanionClient, token_lifetime_s
 from appliance.uplink.prefetch import Prefetcher
 from tests.harness import API_KEY, KIOSK_ID
-from tests.test_clock import _libfaketime
+from tests.test_clock import FAKETIME_KEEP_MONOTONIC, _libfaketime
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_PATH = "/api/realtime-token"
@@ -150,7 +150,7 @@ class SkewedKiosk:
         rc = tmp_path / "faketime.rc"
         rc.write_text(offset + "\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": _libfaketime(),
-               "FAKETIME_TIMESTAMP_FILE": str(rc), "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+               "FAKETIME_TIMESTAMP_FILE": str(rc), **FAKETIME_KEEP_MONOTONIC}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", PREFETCH_SCRIPT, url, key, KIOSK_ID, str(refresh_margin_s), str(usable_margin_s)],
             env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -247,6 +247,16 @@ class CompanionClient:
                                  retryable=True)
         return [r for r in results if isinstance(r, dict)]
 
+    async def send_corrections(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Corrected dates of lessons already delivered (``POST /api/sessions/corrections``), one result each.
+        A companion too old to take corrections answers 404 (a CompanionError with that status)."""
+        data = await self._request("POST", "/api/sessions/corrections", {"sessions": records})
+        results = data.get("results")
+        if not isinstance(results, list):
+            raise CompanionError("companion answered the corrections without results", code="bad_response",
+                                 retryable=True)
+        return [r for r in results if isinstance(r, dict)]
+
     async def heartbeat(self, report: dict[str, Any]) -> bool:
         """Tell the companion this kiosk's state (POST /api/heartbeat). False when the companion is too old to
         know heartbeats (404): nothing to fix on the kiosk, so the caller stays quiet about it."""
