@@ -374,3 +374,22 @@ async def test_take_during_a_failing_prefetch_returns_at_once(tmp_path: Path) ->
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             await client.aclose()
+
+
+async def test_tokens_too_short_lived_to_prefetch_are_not_minted_in_a_loop(tmp_path: Path) -> None:
+    """A companion configured with 10-second tokens: one such token cannot wait for a press, so the kiosk
+    stops prefetching until the next lesson instead of minting one after another."""
+    async with companion(tmp_path, token_ttl_s=10) as comp:
+        client = comp.client()
+        prefetcher = Prefetcher(client, "A2", usable_margin_s=20)
+        task = asyncio.create_task(prefetcher.run())
+        try:
+            await comp.served.until(lambda: comp.served.count(TOKEN_PATH) >= 1, timeout=10)
+            with contextlib.suppress(TimeoutError):  # a bounded look: a loop mints several in this time
+                await comp.served.until(lambda: comp.served.count(TOKEN_PATH) > 1, timeout=2)
+            assert comp.served.count(TOKEN_PATH) == 1
+            assert await prefetcher.take_or_wait(timeout_s=1) is None  # the press fetches its own
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await client.aclose()

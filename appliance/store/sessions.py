@@ -632,9 +632,16 @@ class SessionStore:
     # -- dates corrected after delivery ------------------------------------------------------------
 
     def awaiting_redate(self) -> list[dict[str, Any]]:
-        """Delivered lessons whose dates must still be corrected at the companion, oldest first."""
-        return [record for _, record in self._with_records(
-            e for e in self._entries() if e["state"] == "synced" and e["redate_pending"])]
+        """Delivered lessons whose dates must still be corrected at the companion, oldest first.
+
+        Asked at every sync round once the clock is synchronized: only the flagged entries are sorted and
+        read, not the whole history."""
+        active = self._active.map()
+        flagged = {e["session_id"]: e for _, e in self._archive.map().values()
+                   if e["redate_pending"] and e["session_id"] not in active}
+        flagged.update((e["session_id"], e) for _, e in active.values() if e["redate_pending"])
+        waiting = sorted((e for e in flagged.values() if e["state"] == "synced"), key=lambda e: e["created_at"])
+        return [record for _, record in self._with_records(waiting)]
 
     def redated(self, record: dict[str, Any]) -> None:
         """The companion took the corrected dates of this delivered lesson: keep the corrected record here

@@ -131,8 +131,12 @@ class Prefetcher:
                 return
             lifetime = token.remaining_s(self._monotonic())
             if lifetime < self.usable_margin_s:
-                # Refetching at once would just mint another such token: treat it as a failure and back off.
-                self._failed(f"the companion's token lives only {lifetime:.0f} s")
+                # Another fetch would mint another such token (each one counts against the kiosk's hourly
+                # allowance): prefetch nothing until the next lesson; the press fetches its own.
+                log.warning("the companion's tokens live only %.0f s, less than the %.0f s a call needs to start; "
+                            "not prefetching them (check the companion's token_ttl_s)", lifetime,
+                            self.usable_margin_s)
+                self._paused = True
                 return
             self.failures = 0
             self._ready = (plan, token)
