@@ -248,8 +248,9 @@ class Syncer:
         for record in store.awaiting_redate():
             fixed = correct_dates(record, self.clock)
             if fixed is None:
-                log.info("sync: lesson %s was delivered before the clock was set, in an earlier boot; its "
-                         "dates cannot be corrected", record.get("session_id"))
+                if "clock_anchor" in record:  # else: corrected already (a stop cut off the bookkeeping)
+                    log.info("sync: lesson %s was delivered before the clock was set, in an earlier boot; its "
+                             "dates cannot be corrected", record.get("session_id"))
                 store.drop_redate(record["session_id"])
                 continue
             out.append(fixed)
