@@ -50,7 +50,8 @@ class KioskSettings:
     log_level: str = field(default="info", metadata=_check(("debug", "info", "warning", "error")))
     """Logging verbosity."""
     keep_synced_days: float = 30.0
-    """Lessons the companion confirmed are deleted from the kiosk after this many days."""
+    """Lessons the companion confirmed are deleted from the kiosk after this many days (counted on a
+    synchronized clock only, so a clock stepped by network time never deletes a lesson early)."""
     max_stored_lessons: int = 5000
     """Cap on stored lessons; the oldest synced ones go first, unsynced ones are never deleted."""
     control_socket: Path = Path("/run/stella-kiosk/control.sock")

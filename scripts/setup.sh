@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # mmdebstrap, qemu-user-static and zstd build the arm64 root that proves the Pi installer (tests/test_install_arm64.py).
 APT_PACKAGES=(portaudio19-dev libsystemd-dev pkg-config espeak-ng sox
               pulseaudio pulseaudio-utils libasound2-plugins shellcheck postgresql faketime strace chromium
-              mmdebstrap qemu-user-static zstd)
+              mmdebstrap arch-test qemu-user-static zstd)
 PYTHON=${PYTHON:-python3}
 
 missing=()

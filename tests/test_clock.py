@@ -31,9 +31,10 @@ from appliance.common.clock import (
     timesync_flag,
 )
 from appliance.common.httpserve import start_http
+from appliance.common.redate import correct_dates
 from appliance.config import load_config
 from appliance.contract.record import InvalidRecord, validate_record
-from appliance.core.lesson import Lesson, correct_dates
+from appliance.core.lesson import Lesson
 from appliance.core.transcript import Transcript
 from appliance.daemon.control import ControlServer
 from appliance.daemon.doctor import Doctor
@@ -245,31 +246,38 @@ LESSON_SCRIPT = """
 import json, sys, time
 from pathlib import Path
 from appliance.common.clock import Clock
-from appliance.core.lesson import Lesson, correct_dates
+from appliance.core.lesson import Lesson
 
 flag = Path(sys.argv[1]) if len(sys.argv) > 1 else None
 clock = Clock(synced=lambda: flag.exists()) if flag else Clock()
 m0 = time.monotonic()
 lesson = Lesson(kiosk_id="k1", clock=clock) if flag else Lesson(kiosk_id="k1")
 lesson.transcript.add_typed("hello")
-print(json.dumps({"wall": time.time()}), flush=True)
+print(json.dumps({"wall": time.time(), "monotonic": time.monotonic()}), flush=True)
 sys.stdin.readline()  # the test steps the clock now
 lesson.transcript.add_typed("and after the step")
 record = lesson.to_record("button")
-print(json.dumps({"wall": time.time(), "mono": time.monotonic() - m0, "record": record}), flush=True)
+print(json.dumps({"wall": time.time(), "mono": time.monotonic() - m0, "monotonic": time.monotonic(),
+                  "record": record}), flush=True)
 """
+
+
+FAKETIME_KEEP_MONOTONIC = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+"""libfaketime's documented switch that leaves CLOCK_MONOTONIC alone (as an NTP step does)."""
 
 
 class FaketimeLesson:
     """A lesson in a real Python process whose wall clock libfaketime shifts by the offset in a file,
-    re-read at every reading; DONT_FAKE_MONOTONIC leaves CLOCK_MONOTONIC alone, as an NTP step does."""
+    re-read at every reading; CLOCK_MONOTONIC is left alone, as an NTP step does (checked at every line:
+    the process's monotonic readings must fall between the test's own, since all processes of a boot
+    share that clock)."""
 
     def __init__(self, tmp_path: Path, offset: str, *args: str) -> None:
         self.offset_file = tmp_path / "faketime.rc"
         self.offset_file.write_text(offset + "\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": _libfaketime(),
-               "FAKETIME_TIMESTAMP_FILE": str(self.offset_file), "FAKETIME_NO_CACHE": "1",
-               "DONT_FAKE_MONOTONIC": "1"}
+               "FAKETIME_TIMESTAMP_FILE": str(self.offset_file), "FAKETIME_NO_CACHE": "1", **FAKETIME_KEEP_MONOTONIC}
+        self.spawned = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-c", LESSON_SCRIPT, *args], env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -279,7 +287,10 @@ class FaketimeLesson:
         if not text:
             self.proc.wait(30)
             raise AssertionError(f"lesson process died: {self.proc.stderr.read() if self.proc.stderr else ''}")
-        return json.loads(text)  # type: ignore[no-any-return]
+        data: dict[str, Any] = json.loads(text)
+        assert self.spawned <= data["monotonic"] <= time.monotonic(), \
+            "libfaketime moved the process's monotonic clock too: the test would not model an NTP step"
+        return data
 
     def step(self, offset: str) -> dict[str, Any]:
         self.offset_file.write_text(offset + "\n")
@@ -440,3 +451,62 @@ def test_saved_record_from_another_boot_keeps_its_dates() -> None:
     assert correct_dates(record, clock, this_boot="another-boot") is None
     assert correct_dates({**record, "turns": "garbage"}, clock) is None
     assert correct_dates({**record, "clock_anchor": {"offset_s": "x"}}, clock) is None
+
+
+# -- retention and clock steps -------------------------------------------------------------------------
+
+def test_clock_step_forward_does_not_delete_lessons_delivered_under_a_stale_clock(tmp_path: Path) -> None:
+    """Guards against retention aging lessons from stamps read on a stale clock: delivered while the
+    clock was five years behind, they were deleted at the first retention after network time stepped
+    the clock forward. They are kept their full retention period from then on, across a restart."""
+    now = [TRUE_NOW - 5 * 365 * DAY]
+    synced = [False]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: synced[0])
+    store.save({"session_id": "early", "turns": []})
+    store.mark_synced("early")
+    now[0] += 40 * DAY
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0  # unsynchronized: no ages at all
+    now[0], synced[0] = TRUE_NOW, True  # network time steps the clock forward five years
+    store.save({"session_id": "late", "turns": []})
+    store.mark_synced("late")
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0
+    assert store.get("early") is not None
+    store.close()
+
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: synced[0])  # restarted
+    now[0] += 29 * DAY
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0
+    now[0] += 2 * DAY
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 2  # both, 30 days after the step
+    assert len(store) == 0
+
+
+def test_clock_set_wrong_while_unsynchronized_deletes_nothing_by_age(tmp_path: Path) -> None:
+    """A clock that lost network time and is then set years ahead by hand ages nothing."""
+    now = [TRUE_NOW]
+    synced = [True]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: synced[0])
+    store.save({"session_id": "a", "turns": []})
+    store.mark_synced("a")
+    synced[0] = False
+    now[0] += 5 * 365 * DAY
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0
+    assert store.apply_retention(keep_synced_days=30, max_lessons=0) == 1  # the cap still holds
+
+
+def test_stamp_of_an_older_kiosk_counts_as_unchecked(tmp_path: Path) -> None:
+    """Index entries written before stamps said whether the clock was synchronized are re-stamped, not aged."""
+    now = [TRUE_NOW]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    store.save({"session_id": "old", "turns": []})
+    store.mark_synced("old")
+    store.close()
+    data = json.loads((tmp_path / "sessions.json").read_text())
+    for doc in data["sessions"].values():
+        del doc["synced_at_trusted"]
+        doc["synced_at"] = TRUE_NOW - 400 * DAY
+    (tmp_path / "sessions.json").write_text(json.dumps(data))
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0
+    now[0] += 31 * DAY
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 1

@@ -169,7 +169,7 @@ def test_retention_never_deletes_unsynced(tmp_path: Path, caplog: pytest.LogCapt
     """Checks WHICH lessons go, not only how many: synced ones past the retention first, then the
     oldest synced ones (by lesson age, whatever order they were delivered in), never an unsynced one."""
     now = [1_000_000.0]
-    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)  # a clock synchronized throughout
     records = [record(i) for i in range(12)]
     ids = [r["session_id"] for r in records]
     for r in records:
@@ -324,12 +324,12 @@ def test_expiring_prefetched_token_is_not_used() -> None:
     from appliance.uplink.client import LessonPlan, RealtimeToken
     from appliance.uplink.prefetch import Prefetcher
 
-    now = [1000.0]
-    prefetcher = Prefetcher(None, "A2", usable_margin_s=20, clock=lambda: now[0])  # type: ignore[arg-type]
+    now = [1000.0]  # the kiosk's monotonic clock: token deadlines are on it, whatever the wall clock says
+    prefetcher = Prefetcher(None, "A2", usable_margin_s=20, monotonic=lambda: now[0])  # type: ignore[arg-type]
     plan = LessonPlan("plan_1", "t", ())
-    prefetcher._ready = (plan, RealtimeToken("ek_x", 1015.0, "m", "v"))  # 15 s left: too late to start
+    prefetcher._ready = (plan, RealtimeToken("ek_x", 0.0, "m", "v", deadline=1015.0))  # 15 s left: too late
     assert prefetcher.take() is None
-    fresh = (plan, RealtimeToken("ek_x", 1100.0, "m", "v"))
+    fresh = (plan, RealtimeToken("ek_x", 0.0, "m", "v", deadline=1100.0))
     prefetcher._ready = fresh
     assert prefetcher.take() == fresh
     assert prefetcher.take() is None  # each pair serves one lesson
@@ -343,14 +343,16 @@ async def test_retention_runs_at_start_up(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         config = stack.config(kiosk={"keep_synced_days": 30}, companion={"url": "http://127.0.0.1:9"})
         past = _time.time() - 40 * 86400
-        old = SessionStore(config.kiosk.state_dir, clock=lambda: past)
+        old = SessionStore(config.kiosk.state_dir, clock=lambda: past, synced=lambda: True)
         records = [record(i) for i in range(3)]
         for r in records:
             old.save(r)
         old.mark_synced(records[0]["session_id"])
         old.mark_synced(records[1]["session_id"])
         old.close()
-        async with stack.kiosk(config) as (kiosk, _rec, _mic):
+        # The kiosk's clock is synchronized (ages count only then), whatever this machine's kernel says.
+        store = SessionStore(config.kiosk.state_dir, synced=lambda: True)
+        async with stack.kiosk(config, store=store) as (kiosk, _rec, _mic):
             left = [r["session_id"] for r in await kiosk.parts.keeper.store.run("records")]
     assert left == [records[2]["session_id"]]
     journals = sorted(p.stem for p in (config.kiosk.state_dir / "lessons").iterdir())

@@ -318,7 +318,7 @@ def test_delivered_lessons_move_to_the_archive_in_batches(tmp_path: Path) -> Non
 
 def test_retention_deletes_journals_too(tmp_path: Path) -> None:
     now = [1_000_000.0]
-    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
     for i in range(4):
         store.save(record(f"r{i}"))
     store.mark_synced("r0")

@@ -26,7 +26,7 @@ from appliance.common.safe_text import loads_clean
 from appliance.companion import limits
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
-from appliance.companion.storage import CONFLICT, DUPLICATE, Caller, Storage, open_storage
+from appliance.companion.storage import CONFLICT, CORRECTED, DUPLICATE, UNKNOWN, Caller, Storage, open_storage
 from appliance.companion.upstream import (
     Upstream,
     UpstreamError,
@@ -140,6 +140,7 @@ class CompanionServer:
         app.router.add_post("/api/realtime-token", self.realtime_token)
         app.router.add_post("/api/summarize", self.summarize)
         app.router.add_post("/api/sessions/batch", self.batch)
+        app.router.add_post("/api/sessions/corrections", self.corrections)
         app.router.add_get("/api/sessions", self.list_sessions)
         app.router.add_post("/api/heartbeat", self.heartbeat)
         try:  # jinja2 and argon2-cffi: the companion's extra, not needed on a kiosk that runs the demo
@@ -357,13 +358,23 @@ class CompanionServer:
                              f"could not mint a Realtime token: {exc.message}; every configured model failed "
                              f"(realtime_model / transcription_model in the companion config)")
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
-        return web.json_response({"token": value, "expires_at": expires_at, "model": model,
+        return web.json_response({"token": value, "expires_at": expires_at,
+                                  "expires_in": self._expires_in(expires_at), "model": model,
                                   "voice": self.config.voice, "prompt": prompt,
                                   # What the token's session holds, so a kiosk can send it again itself
                                   # to servers that ignore token-embedded config.
                                   "transcription_model": self.model_choice.current("transcription"),
                                   "silence_ms": self.config.silence_ms,
                                   "activeTargets": plan["targets"] if plan else []})
+
+    def _expires_in(self, expires_at: float) -> float:
+        """Seconds the token still lives, by this companion's clock (never more than it was minted for).
+
+        Why: ``expires_at`` is an instant on the companion's (and OpenAI's) clock, and a kiosk's clock may be
+        years off (a Pi without a battery-backed clock). A lifetime lets the kiosk place the expiry on its own
+        monotonic clock without reading its wall clock. Capped at the configured lifetime, so a companion
+        clock behind OpenAI's never makes a token look longer-lived than it can be."""
+        return round(max(0.0, min(float(self.config.token_ttl_s), expires_at - self.clock())), 3)
 
     async def _mint(self, prompt: str) -> tuple[str, tuple[str, float]]:
         model = self.model_choice.current("realtime")
@@ -441,6 +452,42 @@ class CompanionServer:
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
             return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
         return web.json_response({"results": await self._store(kiosk, sessions)})
+
+    @kiosk_json
+    async def corrections(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
+        """Corrected dates of lessons a kiosk delivered before its clock was synchronized: each one is the
+        stored lesson with every date moved by ``metrics.clock_corrected_s`` (nothing else may change)."""
+        sessions = body.get("sessions")
+        if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
+            return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
+        results: list[dict[str, Any]] = []
+        valid: list[tuple[int, dict[str, Any]]] = []
+        for record in sessions:
+            session_id = record.get("session_id") if isinstance(record, dict) else None
+            session_id = session_id if isinstance(session_id, str) else None
+            try:
+                validate_record(record)
+            except InvalidRecord as exc:
+                results.append({"session_id": session_id, "error": {"code": "invalid_record", "message": str(exc)}})
+                continue
+            if record["kiosk_id"] != caller.kiosk_id:
+                results.append({"session_id": session_id,
+                                "error": {"code": "forbidden", "message": "kiosk_id does not match the device key"}})
+                continue
+            valid.append((len(results), record))
+            results.append({})
+        outcomes = await self.storage.correct_dates([r for _, r in valid]) if valid else []
+        codes = {UNKNOWN: "unknown_session", CONFLICT: "conflict", "invalid": "invalid_correction"}
+        for (index, record), (outcome, message) in zip(valid, outcomes, strict=True):
+            session_id = record["session_id"]
+            if outcome == CORRECTED:
+                log.info("corrected the dates of session %s from %s", session_id, caller.kiosk_id)
+                results[index] = {"session_id": session_id, "corrected": True}
+                continue
+            log.warning("kiosk %s sent corrected dates for session %s; refused: %s", caller.kiosk_id, session_id,
+                        message)
+            results[index] = {"session_id": session_id, "error": {"code": codes[outcome], "message": message}}
+        return web.json_response({"results": results})
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         caller = await self._kiosk(request)

@@ -19,9 +19,12 @@ from typing import Any
 from appliance.companion.db import Database, Queries, open_database
 from appliance.companion.migrations import migrate
 from appliance.companion.retention import reduce_record
+from appliance.contract.dates import InvalidCorrection, apply_date_correction
 
 #: Outcomes of storing one record.
 STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
+#: Outcomes of a date correction (besides CONFLICT: another kiosk's lesson).
+CORRECTED, UNKNOWN = "corrected", "unknown"
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,38 @@ class Storage:
                 outcomes.append(DUPLICATE)
             else:
                 outcomes.append(CONFLICT)
+        return outcomes
+
+    async def correct_dates(self, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        """Apply validated date corrections of lessons already stored (see ``appliance.contract.dates``), in
+        one transaction; one ``(outcome, message)`` each: CORRECTED (also when it was applied before),
+        UNKNOWN (no such lesson), CONFLICT (another kiosk's lesson) or ``invalid`` with the reason.
+
+        Only the record's dates and the ``started_at``/``ended_at`` columns change: the day's counters,
+        ``received_at`` and everything else the lesson says stay as they are."""
+        outcomes: list[tuple[str, str]] = []
+        async with self.db.transaction() as q:
+            lock = " FOR UPDATE" if q.engine == "postgresql" else ""
+            for correction in records:
+                row = await q.fetchone(f"SELECT kiosk_id, record FROM sessions WHERE session_id = ?{lock}",
+                                       (correction["session_id"],))
+                if row is None:
+                    outcomes.append((UNKNOWN, "no lesson with this session_id is stored here"))
+                    continue
+                if row[0] != correction["kiosk_id"]:
+                    outcomes.append((CONFLICT, "another kiosk stored a lesson with this session_id"))
+                    continue
+                stored = json.loads(row[1])
+                try:
+                    updated = apply_date_correction(stored, correction)
+                except InvalidCorrection as exc:
+                    outcomes.append(("invalid", str(exc)))
+                    continue
+                if updated is not stored:
+                    await q.execute("UPDATE sessions SET record = ?, started_at = ?, ended_at = ? WHERE session_id = ?",
+                                    (json.dumps(updated, ensure_ascii=False), updated["started_at"],
+                                     updated["ended_at"], correction["session_id"]))
+                outcomes.append((CORRECTED, ""))
         return outcomes
 
     @staticmethod

@@ -17,7 +17,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.common.clock import Anchor, Clock, boot_id, iso_utc, parse_iso, system_clock
+from appliance.common.clock import Clock, iso_utc, system_clock
+from appliance.common.redate import anchor_hint
 from appliance.common.timeline import PRESSED, CallTimeline
 from appliance.contract.names import END_REASONS
 from appliance.core.transcript import Transcript
@@ -201,7 +202,7 @@ class Lesson:
             },
             "errors": [{**e, "at": iso_utc(anchor.wall_at(e["at"]))} if isinstance(e.get("at"), float) else dict(e)
                        for e in self.errors],
-            **({} if anchor.synced else {"clock_anchor": _anchor_hint(anchor)}),
+            **({} if anchor.synced else {"clock_anchor": anchor_hint(anchor)}),
         }
 
 
@@ -218,40 +219,6 @@ class Lesson:
             record["errors"] = [{"code": "internal", "message": "record rebuilt after an internal error",
                                  "at": record["ended_at"]}]
             return record
-
-
-def _anchor_hint(anchor: Anchor) -> dict[str, Any]:
-    """What :func:`correct_dates` needs to re-date a record built before the clock was synchronized."""
-    return {"boot_id": boot_id(), "offset_s": round(anchor.wall - anchor.mono, 6)}
-
-
-def correct_dates(record: dict[str, Any], clock: Clock, this_boot: str | None = None) -> dict[str, Any] | None:
-    """A copy of a saved record re-dated by the clock's synchronized anchor, or None when not needed/possible.
-
-    A lesson saved before network time set the clock carries stale dates and ``clock_anchor`` (the
-    ``wall - monotonic`` offset it used and the boot it ran in). Once the clock is synchronized, in the
-    same boot, the true offset is known and every stamp moves by the difference; its duration, from
-    the monotonic clock, was right all along. After a reboot the monotonic clock restarted, so the
-    record keeps its dates and ``clock_synced: false`` (the companion can tell)."""
-    hint = record.get("clock_anchor")
-    if not isinstance(hint, dict) or not isinstance(hint.get("offset_s"), int | float):
-        return None
-    anchor = clock.anchor()
-    here = boot_id() if this_boot is None else this_boot
-    if not anchor.synced or hint.get("boot_id") is None or hint.get("boot_id") != here:
-        return None
-    shift = (anchor.wall - anchor.mono) - float(hint["offset_s"])
-    try:
-        fixed = {key: value for key, value in record.items() if key != "clock_anchor"}
-        for key in ("started_at", "ended_at"):
-            fixed[key] = iso_utc(parse_iso(record[key]) + shift)
-        fixed["turns"] = [{**turn, "at": iso_utc(parse_iso(turn["at"]) + shift)} for turn in record["turns"]]
-        fixed["errors"] = [{**e, "at": iso_utc(parse_iso(e["at"]) + shift)} if isinstance(e.get("at"), str) else e
-                           for e in record.get("errors", [])]
-        fixed["metrics"] = {**record.get("metrics", {}), "clock_synced": True, "clock_corrected_s": round(shift, 3)}
-    except (KeyError, TypeError, ValueError, OverflowError):
-        return None  # not a record this kiosk wrote: leave it exactly as saved
-    return fixed
 
 
 def _words(text: str) -> int:

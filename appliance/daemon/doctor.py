@@ -141,7 +141,7 @@ class Doctor:
             plan = await client.plan(level=self.config.lesson.level)
             token = await client.token(plan_id=plan.plan_id)
             self.record("lesson + token", True, f"plan {plan.title!r}, token valid "
-                        f"{token.expires_at - time.time():.0f} s, model {token.model}")
+                        f"{token.remaining_s():.0f} s, model {token.model}")
         except CompanionError as exc:
             self.record("lesson + token", False, exc.message)
         finally:

@@ -27,8 +27,6 @@ from appliance.uplink.prefetch import Prefetcher
 log = logging.getLogger(__name__)
 
 CallFactory = Callable[..., RealtimeCall]
-PREFETCH_WAIT_S = 3.0
-"""At a press, how long to wait for a prefetch already in flight rather than fetch a second pair."""
 
 
 class CompanionCallOpener:
@@ -102,21 +100,13 @@ class CompanionCallOpener:
     async def _materials(self) -> tuple[LessonPlan, RealtimeToken, bool]:
         """The prefetched plan + token when fresh (no companion round trip), else fetched now."""
         if self.prefetcher is not None:
-            ready = await self._prefetched()
+            # A pair fetched while idle, or the one being fetched right now (never a second one).
+            ready = await self.prefetcher.take_or_wait(self.config.companion.timeout_s)
             if ready is not None:
                 return ready[0], ready[1], True
         plan = await self.companion.plan(level=self.config.lesson.level)
         token = await self.companion.token(plan_id=plan.plan_id)
         return plan, token, False
-
-    async def _prefetched(self) -> tuple[LessonPlan, RealtimeToken] | None:
-        prefetcher = self.prefetcher
-        assert prefetcher is not None
-        take_or_wait = getattr(prefetcher, "take_or_wait", None)
-        if take_or_wait is not None:
-            ready: tuple[LessonPlan, RealtimeToken] | None = await take_or_wait(PREFETCH_WAIT_S)
-            return ready
-        return prefetcher.take()
 
     def _session_config(self, token: RealtimeToken, instructions: str) -> dict[str, Any]:
         """The session the kiosk sends when the channel opens: the token's own config (a server that

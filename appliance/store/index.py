@@ -65,12 +65,17 @@ def normalize_entry(doc: Any, state: Any = None) -> dict[str, Any] | None:
     saved = _number(doc.get("saved_at"))
     created = created if created is not None else (saved if saved is not None else 0.0)
     reason = doc.get("parked_reason")
+    synced = state == "synced"
     return {
         "session_id": sanitize(sid),
         "state": state,
         "created_at": created,
         "saved_at": saved if saved is not None else created,
-        "synced_at": _number(doc.get("synced_at")) if state == "synced" else None,
+        "synced_at": _number(doc.get("synced_at")) if synced else None,
+        # Missing (an entry from an older kiosk): not trusted, so retention re-stamps it rather than
+        # aging it from a date that may have been read on a stale clock.
+        "synced_at_trusted": synced and doc.get("synced_at_trusted") is True,
+        "redate_pending": synced and doc.get("redate_pending") is True,
         "parked_reason": (reason if isinstance(reason, str) else "") if state == "parked" else None,
     }
 

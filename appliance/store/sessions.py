@@ -33,6 +33,7 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
+from appliance.common.clock import system_clock
 from appliance.store.index import TABLE, LoadedIndex, load_index, normalize_entry
 from appliance.store.journal import (
     SUFFIX,
@@ -223,15 +224,20 @@ class SessionStore:
 
     Synchronous and not thread-safe: call it from one thread at a time (the kiosk uses one worker
     thread). ``problems`` lists, in words, every repair made since the store was opened.
+
+    ``clock`` stamps entries (wall time); ``synced`` says whether that clock is synchronized to network
+    time, so a stamp read on a stale clock is never used to age a lesson (see :meth:`apply_retention`).
     """
 
-    def __init__(self, state_dir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: Path | str, *, clock: Callable[[], float] = time.time,
+                 synced: Callable[[], bool] | None = None) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / "sessions.json"
         self.archive_path = self.state_dir / "synced.json"
         self.journal_dir = self.state_dir / "lessons"
         self.problems: list[str] = []
         self._clock = clock
+        self._synced = synced if synced is not None else lambda: system_clock().synchronized()
         self._in_progress: dict[str, dict[str, float]] = {}
         self._tail_checked: set[str] = set()
         self._warned: set[str] = set()
@@ -378,7 +384,8 @@ class SessionStore:
     @staticmethod
     def _progress_entry(session_id: str, progress: dict[str, float]) -> dict[str, Any]:
         return {"session_id": session_id, "state": "in_progress", "created_at": progress["created_at"],
-                "saved_at": progress["saved_at"], "synced_at": None, "parked_reason": None}
+                "saved_at": progress["saved_at"], "synced_at": None, "synced_at_trusted": False,
+                "redate_pending": False, "parked_reason": None}
 
     def _entries(self) -> list[dict[str, Any]]:
         """Every lesson's index entry (no records), oldest first."""
@@ -531,21 +538,24 @@ class SessionStore:
             self._active.put_many(added)
         return len(added)
 
-    def mark_synced(self, session_id: str) -> None:
-        """The companion confirmed this lesson."""
-        self._set_state(clean_text(session_id), "synced")
+    def mark_synced(self, session_id: str, redate: bool = False) -> None:
+        """The companion confirmed this lesson. ``redate``: its dates were read on an unsynchronized clock
+        and must be corrected at the companion once the clock is synchronized (:meth:`awaiting_redate`)."""
+        self._set_state(clean_text(session_id), "synced", redate=redate)
 
     def park(self, session_id: str, reason: str) -> None:
         """The companion will never accept this record: keep it aside with the reason."""
         self._set_state(clean_text(session_id), "parked", clean_text(str(reason)))
 
-    def _set_state(self, sid: str, state: str, reason: str | None = None) -> None:
+    def _set_state(self, sid: str, state: str, reason: str | None = None, redate: bool = False) -> None:
         found = self._find(sid)
         if found is None or found[0] is None:
             log.warning("store: cannot mark lesson %s %s: it is not a finished lesson here", sid, state)
             return
         where, old = found
-        entry = dict(old, state=state, synced_at=self._clock() if state == "synced" else None,
+        synced = state == "synced"
+        entry = dict(old, state=state, synced_at=self._clock() if synced else None,
+                     synced_at_trusted=synced and self._synced(), redate_pending=synced and redate,
                      parked_reason=reason if state == "parked" else None)
         if where is self._archive and state == "synced":
             self._archive.put(entry)
@@ -570,13 +580,23 @@ class SessionStore:
         there are more than ``max_lessons``. Unsynced lessons are never deleted: when they alone
         exceed the cap, say so loudly. Returns how many were deleted.
 
+        Ages count only on a synchronized clock, from stamps read on one: a board that boots with a stale
+        date and is stepped forward years by network time would otherwise delete at once every lesson
+        delivered before the step. A stamp read unsynchronized is replaced by "now" at the first retention
+        on a synchronized clock, so such a lesson is kept its full period from then (never less). While the
+        clock is not synchronized, only the cap deletes.
+
         Journals go first, then the index entries: a crash in between leaves entries without a
         journal, which the next start drops quietly (they were delivered)."""
-        cutoff = self._clock() - keep_synced_days * 86400
+        now = self._clock()
         entries = self._entries()
         synced = [e for e in entries if e["state"] == "synced"]
-        doomed = [e["session_id"] for e in synced
-                  if (e["synced_at"] if e["synced_at"] is not None else e["saved_at"]) < cutoff]
+        doomed: list[str] = []
+        if self._synced():
+            synced = self._restamp(synced, now)
+            cutoff = now - keep_synced_days * 86400
+            doomed = [e["session_id"] for e in synced
+                      if e["synced_at_trusted"] and e["synced_at"] is not None and e["synced_at"] < cutoff]
         excess = len(entries) - len(doomed) - max_lessons
         if excess > 0:
             gone = set(doomed)
@@ -594,6 +614,59 @@ class SessionStore:
             log.error("session store is full: %d lessons waiting for the companion exceed the cap of %d; "
                       "nothing unsynced is deleted — check the companion connection", total, max_lessons)
         return len(doomed)
+
+    def _restamp(self, synced: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        """``synced`` with every stamp read on an unsynchronized clock replaced by ``now`` (trusted), written
+        to the index in one write per file."""
+        stale = {e["session_id"]: dict(e, synced_at=now, synced_at_trusted=True)
+                 for e in synced if not e["synced_at_trusted"]}
+        if not stale:
+            return synced
+        active = self._active.map()
+        self._active.put_many([e for sid, e in stale.items() if sid in active])
+        self._archive.put_many([e for sid, e in stale.items() if sid not in active])
+        log.info("retention: %d delivered lesson(s) were stamped before the clock was synchronized; "
+                 "their retention period counts from now", len(stale))
+        return [stale.get(e["session_id"], e) for e in synced]
+
+    # -- dates corrected after delivery ------------------------------------------------------------
+
+    def awaiting_redate(self) -> list[dict[str, Any]]:
+        """Delivered lessons whose dates must still be corrected at the companion, oldest first.
+
+        Asked at every sync round once the clock is synchronized: only the flagged entries are sorted and
+        read, not the whole history."""
+        active = self._active.map()
+        flagged = {e["session_id"]: e for _, e in self._archive.map().values()
+                   if e["redate_pending"] and e["session_id"] not in active}
+        flagged.update((e["session_id"], e) for _, e in active.values() if e["redate_pending"])
+        waiting = sorted((e for e in flagged.values() if e["state"] == "synced"), key=lambda e: e["created_at"])
+        return [record for _, record in self._with_records(waiting)]
+
+    def redated(self, record: dict[str, Any]) -> None:
+        """The companion took the corrected dates of this delivered lesson: keep the corrected record here
+        too (atomically, as every final record) and stop asking."""
+        record, sid = self._prepare(record)
+        found = self._waiting_redate(sid)
+        if found is None:
+            return
+        where, entry = found
+        write_atomic(self._journal(sid), encode_line(make_entry("final", record, entry["created_at"],
+                                                                entry["saved_at"])))
+        where.put(dict(entry, redate_pending=False))
+
+    def drop_redate(self, session_id: str) -> None:
+        """Stop asking to correct this lesson's dates (it cannot be, or the companion refused for good)."""
+        found = self._waiting_redate(clean_text(session_id))
+        if found is not None:
+            found[0].put(dict(found[1], redate_pending=False))
+
+    def _waiting_redate(self, sid: str) -> tuple[_Index, dict[str, Any]] | None:
+        found = self._find(sid)
+        if found is None or found[0] is None or found[1]["state"] != "synced":
+            log.warning("store: lesson %s is not a delivered lesson here; its dates stay as they are", sid)
+            return None
+        return found[0], found[1]
 
     # -- reads ---------------------------------------------------------------------------------
 

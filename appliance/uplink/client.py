@@ -3,12 +3,19 @@
 Every answer is validated: a companion that answers 200 with the wrong shape gives a
 CompanionError with a readable message, never a KeyError deep in the kiosk. Errors say whether
 retrying can help (network, timeouts, 5xx, 429) or not (bad key, invalid request).
+
+A token's expiry is kept on the kiosk's monotonic clock (:attr:`RealtimeToken.deadline`), never compared
+with the kiosk's wall clock: that clock may be years off on a board without a battery-backed clock.
 """
 
 from __future__ import annotations
 
+import math
 import ssl
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -51,6 +58,14 @@ class RealtimeToken:
     """The input transcription model the token's session names ("" from an older companion)."""
     silence_ms: int = 500
     """The server VAD's end-of-turn silence the token's session names."""
+    deadline: float = -math.inf
+    """When the token stops being able to start a call, on the kiosk's monotonic clock (``time.monotonic``).
+    Freshness is judged by this alone; ``expires_at`` is an instant on the companion's clock, kept for logs.
+    A token made without one counts as expired."""
+
+    def remaining_s(self, now: float | None = None) -> float:
+        """Seconds left to start a call with this token (``now``: a reading of the same monotonic clock)."""
+        return self.deadline - (time.monotonic() if now is None else now)
 
     def __repr__(self) -> str:  # the token is a credential: never in logs or tracebacks
         return (f"RealtimeToken(token='ek_…redacted', expires_at={self.expires_at}, model={self.model!r}, "
@@ -59,18 +74,71 @@ class RealtimeToken:
     __str__ = __repr__
 
 
+MAX_TOKEN_LIFETIME_S = 7200.0
+"""The longest an ephemeral token can live (``expires_after.seconds`` is at most 7200)."""
+DATE_RESOLUTION_S = 1.0
+"""The HTTP Date header is truncated to whole seconds: the companion's clock may be up to this much later."""
+
+
+def token_lifetime_s(data: dict[str, Any], date_header: str | None, kiosk_wall: float) -> float:
+    """How long a token answer says the token lives, judged by the companion's clock.
+
+    In order of trust: the answer's own ``expires_in`` (a lifetime needs no clock at all); else
+    ``expires_at`` against the companion's clock as its HTTP ``Date`` header gives it (an older companion);
+    else, with neither, against the kiosk's wall clock. Always within 0 … 7200 s, so no clock however wrong
+    makes a token look immortal."""
+    lifetime = data.get("expires_in")
+    if not _is_number(lifetime):
+        expires_at = data.get("expires_at")
+        if not _is_number(expires_at):
+            return 0.0
+        companion_now = _http_date(date_header)
+        if companion_now is not None:
+            lifetime = expires_at - companion_now - DATE_RESOLUTION_S
+        else:
+            lifetime = expires_at - kiosk_wall
+    lifetime = float(lifetime)
+    return max(0.0, min(MAX_TOKEN_LIFETIME_S, lifetime)) if math.isfinite(lifetime) else 0.0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _http_date(text: str | None) -> float | None:
+    """Epoch seconds of an HTTP Date header, or None when absent or unreadable."""
+    if not text:
+        return None
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a date without a zone is no date to trust
+        return None
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 class CompanionClient:
     """One kiosk's authenticated client; reuse it for the kiosk's lifetime.
 
     ``ssl_context`` decides which certificates are trusted for an https:// companion; build it with
     ``appliance.common.tls.companion_ssl_context(config)`` (OS store + companion.ca_file). None: the OS store.
+    ``monotonic`` places token deadlines (see :attr:`RealtimeToken.deadline`); ``wall`` is read only for a
+    companion that says neither ``expires_in`` nor its ``Date``.
     """
 
     def __init__(self, base_url: str, device_key: str, kiosk_id: str, timeout_s: float = 5.0,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, *,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.base_url = base_url.rstrip("/")
         self.kiosk_id = kiosk_id
+        self._monotonic = monotonic
+        self._wall = wall
         self._host = httpx.URL(self.base_url).host
         self._shown = redact_url(self.base_url)  # for messages: never a user:password@ part
         self._http = httpx.AsyncClient(
@@ -82,6 +150,11 @@ class CompanionClient:
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        data, _ = await self._exchange(method, path, body)
+        return data
+
+    async def _exchange(self, method: str, path: str, body: Any = None) -> tuple[dict[str, Any], httpx.Response]:
+        """The validated JSON object of the answer, and the response itself (for its headers)."""
         try:
             response = await self._http.request(method, path, json=body)
         except httpx.TimeoutException:
@@ -110,7 +183,7 @@ class CompanionClient:
         if not isinstance(data, dict):
             raise CompanionError(f"companion answered {path} with something that is not a JSON object",
                                  code="bad_response", status=response.status_code, retryable=True)
-        return data
+        return data, response
 
     async def health(self) -> bool:
         try:
@@ -139,7 +212,8 @@ class CompanionClient:
         body: dict[str, Any] = {"kiosk_id": self.kiosk_id}
         if plan_id:
             body["plan_id"] = plan_id
-        data = await self._request("POST", "/api/realtime-token", body)
+        asked = self._monotonic()  # the token was minted after this: a deadline from here is never late
+        data, response = await self._exchange("POST", "/api/realtime-token", body)
         token = data.get("token")
         expires_at = data.get("expires_at")
         if not isinstance(token, str) or not token:
@@ -151,11 +225,13 @@ class CompanionClient:
         targets = data.get("activeTargets", [])
         silence = data.get("silence_ms")
         transcription = data.get("transcription_model")
+        lifetime = token_lifetime_s(data, response.headers.get("Date"), self._wall())
         return RealtimeToken(token, float(expires_at), str(data.get("model", "")), str(data.get("voice", "")),
                              str(data.get("prompt", "")), tuple(targets) if isinstance(targets, list) else (),
                              transcription_model=transcription if isinstance(transcription, str) else "",
                              silence_ms=silence if isinstance(silence, int) and not isinstance(silence, bool)
-                             and 100 <= silence <= 10_000 else 500)
+                             and 100 <= silence <= 10_000 else 500,
+                             deadline=asked + lifetime)
 
     async def summarize(self, record: dict[str, Any]) -> None:
         data = await self._request("POST", "/api/summarize", record)
@@ -168,6 +244,16 @@ class CompanionClient:
         results = data.get("results")
         if not isinstance(results, list):
             raise CompanionError("companion answered the batch without results", code="bad_response",
+                                 retryable=True)
+        return [r for r in results if isinstance(r, dict)]
+
+    async def send_corrections(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Corrected dates of lessons already delivered (``POST /api/sessions/corrections``), one result each.
+        A companion too old to take corrections answers 404 (a CompanionError with that status)."""
+        data = await self._request("POST", "/api/sessions/corrections", {"sessions": records})
+        results = data.get("results")
+        if not isinstance(results, list):
+            raise CompanionError("companion answered the corrections without results", code="bad_response",
                                  retryable=True)
         return [r for r in results if isinstance(r, dict)]
 

@@ -6,6 +6,10 @@ idempotent (the companion keys records by ``session_id``), so a batch interrupte
 simply sent again. A record the companion rejects as invalid is *parked* with its reason instead
 of being retried forever; ``stella-kiosk sessions`` shows it.
 
+Lessons delivered while the kiosk's clock was not yet synchronized carry stale dates. Once the clock is
+synchronized (same boot), their corrected dates follow (``POST /api/sessions/corrections``); the store
+remembers which delivered lessons still wait for that, across restarts.
+
 Beside the lessons it sends a *heartbeat* (the kiosk's state, see ``appliance.uplink.fleet_report``) after every
 sync round and every ``heartbeat_s`` while idle, so the school sees a kiosk that is up but unused. A
 companion too old to know heartbeats answers 404: that is logged once, at debug, and changes nothing.
@@ -21,8 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.common.backoff import backoff_delay
-from appliance.common.clock import system_clock
-from appliance.core.lesson import correct_dates
+from appliance.common.clock import Clock, system_clock
+from appliance.common.redate import correct_dates, correctable_here
 from appliance.store.sessions import SessionStore, StoreError
 from appliance.store.worker import AsyncStore
 from appliance.uplink.client import CompanionClient, CompanionError
@@ -51,8 +55,12 @@ class Syncer:
         jitter: Callable[[], float] = random.random,
         report: Callable[[], dict[str, Any]] | None = None,
         heartbeat_s: float = 300.0,
+        clock: Clock | None = None,
     ) -> None:
         self.store = store if isinstance(store, AsyncStore) else AsyncStore(store)
+        self.clock = clock if clock is not None else system_clock()
+        """Decides when dates read before network time can be corrected (the process's clock by default)."""
+        self._corrections_unknown_logged = False
         self.companion = companion
         self.batch_size = batch_size
         self.period_s = period_s
@@ -167,8 +175,9 @@ class Syncer:
             except StoreError as exc:
                 log.warning("sync: could not re-date lessons saved before the clock was set: %s", exc)
             if not batch:
+                corrected = await self.send_corrections()
                 self.idle.set()
-                return True
+                return corrected
             self.idle.clear()
             try:
                 results = await self.companion.send_batch(batch)
@@ -188,14 +197,12 @@ class Syncer:
             if retry_later:
                 return False
 
-    @staticmethod
-    def _redate(store: SessionStore, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _redate(self, store: SessionStore, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Lessons saved before network time set the clock get their true dates (same boot only)
         before they leave the kiosk; the corrected record is saved too. Runs on the store thread."""
-        clock = system_clock()
         out = []
         for record in batch:
-            fixed = correct_dates(record, clock)
+            fixed = correct_dates(record, self.clock)
             if fixed is not None:
                 store.save(fixed)
                 log.info("sync: lesson %s re-dated by %.0f s now that the clock is synchronized",
@@ -203,6 +210,80 @@ class Syncer:
                 record = fixed
             out.append(record)
         return out
+
+    async def send_corrections(self) -> bool:
+        """Send the corrected dates of lessons delivered before the clock was synchronized; False when the
+        companion could not be asked (retried with the next round). Nothing to do, and no disk read, while
+        the clock is still unsynchronized."""
+        if not self.clock.synchronized():
+            return True
+        try:
+            corrections = await self.store.run(self._corrections)
+        except StoreError as exc:
+            log.warning("sync: cannot read the lessons awaiting corrected dates: %s", exc)
+            return False
+        for start in range(0, len(corrections), self.batch_size):
+            batch = corrections[start:start + self.batch_size]
+            try:
+                results = await self.companion.send_corrections(batch)
+            except CompanionError as exc:
+                if exc.status == 404:  # a companion from before corrections: its dates stay as delivered
+                    if not self._corrections_unknown_logged:
+                        log.info("sync: the companion does not take corrected dates (an older version); "
+                                 "lessons delivered before the clock was set keep their dates there")
+                        self._corrections_unknown_logged = True
+                    await self._store_quietly("drop_redates", self._drop_redates, [r["session_id"] for r in batch])
+                    continue
+                log.warning("sync: could not send corrected dates (%s): %s", exc.code, exc.message)
+                return False
+            await self._store_quietly("corrections", self._apply_corrections, batch, results)
+        return True
+
+    async def _store_quietly(self, what: str, function: Callable[..., Any], *args: Any) -> None:
+        try:
+            await self.store.run(function, *args)
+        except StoreError as exc:  # the flags stay: the correction is sent again, which is harmless
+            log.warning("sync: could not record the %s: %s", what, exc)
+
+    def _corrections(self, store: SessionStore) -> list[dict[str, Any]]:
+        """The corrected records of delivered lessons still awaiting them; a lesson that cannot be corrected
+        any more (recorded in an earlier boot) is no longer asked about. Runs on the store thread."""
+        out = []
+        for record in store.awaiting_redate():
+            fixed = correct_dates(record, self.clock)
+            if fixed is None:
+                if "clock_anchor" in record:  # else: corrected already (a stop cut off the bookkeeping)
+                    log.info("sync: lesson %s was delivered before the clock was set, in an earlier boot; its "
+                             "dates cannot be corrected", record.get("session_id"))
+                store.drop_redate(record["session_id"])
+                continue
+            out.append(fixed)
+        return out
+
+    @staticmethod
+    def _drop_redates(store: SessionStore, session_ids: list[str]) -> None:
+        for session_id in session_ids:
+            store.drop_redate(session_id)
+
+    @staticmethod
+    def _apply_corrections(store: SessionStore, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+        """Keep what the companion corrected; stop asking about what it refused (a refusal is for good: the
+        same correction would be refused again). A lesson without a result is asked about again later."""
+        by_id = {r["session_id"]: r for r in results if isinstance(r.get("session_id"), str)}
+        for record in batch:
+            session_id = record["session_id"]
+            result = by_id.get(session_id)
+            if result is None:
+                continue
+            if result.get("corrected") is True:
+                store.redated(record)
+                log.info("sync: lesson %s re-dated at the companion by %.0f s", session_id,
+                         record["metrics"].get("clock_corrected_s", 0))
+                continue
+            error = result.get("error") if isinstance(result.get("error"), dict) else {}
+            log.warning("sync: the companion refused the corrected dates of lesson %s (%s: %s); it keeps the "
+                        "dates it has", session_id, error.get("code", "refused"), error.get("message", ""))
+            store.drop_redate(session_id)
 
     def _apply(self, store: SessionStore, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
         """Mark what the companion stored, park what it rejected for good; True if some must retry.
@@ -214,7 +295,7 @@ class Syncer:
             session_id = record["session_id"]
             result = by_id.get(session_id)
             if result is not None and result.get("stored") is True:
-                store.mark_synced(session_id)
+                store.mark_synced(session_id, redate=correctable_here(record))
                 self._report(session_id, True)
                 continue
             error = (result or {}).get("error")
