@@ -28,7 +28,8 @@ def test_shared_names_are_defined_only_in_the_contract() -> None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
                 if isinstance(node, ast.AnnAssign) else []
             for target in targets:
-                if isinstance(target, ast.Name) and target.id in SHARED_NAMES and (rel, target.id) not in OWN_VOCABULARIES:
+                if (isinstance(target, ast.Name) and target.id in SHARED_NAMES
+                        and (rel, target.id) not in OWN_VOCABULARIES):
                     found.append(f"{rel}: {target.id}")
     assert found == []
 

@@ -8,6 +8,7 @@ retrying can help (network, timeouts, 5xx, 429) or not (bad key, invalid request
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import httpx
 from appliance.common import tls
 from appliance.common.safe_text import clean_json
 from appliance.config import redact_url
+from appliance.contract.record import OutgoingRecord
 from appliance.contract.targets import Target, parse_target
 
 
@@ -157,13 +159,14 @@ class CompanionClient:
                              silence_ms=silence if isinstance(silence, int) and not isinstance(silence, bool)
                              and 100 <= silence <= 10_000 else 500)
 
-    async def summarize(self, record: dict[str, Any]) -> None:
+    async def summarize(self, record: OutgoingRecord) -> None:
         data = await self._request("POST", "/api/summarize", record)
         if data.get("stored") is not True:
             raise CompanionError("companion did not confirm the lesson was stored", code="bad_response",
                                  retryable=True)
 
-    async def send_batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def send_batch(self, records: Sequence[OutgoingRecord]) -> list[dict[str, Any]]:
+        """One result object per record, as the companion answered them (JSON not checked further)."""
         data = await self._request("POST", "/api/sessions/batch", {"sessions": records})
         results = data.get("results")
         if not isinstance(results, list):
@@ -182,7 +185,8 @@ class CompanionClient:
             raise
         return True
 
-    async def sessions(self, since: str | None = None) -> list[dict[str, Any]]:
+    async def sessions(self, since: str | None = None) -> list[Any]:
+        """The kiosk's lessons as the companion keeps them (JSON, not checked)."""
         params = f"?since={since}" if since else ""
         data = await self._request("GET", f"/api/sessions{params}")
         sessions = data.get("sessions")

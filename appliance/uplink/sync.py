@@ -22,6 +22,7 @@ from typing import Any
 
 from appliance.common.backoff import backoff_delay
 from appliance.common.clock import system_clock
+from appliance.contract.record import UncheckedRecord
 from appliance.core.lesson import correct_dates
 from appliance.store.sessions import SessionStore, StoreError
 from appliance.store.worker import AsyncStore
@@ -152,7 +153,7 @@ class Syncer:
         sent_ids: set[str] = set()
         while True:
             try:
-                waiting = await self.store.run("unsynced")
+                waiting: list[UncheckedRecord] = await self.store.run("unsynced")
             except StoreError as exc:
                 log.error("sync: cannot read the store: %s", exc)
                 return False
@@ -185,7 +186,7 @@ class Syncer:
                 return False
 
     @staticmethod
-    def _redate(store: SessionStore, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _redate(store: SessionStore, batch: list[UncheckedRecord]) -> list[UncheckedRecord]:
         """Lessons saved before network time set the clock get their true dates (same boot only)
         before they leave the kiosk; the corrected record is saved too. Runs on the store thread."""
         clock = system_clock()
@@ -200,7 +201,7 @@ class Syncer:
             out.append(record)
         return out
 
-    def _apply(self, store: SessionStore, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
+    def _apply(self, store: SessionStore, batch: list[UncheckedRecord], results: list[dict[str, Any]]) -> bool:
         """Mark what the companion stored, park what it rejected for good; True if some must retry.
 
         Runs on the store thread; outcomes are reported back on the loop."""
