@@ -55,6 +55,7 @@ async def _query_consent_nominating(self: aioice.ice.Connection) -> None:
 
 def install_consent_fix(connection: aioice.ice.Connection) -> None:
     """Replace this connection's consent loop (instance-level, nothing global changes)."""
+    # mypy refuses assigning to a method; replacing it on this one instance is the point.
     connection.query_consent = types.MethodType(_query_consent_nominating, connection)  # type: ignore[method-assign]
 
 

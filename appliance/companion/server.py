@@ -29,6 +29,7 @@ from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.storage import CONFLICT, DUPLICATE, Caller, Storage, open_storage
 from appliance.companion.upstream import (
+    LessonPlan,
     Upstream,
     UpstreamError,
     fallback_pack,
@@ -134,7 +135,7 @@ class CompanionServer:
         self.config = config
         self.clock = clock
         """Wall time for limits, budgets and retention (tests move it instead of waiting)."""
-        self.storage: Storage = storage  # type: ignore[assignment]  # opened in start()
+        self._storage = storage
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         """(method, path) of the latest requests served, for tests and benchmarks (bounded: a
@@ -172,11 +173,19 @@ class CompanionServer:
 
     async def open_storage(self) -> Storage:
         """Open the database (and migrate it) unless it was given or is open already."""
-        if self.storage is None:
-            self.storage = await open_storage(self.config.db_path)
-        self.storage.clock = self.clock
-        self.storage.transcript_days = self.config.transcript_days
-        return self.storage
+        if self._storage is None:
+            self._storage = await open_storage(self.config.db_path)
+        storage = self._storage
+        storage.clock = self.clock
+        storage.transcript_days = self.config.transcript_days
+        return storage
+
+    @property
+    def storage(self) -> Storage:
+        """The database, once :meth:`start` (or :meth:`open_storage`) has opened it."""
+        if self._storage is None:
+            raise RuntimeError("the companion's storage is not open: start() opens it")
+        return self._storage
 
     async def start(self) -> None:
         await self.open_storage()
@@ -234,8 +243,8 @@ class CompanionServer:
             await self._runner.cleanup()
             self._runner = None
         await self.upstream.aclose()
-        if self.storage is not None:
-            await self.storage.close()
+        if self._storage is not None:
+            await self._storage.close()
 
     async def provision(self, kiosk_id: str, key: str) -> None:
         await (await self.open_storage()).add_kiosk(kiosk_id, key)
@@ -337,7 +346,7 @@ class CompanionServer:
             log.warning("planner upstream failed (%s); serving the built-in curriculum", exc.message)
             pack = validate_pack(fallback_pack(level, recent, plan_id))
             source = "curriculum"
-        plan = {"plan_id": plan_id, **pack, "level": level}  # the level asked for: teachers filter lessons by it
+        plan: LessonPlan = {"plan_id": plan_id, **pack, "level": level}  # the level asked for: teachers filter by it
         await self.storage.save_plan(plan, kiosk, source)
         return web.json_response(plan)
 

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.companion.db import Database, Queries, open_database
+from appliance.companion.heartbeat import Heartbeat
 from appliance.companion.migrations import migrate
 from appliance.companion.retention import reduce_record
+from appliance.companion.upstream import LessonPlan
 from appliance.contract.record import SessionRecord, UncheckedRecord
 
 #: Outcomes of storing one record.
@@ -123,7 +125,7 @@ class Storage:
         return row[0] if row else None
 
     # -- plans ------------------------------------------------------------------------------
-    async def save_plan(self, plan: dict[str, Any], kiosk_id: str, source: str) -> None:
+    async def save_plan(self, plan: LessonPlan, kiosk_id: str, source: str) -> None:
         await self.db.execute("INSERT INTO plans (plan_id, kiosk_id, plan, source, created_at) VALUES (?, ?, ?, ?, ?)",
                               (plan["plan_id"], kiosk_id, json.dumps(plan), source, time.time()))
 
@@ -271,7 +273,7 @@ class Storage:
                 if days > 0 else "transcripts are kept until deleted by an administrator"}
 
     # -- heartbeats and the fleet -----------------------------------------------------------
-    async def save_heartbeat(self, kiosk_id: str, report: dict[str, Any]) -> None:
+    async def save_heartbeat(self, kiosk_id: str, report: Heartbeat) -> None:
         """The kiosk's latest heartbeat (validated by the caller), stamped with the companion's clock."""
         await self.db.execute(
             "INSERT INTO kiosk_status (kiosk_id, seen_at, version, state, unsynced, disk_free_mb, last_error, report) "

@@ -27,6 +27,7 @@ def ignore_non_nominating_consent(connection: aioice.ice.Connection) -> None:
             return
         original(message, addr, protocol)
 
+    # mypy refuses assigning to a method; replacing it on this one instance is the point.
     connection.request_received = types.MethodType(request_received, connection)  # type: ignore[method-assign]
 
 

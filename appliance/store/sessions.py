@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -145,7 +145,7 @@ class _Index:
 
     def __init__(self, path: Path) -> None:
         self.db = TinyDB(path, storage=AtomicJSONStorage)
-        self.storage: AtomicJSONStorage = self.db.storage  # type: ignore[assignment]
+        self.storage = cast(AtomicJSONStorage, self.db.storage)  # TinyDB built it from the class given above
         self.table = self.db.table(TABLE)
         self._map: dict[str, tuple[int, IndexEntry]] = {}
         self._seen = -1

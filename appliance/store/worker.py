@@ -55,6 +55,7 @@ class AsyncStore:
     def _call(self, function: Callable[..., T] | str, args: tuple[Any, ...]) -> T:
         try:
             if isinstance(function, str):
+                # A method named at run time: its result type is the caller's to state.
                 return getattr(self.store, function)(*args)  # type: ignore[no-any-return]
             return function(self.store, *args)
         except StoreError:

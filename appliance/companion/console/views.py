@@ -26,7 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion.console import accounts, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
-from appliance.contract.record import is_uuid
+from appliance.contract.record import UncheckedRecord, is_uuid
 
 if TYPE_CHECKING:  # the server imports the console when it builds its app
     from appliance.companion.server import CompanionServer
@@ -400,14 +400,14 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
-def _object(record: dict[str, Any], key: str) -> dict[str, Any]:
+def _object(record: UncheckedRecord, key: str) -> dict[str, Any]:
     """A stored record's object field, or an empty one: records reduced by retention, or stored by older
     companions, may lack it."""
     value = record.get(key)
     return value if isinstance(value, dict) else {}
 
 
-def _objects(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
+def _objects(record: UncheckedRecord, key: str) -> list[dict[str, Any]]:
     """The objects in a stored record's list field (anything else in it is skipped)."""
     value = record.get(key)
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
