@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
 
 from appliance.audio.base import AudioSink
@@ -71,6 +72,8 @@ class SpeakerPump:
                     frame = await track.recv()
                 except MediaStreamError:
                     break
+                if not isinstance(frame, av.AudioFrame):  # an audio track yields audio frames
+                    continue
                 self._play(frame)
                 self._watch_for_silence()
         finally:

@@ -11,9 +11,11 @@ import asyncio
 import fractions
 import time
 from collections.abc import Callable
+from typing import cast
 
 import av
 import numpy as np
+import numpy.typing as npt
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.dsp import to_mono
@@ -97,7 +99,7 @@ class FrameConverter:
             # Same rate: nothing to filter, so no filter state to keep; a downmix in numpy costs a
             # third of a pass through swresample (aiortc hands over 48 kHz stereo, the usual sink rate).
             self._resampler, self._input = None, key
-            data = frame.to_ndarray().reshape(-1)
+            data = cast("npt.NDArray[np.int16]", frame.to_ndarray().reshape(-1))  # s16: int16 samples
             if key[1] == "mono":
                 return data
             return ((data[0::2].astype(np.int32) + data[1::2]) >> 1).astype(np.int16)

@@ -72,11 +72,11 @@ def parse_server_event(message: Any) -> ServerEvent | None:
         reason = "nested too deeply" if isinstance(exc, RecursionError | UnsafeJSON) else exc
         log.warning("dropped malformed Realtime message (%s): %.120r", reason, _preview(message))
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+    event_type = data.get("type") if isinstance(data, dict) else None
+    if not isinstance(event_type, str):
         log.warning("dropped Realtime message without a type: %.120r", _preview(message))
         return None
-    event_type = BETA_TO_GA.get(data["type"], data["type"])
-    return ServerEvent(type=event_type, data=data)
+    return ServerEvent(type=BETA_TO_GA.get(event_type, event_type), data=data)
 
 
 def _preview(message: str | bytes) -> str:

@@ -17,10 +17,10 @@ import asyncio
 import logging
 import random
 import types
-from typing import Any
 
 import aioice.ice
 from aioice import stun
+from aiortc import RTCPeerConnection
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,13 @@ async def _query_consent_nominating(self: aioice.ice.Connection) -> None:
         nominate = bool(self.ice_controlling and self.remote_is_lite)
         for pair in list(self._nominated.values()):
             request = self.build_request(pair, nominate=nominate)
+            password = self.remote_password
+            assert password is not None  # known before any pair could be nominated
             try:
                 await pair.protocol.request(
                     request,
                     pair.remote_addr,
-                    integrity_key=self.remote_password.encode("utf8"),
+                    integrity_key=password.encode("utf8"),
                     retransmissions=0,
                 )
                 failures = 0
@@ -53,10 +55,11 @@ async def _query_consent_nominating(self: aioice.ice.Connection) -> None:
 
 def install_consent_fix(connection: aioice.ice.Connection) -> None:
     """Replace this connection's consent loop (instance-level, nothing global changes)."""
+    # mypy refuses assigning to a method; replacing it on this one instance is the point.
     connection.query_consent = types.MethodType(_query_consent_nominating, connection)  # type: ignore[method-assign]
 
 
-def ice_connections(pc: Any) -> list[aioice.ice.Connection]:
+def ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:
     """The aioice connections behind an aiortc RTCPeerConnection (one with BUNDLE)."""
     found: list[aioice.ice.Connection] = []
     transports = [t.sender.transport for t in pc.getTransceivers() if t.sender.transport is not None]

@@ -41,6 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ctypes import _CArgObject  # what ctypes.byref returns (a name only the type stubs have)
 
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 NTP_PHASE_LIMIT_US = 16_000_000
@@ -71,11 +75,11 @@ class _Timex(ctypes.Structure):
 
 
 @functools.cache
-def _adjtimex() -> Callable[[ctypes.c_void_p], int] | None:
+def _adjtimex() -> Callable[[_CArgObject], int] | None:
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name, use_errno=True)
-        return libc.adjtimex  # type: ignore[no-any-return]
+        return libc.adjtimex
     except (OSError, AttributeError):
         return None
 

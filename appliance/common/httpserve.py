@@ -19,9 +19,8 @@ async def start_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
-    assert server is not None and server.sockets
-    return runner, server.sockets[0].getsockname()[1]
+    port_bound: int = runner.addresses[0][1]  # (host, port, ...) of the site's first socket
+    return runner, port_bound
 
 
 class Service(Protocol):

@@ -29,8 +29,8 @@ class RedactingFilter(logging.Filter):
 def setup_logging(level: str = "info") -> None:
     """Journal with structured fields when started by systemd, plain stderr lines otherwise."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler: logging.Handler
     if os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"):
         try:

@@ -15,6 +15,7 @@ import stat
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from appliance.companion.db import DatabaseError
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
@@ -292,7 +293,7 @@ FLAGS = {"host": "host", "port": "port", "db": "db_path", "openai_base_url": "op
 
 def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
     """Defaults, then the TOML file, then command-line flags; ValueError names a bad key."""
-    values: dict[str, object] = {"port": 8700, "db_path": "companion.db"}
+    values: dict[str, Any] = {"port": 8700, "db_path": "companion.db"}  # each key and value checked below
     fields = {f.name: f for f in dataclasses.fields(CompanionConfig)}
     if args.config:
         try:
@@ -318,7 +319,7 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
         value = getattr(args, flag, None)
         if value is not None:
             values[field_name] = value
-    config = CompanionConfig(openai_api_key=api_key, **values)  # type: ignore[arg-type]
+    config = CompanionConfig(openai_api_key=api_key, **values)
     try:
         config.models()
     except ValueError as exc:

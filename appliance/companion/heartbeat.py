@@ -9,9 +9,10 @@ send more).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, TypedDict
 
-MAX_TEXT = {"version": 64, "state": 32, "last_error": 500}
+TextField = Literal["version", "state", "last_error"]
+MAX_TEXT: dict[TextField, int] = {"version": 64, "state": 32, "last_error": 500}
 MAX_LIST = 10
 MAX_ITEM = 200
 
@@ -33,9 +34,22 @@ def _text(value: Any, name: str, limit: int) -> str:
     return value
 
 
-def validate_heartbeat(body: dict[str, Any]) -> dict[str, Any]:
+class Heartbeat(TypedDict, total=False):
+    """A checked heartbeat: only the fields the kiosk sent (None counts as not sent)."""
+
+    version: str
+    state: str
+    last_error: str
+    unsynced: int
+    disk_free_mb: float
+    uptime_s: float
+    store_problems: list[str]
+    devices: dict[str, str]
+
+
+def validate_heartbeat(body: dict[str, Any]) -> Heartbeat:
     """The heartbeat's known fields, checked; raises InvalidHeartbeat naming the first bad one."""
-    report: dict[str, Any] = {}
+    report: Heartbeat = {}
     for key, limit in MAX_TEXT.items():
         if body.get(key) is not None:
             report[key] = _text(body[key], key, limit)

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.contract.record import UncheckedRecord
+
 #: Top-level fields that hold no words of the learner or tutor.
 KEPT_FIELDS = ("schema", "session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "level")
 
 
-def reduce_record(record: Any) -> dict[str, Any]:
+def reduce_record(record: Any) -> UncheckedRecord:
     """The record without its transcript: kept fields, numeric/boolean metrics, an empty turn list."""
     if not isinstance(record, dict):
         return {"turns": [], "reduced": True}
-    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    metrics = record.get("metrics")
+    metrics = metrics if isinstance(metrics, dict) else {}
     kept_metrics = {key: value for key, value in metrics.items()
                     if value is None or isinstance(value, bool | int | float)
                     or (key == "usage" and isinstance(value, dict))}

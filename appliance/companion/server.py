@@ -16,9 +16,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from appliance import __version__
 from appliance.common.httpserve import start_http
@@ -28,6 +29,7 @@ from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.storage import CONFLICT, CORRECTED, DUPLICATE, UNKNOWN, Caller, Storage, open_storage
 from appliance.companion.upstream import (
+    LessonPlan,
     Upstream,
     UpstreamError,
     fallback_pack,
@@ -35,7 +37,7 @@ from appliance.companion.upstream import (
     tutor_instructions,
     validate_pack,
 )
-from appliance.contract.record import InvalidRecord, validate_record
+from appliance.contract.record import InvalidRecord, SessionRecord, validate_record
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,23 @@ def error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+T = TypeVar("T")
+
+
+class ResultError(TypedDict):
+    code: str
+    message: str
+
+
+class StoreResult(TypedDict):
+    """One record's outcome in a summarize or batch answer (PROTOCOL §2)."""
+
+    session_id: str | None
+    stored: NotRequired[bool]
+    duplicate: NotRequired[bool]
+    error: NotRequired[ResultError]
+
+
 KioskRoute = Callable[["CompanionServer", web.Request, Caller, dict[str, Any]], Awaitable[web.Response]]
 
 
@@ -116,7 +135,7 @@ class CompanionServer:
         self.config = config
         self.clock = clock
         """Wall time for limits, budgets and retention (tests move it instead of waiting)."""
-        self.storage: Storage = storage  # type: ignore[assignment]  # opened in start()
+        self._storage = storage
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         """(method, path) of the latest requests served, for tests and benchmarks (bounded: a
@@ -155,11 +174,19 @@ class CompanionServer:
 
     async def open_storage(self) -> Storage:
         """Open the database (and migrate it) unless it was given or is open already."""
-        if self.storage is None:
-            self.storage = await open_storage(self.config.db_path)
-        self.storage.clock = self.clock
-        self.storage.transcript_days = self.config.transcript_days
-        return self.storage
+        if self._storage is None:
+            self._storage = await open_storage(self.config.db_path)
+        storage = self._storage
+        storage.clock = self.clock
+        storage.transcript_days = self.config.transcript_days
+        return storage
+
+    @property
+    def storage(self) -> Storage:
+        """The database, once :meth:`start` (or :meth:`open_storage`) has opened it."""
+        if self._storage is None:
+            raise RuntimeError("the companion's storage is not open: start() opens it")
+        return self._storage
 
     async def start(self) -> None:
         await self.open_storage()
@@ -217,15 +244,15 @@ class CompanionServer:
             await self._runner.cleanup()
             self._runner = None
         await self.upstream.aclose()
-        if self.storage is not None:
-            await self.storage.close()
+        if self._storage is not None:
+            await self._storage.close()
 
     async def provision(self, kiosk_id: str, key: str) -> None:
         await (await self.open_storage()).add_kiosk(kiosk_id, key)
 
     # -- plumbing ---------------------------------------------------------------------------
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         try:
             return await handler(request)
@@ -299,8 +326,8 @@ class CompanionServer:
     @kiosk_json
     async def planner(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
-        learner = body.get("learner") if isinstance(body.get("learner"), dict) else {}
-        level = learner.get("level") or self.config.default_level
+        learner = body.get("learner")
+        level = (learner.get("level") if isinstance(learner, dict) else None) or self.config.default_level
         if level not in ("A1", "A2", "B1", "B2", "C1", "C2"):
             return error(400, "bad_request", f"learner.level {level!r} is not a CEFR level A1..C2")
         recent = [t for t in body.get("recent_targets", []) if isinstance(t, str)][:50] \
@@ -320,7 +347,7 @@ class CompanionServer:
             log.warning("planner upstream failed (%s); serving the built-in curriculum", exc.message)
             pack = validate_pack(fallback_pack(level, recent, plan_id))
             source = "curriculum"
-        plan = {"plan_id": plan_id, **pack, "level": level}  # the level asked for: teachers filter lessons by it
+        plan: LessonPlan = {"plan_id": plan_id, **pack, "level": level}  # the level asked for: teachers filter by it
         await self.storage.save_plan(plan, kiosk, source)
         return web.json_response(plan)
 
@@ -383,7 +410,7 @@ class CompanionServer:
             transcription_model=self.model_choice.current("transcription"), silence_ms=self.config.silence_ms)
         return model, secret
 
-    async def _with_fallback(self, roles: tuple[str, ...], attempt: Any) -> Any:
+    async def _with_fallback(self, roles: tuple[str, ...], attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt``; on ``model_not_found`` drop the model it blames (by ``param``) and try the
         role's next one, so a retired model costs one failed request, not every kiosk's lessons."""
         while True:
@@ -404,15 +431,15 @@ class CompanionServer:
             return error(429, "daily_budget_exhausted", f"this kiosk used its {budget:g} lesson minutes for today")
         return None
 
-    async def _store(self, kiosk: str, records: list[Any]) -> list[dict[str, Any]]:
+    async def _store(self, kiosk: str, records: list[Any]) -> list[StoreResult]:
         """One result per record: stored (maybe a duplicate), or an error the kiosk can act on."""
-        results: list[dict[str, Any]] = []
-        valid: list[tuple[int, dict[str, Any]]] = []
-        for record in records:
+        results: list[StoreResult] = []
+        valid: list[tuple[int, SessionRecord]] = []
+        for raw in records:
             try:
-                validate_record(record)
+                record = validate_record(raw)
             except InvalidRecord as exc:
-                session_id = record.get("session_id") if isinstance(record, dict) else None
+                session_id = raw.get("session_id") if isinstance(raw, dict) else None
                 results.append({"session_id": session_id if isinstance(session_id, str) else None,
                                 "error": {"code": "invalid_record", "message": str(exc)}})
                 continue
@@ -421,7 +448,7 @@ class CompanionServer:
                                 "error": {"code": "forbidden", "message": "kiosk_id does not match the device key"}})
                 continue
             valid.append((len(results), record))
-            results.append({})
+            results.append({"session_id": record["session_id"]})  # replaced once stored
         outcomes = await self.storage.store_sessions([r for _, r in valid]) if valid else []
         for (index, record), outcome in zip(valid, outcomes, strict=True):
             session_id = record["session_id"]

@@ -11,15 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.companion.db import Database, Queries, open_database
+from appliance.companion.heartbeat import Heartbeat
 from appliance.companion.migrations import migrate
 from appliance.companion.retention import reduce_record
+from appliance.companion.upstream import LessonPlan
 from appliance.contract.dates import InvalidCorrection, apply_date_correction
+from appliance.contract.record import SessionRecord, UncheckedRecord
 
 #: Outcomes of storing one record.
 STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
@@ -125,7 +128,7 @@ class Storage:
         return row[0] if row else None
 
     # -- plans ------------------------------------------------------------------------------
-    async def save_plan(self, plan: dict[str, Any], kiosk_id: str, source: str) -> None:
+    async def save_plan(self, plan: LessonPlan, kiosk_id: str, source: str) -> None:
         await self.db.execute("INSERT INTO plans (plan_id, kiosk_id, plan, source, created_at) VALUES (?, ?, ?, ?, ?)",
                               (plan["plan_id"], kiosk_id, json.dumps(plan), source, time.time()))
 
@@ -134,11 +137,11 @@ class Storage:
         return json.loads(row[0]) if row else None
 
     # -- sessions ---------------------------------------------------------------------------
-    async def store_session(self, record: dict[str, Any]) -> bool:
+    async def store_session(self, record: SessionRecord) -> bool:
         """True when the record was new; False when this session id was already stored."""
         return (await self.store_sessions([record]))[0] == STORED
 
-    async def store_sessions(self, records: list[dict[str, Any]]) -> list[str]:
+    async def store_sessions(self, records: list[SessionRecord]) -> list[str]:
         """Store validated records in one transaction; one outcome each: STORED, DUPLICATE (this kiosk
         sent it before) or CONFLICT (another kiosk owns that session id: nothing is overwritten).
 
@@ -155,7 +158,7 @@ class Storage:
                 continue
             first[record["session_id"]] = index
             metrics = record.get("metrics") or {}
-            level = record.get("level") if isinstance(record.get("level"), str) else None
+            level = _level(record)
             rows.append((record["session_id"], record["kiosk_id"], record["started_at"], record["ended_at"],
                          record["end_reason"], json.dumps(record, ensure_ascii=False), now, day,
                          float(metrics.get("duration_s") or 0.0), float(metrics.get("est_cost_usd") or 0.0), level))
@@ -237,16 +240,16 @@ class Storage:
         return outcomes
 
     @staticmethod
-    async def _with_plan_levels(q: Queries, records: list[dict[str, Any]],
+    async def _with_plan_levels(q: Queries, records: list[SessionRecord],
                                 rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Fill each lesson's CEFR level from the plan this companion gave for it: kiosks do not send the
         level, and teachers filter lessons by it."""
         wanted = {(r["plan_id"], r["kiosk_id"]) for r in records
-                  if isinstance(r.get("plan_id"), str) and not isinstance(r.get("level"), str)}
+                  if isinstance(r.get("plan_id"), str) and _level(r) is None}
         if not wanted:
             return rows
         marks = ", ".join("?" * len(wanted))
-        levels: dict[tuple[str, str], str] = {}
+        levels: dict[tuple[str | None, str], str] = {}
         for plan_id, kiosk_id, text in await q.fetchall(
                 f"SELECT plan_id, kiosk_id, plan FROM plans WHERE plan_id IN ({marks})", [p for p, _ in wanted]):
             try:
@@ -258,8 +261,9 @@ class Storage:
         by_session = {r["session_id"]: levels.get((r.get("plan_id"), r["kiosk_id"])) for r in records}
         return [row if row[10] is not None else (*row[:10], by_session.get(row[0])) for row in rows]
 
-    async def sessions(self, kiosk_id: str | None, since: str | None = None) -> list[dict[str, Any]]:
-        """Records in the order they were received; ``kiosk_id=None`` means all kiosks (admin export)."""
+    async def sessions(self, kiosk_id: str | None, since: str | None = None) -> list[UncheckedRecord]:
+        """Records in the order they were received; ``kiosk_id=None`` means all kiosks (admin export). As
+        stored: those past retention are reduced to their metrics."""
         query = "SELECT record FROM sessions WHERE 1=1"
         args: list[Any] = []
         if kiosk_id is not None:
@@ -304,7 +308,7 @@ class Storage:
                 if days > 0 else "transcripts are kept until deleted by an administrator"}
 
     # -- heartbeats and the fleet -----------------------------------------------------------
-    async def save_heartbeat(self, kiosk_id: str, report: dict[str, Any]) -> None:
+    async def save_heartbeat(self, kiosk_id: str, report: Heartbeat) -> None:
         """The kiosk's latest heartbeat (validated by the caller), stamped with the companion's clock."""
         await self.db.execute(
             "INSERT INTO kiosk_status (kiosk_id, seen_at, version, state, unsynced, disk_free_mb, last_error, report) "
@@ -333,3 +337,10 @@ class Storage:
                                       "ORDER BY day, kiosk_id", (since_day,))
         return [{"kiosk_id": k, "day": d, "lessons": int(n), "minutes": float(s) / 60, "cost_usd": float(c)}
                 for k, d, n, s, c in rows]
+
+
+def _level(record: SessionRecord) -> str | None:
+    """The CEFR level a record carries beside the schema (from a companion that already filled it in)."""
+    extra: Mapping[str, object] = record  # a key the schema does not name: any JSON value
+    level = extra.get("level")
+    return level if isinstance(level, str) else None

@@ -10,12 +10,12 @@ import logging
 import random
 import uuid
 from importlib import resources
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 
 from appliance.contract.names import LEVELS
-from appliance.contract.targets import parse_target
+from appliance.contract.targets import TargetRecord, parse_target
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Upstream:
             raise UpstreamError("client_secrets answered without value/expires_at")
         return value, float(expires_at)
 
-    async def plan(self, *, model: str, level: str, recent: list[str]) -> dict[str, Any]:
+    async def plan(self, *, model: str, level: str, recent: list[str]) -> LessonPack:
         """Ask the planning model for a micro-pack; raises UpstreamError when it is not valid."""
         prompt = (f"Make a micro English lesson for a {level} learner: a short title, 3 targets and a warm-up "
                   "question. Answer only JSON: {\"title\": str, \"targets\": [{\"id\": str, \"kind\": "
@@ -162,7 +162,22 @@ class Upstream:
             raise UpstreamError(f"the planner's answer is not a valid lesson pack ({exc})") from None
 
 
-def validate_pack(pack: Any) -> dict[str, Any]:
+class LessonPack(TypedDict):
+    """A checked micro-pack: what the planning model (or the built-in curriculum) offers for one lesson."""
+
+    title: str
+    targets: list[TargetRecord]
+    warmup: str
+
+
+class LessonPlan(LessonPack):
+    """The planner's answer to a kiosk (PROTOCOL §2), kept by the companion for the lesson's token."""
+
+    plan_id: str
+    level: str
+
+
+def validate_pack(pack: Any) -> LessonPack:
     if not isinstance(pack, dict):
         raise ValueError("not an object")
     title, warmup, targets = pack.get("title"), pack.get("warmup", ""), pack.get("targets")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, cast
 
 from appliance.contract.names import END_REASONS, ROLES, SOURCES, TURN_STATUSES, EndReason, Role, Source, TurnStatus
 from appliance.contract.targets import TargetRecord
@@ -22,8 +22,9 @@ class TurnRecord(TypedDict):
     text: str
     at: str
     """ISO 8601 UTC."""
-    source: Source
-    status: NotRequired[TurnStatus]
+    source: NotRequired[Source]
+    """Always written by this kiosk; a turn without it is a voice turn."""
+    status: NotRequired[TurnStatus | None]
     interrupted: NotRequired[bool]
     """The learner cut the tutor off: ``text`` is what was heard."""
 
@@ -59,18 +60,29 @@ class ClockAnchorHint(TypedDict):
 
 
 class SessionRecord(TypedDict):
+    """A lesson as :func:`validate_record` accepts it. This kiosk writes every field but ``clock_anchor``
+    (only before the clock is synchronized); the other NotRequired ones are accepted when absent."""
+
     schema: int
     session_id: str
     kiosk_id: str
     started_at: str
     ended_at: str
     end_reason: EndReason
-    plan_id: str | None
-    targets: list[TargetRecord]
+    plan_id: NotRequired[str | None]
+    targets: NotRequired[list[TargetRecord]]
     turns: list[TurnRecord]
-    metrics: Metrics
-    errors: list[ErrorRecord]
+    metrics: NotRequired[Metrics]
+    errors: NotRequired[list[ErrorRecord]]
     clock_anchor: NotRequired[ClockAnchorHint]
+
+
+UncheckedRecord = dict[str, Any]
+"""A lesson record read back as JSON (a journal, an export, the network, the companion's database): it was a
+:class:`SessionRecord` when written, but damage, hand edits, older versions and retention mean nothing is
+known about it until :func:`validate_record` passes it again."""
+OutgoingRecord = SessionRecord | UncheckedRecord
+"""What a kiosk keeps and sends: a lesson it has just built, or one read back from its store."""
 
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -86,8 +98,12 @@ class InvalidRecord(ValueError):
     """The reason a record was refused (names the field)."""
 
 
-def validate_record(record: Any) -> dict[str, Any]:
-    """The record itself when it is a valid schema-1 record; :class:`InvalidRecord` names the first fault."""
+def validate_record(record: Any) -> SessionRecord:
+    """The record itself when it is a valid schema-1 record; :class:`InvalidRecord` names the first fault.
+
+    What the companion relies on is checked: ids, times, end reason, turns, and every counted metric.
+    Lenient where older kiosks differ (a turn without ``source`` is a voice turn) and for the entries
+    of ``targets`` and ``errors``, which are only shown, never computed with."""
     if not isinstance(record, dict):
         raise InvalidRecord("a session record must be a JSON object")
     schema = record.get("schema")
@@ -133,7 +149,7 @@ def validate_record(record: Any) -> dict[str, Any]:
     if "clock_anchor" in record and not isinstance(record["clock_anchor"], dict):
         raise InvalidRecord("clock_anchor must be an object")
     _check_metrics(record.get("metrics") or {})
-    return record
+    return cast(SessionRecord, record)
 
 
 def is_uuid(text: str) -> bool:

@@ -66,6 +66,7 @@ class ControlServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reply: dict[str, Any]
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
             if _is_sync(line):

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance.contract.record import UncheckedRecord
+from appliance.store.index import StoredLesson
 from appliance.store.sessions import SessionStore
 
 CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "state",
@@ -39,7 +41,7 @@ def list_sessions(store: SessionStore, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def find(store: SessionStore, prefix: str) -> dict[str, Any] | None:
+def find(store: SessionStore, prefix: str) -> StoredLesson | None:
     matches = [d for d in store.documents() if d["session_id"].startswith(prefix)]
     return matches[0] if len(matches) == 1 else None
 
@@ -86,11 +88,11 @@ LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
 """The kiosk writes a lesson the disk refused at exit into its log as ``<marker> <json>``."""
 
 
-def read_importable(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
+def read_importable(lines: Iterable[str]) -> tuple[list[UncheckedRecord], int]:
     """Lesson records found in ``lines``: the kiosk's ``STELLA-UNSAVED-LESSON {...}`` log lines (as
     `journalctl -o cat` prints them), `journalctl -o json` entries with a LESSON_RECORD field, or
     plain JSONL records (`sessions export`). Returns the records and how many lines were skipped."""
-    records: list[dict[str, Any]] = []
+    records: list[UncheckedRecord] = []
     skipped = 0
     for line in lines:
         text = line.strip()

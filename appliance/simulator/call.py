@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -366,7 +367,8 @@ class SimulatedCall:
             self._system_note = " ".join(texts)
 
     def _response_create(self, event: dict[str, Any]) -> None:
-        response = event.get("response") if isinstance(event.get("response"), dict) else {}
+        response = event.get("response")
+        response = response if isinstance(response, dict) else {}
         if "modalities" in response:
             self._error("The beta response shape is no longer supported.", "beta_api_shape_disabled",
                         event.get("event_id"))
@@ -436,6 +438,8 @@ class SimulatedCall:
                 frame = await track.recv()
             except MediaStreamError:
                 return
+            if not isinstance(frame, av.AudioFrame):  # an audio track yields audio frames
+                continue
             samples = frame_to_mono(frame)
             if frame.sample_rate != RATE:
                 from appliance.audio.dsp import resample
@@ -596,10 +600,11 @@ class SimulatedCall:
         in_audio = int(self._input_audio_ms / 100)
         text_in = 50 + 5 * self._responses
         text_out = len(text.split())
-        usage = {"total_tokens": in_audio + text_in + out_audio + text_out, "input_tokens": in_audio + text_in,
-                 "output_tokens": out_audio + text_out,
-                 "input_token_details": {"text_tokens": text_in, "audio_tokens": in_audio, "cached_tokens": 0},
-                 "output_token_details": {"text_tokens": text_out, "audio_tokens": out_audio}}
+        usage: dict[str, Any] = {
+            "total_tokens": in_audio + text_in + out_audio + text_out, "input_tokens": in_audio + text_in,
+            "output_tokens": out_audio + text_out,
+            "input_token_details": {"text_tokens": text_in, "audio_tokens": in_audio, "cached_tokens": 0},
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": out_audio}}
         if self.faults.usage_without_details:
             usage = {"total_tokens": usage["total_tokens"], "input_tokens": usage["input_tokens"],
                      "output_tokens": usage["output_tokens"]}

@@ -15,17 +15,19 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+from aioice import stun
 
 
 def ignore_non_nominating_consent(connection: aioice.ice.Connection) -> None:
     original = connection.request_received
 
-    def request_received(self: aioice.ice.Connection, message: Any, addr: Any, protocol: Any) -> None:
+    def request_received(self: aioice.ice.Connection, message: stun.Message, addr: tuple[str, int],
+                         protocol: aioice.ice.StunProtocol) -> None:
         if self._nominated and "USE-CANDIDATE" not in message.attributes:
-            self.ignored_consent_checks = getattr(self, "ignored_consent_checks", 0) + 1
             return
         original(message, addr, protocol)
 
+    # mypy refuses assigning to a method; replacing it on this one instance is the point.
     connection.request_received = types.MethodType(request_received, connection)  # type: ignore[method-assign]
 
 

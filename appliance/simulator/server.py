@@ -335,9 +335,8 @@ class RealtimeSimulator:
 
     def _check_models(self, session: dict[str, Any]) -> web.Response | None:
         """404 ``model_not_found`` for a retired model (its shutdown date has passed), naming the field."""
-        audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
-        audio_in = audio.get("input") if isinstance(audio.get("input"), dict) else {}
-        transcription = audio_in.get("transcription") if isinstance(audio_in.get("transcription"), dict) else {}
+        audio = _object(session, "audio")
+        transcription = _object(_object(audio, "input"), "transcription")
         for param, model in (("session.model", session.get("model")),
                              ("session.audio.input.transcription.model", transcription.get("model"))):
             if isinstance(model, str) and self.retired(model):
@@ -523,3 +522,9 @@ async def _serve(config: SimulatorConfig) -> int:
 
     setup_logging("info")
     return await serve_until_signal(RealtimeSimulator(config))
+
+
+def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """A nested JSON object, or an empty one when it is absent or not an object."""
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}

@@ -12,8 +12,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
+from appliance.contract.record import UncheckedRecord
 from appliance.store.journal import sanitize
 
 INDEX_STATES = ("pending", "synced", "parked")
@@ -24,18 +25,36 @@ TABLE = "sessions"
 _OBJECT_START = re.compile(r'\{\s*"(?:session_id|schema)"\s*:')
 
 
+class IndexEntry(TypedDict):
+    """What the index keeps of a lesson (never its record)."""
+
+    session_id: str
+    state: str
+    """``pending``, ``synced`` or ``parked``; ``in_progress`` for a lesson that has only a journal."""
+    created_at: float
+    saved_at: float
+    synced_at: float | None
+    parked_reason: str | None
+
+
+class StoredLesson(IndexEntry):
+    """A lesson's index entry with its record, as `stella-kiosk sessions` lists them."""
+
+    record: UncheckedRecord
+
+
 @dataclass
 class OldDocument:
     """A lesson from the previous layout (or a bare record found by salvage): it carries its record."""
 
-    entry: dict[str, Any]
+    entry: IndexEntry
     state: str
-    record: dict[str, Any]
+    record: UncheckedRecord
 
 
 @dataclass
 class LoadedIndex:
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    entries: dict[str, IndexEntry] = field(default_factory=dict)
     old: dict[str, OldDocument] = field(default_factory=dict)
     damage: str | None = None
     """Why the file as a whole could not be read (it is moved aside), or None."""
@@ -50,7 +69,7 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def normalize_entry(doc: Any, state: Any = None) -> dict[str, Any] | None:
+def normalize_entry(doc: Any, state: Any = None) -> IndexEntry | None:
     """An index entry in its one well-formed shape, or None (then the lesson's journal, if any,
     decides: a finished one becomes ``pending`` — sending again is harmless, losing it is not)."""
     if not isinstance(doc, dict):
@@ -80,7 +99,7 @@ def normalize_entry(doc: Any, state: Any = None) -> dict[str, Any] | None:
     }
 
 
-def classify(doc: Any) -> dict[str, Any] | OldDocument | None:
+def classify(doc: Any) -> IndexEntry | OldDocument | None:
     """An index entry, a document carrying its record (old layout, or a bare record), or None."""
     if not isinstance(doc, dict):
         return None
@@ -88,7 +107,7 @@ def classify(doc: Any) -> dict[str, Any] | OldDocument | None:
         record = doc["record"]
         if not isinstance(record, dict) or not isinstance(record.get("session_id"), str) or not record["session_id"]:
             return None
-        state = doc.get("state") if doc.get("state") in OLD_STATES else "pending"
+        state = doc["state"] if doc.get("state") in OLD_STATES else "pending"
         entry = normalize_entry({**doc, "session_id": record["session_id"]},
                                 state if state in INDEX_STATES else "pending")
         assert entry is not None
@@ -103,7 +122,7 @@ def classify(doc: Any) -> dict[str, Any] | OldDocument | None:
     return None
 
 
-def _add(result: LoadedIndex, item: dict[str, Any] | OldDocument | None) -> None:
+def _add(result: LoadedIndex, item: IndexEntry | OldDocument | None) -> None:
     if item is None:
         result.dropped += 1
     elif isinstance(item, OldDocument):

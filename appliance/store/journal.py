@@ -19,7 +19,9 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
+
+from appliance.contract.record import OutgoingRecord, UncheckedRecord
 
 
 class StoreError(Exception):
@@ -59,7 +61,18 @@ def sanitize(value: Any) -> Any:
     return value
 
 
-def encode_line(entry: dict[str, Any]) -> bytes:
+class JournalLine(TypedDict):
+    """One line of a journal."""
+
+    v: int
+    kind: str
+    """``checkpoint`` or ``final``."""
+    created_at: float
+    saved_at: float
+    record: OutgoingRecord
+
+
+def encode_line(entry: JournalLine) -> bytes:
     """One JSON line (no newline inside: JSON escapes them). Never raises anything but StoreError."""
     try:
         try:
@@ -145,7 +158,7 @@ class JournalEntry:
     """The newest complete line of a journal."""
 
     kind: str
-    record: dict[str, Any]
+    record: UncheckedRecord
     created_at: float
     saved_at: float
 
@@ -198,5 +211,5 @@ def read_journal(path: Path) -> JournalRead:
     return JournalRead(entry, bad, len(candidates))
 
 
-def make_entry(kind: str, record: dict[str, Any], created_at: float, saved_at: float) -> dict[str, Any]:
+def make_entry(kind: str, record: OutgoingRecord, created_at: float, saved_at: float) -> JournalLine:
     return {"v": JOURNAL_VERSION, "kind": kind, "created_at": created_at, "saved_at": saved_at, "record": record}

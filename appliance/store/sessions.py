@@ -27,14 +27,15 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
 from appliance.common.clock import system_clock
-from appliance.store.index import TABLE, LoadedIndex, load_index, normalize_entry
+from appliance.contract.record import OutgoingRecord, UncheckedRecord
+from appliance.store.index import TABLE, IndexEntry, LoadedIndex, StoredLesson, load_index, normalize_entry
 from appliance.store.journal import (
     SUFFIX,
     StoreError,
@@ -145,15 +146,15 @@ class _Index:
 
     def __init__(self, path: Path) -> None:
         self.db = TinyDB(path, storage=AtomicJSONStorage)
-        self.storage: AtomicJSONStorage = self.db.storage  # type: ignore[assignment]
+        self.storage = cast(AtomicJSONStorage, self.db.storage)  # TinyDB built it from the class given above
         self.table = self.db.table(TABLE)
-        self._map: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._map: dict[str, tuple[int, IndexEntry]] = {}
         self._seen = -1
 
-    def map(self) -> dict[str, tuple[int, dict[str, Any]]]:
+    def map(self) -> dict[str, tuple[int, IndexEntry]]:
         self.storage.read()  # revalidates the cache against the file
         if self.storage.generation != self._seen:
-            fresh: dict[str, tuple[int, dict[str, Any]]] = {}
+            fresh: dict[str, tuple[int, IndexEntry]] = {}
             for doc in self.table.all():
                 entry = normalize_entry(doc)
                 if entry is None:
@@ -163,10 +164,10 @@ class _Index:
             self._map, self._seen = fresh, self.storage.generation
         return self._map
 
-    def entries(self) -> Iterator[dict[str, Any]]:
+    def entries(self) -> Iterator[IndexEntry]:
         return (entry for _, entry in self.map().values())
 
-    def put_many(self, entries: list[dict[str, Any]]) -> None:
+    def put_many(self, entries: list[IndexEntry]) -> None:
         """Insert or replace entries (one file write when they are all new or all known)."""
         if not entries:
             return
@@ -178,14 +179,13 @@ class _Index:
             self.table.update(dict(entry), doc_ids=[doc_id])
             writes += 1
         next_id = max((doc_id for doc_id, _ in current.values()), default=0) + 1
-        new = [Document(dict(e), doc_id=next_id + i)
-               for i, e in enumerate(e for e in entries if e["session_id"] not in current)]
-        if new:
-            self.table.insert_multiple(new)
+        added = [(next_id + i, e) for i, e in enumerate(e for e in entries if e["session_id"] not in current)]
+        if added:
+            self.table.insert_multiple([Document(dict(e), doc_id=doc_id) for doc_id, e in added])
             writes += 1
-        self._after_write(before + writes, known + [(doc.doc_id, dict(doc)) for doc in new], [])
+        self._after_write(before + writes, known + added, [])
 
-    def put(self, entry: dict[str, Any]) -> None:
+    def put(self, entry: IndexEntry) -> None:
         self.put_many([entry])
 
     def remove(self, session_ids: Iterable[str]) -> None:
@@ -196,13 +196,13 @@ class _Index:
             self.table.remove(doc_ids=[current[sid][0] for sid in doomed])
             self._after_write(before + 1, [], doomed)
 
-    def _after_write(self, expected: int, put: list[tuple[int, dict[str, Any]]], removed: list[str]) -> None:
+    def _after_write(self, expected: int, put: list[tuple[int, IndexEntry]], removed: list[str]) -> None:
         """Update the map in place after our own writes instead of re-reading the whole table."""
         if self.storage.generation != expected:
             self._seen = -1  # the file was also re-read in between: rebuild on next use
             return
         for doc_id, entry in put:
-            self._map[entry["session_id"]] = (doc_id, dict(entry))
+            self._map[entry["session_id"]] = (doc_id, entry.copy())
         for sid in removed:
             self._map.pop(sid, None)
         self._seen = self.storage.generation
@@ -276,7 +276,7 @@ class SessionStore:
                 self._problem(f"{path.name} was damaged ({what}); moved to {aside.name}; "
                               f"{len(index.entries) + len(index.old)} lesson(s) salvaged from it")
                 rewrite = True
-        entries: dict[str, dict[str, Any]] = {}
+        entries: dict[str, IndexEntry] = {}
         for index in loaded.values():  # sessions.json last: its entries are the newer ones
             entries.update(index.entries)
         rewrite |= self._write_carried_records(loaded.values(), entries)
@@ -284,7 +284,7 @@ class SessionStore:
         if rewrite:
             self._write_indexes(entries)
 
-    def _write_carried_records(self, loaded: Iterable[LoadedIndex], entries: dict[str, dict[str, Any]]) -> bool:
+    def _write_carried_records(self, loaded: Iterable[LoadedIndex], entries: dict[str, IndexEntry]) -> bool:
         """Lessons whose record sits in an index (the previous layout, or salvage) get their journal."""
         carried = {sid: doc for index in loaded for sid, doc in index.old.items()}
         for sid, doc in carried.items():
@@ -304,7 +304,7 @@ class SessionStore:
             log.warning("session store: %d lesson(s) moved into per-lesson journals", len(carried))
         return bool(carried)
 
-    def _match_journals(self, entries: dict[str, dict[str, Any]]) -> bool:
+    def _match_journals(self, entries: dict[str, IndexEntry]) -> bool:
         """Journals without an entry are lessons in progress (or finished ones whose index write a crash
         cut off); entries without a journal are dropped. Returns True if ``entries`` changed."""
         names = {e.name for e in os.scandir(self.journal_dir)
@@ -344,21 +344,21 @@ class SessionStore:
         for name, sid in expected.items():
             if name in names:
                 continue
-            entry = entries.pop(sid)
+            gone = entries.pop(sid)
             changed = True
-            if entry["state"] == "synced":
+            if gone["state"] == "synced":
                 log.info("session store: delivered lesson %s had no journal left (retention was cut off)", sid)
             else:
-                self._problem(f"lesson {sid} ({entry['state']}) lost its journal file; it cannot be sent")
+                self._problem(f"lesson {sid} ({gone['state']}) lost its journal file; it cannot be sent")
         return changed
 
-    def _write_indexes(self, entries: dict[str, dict[str, Any]]) -> None:
+    def _write_indexes(self, entries: dict[str, IndexEntry]) -> None:
         """Write both index files from scratch: delivered lessons to synced.json, the rest to sessions.json."""
         ordered = sorted(entries.values(), key=lambda e: e["created_at"])
         synced = [e for e in ordered if e["state"] == "synced"]
         active = [e for e in ordered if e["state"] != "synced"]
 
-        def payload(docs: list[dict[str, Any]], meta: bool) -> bytes:
+        def payload(docs: list[IndexEntry], meta: bool) -> bytes:
             data: dict[str, Any] = {TABLE: {str(i): d for i, d in enumerate(docs, 1)}}
             if meta:
                 data["meta"] = {"1": {"schema": STORE_SCHEMA}}
@@ -369,7 +369,7 @@ class SessionStore:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def _find(self, session_id: str) -> tuple[_Index | None, dict[str, Any]] | None:
+    def _find(self, session_id: str) -> tuple[_Index | None, IndexEntry] | None:
         hit = self._active.map().get(session_id)
         if hit is not None:
             return self._active, hit[1]
@@ -382,12 +382,12 @@ class SessionStore:
         return None
 
     @staticmethod
-    def _progress_entry(session_id: str, progress: dict[str, float]) -> dict[str, Any]:
+    def _progress_entry(session_id: str, progress: dict[str, float]) -> IndexEntry:
         return {"session_id": session_id, "state": "in_progress", "created_at": progress["created_at"],
                 "saved_at": progress["saved_at"], "synced_at": None, "synced_at_trusted": False,
                 "redate_pending": False, "parked_reason": None}
 
-    def _entries(self) -> list[dict[str, Any]]:
+    def _entries(self) -> list[IndexEntry]:
         """Every lesson's index entry (no records), oldest first."""
         merged = {e["session_id"]: e for e in self._archive.entries()}
         merged.update((e["session_id"], e) for e in self._active.entries())
@@ -398,7 +398,7 @@ class SessionStore:
     def _journal(self, session_id: str) -> Path:
         return self.journal_dir / journal_name(session_id)
 
-    def _load(self, entry: dict[str, Any]) -> dict[str, Any] | None:
+    def _load(self, entry: IndexEntry) -> UncheckedRecord | None:
         """A lesson's record from its journal, or None (logged, repaired) if the journal is gone or damaged."""
         sid = entry["session_id"]
         path = self._journal(sid)
@@ -422,7 +422,7 @@ class SessionStore:
             self._problem(f"lessons/{path.name} had {read.bad_lines} damaged line(s); kept its last good one")
         return found.record
 
-    def _forget(self, entry: dict[str, Any], message: str) -> None:
+    def _forget(self, entry: IndexEntry, message: str) -> None:
         sid = entry["session_id"]
         if entry["state"] == "synced":
             log.info("session store: %s", message)
@@ -435,14 +435,14 @@ class SessionStore:
         except StoreError as exc:
             log.error("session store: cannot drop the entry of lesson %s: %s", sid, exc)
 
-    def _with_records(self, entries: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    def _with_records(self, entries: Iterable[IndexEntry]) -> Iterator[tuple[IndexEntry, UncheckedRecord]]:
         for entry in list(entries):
             record = self._load(entry)
             if record is not None:
                 yield entry, record
 
     @staticmethod
-    def _prepare(record: Any) -> tuple[dict[str, Any], str]:
+    def _prepare(record: Any) -> tuple[OutgoingRecord, str]:
         if not isinstance(record, dict):
             raise StoreError(f"a lesson record must be a JSON object, not {type(record).__name__}")
         sid = record.get("session_id")
@@ -453,7 +453,7 @@ class SessionStore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def checkpoint(self, record: dict[str, Any]) -> None:
+    def checkpoint(self, record: OutgoingRecord) -> None:
         """Durably keep a lesson in progress (its record as it would be if the power went now).
 
         Appends one line to the lesson's journal: the cost does not depend on how many lessons are stored.
@@ -473,7 +473,7 @@ class SessionStore:
         self._tail_checked.add(sid)
         self._in_progress[sid] = {"created_at": created, "saved_at": now}
 
-    def save(self, record: dict[str, Any]) -> None:
+    def save(self, record: OutgoingRecord) -> None:
         """Durably keep a finished lesson until the companion has it; raises StoreError if it could not.
 
         The journal is replaced by the final record (atomic), then the lesson's index entry is written.
@@ -482,7 +482,7 @@ class SessionStore:
         record, sid = self._prepare(record)
         self._finish(sid, record)
 
-    def _finish(self, sid: str, record: dict[str, Any]) -> None:
+    def _finish(self, sid: str, record: OutgoingRecord) -> None:
         now = self._clock()
         found = self._find(sid)
         created = found[1]["created_at"] if found else now
@@ -495,7 +495,7 @@ class SessionStore:
             self._archive.remove([sid])
         self._in_progress.pop(sid, None)
 
-    def recover_interrupted(self) -> list[dict[str, Any]]:
+    def recover_interrupted(self) -> list[UncheckedRecord]:
         """Close lessons a crash or power cut left in progress; they become pending (``interrupted``)."""
         recovered = []
         for sid, progress in list(self._in_progress.items()):
@@ -514,7 +514,7 @@ class SessionStore:
         Returns how many were added. One index write for the whole batch.
         """
         known = {e["session_id"] for e in self._entries()}
-        added: list[dict[str, Any]] = []
+        added: list[IndexEntry] = []
         now = self._clock()
         for raw in records:
             try:
@@ -554,9 +554,9 @@ class SessionStore:
             return
         where, old = found
         synced = state == "synced"
-        entry = dict(old, state=state, synced_at=self._clock() if synced else None,
-                     synced_at_trusted=synced and self._synced(), redate_pending=synced and redate,
-                     parked_reason=reason if state == "parked" else None)
+        entry: IndexEntry = {**old, "state": state, "synced_at": self._clock() if synced else None,
+                             "synced_at_trusted": synced and self._synced(), "redate_pending": synced and redate,
+                             "parked_reason": reason if state == "parked" else None}
         if where is self._archive and state == "synced":
             self._archive.put(entry)
             return
@@ -670,7 +670,7 @@ class SessionStore:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get(self, session_id: str) -> dict[str, Any] | None:
+    def get(self, session_id: str) -> UncheckedRecord | None:
         found = self._find(clean_text(session_id))
         if found is None:
             return None
@@ -691,20 +691,20 @@ class SessionStore:
         return waiting + sum(1 for sid, (_, e) in self._archive.map().items()
                              if e["state"] == "pending" and sid not in active)
 
-    def unsynced(self) -> list[dict[str, Any]]:
+    def unsynced(self) -> list[UncheckedRecord]:
         """Finished records not yet confirmed by the companion, oldest first."""
         return [record for _, record in self._with_records(e for e in self._entries() if e["state"] == "pending")]
 
-    def parked(self) -> list[tuple[dict[str, Any], str]]:
+    def parked(self) -> list[tuple[UncheckedRecord, str]]:
         return [(record, entry["parked_reason"] or "")
                 for entry, record in self._with_records(e for e in self._entries() if e["state"] == "parked")]
 
-    def documents(self) -> list[dict[str, Any]]:
+    def documents(self) -> list[StoredLesson]:
         """Every stored lesson with its state, oldest first (for `stella-kiosk sessions`): session_id,
         state, created_at, saved_at, synced_at, parked_reason and record."""
-        return [dict(entry, record=record) for entry, record in self._with_records(self._entries())]
+        return [{**entry, "record": record} for entry, record in self._with_records(self._entries())]
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[UncheckedRecord]:
         for _, record in self._with_records(self._entries()):
             yield record
 

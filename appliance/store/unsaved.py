@@ -14,8 +14,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
+from appliance.contract.record import SessionRecord
 from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
 from appliance.store.sessions import StoreError
 from appliance.store.worker import AsyncStore
@@ -23,7 +23,8 @@ from appliance.uplink.client import CompanionClient
 
 log = logging.getLogger(__name__)
 
-Record = dict[str, Any]
+Record = SessionRecord
+"""Held lessons are the ones this kiosk has just built (nothing here was read back from disk)."""
 
 
 class UnsavedLessons:
@@ -68,7 +69,8 @@ class UnsavedLessons:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(max(1.0, min(5.0, deadline - time.monotonic() + 3.0))):
                 results = await self.companion.send_batch(list(self._records))
-                delivered = {r.get("session_id") for r in results if r.get("stored") is True}
+                delivered = {r["session_id"] for r in results
+                             if r.get("stored") is True and isinstance(r.get("session_id"), str)}
         for record in self._records:
             if record["session_id"] in delivered:
                 log.warning("lesson %s could not be written to disk but the companion has it",

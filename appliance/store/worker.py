@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from appliance.contract.record import SessionRecord
 from appliance.store.sessions import SessionStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class AsyncStore:
         self.store = store
         self.timeout_s = timeout_s
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._pending_checkpoints: dict[str, dict[str, Any]] = {}
+        self._pending_checkpoints: dict[str, SessionRecord] = {}
         self._checkpoint_ms: deque[float] = deque(maxlen=500)
         self._lock = threading.Lock()  # the pending map is shared by the loop and the store thread
 
@@ -54,6 +55,7 @@ class AsyncStore:
     def _call(self, function: Callable[..., T] | str, args: tuple[Any, ...]) -> T:
         try:
             if isinstance(function, str):
+                # A method named at run time: its result type is the caller's to state.
                 return getattr(self.store, function)(*args)  # type: ignore[no-any-return]
             return function(self.store, *args)
         except StoreError:
@@ -62,7 +64,7 @@ class AsyncStore:
             log.exception("session store operation %s failed", getattr(function, "__name__", function))
             raise StoreError(f"session store failure: {type(exc).__name__}: {exc}") from None
 
-    def checkpoint_soon(self, record: dict[str, Any]) -> None:
+    def checkpoint_soon(self, record: SessionRecord) -> None:
         """Queue a checkpoint without waiting for it (per-turn; must never stall the loop).
 
         Checkpoints of one lesson coalesce: if the thread is still busy, only the newest record is
@@ -101,7 +103,7 @@ class AsyncStore:
         with self._lock:
             self._pending_checkpoints.pop(session_id, None)
 
-    async def save(self, record: dict[str, Any]) -> None:
+    async def save(self, record: SessionRecord) -> None:
         self.drop_checkpoint(record["session_id"])
         await self.run("save", record)
 

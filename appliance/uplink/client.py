@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -23,6 +23,7 @@ import httpx
 from appliance.common import tls
 from appliance.common.safe_text import clean_json
 from appliance.config import redact_url
+from appliance.contract.record import OutgoingRecord
 from appliance.contract.targets import Target, parse_target
 
 
@@ -233,13 +234,14 @@ class CompanionClient:
                              and 100 <= silence <= 10_000 else 500,
                              deadline=asked + lifetime)
 
-    async def summarize(self, record: dict[str, Any]) -> None:
+    async def summarize(self, record: OutgoingRecord) -> None:
         data = await self._request("POST", "/api/summarize", record)
         if data.get("stored") is not True:
             raise CompanionError("companion did not confirm the lesson was stored", code="bad_response",
                                  retryable=True)
 
-    async def send_batch(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def send_batch(self, records: Sequence[OutgoingRecord]) -> list[dict[str, Any]]:
+        """One result object per record, as the companion answered them (JSON not checked further)."""
         data = await self._request("POST", "/api/sessions/batch", {"sessions": records})
         results = data.get("results")
         if not isinstance(results, list):
@@ -268,7 +270,8 @@ class CompanionClient:
             raise
         return True
 
-    async def sessions(self, since: str | None = None) -> list[dict[str, Any]]:
+    async def sessions(self, since: str | None = None) -> list[Any]:
+        """The kiosk's lessons as the companion keeps them (JSON, not checked)."""
         params = f"?since={since}" if since else ""
         data = await self._request("GET", f"/api/sessions{params}")
         sessions = data.get("sessions")

@@ -27,6 +27,7 @@ from typing import Any
 from appliance.common.backoff import backoff_delay
 from appliance.common.clock import Clock, system_clock
 from appliance.common.redate import correct_dates, correctable_here
+from appliance.contract.record import UncheckedRecord
 from appliance.store.sessions import SessionStore, StoreError
 from appliance.store.worker import AsyncStore
 from appliance.uplink.client import CompanionClient, CompanionError
@@ -164,7 +165,7 @@ class Syncer:
         sent_ids: set[str] = set()
         while True:
             try:
-                waiting = await self.store.run("unsynced")
+                waiting: list[UncheckedRecord] = await self.store.run("unsynced")
             except StoreError as exc:
                 log.error("sync: cannot read the store: %s", exc)
                 return False
@@ -197,7 +198,7 @@ class Syncer:
             if retry_later:
                 return False
 
-    def _redate(self, store: SessionStore, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _redate(self, store: SessionStore, batch: list[UncheckedRecord]) -> list[UncheckedRecord]:
         """Lessons saved before network time set the clock get their true dates (same boot only)
         before they leave the kiosk; the corrected record is saved too. Runs on the store thread."""
         out = []
@@ -285,7 +286,7 @@ class Syncer:
                         "dates it has", session_id, error.get("code", "refused"), error.get("message", ""))
             store.drop_redate(session_id)
 
-    def _apply(self, store: SessionStore, batch: list[dict[str, Any]], results: list[dict[str, Any]]) -> bool:
+    def _apply(self, store: SessionStore, batch: list[UncheckedRecord], results: list[dict[str, Any]]) -> bool:
         """Mark what the companion stored, park what it rejected for good; True if some must retry.
 
         Runs on the store thread; outcomes are reported back on the loop."""

@@ -176,8 +176,11 @@ async def login(db: Database, username: str, password: str, address: str) -> Log
         if (counts.get(user_bucket, 0) >= MAX_FAILURES_PER_USER
                 or counts.get(address_bucket, 0) >= MAX_FAILURES_PER_ADDRESS):
             return LoginResult(throttled=True)
-        reserved = [(await q.fetchone("INSERT INTO rate_events (bucket, at) VALUES (?, ?) RETURNING id",
-                                      (bucket, now)))[0] for bucket in (user_bucket, address_bucket)]  # type: ignore[index]
+        reserved = []
+        for bucket in (user_bucket, address_bucket):
+            added = await q.fetchone("INSERT INTO rate_events (bucket, at) VALUES (?, ?) RETURNING id", (bucket, now))
+            assert added is not None  # INSERT ... RETURNING answers with the new row
+            reserved.append(added[0])
         row = await q.fetchone("SELECT password_hash FROM users WHERE username = ? AND disabled_at IS NULL",
                                (username,)) if valid else None
     # Unknown and disabled accounts cost the same time as real ones, so timing does not list accounts.

@@ -23,6 +23,7 @@ from typing import Any
 from appliance.companion.db import Database
 from appliance.companion.storage import hash_key
 from appliance.contract.names import LEVELS
+from appliance.contract.record import UncheckedRecord
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -96,7 +97,8 @@ class Lesson:
     duration_s: float
     cost_usd: float
     level: str | None
-    record: dict[str, Any] | None = field(default=None, compare=False)
+    record: UncheckedRecord | None = field(default=None, compare=False)
+    """As stored: reduced to its metrics past retention, and possibly from an older companion."""
 
     @property
     def day(self) -> str:
@@ -115,7 +117,7 @@ def _number(value: Any) -> float:
 
 def _lesson(row: tuple[Any, ...], keep_record: bool) -> Lesson:
     session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level, text = row
-    record: dict[str, Any] | None = None
+    record: UncheckedRecord | None = None
     if text is not None:
         try:
             loaded = json.loads(text)

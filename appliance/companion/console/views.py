@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -26,7 +26,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion.console import accounts, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
-from appliance.contract.record import is_uuid
+from appliance.contract.record import UncheckedRecord, is_uuid
+
+if TYPE_CHECKING:  # the server imports the console when it builds its app
+    from appliance.companion.server import CompanionServer
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +62,28 @@ NOTICES = {
 SESSION: web.RequestKey[accounts.WebSession | None] = web.RequestKey("console_session", accounts.WebSession)
 FORM: web.RequestKey[Any] = web.RequestKey("console_form", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: A console handler: a method taking the request (some take more, with defaults), returning a response.
+HandlerMethod = TypeVar("HandlerMethod", bound=Callable[..., Awaitable[web.StreamResponse]])
+ResponseT = TypeVar("ResponseT", bound=web.StreamResponse)
+ACCESS_MARK = "console_access"
+"""The handler attribute that holds its access level (read through the route's bound method)."""
 
 
-def access(level: str) -> Callable[[Handler], Handler]:
-    """Mark who may use a handler; the middleware enforces it (no mark = admin only, the safe default)."""
-    def mark(fn: Handler) -> Handler:
-        fn.access = level  # type: ignore[attr-defined]
+def access(level: str) -> Callable[[HandlerMethod], HandlerMethod]:
+    """Mark who may use a handler; the middleware enforces it (no mark = admin only, the safe default).
+    The handler keeps its own signature, so handlers can still call each other with their extra arguments."""
+    def mark(fn: HandlerMethod) -> HandlerMethod:
+        setattr(fn, ACCESS_MARK, level)
         return fn
     return mark
+
+
+def signed_in(request: web.Request) -> accounts.WebSession:
+    """The session of a teacher or admin page: the middleware sends anyone without one to sign in first."""
+    session = request[SESSION]
+    if session is None:
+        raise web.HTTPSeeOther(f"{PREFIX}/login")
+    return session
 
 
 class ConsoleError(Exception):
@@ -79,7 +96,7 @@ class ConsoleError(Exception):
 
 
 class Console:
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: CompanionServer) -> None:
         self.server = server
         self.env = Environment(loader=PackageLoader("appliance.companion.console", "templates"),
                                autoescape=select_autoescape(default=True, default_for_string=True))
@@ -111,7 +128,7 @@ class Console:
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route
-        level = getattr(route.handler, "access", "admin") if route.resource is not None else "public"
+        level = getattr(route.handler, ACCESS_MARK, "admin") if route.resource is not None else "public"
         session = await accounts.session_for(self.db, request.cookies.get(SESSION_COOKIE, ""))
         request[SESSION] = session
         if level != "public" and session is None:
@@ -122,7 +139,9 @@ class Console:
             raise ConsoleError(403, "This page is for admins. Ask an admin if you need something changed.")
         if request.method == "POST":
             form = await request.post()
-            expected = session.csrf_token if level != "public" else request.cookies.get(LOGIN_COOKIE, "")
+            # Signed-in pages check the session's token (the checks above made sure there is a session).
+            expected = (session.csrf_token if level != "public" and session is not None
+                        else request.cookies.get(LOGIN_COOKIE, ""))
             sent = form.get("csrf")
             if not expected or not isinstance(sent, str) or not _same(sent, expected):
                 raise ConsoleError(403, "This form has expired or did not come from this console. Go back, reload "
@@ -194,7 +213,7 @@ class Console:
 
     @access("teacher")
     async def logout(self, request: web.Request) -> web.Response:
-        await accounts.close_session(self.db, request[SESSION].token_hash)
+        await accounts.close_session(self.db, signed_in(request).token_hash)
         response = web.HTTPSeeOther(f"{PREFIX}/login")
         response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
         raise response
@@ -221,12 +240,10 @@ class Console:
         if found is None:
             raise ConsoleError(404, "No lesson with this id. It may have been removed by retention.")
         record = found.record or {}
-        metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-        turns = [t for t in record.get("turns", []) if isinstance(t, dict)]
-        return self.render(request, "lesson.html", lesson=found, turns=turns,
+        metrics = _object(record, "metrics")
+        return self.render(request, "lesson.html", lesson=found, turns=_objects(record, "turns"),
                            metrics=sorted((k, v) for k, v in metrics.items() if not isinstance(v, dict | list)),
-                           targets=[t for t in record.get("targets", []) if isinstance(t, dict)],
-                           errors=[e for e in record.get("errors", []) if isinstance(e, dict)])
+                           targets=_objects(record, "targets"), errors=_objects(record, "errors"))
 
     @access("teacher")
     async def lessons_csv(self, request: web.Request) -> web.Response:
@@ -237,8 +254,8 @@ class Console:
                          "duration_s", "est_cost_usd", "learner_turns", "tutor_turns", "transcript"])
         for item in await queries.lessons_with_records(self.db, flt):
             record = item.record or {}
-            metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-            turns = [t for t in record.get("turns", []) if isinstance(t, dict)]
+            metrics = _object(record, "metrics")
+            turns = _objects(record, "turns")
             transcript = " | ".join(f"{t.get('role')}: {t.get('text')}" for t in turns)
             writer.writerow([_cell(v) for v in (
                 item.session_id, item.kiosk_id, item.day, item.started_at, item.ended_at, item.end_reason,
@@ -275,7 +292,7 @@ class Console:
             key = await queries.add_kiosk(self.db, name)
         except queries.KioskError as exc:
             return await self.fleet(request, 400, str(exc))
-        log.info("console: %s added kiosk %s", request[SESSION].username, name)
+        log.info("console: %s added kiosk %s", signed_in(request).username, name)
         return self.render(request, "kiosk_added.html", kiosk_id=name, key=key)
 
     @access("admin")
@@ -283,7 +300,7 @@ class Console:
         kiosk = _param(request, "kiosk_id", queries.KIOSK_ID)
         if not await self.server.storage.revoke_kiosk(kiosk):
             raise ConsoleError(404, f"No active kiosk named {kiosk}.")
-        log.info("console: %s revoked kiosk %s", request[SESSION].username, kiosk)
+        log.info("console: %s revoked kiosk %s", signed_in(request).username, kiosk)
         raise web.HTTPSeeOther(f"{PREFIX}/fleet?done=revoked")
 
     @access("admin")
@@ -313,14 +330,14 @@ class Console:
             await accounts.add_user(self.db, username, password, role)
         except accounts.AccountError as exc:
             return await self.users(request, 400, str(exc))
-        log.info("console: %s added %s account %s", request[SESSION].username, role, username)
+        log.info("console: %s added %s account %s", signed_in(request).username, role, username)
         return self.render(request, "password.html", username=username, password=password, created=True)
 
     async def _target_user(self, request: web.Request) -> str:
         name = _param(request, "username", accounts.USERNAME)
         if await accounts.get_user(self.db, name) is None:
             raise ConsoleError(404, f"No account named {name}.")
-        if name == request[SESSION].username:
+        if name == signed_in(request).username:
             raise ConsoleError(400, "You cannot disable or reset your own account here: ask another admin, or use "
                                     "`stella-kiosk companion add-user` on the companion.")
         return name
@@ -340,11 +357,11 @@ class Console:
         name = await self._target_user(request)
         password = accounts.new_password()
         await accounts.set_password(self.db, name, password)
-        log.info("console: %s reset the password of %s", request[SESSION].username, name)
+        log.info("console: %s reset the password of %s", signed_in(request).username, name)
         return self.render(request, "password.html", username=name, password=password, created=False)
 
 
-def _with_headers(response: web.StreamResponse, request: web.Request) -> web.StreamResponse:
+def _with_headers(response: ResponseT, request: web.Request) -> ResponseT:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     if not request.path.endswith(".css"):
@@ -383,6 +400,19 @@ def client_address(request: web.Request) -> str:
     return peer
 
 
+def _object(record: UncheckedRecord, key: str) -> dict[str, Any]:
+    """A stored record's object field, or an empty one: records reduced by retention, or stored by older
+    companions, may lack it."""
+    value = record.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _objects(record: UncheckedRecord, key: str) -> list[dict[str, Any]]:
+    """The objects in a stored record's list field (anything else in it is skipped)."""
+    value = record.get(key)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 def _safe_next(target: str) -> str:
     """Only a path inside the console: a login link must not send anyone to another site."""
     return target if SAFE_NEXT.match(target) else ""
@@ -401,7 +431,7 @@ def _when(value: float | None) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def setup_console(app: web.Application, server: Any) -> None:
+def setup_console(app: web.Application, server: CompanionServer) -> None:
     """Mount the console under /console/ on the companion's app (``/`` redirects there)."""
     console = Console(server)
     sub = web.Application(middlewares=[console.middleware])
