@@ -221,7 +221,7 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
                 kiosk._on_press = stuck  # a handler that never returns, as a bug would
                 missed = asyncio.Event()
                 noticed = _OnLog("did not handle its heartbeat", missed.set)
-                logging.getLogger("appliance.core.kiosk").addHandler(noticed)
+                logging.getLogger("appliance.core.watchdog").addHandler(noticed)
                 try:
                     kiosk.press()
                     await asyncio.wait_for(wedged.wait(), 5)
@@ -229,7 +229,7 @@ async def test_watchdog_pings_stop_when_the_owner_task_is_wedged(tmp_path: Path,
                     # watchdog has missed a heartbeat, no ping can be in flight any more.
                     await asyncio.wait_for(missed.wait(), 5)
                 finally:
-                    logging.getLogger("appliance.core.kiosk").removeHandler(noticed)
+                    logging.getLogger("appliance.core.watchdog").removeHandler(noticed)
                 _drain(systemd)
                 loop_alive = 0
                 # Observe 2 s (10 watchdog intervals): the loop keeps running, no ping is sent.

@@ -16,9 +16,10 @@ from typing import Any
 
 from appliance.common.clock import Anchor, Clock, boot_id
 from appliance.contract.dates import HINT_KEY, shift_dates
+from appliance.contract.record import ClockAnchorHint
 
 
-def anchor_hint(anchor: Anchor) -> dict[str, Any]:
+def anchor_hint(anchor: Anchor) -> ClockAnchorHint:
     """What :func:`correct_dates` needs to re-date a record built with an unsynchronized ``anchor``."""
     return {"boot_id": boot_id(), "offset_s": round(anchor.wall - anchor.mono, 6)}
 

@@ -12,7 +12,7 @@ from the kiosk's monotonic clock).
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, TypeGuard
 
 from appliance.common.clock import iso_utc, parse_iso
 
@@ -65,7 +65,7 @@ def dates_of(record: dict[str, Any]) -> list[tuple[str, Any]]:
     """Every date of a record, named (``started_at``, ``turns[2].at``, …), in a fixed order."""
     found = [(key, record.get(key)) for key in DATE_KEYS]
     for key in ("turns", "errors"):
-        items = record.get(key) if isinstance(record.get(key), list) else []
+        items = _list_or_empty(record.get(key))
         found += [(f"{key}[{i}].at", item.get("at")) for i, item in enumerate(items)
                   if isinstance(item, dict) and "at" in item]
     return found
@@ -79,7 +79,7 @@ def apply_date_correction(stored: dict[str, Any], correction: dict[str, Any]) ->
     differs = _first_difference(without_dates(stored), without_dates(correction))
     if differs is not None:
         raise InvalidCorrection(f"a date correction may change only the dates; it changes {differs}")
-    metrics = correction.get("metrics") if isinstance(correction.get("metrics"), dict) else {}
+    metrics = _dict_or_empty(correction.get("metrics"))
     shift = metrics.get("clock_corrected_s")
     if metrics.get("clock_synced") is not True or not _is_number(shift):
         raise InvalidCorrection("a date correction carries metrics.clock_synced true and metrics.clock_corrected_s")
@@ -89,10 +89,10 @@ def apply_date_correction(stored: dict[str, Any], correction: dict[str, Any]) ->
     updated = copy.deepcopy(stored)
     for name, new in new_dates:
         _set_date(updated, name, new)
-    updated["metrics"] = {**(stored.get("metrics") or {}), "clock_synced": True, "clock_corrected_s": shift}
+    updated["metrics"] = {**_dict_or_empty(stored.get("metrics")), "clock_synced": True, "clock_corrected_s": shift}
     if updated == stored:
         return stored  # this correction was applied before
-    stored_metrics = stored.get("metrics") if isinstance(stored.get("metrics"), dict) else {}
+    stored_metrics = _dict_or_empty(stored.get("metrics"))
     if stored_metrics.get("clock_synced") is not False:
         raise InvalidCorrection("only a lesson recorded before the kiosk's clock was synchronized "
                                 "(metrics.clock_synced false) can have its dates corrected, and only once")
@@ -127,5 +127,13 @@ def _first_difference(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     return None
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _dict_or_empty(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list_or_empty(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

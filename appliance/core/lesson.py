@@ -20,7 +20,9 @@ from typing import Any
 from appliance.common.clock import Clock, iso_utc, system_clock
 from appliance.common.redate import anchor_hint
 from appliance.common.timeline import PRESSED, CallTimeline
-from appliance.contract.names import END_REASONS
+from appliance.contract.names import END_REASONS, SCHEMA_VERSION
+from appliance.contract.record import Metrics, SessionRecord, TurnRecord
+from appliance.contract.targets import TargetRecord
 from appliance.core.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,19 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+@dataclass(frozen=True)
+class LessonError:
+    """Something that went wrong during the lesson; ``at`` is a monotonic instant (a date only in the record)."""
+
+    code: str
+    message: str
+    at: float
+
+
+MAX_ERRORS = 200
+"""Errors kept per lesson (a server that fails every event must not grow a record without bound)."""
+
+
 @dataclass
 class Lesson:
     """State of the lesson in progress (owned by the kiosk task).
@@ -103,14 +118,14 @@ class Lesson:
     kiosk_id: str
     model: str = ""
     plan_id: str | None = None
-    targets: list[dict[str, Any]] = field(default_factory=list)
+    targets: list[TargetRecord] = field(default_factory=list)
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     pressed_at: float | None = None
     """When the button was pressed (default: when the lesson was made)."""
     connected_at: float | None = None
     first_audio_at: float | None = None
     usage: Usage = field(default_factory=Usage)
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[LessonError] = field(default_factory=list)
     """``{"code", "message", "at"}`` with ``at`` a monotonic instant (a wall time only in the record)."""
     learner_audio_s: float = 0.0
     """Learner speech sent to the server (VAD segments or held-button captures): the billed input audio."""
@@ -154,9 +169,10 @@ class Lesson:
         return self.started_mono if self.pressed_at is None else self.pressed_at
 
     def add_error(self, code: str, message: str) -> None:
-        self.errors.append({"code": code, "message": message, "at": self.clock.monotonic()})
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append(LessonError(code, message, self.clock.monotonic()))
 
-    def to_record(self, end_reason: str, ended_at: float | None = None) -> dict[str, Any]:
+    def to_record(self, end_reason: str, ended_at: float | None = None) -> SessionRecord:
         """The session record sent to the companion (PROTOCOL §2).
 
         ``ended_at``: a wall time (epoch seconds) to end the lesson at instead of now; it is placed on
@@ -169,23 +185,7 @@ class Lesson:
         turns = self.transcript.to_records(anchor)
         learner = [t for t in turns if t["role"] == "learner" and t.get("status") != "failed"]
         tutor = [t for t in turns if t["role"] == "tutor"]
-        cost = self.usage.cost_usd(self.model)
-        estimated: dict[str, Any] = {}
-        if not self.usage.detailed and (self.learner_audio_s or self.tutor_audio_s):
-            cost = cost_from_duration(self.model, self.learner_audio_s, self.tutor_audio_s)
-            estimated = {"cost_estimated_from": "duration", "learner_audio_s": round(self.learner_audio_s, 2),
-                         "tutor_audio_s": round(self.tutor_audio_s, 2)}
-        return {
-            "schema": 1,
-            "session_id": self.session_id,
-            "kiosk_id": self.kiosk_id,
-            "started_at": iso_utc(anchor.wall_at(self.started_mono)),
-            "ended_at": iso_utc(anchor.wall_at(ended_mono)),
-            "end_reason": end_reason,
-            "plan_id": self.plan_id,
-            "targets": self.targets,
-            "turns": turns,
-            "metrics": {
+        metrics: Metrics = {
                 "duration_s": round(ended_mono - self.started_mono, 3),
                 "clock_synced": anchor.synced,
                 "learner_turns": len(learner),
@@ -197,22 +197,39 @@ class Lesson:
                 "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 1),
                 "stages_ms": self.timeline.ms_since(),
                 "usage": self.usage.to_record(),
-                "est_cost_usd": cost,
-                **estimated,
-            },
-            "errors": [{**e, "at": iso_utc(anchor.wall_at(e["at"]))} if isinstance(e.get("at"), float) else dict(e)
-                       for e in self.errors],
-            **({} if anchor.synced else {"clock_anchor": anchor_hint(anchor)}),
+                "est_cost_usd": self.usage.cost_usd(self.model),
         }
+        if not self.usage.detailed and (self.learner_audio_s or self.tutor_audio_s):
+            metrics["est_cost_usd"] = cost_from_duration(self.model, self.learner_audio_s, self.tutor_audio_s)
+            metrics["cost_estimated_from"] = "duration"
+            metrics["learner_audio_s"] = round(self.learner_audio_s, 2)
+            metrics["tutor_audio_s"] = round(self.tutor_audio_s, 2)
+        record: SessionRecord = {
+            "schema": SCHEMA_VERSION,
+            "session_id": self.session_id,
+            "kiosk_id": self.kiosk_id,
+            "started_at": iso_utc(anchor.wall_at(self.started_mono)),
+            "ended_at": iso_utc(anchor.wall_at(ended_mono)),
+            "end_reason": end_reason,
+            "plan_id": self.plan_id,
+            "targets": self.targets,
+            "turns": turns,
+            "metrics": metrics,
+            "errors": [{"code": e.code, "message": e.message, "at": iso_utc(anchor.wall_at(e.at))}
+                       for e in self.errors],
+        }
+        if not anchor.synced:
+            record["clock_anchor"] = anchor_hint(anchor)
+        return record
 
 
-    def final_record(self, end_reason: str) -> dict[str, Any]:
+    def final_record(self, end_reason: str) -> SessionRecord:
         """The lesson's record; if building it fails (a bug), a minimal one that still keeps the turns."""
         try:
             return self.to_record(end_reason)
         except Exception:
             log.exception("could not build the record of lesson %s; keeping a minimal one", self.session_id)
-            record = Lesson(kiosk_id=self.kiosk_id, session_id=self.session_id).to_record(
+            record = Lesson(kiosk_id=self.kiosk_id, session_id=self.session_id, clock=self.clock).to_record(
                 end_reason if end_reason in END_REASONS else "error")
             with contextlib.suppress(Exception):
                 record["turns"] = self.transcript.to_records()
@@ -225,7 +242,7 @@ def _words(text: str) -> int:
     return len(re.findall(r"[\w']+", text))
 
 
-def _targets_used(targets: list[dict[str, Any]], learner_turns: list[dict[str, str]]) -> int:
+def _targets_used(targets: list[TargetRecord], learner_turns: list[TurnRecord]) -> int:
     """How many lesson targets the learner said at least once (case-insensitive)."""
     said = " ".join(t["text"].lower() for t in learner_turns)
     used = 0

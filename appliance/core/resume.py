@@ -10,7 +10,7 @@ sanitised here, so a lone surrogate cannot break JSON encoding and a newline can
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 #: At most this many of the newest turns are repeated to the tutor.
@@ -28,7 +28,7 @@ NOTE = ("The call dropped for a moment and has just been reconnected. Start with
         "Do not greet the learner again and do not restart the lesson.")
 
 
-def resume_instructions(base_prompt: str, turns: list[dict[str, Any]]) -> str:
+def resume_instructions(base_prompt: str, turns: Sequence[Mapping[str, Any]]) -> str:
     """``base_prompt`` plus the newest turns (≤ MAX_TURNS, section ≤ MAX_SECTION_CHARS) and the resume note.
 
     ``turns`` are session-record turns (``{"role": "learner"|"tutor", "text": ...}``); entries that

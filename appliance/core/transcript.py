@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from appliance.call.events import ServerEvent
 from appliance.common.clock import Anchor, Clock, EpochTimeline, iso_utc, system_clock
+from appliance.contract.names import TURN_STATUSES
+from appliance.contract.record import TurnRecord
 
 __all__ = ["Transcript", "Turn", "iso_utc"]
 
@@ -44,10 +46,10 @@ class Turn:
     interrupted: bool = False
     """The learner cut the tutor off: ``text`` is what was heard, not what the model wrote."""
 
-    def to_record(self, anchor: Anchor) -> dict[str, Any]:
-        record: dict[str, Any] = {"role": self.role, "text": self.text, "at": iso_utc(anchor.wall_at(self.at)),
-                                  "source": self.source}
-        if self.status is not None:
+    def to_record(self, anchor: Anchor) -> TurnRecord:
+        record: TurnRecord = {"role": self.role, "text": self.text, "at": iso_utc(anchor.wall_at(self.at)),
+                              "source": self.source}
+        if self.status in TURN_STATUSES:
             record["status"] = self.status
         if self.interrupted:
             record["interrupted"] = True
@@ -142,7 +144,7 @@ class Transcript:
         turn.interrupted = True
         return turn
 
-    def to_records(self, anchor: Anchor | None = None) -> list[dict[str, Any]]:
+    def to_records(self, anchor: Anchor | None = None) -> list[TurnRecord]:
         """The turns in spoken order, stamped through ``anchor`` (default: the clock's best anchor now)."""
         anchor = self.clock.anchor() if anchor is None else anchor
         return [t.to_record(anchor) for t in sorted(self.turns, key=lambda t: t.at)]

@@ -17,7 +17,7 @@ from typing import Any
 
 from appliance.common.supervise import supervise
 from appliance.config import Config
-from appliance.contract.record import SessionRecord
+from appliance.contract.record import SessionRecord, UncheckedRecord
 from appliance.core.lesson import Lesson
 from appliance.core.messages import FirstSync
 from appliance.store.sessions import SessionStore, StoreError
@@ -65,7 +65,8 @@ class StoreKeeper:
             log.critical("session store: %s", problem)
         await self._apply_retention()
         try:
-            for record in await self.store.run("recover_interrupted"):
+            recovered: list[UncheckedRecord] = await self.store.run("recover_interrupted")
+            for record in recovered:
                 log.warning("lesson %s was interrupted (power cut or crash); kept with %d turns",
                             record.get("session_id"), len(record.get("turns") or []))
         except StoreError as exc:
@@ -82,11 +83,11 @@ class StoreKeeper:
     async def keep(self, record: SessionRecord) -> str | None:
         self.store.drop_checkpoint(record["session_id"])
         try:
-            await self.store.save(dict(record))
+            await self.store.save(record)
         except StoreError as exc:
-            self.unsaved.hold(dict(record))
+            self.unsaved.hold(record)
             return str(exc)
-        self._queue_for_sync(dict(record))
+        self._queue_for_sync(record)
         await self._apply_retention()
         return None
 
@@ -111,11 +112,11 @@ class StoreKeeper:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.store.close)
 
-    def _queue_for_sync(self, record: dict[str, Any]) -> None:
+    def _queue_for_sync(self, record: SessionRecord) -> None:
         """A lesson is on disk: tell the syncer and wake it (its first attempt is reported to observers)."""
         self.syncer.lesson_waiting()
         if len(self._awaiting_first_sync) < MAX_AWAITING_FIRST_SYNC:
-            self._awaiting_first_sync[record["session_id"]] = record  # type: ignore[assignment]
+            self._awaiting_first_sync[record["session_id"]] = record
         self.syncer.kick()
 
     def _sync_attempted(self, session_id: str, synced: bool) -> None:

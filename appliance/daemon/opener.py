@@ -67,7 +67,7 @@ class CompanionCallOpener:
         else:
             plan, token, prefetched = await self._materials()
             lesson.plan_id = plan.plan_id
-            lesson.targets = [dict(t.to_record()) for t in plan.targets]
+            lesson.targets = [t.to_record() for t in plan.targets]
             lesson.model = token.model
             instructions = token.prompt
         lesson.timeline.mark(stages.MATERIALS_READY)

@@ -35,6 +35,10 @@ class IndexEntry(TypedDict):
     saved_at: float
     synced_at: float | None
     parked_reason: str | None
+    synced_at_trusted: bool
+    """``synced_at`` was read from a clock known to be synchronized (retention may count age from it)."""
+    redate_pending: bool
+    """Delivered before the clock was synchronized: its corrected dates are still to be sent."""
 
 
 class StoredLesson(IndexEntry):

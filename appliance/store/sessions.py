@@ -615,11 +615,11 @@ class SessionStore:
                       "nothing unsynced is deleted — check the companion connection", total, max_lessons)
         return len(doomed)
 
-    def _restamp(self, synced: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+    def _restamp(self, synced: list[IndexEntry], now: float) -> list[IndexEntry]:
         """``synced`` with every stamp read on an unsynchronized clock replaced by ``now`` (trusted), written
         to the index in one write per file."""
-        stale = {e["session_id"]: dict(e, synced_at=now, synced_at_trusted=True)
-                 for e in synced if not e["synced_at_trusted"]}
+        stale: dict[str, IndexEntry] = {e["session_id"]: {**e, "synced_at": now, "synced_at_trusted": True}
+                                        for e in synced if not e["synced_at_trusted"]}
         if not stale:
             return synced
         active = self._active.map()
@@ -631,7 +631,7 @@ class SessionStore:
 
     # -- dates corrected after delivery ------------------------------------------------------------
 
-    def awaiting_redate(self) -> list[dict[str, Any]]:
+    def awaiting_redate(self) -> list[UncheckedRecord]:
         """Delivered lessons whose dates must still be corrected at the companion, oldest first.
 
         Asked at every sync round once the clock is synchronized: only the flagged entries are sorted and
@@ -643,25 +643,25 @@ class SessionStore:
         waiting = sorted((e for e in flagged.values() if e["state"] == "synced"), key=lambda e: e["created_at"])
         return [record for _, record in self._with_records(waiting)]
 
-    def redated(self, record: dict[str, Any]) -> None:
+    def redated(self, record: UncheckedRecord) -> None:
         """The companion took the corrected dates of this delivered lesson: keep the corrected record here
         too (atomically, as every final record) and stop asking."""
-        record, sid = self._prepare(record)
+        prepared, sid = self._prepare(record)
         found = self._waiting_redate(sid)
         if found is None:
             return
         where, entry = found
-        write_atomic(self._journal(sid), encode_line(make_entry("final", record, entry["created_at"],
+        write_atomic(self._journal(sid), encode_line(make_entry("final", prepared, entry["created_at"],
                                                                 entry["saved_at"])))
-        where.put(dict(entry, redate_pending=False))
+        where.put({**entry, "redate_pending": False})
 
     def drop_redate(self, session_id: str) -> None:
         """Stop asking to correct this lesson's dates (it cannot be, or the companion refused for good)."""
         found = self._waiting_redate(clean_text(session_id))
         if found is not None:
-            found[0].put(dict(found[1], redate_pending=False))
+            found[0].put({**found[1], "redate_pending": False})
 
-    def _waiting_redate(self, sid: str) -> tuple[_Index, dict[str, Any]] | None:
+    def _waiting_redate(self, sid: str) -> tuple[_Index, IndexEntry] | None:
         found = self._find(sid)
         if found is None or found[0] is None or found[1]["state"] != "synced":
             log.warning("store: lesson %s is not a delivered lesson here; its dates stay as they are", sid)

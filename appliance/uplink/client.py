@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
@@ -102,7 +102,7 @@ def token_lifetime_s(data: dict[str, Any], date_header: str | None, kiosk_wall: 
     return max(0.0, min(MAX_TOKEN_LIFETIME_S, lifetime)) if math.isfinite(lifetime) else 0.0
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -281,7 +281,7 @@ class Syncer:
                 log.info("sync: lesson %s re-dated at the companion by %.0f s", session_id,
                          record["metrics"].get("clock_corrected_s", 0))
                 continue
-            error = result.get("error") if isinstance(result.get("error"), dict) else {}
+            error = result["error"] if isinstance(result.get("error"), dict) else {}
             log.warning("sync: the companion refused the corrected dates of lesson %s (%s: %s); it keeps the "
                         "dates it has", session_id, error.get("code", "refused"), error.get("message", ""))
             store.drop_redate(session_id)
