@@ -286,7 +286,9 @@ class Conversation:
         if known is not None and isinstance(audio_tokens, int) and not isinstance(audio_tokens, bool) \
                 and audio_tokens > 0:
             known.audio_ms = audio_tokens * AUDIO_MS_PER_TOKEN
-        if any(a.response_id == rid and a.started_at is None for a in self._audio):
+        if status in ("failed", "cancelled"):  # no audio is coming for what was not yet played
+            self._audio = deque(a for a in self._audio if a.response_id != rid or a.started_at is not None)
+        elif any(a.response_id == rid and a.started_at is None for a in self._audio):
             out.append(StartTimer("audio_wait", AUDIO_START_WAIT_S))
         if status in ("failed", "incomplete") and isinstance(rid, str):
             for turn in self.lesson.transcript.tutor_turns_of(rid):
@@ -417,7 +419,7 @@ class Conversation:
             self._finish_played(now)
         else:
             self._start_head(now)
-        return self._update_floor(now)
+        return [] if self.ended is not None else self._update_floor(now)
 
     def _start_head(self, now: float) -> None:
         head = self._audio[0] if self._audio else None
@@ -467,6 +469,8 @@ class Conversation:
 
     def release(self, now: float) -> list[Outcome]:
         self._held_since = None
+        if self.ended is not None:
+            return []
         out: list[Outcome] = [StopTimer("long_press")]
         if self._listening:
             out += self._stop_listening(now)

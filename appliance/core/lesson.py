@@ -159,11 +159,11 @@ class Lesson:
 
     @property
     def connect_ms(self) -> float | None:
-        return None if self.connected_at is None else (self.connected_at - self._pressed()) * 1000
+        return None if self.connected_at is None else max(0.0, self.connected_at - self._pressed()) * 1000
 
     @property
     def first_audio_ms(self) -> float | None:
-        return None if self.first_audio_at is None else (self.first_audio_at - self._pressed()) * 1000
+        return None if self.first_audio_at is None else max(0.0, self.first_audio_at - self._pressed()) * 1000
 
     def _pressed(self) -> float:
         return self.started_mono if self.pressed_at is None else self.pressed_at
