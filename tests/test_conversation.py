@@ -102,7 +102,7 @@ def test_barge_in_after_a_typed_message_truncates_the_item_being_heard(buffer_ev
     c.on_audible(True, 0.1)
     said = c.say("What is a roundabout?")
     assert types(said) == ["conversation.item.create", "response.create"]
-    answer, answer_item, _ = server.response(1.0, "A roundabout is", done=False)
+    answer, _answer_item, _ = server.response(1.0, "A roundabout is", done=False)
     out = c.press(2.1)
     events = sent(out)
     assert [e["type"] for e in events] == ["response.cancel", "output_audio_buffer.clear",
@@ -236,7 +236,7 @@ def test_toggle_press_with_the_floor_free_ends_the_lesson_and_a_long_press_durin
     c, _ = conversation()
     assert ends(c.press(0.0)) == ["button"]
     c2, _ = conversation()
-    rid, _, _ = Server(c2).response(0.0, "Hello there", audio_ms=3000)
+    Server(c2).response(0.0, "Hello there", audio_ms=3000)
     c2.on_audible(True, 0.1)
     out = c2.press(1.0)
     assert not ends(out) and timers(out)["long_press"].token == 1.0

@@ -110,19 +110,19 @@ async def test_kiosk_config_turns_the_consent_fix_on_by_default(tmp_path: Path,
         await rec_on.until(lambda: tutor_answered(rec_on, 1), what="greeting")
 
         # Without the fix aioice's unanswered consent checks drop the call at ~30 s; the kiosk resumes.
-        await rec_off.until(lambda: State.ERROR in rec_off.states, timeout=HOLD_S, what="the call to drop")
+        await rec_off.until(lambda: State.DISCONNECTED in rec_off.states, timeout=HOLD_S, what="the call to drop")
         assert loop.time() - started > 20
-        await rec_off.until(lambda: rec_off.states[-1] is not State.ERROR, what="resume")
-        assert rec_off.states[rec_off.states.index(State.ERROR) + 1] is State.CONNECTING
+        await rec_off.until(lambda: rec_off.states[-1] is not State.DISCONNECTED, what="resume")
+        assert rec_off.states[rec_off.states.index(State.DISCONNECTED) + 1] is State.CONNECTED
         assert any("the call dropped" in r.getMessage() for r in caplog.records)
 
         # With the default config the call is still up when HOLD_S has passed: nothing to wait for
         # but the absence of a drop, so this waits on the drop and expects the timeout.
         with pytest.raises(AssertionError, match="timed out"):
-            await rec_on.until(lambda: State.ERROR in rec_on.states,
+            await rec_on.until(lambda: State.DISCONNECTED in rec_on.states,
                                timeout=max(0.0, HOLD_S - (loop.time() - started)), what="no drop")
         assert loop.time() - started >= HOLD_S - 0.5
-        assert kiosk_on.state is State.CONNECTED and State.ERROR not in rec_on.states
+        assert kiosk_on.state is State.CONNECTED and State.DISCONNECTED not in rec_on.states
         answered = len(rec_on.tutor_turns())
         kiosk_on.say("Are you still there?")
         await rec_on.until(lambda: tutor_answered(rec_on, answered + 1), what="an answer after the hold")

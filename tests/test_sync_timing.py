@@ -242,7 +242,7 @@ async def test_kiosk_honours_the_configured_sync_interval(tmp_path: Path) -> Non
                 kiosk.parts.keeper.syncer.round_done.clear()
                 await asyncio.wait_for(kiosk.parts.keeper.syncer.round_done.wait(), 10 * interval)
                 rounds.append(time.monotonic())
-                stored = await kiosk.companion.sessions()
+                stored = await kiosk.parts.opener.companion.sessions()
                 assert lesson["session_id"] in [s.get("session_id") for s in stored]
     for gap in gaps(rounds):
         assert interval - 0.05 <= gap < interval + SLACK_S, gaps(rounds)

@@ -485,8 +485,8 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
 
 async def test_frozen_server_is_shown_within_5_s_and_the_lesson_resumes(tmp_path: Path) -> None:
     """Before: a frozen server left the kiosk "connected" for 33.6 s, then the lesson ended with the
-    normal end cue. Now the error shows within 5 s and the same lesson goes on on a new call whose
-    instructions carry the conversation so far."""
+    normal end cue. Now the drop shows within 5 s (the disconnected state: error LED and cue) and the
+    same lesson goes on on a new call whose instructions carry the conversation so far."""
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
         await connected_lesson(stack, kiosk, rec)
         inject(stack, tutor_line("Let us talk about your favourite fruit.", 1))
@@ -496,7 +496,7 @@ async def test_frozen_server_is_shown_within_5_s_and_the_lesson_resumes(tmp_path
         loop = asyncio.get_running_loop()
         frozen_at = loop.time()
         stack.simulator.freeze_calls()
-        await rec.until(lambda: State.ERROR in rec.states, timeout=10, what="error shown")
+        await rec.until(lambda: State.DISCONNECTED in rec.states, timeout=10, what="drop shown")
         assert loop.time() - frozen_at <= 5.0
         await rec.until(lambda: rec.states.count(State.CONNECTED) >= 2, timeout=20, what="resumed")
         resumed_call = simulated_call(stack)
@@ -529,7 +529,7 @@ async def test_lesson_is_saved_as_call_dropped_when_resuming_fails(tmp_path: Pat
         codes = [e["code"] for e in record["errors"]]
         assert "call_dropped" in codes and "resume_failed" in codes
         await rec.until(lambda: kiosk.state is State.IDLE, timeout=10, what="idle after the error")
-        assert rec.states[-3:] == [State.CONNECTING, State.ERROR, State.IDLE]
+        assert rec.states[-3:] == [State.DISCONNECTED, State.ERROR, State.IDLE]
         stack.simulator.refuse_calls = False
         await connected_lesson(stack, kiosk, rec, nth=2)  # the next lesson works again
 
@@ -596,11 +596,11 @@ async def test_microphone_lost_mid_lesson_saves_it_and_waits_for_the_device(tmp_
             record = rec.saved[0][0]
             assert record["end_reason"] == "error"
             assert any(e["code"] == "device_lost" and "microphone" in e["message"] for e in record["errors"])
-            assert kiosk.state is State.ERROR
+            assert kiosk.state is State.DEVICE_MISSING
             assert "microphone" in kiosk.status()["devices"]
             kiosk.press()  # no lesson without a microphone
             await handled(kiosk)
-            assert kiosk.state is State.ERROR and kiosk.lesson is None
+            assert kiosk.state is State.DEVICE_MISSING and kiosk.lesson is None
             mic.plug()
             await rec.until(lambda: kiosk.state is State.IDLE, what="idle once the microphone is back")
             assert kiosk.status()["devices"] == {}
@@ -627,7 +627,7 @@ async def test_microphone_missing_at_start_is_shown_and_started_when_it_appears(
         mic = LateMicrophone(fail_starts=2)
         async with stack.kiosk(mic=mic) as (kiosk, rec, _mic):
             await handled(kiosk)
-            assert kiosk.state is State.ERROR
+            assert kiosk.state is State.DEVICE_MISSING
             assert "no input device matches" in kiosk.status()["devices"]["microphone"]
             await rec.until(lambda: kiosk.state is State.IDLE, timeout=20, what="idle once the microphone starts")
             assert mic.starts == 3 and kiosk.status()["devices"] == {}

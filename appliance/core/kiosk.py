@@ -57,6 +57,8 @@ _unknown_types: set[str] = set()
 ERROR_SHOWN_S = 3.0
 WRAP_UP_BEFORE_END_S = 60.0
 RECENT_LESSONS = 3
+READY_WITHIN_S = 25.0
+"""Ready is announced after the sound devices were tried, or after this long whatever they do."""
 SAVE_RETRY_S = 30.0
 CLOSE_TIMEOUT_S = 5.0
 """A hang-up that takes longer is abandoned: the lesson is saved and the kiosk goes on."""
@@ -190,12 +192,14 @@ class Kiosk:
         store's recovery, the call stack's import) runs in tasks that report back with messages."""
         self._loop = asyncio.get_running_loop()
         self._show("ready")
+        first = [self._spawn(service.start(self.post), type(service).__name__) for service in self.parts.services
+                 if getattr(service, "before_ready", False)]
         for service in self.parts.services:
-            self._spawn(service.start(self.post), type(service).__name__)
+            if not getattr(service, "before_ready", False):
+                self._spawn(service.start(self.post), type(service).__name__)
         self._spawn(self.parts.keeper.start(self.post), "keeper")
         self._spawn(self._watchdog.run(), "watchdog")
-        if ready is not None:
-            ready.set()
+        self._spawn(self._announce_ready(first, ready), "ready")
         try:
             while self.state is not State.STOPPING:
                 message = await self._queue.get()
@@ -206,6 +210,18 @@ class Kiosk:
                     await self._after_bug()
         finally:
             await self._stop()
+
+    async def _announce_ready(self, first: list[asyncio.Task[Any]], ready: asyncio.Event | None) -> None:
+        """Ready once the sound devices were tried (bounded) and what they reported was handled: the
+        loop already handles presses meanwhile; ready tells the caller the state now says it all."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(READY_WITHIN_S):
+                await asyncio.gather(*first, return_exceptions=True)
+        if ready is not None:
+            self.post(m.Ready(ready))
+
+    async def _on_ready(self, msg: m.Ready) -> None:
+        msg.event.set()
 
     async def _after_bug(self) -> None:
         """A handler raised: a failure moves the kiosk to a named state, never leaves it half-way."""
@@ -630,5 +646,6 @@ _HANDLERS: dict[type, str] = {
     m.Audible: "_on_audible", m.CallEvent: "_on_call_event", m.ConversationTimer: "_on_conversation_timer",
     m.LessonTimer: "_on_lesson_timer", m.DeviceHealth: "_on_device_health", m.RetrySave: "_on_retry_save",
     m.ErrorShown: "_on_error_shown", m.Heartbeat: "_on_heartbeat", m.FirstSync: "_on_first_sync",
+    m.Ready: "_on_ready",
 }
 """Message type → the name of its handler: everything the owner task reacts to."""

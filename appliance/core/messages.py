@@ -7,6 +7,7 @@ posted by the kiosk's own tasks, timers and ports' call-backs.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,3 +142,10 @@ class FirstSync:
 
     record: dict[str, Any]
     synced: bool
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Start-up is through (devices tried, their state shown): set this event for whoever waits."""
+
+    event: asyncio.Event

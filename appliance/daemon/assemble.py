@@ -38,14 +38,16 @@ def build_kiosk(config: Config, *, companion: CompanionClient, store: SessionSto
     """A kiosk wired to these parts; ``warm`` is the call stack's warm-up (a test may slow it)."""
     link = SpeakerLink(speaker, volume=config.audio.volume, cues=config.audio.cues)
     warm_up_service = CallStackWarmUp(warm)
+    opener = CompanionCallOpener(config, companion, call_factory, warmed_up=warm_up_service.done)
     parts = KioskParts(
         lights=leds if leds is not None else NoLights(),
         speaker=link,
         mic=mic,
         keeper=StoreKeeper(config, store, companion),
-        opener=CompanionCallOpener(config, companion, call_factory, warmed_up=warm_up_service.done),
+        opener=opener,
         notifier=notifier or Notifier(),
         observer=observer or NullObserver(),
-        services=[SoundDevices(mic, speaker, on_speaker_started=lambda: link.cue(Cue.READY)), warm_up_service],
+        services=[SoundDevices(mic, speaker, on_speaker_started=lambda: link.cue(Cue.READY)), warm_up_service,
+                  opener],
     )
     return Kiosk(config, parts)

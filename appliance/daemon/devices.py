@@ -24,6 +24,9 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class SoundDevices:
+    before_ready = True
+    """The kiosk announces ready once the devices were tried (their state is then shown)."""
+
     def __init__(self, mic: AudioSource, speaker: AudioSink,
                  on_speaker_started: Callable[[], None] | None = None) -> None:
         self.devices: list[tuple[str, AudioSource | AudioSink]] = [("microphone", mic), ("speaker", speaker)]

@@ -17,6 +17,7 @@ from typing import Any
 from appliance.call import events
 from appliance.call.webrtc import CallError, RealtimeCall
 from appliance.common import timeline as stages
+from appliance.common.supervise import supervise
 from appliance.config import Config
 from appliance.core.lesson import Lesson
 from appliance.core.ports import CallHandlers, OpenedCall, OpenFailed
@@ -36,11 +37,22 @@ class CompanionCallOpener:
         self.companion = companion
         self.call_factory = call_factory
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
+        self._prefetch_task: asyncio.Task[None] | None = None
         self.warmed_up = warmed_up
         """Set once the call stack is imported (the loop never waits on the import lock of a warm-up thread)."""
 
     async def aclose(self) -> None:
         await self.companion.aclose()
+
+    async def start(self, post: Callable[[object], None]) -> None:
+        """As a kiosk service: keep the next lesson's plan and token ready while idle."""
+        if self.prefetcher is not None:
+            self._prefetch_task = asyncio.create_task(supervise("prefetch", self.prefetcher.run), name="prefetch")
+
+    async def stop(self) -> None:
+        if self._prefetch_task is not None:
+            self._prefetch_task.cancel()
+            await asyncio.gather(self._prefetch_task, return_exceptions=True)
 
     def lesson_over(self) -> None:
         if self.prefetcher is not None:
