@@ -592,3 +592,16 @@ def test_atomic_writes_are_durable_in_order(tmp_path: Path) -> None:
     assert dir_fsynced_after(ops, journal.parent, uses[1][0], save), "the new journal's name was not made durable"
     check_replaced(ops, journal)
     check_replaced(ops, store_dir / "sessions.json")
+
+
+def test_the_store_does_not_import_the_daemon() -> None:
+    """The store sits below the daemon: importing any store module must load no ``appliance.daemon``
+    module (the lost-lesson marker is the store's own constant, which the sessions command reads)."""
+    code = ("import sys\n"
+            "import appliance.store.sessions, appliance.store.worker, appliance.store.unsaved\n"
+            "import appliance.store.lock, appliance.store.journal, appliance.store.index\n"
+            "print(sorted(m for m in sys.modules if m.startswith('appliance.daemon')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

@@ -27,7 +27,7 @@ from appliance.audio.wav import ScriptedMicrophone
 from appliance.call.webrtc import RealtimeCall
 from appliance.core.messages import _Heartbeat
 from appliance.core.state import State
-from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
+from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore, StoreError
 from tests.harness import Recorder, Stack, lesson_stack
 from tests.test_daemon import FakeSystemd, control, running_daemon, write_daemon_config

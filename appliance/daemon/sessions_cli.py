@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore
 
 CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "state",
@@ -80,10 +81,6 @@ def export_sessions(store: SessionStore, fmt: str, out: TextIO = sys.stdout) -> 
 
 def open_store(state_dir: Path) -> SessionStore:
     return SessionStore(state_dir)
-
-
-LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
-"""The kiosk writes a lesson the disk refused at exit into its log as ``<marker> <json>``."""
 
 
 def read_importable(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
