@@ -175,3 +175,31 @@ async def test_run_speaks_input_wavs_one_after_each_tutor_turn(tmp_path: Path) -
     spoken = [t["text"] for t in records[0]["turns"] if t["role"] == "learner"]
     assert spoken == list(LEARNER_LINES)
     assert all(t["source"] == "voice" for t in records[0]["turns"])
+
+
+async def test_a_second_kiosk_on_the_same_socket_leaves_the_first_reachable(tmp_path: Path) -> None:
+    """Two kiosks with their own state directories but one control_socket: the second refuses the
+    socket while the first serves it, and stopping the second must leave the first one's socket alone
+    (it used to unlink it on exit, and `status` then said no kiosk was running)."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        sock_path = tmp_path / "control.sock"
+        first_toml = write_daemon_config(tmp_path / "first.toml", stack, tmp_path / "first", sock_path)
+        second_toml = write_daemon_config(tmp_path / "second.toml", stack, tmp_path / "second", sock_path)
+        second_toml.write_text(second_toml.read_text().replace('id = "kiosk-test"', 'id = "kiosk-two"'))
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        async with running_daemon(first_toml, tmp_path / "a", watchdog_usec=None) as first:
+            await first.systemd.until(lambda m: "READY=1" in m)
+            code, out, err = await control(sock_path, "status")
+            assert code == 0 and "(kiosk kiosk-test)" in out, err
+            async with running_daemon(second_toml, tmp_path / "b", watchdog_usec=None) as second:
+                await second.systemd.until(lambda m: "READY=1" in m)
+                code, out, err = await control(sock_path, "status")
+                assert code == 0 and "(kiosk kiosk-test)" in out, err  # still the first one
+                assert await second.stop() == 0
+            assert "control socket" in second.stderr and str(sock_path) in second.stderr, second.stderr
+            code, out, err = await control(sock_path, "status")
+            assert code == 0 and "(kiosk kiosk-test)" in out, err
+            assert await first.stop() == 0
+        assert not sock_path.exists()  # the first kiosk removes the socket it made
