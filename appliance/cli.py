@@ -277,6 +277,11 @@ def run_daemon(config_path: Path) -> int:
         return EX_CONFIG
     if not preflight_ok(config):  # the same machine checks as `check-config`
         return EX_CONFIG
+    from appliance.daemon.preflight import make_control_socket_folder
+
+    if (problem := make_control_socket_folder(config)) is not None:
+        print(f"config error: {problem}", file=sys.stderr)
+        return EX_CONFIG
     setup_logging(config.kiosk.log_level)
     try:
         return asyncio.run(_run_daemon(config))

@@ -137,6 +137,16 @@ async def test_control_server_removes_only_the_socket_it_bound(tmp_path: Path) -
     assert not path.exists()
 
 
+async def test_control_server_never_replaces_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("a teacher's notes\n")
+    server = ControlServer(path, FakeKiosk())
+    with pytest.raises(OSError, match="not a socket"):
+        await server.start()
+    await server.stop()
+    assert path.read_text() == "a teacher's notes\n"
+
+
 def test_earcons_are_short_audible_and_distinct() -> None:
     cues = Earcons(16000)
     for cue in Cue:

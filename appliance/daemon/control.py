@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +52,8 @@ class ControlServer:
         if await answers(self.path):
             raise OSError(f"another kiosk is already serving {self.path}; not taking it over")
         with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise OSError(f"{self.path} exists and is not a socket; not replacing it")
             self.path.unlink()  # a stale socket from a killed run
         old_umask = os.umask(0o117)
         try:
