@@ -102,11 +102,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("status", "press", "hold", "stop", "say"):
         return control_command(args)
     if args.command == "demo":
-        from appliance.demo import run_demo
+        from appliance.daemon.installed import missing_kiosk_part
 
         if args.deadline <= 0:
             print("stella-kiosk demo: --deadline must be a positive number of seconds", file=sys.stderr)
             return 2
+        if (missing := missing_kiosk_part()) is not None:
+            print(f"stella-kiosk demo: {missing}", file=sys.stderr)
+            return 1
+        from appliance.demo import run_demo
+
         return run_demo(args.output, quiet=args.quiet, deadline_s=args.deadline)
     parser.error(f"unknown command {args.command}")
     return 2
@@ -277,11 +282,15 @@ def run_daemon(config_path: Path) -> int:
         return EX_CONFIG
     if not preflight_ok(config):  # the same machine checks as `check-config`
         return EX_CONFIG
+    from appliance.daemon.installed import missing_kiosk_part
     from appliance.daemon.preflight import make_control_socket_folder
 
     if (problem := make_control_socket_folder(config)) is not None:
         print(f"config error: {problem}", file=sys.stderr)
         return EX_CONFIG
+    if (missing := missing_kiosk_part(config)) is not None:
+        print(f"stella-kiosk: cannot start: {missing}", file=sys.stderr)
+        return EX_CONFIG  # restarting does not install a library
     setup_logging(config.kiosk.log_level)
     try:
         return asyncio.run(_run_daemon(config))
@@ -321,7 +330,13 @@ async def _run_locked(config: object, notifier: object) -> int:
     from appliance.config import Config
     from appliance.core.kiosk import Kiosk
     from appliance.daemon.control import ControlServer
-    from appliance.daemon.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
+    from appliance.daemon.parts import (
+        HardwareError,
+        PinFactoryError,
+        build_microphone,
+        build_speaker,
+        select_pin_factory,
+    )
     from appliance.daemon.systemd import Notifier
     from appliance.hardware.button import ButtonBridge
     from appliance.hardware.leds import make_status_leds
@@ -331,6 +346,10 @@ async def _run_locked(config: object, notifier: object) -> int:
     assert isinstance(config, Config) and isinstance(notifier, Notifier)
     try:
         select_pin_factory(config)
+    except PinFactoryError as exc:  # one line, and 78: systemd must not restart into the same board
+        print(f"config error: {ConfigError(config.source, 'gpio.pin_factory', str(exc))}", file=sys.stderr)
+        return EX_CONFIG
+    try:
         leds = make_status_leds(config.leds)
         mic = build_microphone(config)
         speaker = build_speaker(config)
