@@ -96,6 +96,30 @@ async def test_outbox_survives_a_companion_outage(tmp_path: Path, caplog: pytest
         await client.aclose()
 
 
+async def test_a_journal_under_another_name_is_still_sent(tmp_path: Path) -> None:
+    """Before: a journal renamed (e.g. restored from a copy) was moved aside as damaged and its lesson
+    never sent: the companion got 5 of 6."""
+    async with lesson_stack(tmp_path) as stack:
+        state_dir = tmp_path / "state"
+        store = SessionStore(state_dir)
+        records = [record(i) for i in range(6)]
+        for r in records:
+            store.save(r)
+        store.close()
+        renamed = records[2]["session_id"]
+        (state_dir / "lessons" / f"{renamed}.jsonl").rename(state_dir / "lessons" / "from-backup.jsonl")
+        store = SessionStore(state_dir)
+        client = CompanionClient(stack.companion.base_url, stack.device_key, KIOSK_ID)
+        try:
+            assert await Syncer(store, client).drain()
+        finally:
+            await client.aclose()
+        stored = await stack.companion.storage.sessions(KIOSK_ID)
+        assert sorted(s["session_id"] for s in stored) == sorted(r["session_id"] for r in records)
+        assert store.unsynced() == [] and store.problems == []
+        assert not list(state_dir.rglob("*.corrupt-*"))
+
+
 async def test_invalid_record_is_parked_not_retried(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         store = SessionStore(tmp_path / "state")

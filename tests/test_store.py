@@ -230,6 +230,33 @@ def test_lost_index_is_rebuilt_from_the_journals(tmp_path: Path) -> None:
     assert len(rebuilt.problems) == 1
 
 
+@pytest.mark.parametrize("state", ["pending", "synced", "parked"])
+def test_a_journal_under_another_name_is_matched_by_its_session_id(tmp_path: Path, state: str) -> None:
+    """A lesson's journal under another name than its index entry expects (restored from a copy, renamed
+    by hand). Before: it was moved aside as ``*.corrupt-*`` and its entry dropped ("lost its journal
+    file; it cannot be sent"): 5 of 6 lessons kept. Now the session id inside the file decides."""
+    store = SessionStore(tmp_path)
+    for i in range(6):
+        store.save(record(f"lesson-{i}", f"text {i}"))
+    if state == "synced":
+        store.mark_synced("lesson-3")
+    elif state == "parked":
+        store.park("lesson-3", "invalid_record: turns")
+    store.close()
+    lessons = tmp_path / "lessons"
+    (lessons / "lesson-3.jsonl").rename(lessons / "lesson-3 (copy).jsonl")
+    reopened = SessionStore(tmp_path)
+    assert reopened.problems == []
+    docs = {d["session_id"]: d for d in reopened.documents()}
+    assert sorted(docs) == [f"lesson-{i}" for i in range(6)]
+    assert docs["lesson-3"]["state"] == state
+    assert docs["lesson-3"]["record"]["turns"][0]["text"] == "text 3"
+    assert len(reopened.unsynced()) == (6 if state == "pending" else 5)
+    assert not list(tmp_path.rglob("*.corrupt-*"))
+    assert sorted(p.name for p in lessons.iterdir()) == [f"lesson-{i}.jsonl" for i in range(6)]
+    assert_well_formed(SessionStore(tmp_path))
+
+
 def test_journal_with_a_bad_line_keeps_its_good_lines(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     store.checkpoint({"session_id": "j", "turns": [1]})

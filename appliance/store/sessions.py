@@ -300,7 +300,12 @@ class SessionStore:
 
     def _match_journals(self, entries: dict[str, dict[str, Any]]) -> bool:
         """Journals without an entry are lessons in progress (or finished ones whose index write a crash
-        cut off); entries without a journal are dropped. Returns True if ``entries`` changed."""
+        cut off); entries without a journal are dropped. Returns True if ``entries`` changed.
+
+        A journal is matched by the session id inside it, not by its file name: one under another name
+        (restored from a copy, renamed by hand) is renamed to the name its lesson expects, and its index
+        entry, if any, is kept as it was (pending, synced or parked).
+        """
         names = {e.name for e in os.scandir(self.journal_dir)
                  if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file()}
         expected = {journal_name(sid): sid for sid in entries}
@@ -322,11 +327,16 @@ class SessionStore:
             sid = found.record["session_id"]
             if journal_name(sid) != name:
                 right = self.journal_dir / journal_name(sid)
-                if sid in entries or sid in self._in_progress or right.exists():
+                if right.exists():  # the lesson's own journal is there too: keep that one, this one aside
                     aside = self._move_aside(path)
                     self._problem(f"lessons/{name} holds lesson {sid} stored elsewhere too; moved to {aside.name}")
                     continue
                 os.replace(path, right)
+                names.discard(name)
+                names.add(right.name)
+                log.warning("session store: lessons/%s holds lesson %s; renamed to %s", name, sid, right.name)
+            if sid in entries:
+                continue  # its entry says what became of it (pending, synced, parked)
             if found.kind == "final":
                 entry = normalize_entry({"session_id": sid, "created_at": found.created_at,
                                          "saved_at": found.saved_at}, "pending")
