@@ -17,6 +17,9 @@ rename, directory fsync. ``save()`` returns only once the final record is on dis
 Damage never stops the kiosk: a file that cannot be read as it should is moved aside
 (``<name>.corrupt-<UTC time>``), whatever it still holds is salvaged, the index is rebuilt from the
 journals on disk, and each event is logged at CRITICAL and listed in :attr:`SessionStore.problems`.
+Something of the wrong kind where the store keeps a file or a folder (``sessions.json`` a directory,
+``lessons`` a regular file) is moved aside whole, unread (``<name>.not-a-file-<UTC time>``,
+``<name>.not-a-folder-<UTC time>``), and the store starts a new one in its place.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -236,6 +240,7 @@ class SessionStore:
         self._tail_checked: set[str] = set()
         self._warned: set[str] = set()
         try:
+            self._clear_the_way()
             self.journal_dir.mkdir(parents=True, exist_ok=True)
             self._open()
         except OSError as exc:
@@ -249,8 +254,31 @@ class SessionStore:
         self.problems.append(message)
         log.critical("session store: %s", message)
 
-    def _move_aside(self, path: Path) -> Path:
-        base = f"{path.name}.corrupt-{_utc_stamp()}"
+    def _clear_the_way(self) -> None:
+        """Move aside whatever sits where the store keeps a file or a folder but is not one.
+
+        Why: ``sessions.json`` as a directory (or ``lessons`` as a file, an unpacked backup, a mistyped
+        command) made every start fail, and systemd gave up on the kiosk after five. The thing in the way
+        is kept whole under a name that says why, never read and never deleted.
+        """
+        for path, folder in ((self.journal_dir, True), (self.path, False), (self.archive_path, False)):
+            try:
+                mode = os.stat(path).st_mode
+                what = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) \
+                    else "a special file"
+            except FileNotFoundError:
+                if not os.path.lexists(path):
+                    continue
+                mode, what = 0, "a broken symbolic link"
+            if (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
+                continue
+            aside = self._move_aside(path, "not-a-folder" if folder else "not-a-file")
+            role = "its lessons folder" if folder else "an index file"
+            self._problem(f"{path.name} was {what} where the store keeps {role}; moved to {aside.name} "
+                          "unread (nothing was deleted: look inside, then remove it); a new one was made")
+
+    def _move_aside(self, path: Path, why: str = "corrupt") -> Path:
+        base = f"{path.name}.{why}-{_utc_stamp()}"
         target = path.with_name(base)
         n = 1
         while target.exists():
