@@ -329,7 +329,7 @@ async def _run_locked(config: object, notifier: object) -> int:
     from appliance.common.tls import companion_ssl_context
     from appliance.config import Config
     from appliance.core.kiosk import Kiosk
-    from appliance.daemon.control import ControlServer
+    from appliance.daemon.control import ControlServer, answers
     from appliance.daemon.parts import (
         HardwareError,
         PinFactoryError,
@@ -337,7 +337,7 @@ async def _run_locked(config: object, notifier: object) -> int:
         build_speaker,
         select_pin_factory,
     )
-    from appliance.daemon.systemd import Notifier
+    from appliance.daemon.systemd import HeldReady, Notifier
     from appliance.hardware.button import ButtonBridge
     from appliance.hardware.leds import make_status_leds
     from appliance.store.sessions import SessionStore, StoreError
@@ -365,8 +365,9 @@ async def _run_locked(config: object, notifier: object) -> int:
         return 1
     companion = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
+    held = HeldReady(notifier)  # READY is the daemon's to say: once the kiosk is up and its socket answers
     kiosk = Kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
-                  notifier=notifier)
+                  notifier=held)
     if config.audio.input == "wav" and config.audio.input_wavs:
         from appliance.daemon.scripted_learner import ScriptedLearner
 
@@ -391,9 +392,14 @@ async def _run_locked(config: object, notifier: object) -> int:
     control = ControlServer(config.kiosk.control_socket, kiosk)
     try:
         await control.start()
-    except OSError as exc:
-        log.warning("control socket %s unavailable (%s); status/press/say will not work",
-                    config.kiosk.control_socket, exc)
+    except OSError as exc:  # e.g. another kiosk serves that path: run on, the button still works
+        log.error("control socket %s unavailable (%s); status/press/say will not work",
+                  config.kiosk.control_socket, exc)
+    else:
+        if not await answers(config.kiosk.control_socket):
+            log.error("control socket %s does not accept connections; status/press/say will not work",
+                      config.kiosk.control_socket)
+    held.send_ready()
     try:
         await runner
     finally:

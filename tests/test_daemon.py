@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from appliance.daemon.control import send_command
 from appliance.store.sessions import SessionStore
 from tests.harness import lesson_stack
 
@@ -203,3 +204,25 @@ async def test_a_second_kiosk_on_the_same_socket_leaves_the_first_reachable(tmp_
             assert code == 0 and "(kiosk kiosk-test)" in out, err
             assert await first.stop() == 0
         assert not sock_path.exists()  # the first kiosk removes the socket it made
+
+
+async def test_ready_means_the_control_socket_answers(tmp_path: Path) -> None:
+    """READY=1 tells systemd (and scripts after `systemctl start`) that the kiosk can be used. Before, it
+    was sent before the control socket existed: a `status` sent the instant READY=1 arrived was refused
+    ("no kiosk is running here") 4 times out of 4. Now it is answered every time."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        for attempt in range(5):
+            work = tmp_path / f"start-{attempt}"
+            work.mkdir()
+            sock_path = work / "control.sock"
+            toml = write_daemon_config(tmp_path / f"kiosk-{attempt}.toml", stack, work / "state", sock_path)
+            async with running_daemon(toml, work, watchdog_usec=None) as daemon:
+                await daemon.systemd.until(lambda m: "READY=1" in m)
+                try:
+                    reply = await send_command(sock_path, {"command": "status"})
+                except ConnectionError as exc:
+                    raise AssertionError(f"start {attempt + 1}: READY=1 came before the socket answered: "
+                                         f"{exc}") from None
+                assert reply["ok"] and reply["status"]["state"] == "idle", reply
+                assert await daemon.stop() == 0

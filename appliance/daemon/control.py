@@ -83,6 +83,9 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
+            if not line:  # connected and left without a request (a probe): nobody to answer
+                writer.close()
+                return
             if _is_sync(line):
                 reply = {"ok": True, "outbox": await self.kiosk.sync_now(timeout_s=50)}
             else:
