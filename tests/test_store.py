@@ -439,6 +439,49 @@ def test_any_journal_content_opens_and_keeps_the_others(tmp_path_factory: pytest
     assert_well_formed(store)
 
 
+def files_of(path: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file and folder under ``path``: inode, mtime and (for files) content."""
+    return {str(p.relative_to(path)): (p.lstat().st_ino, p.lstat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(path.rglob("*"))}
+
+
+def shown(store: SessionStore) -> list[tuple[str, str, Any]]:
+    return [(d["session_id"], d["state"], d["record"]) for d in store.documents()]
+
+
+OBSTRUCT = st.sampled_from(["none", "sessions.json", "synced.json", "lessons"])
+
+
+@HYPO
+@given(index=st.binary(max_size=300) | INDEX_LIKE.map(lambda v: json.dumps(v).encode()),
+       journal=st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode() + b"\n"),
+       name=st.sampled_from(["keep-pending.jsonl", "stray.jsonl", "renamed.jsonl"]), obstruct=OBSTRUCT)
+def test_read_only_open_writes_nothing_and_shows_what_the_kiosk_will(
+        tmp_path_factory: pytest.TempPathFactory, index: bytes, journal: bytes, name: str, obstruct: str) -> None:
+    """Whatever the store holds (damaged index, stray or renamed journal, old layout, an obstruction), a
+    read-only open changes no file, and lists exactly what the kiosk's own open will keep after its repairs."""
+    path = seeded(tmp_path_factory.mktemp("ro"), "state")
+    (path / "sessions.json").write_bytes(index)
+    lessons = path / "lessons"
+    if name == "renamed.jsonl":
+        (lessons / "keep-parked.jsonl").rename(lessons / name)
+    else:
+        (lessons / name).write_bytes(journal)
+    if obstruct == "lessons":
+        shutil.rmtree(lessons)
+        lessons.write_bytes(journal)
+    elif obstruct != "none":
+        (path / obstruct).unlink(missing_ok=True)
+        (path / obstruct).mkdir()
+    before = files_of(path)
+    reader = SessionStore(path, read_only=True)
+    seen = shown(reader)
+    with pytest.raises(StoreError, match="read-only"):
+        reader.save(record("never"))
+    assert files_of(path) == before
+    assert seen == shown(SessionStore(path))
+
+
 def replaced(value: Any) -> Any:
     if isinstance(value, str):
         return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)

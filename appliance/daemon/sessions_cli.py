@@ -1,7 +1,9 @@
-"""`stella-kiosk sessions list | show ID | export` and `stella-kiosk sync --now`.
+"""`stella-kiosk sessions list | show ID | export | import`.
 
-Reading the store while the daemon runs is safe: index files are replaced atomically, and a lesson's
-journal is only appended to (a line still being written is ignored).
+list, show and export get a store opened read-only (``SessionStore(read_only=True)``), so they can run
+beside the kiosk that owns it and never write, move or repair a file under it: index files are replaced
+atomically, and a lesson's journal is only appended to (a line still being written is ignored).
+import writes, under the kiosk's lock (see ``appliance.cli``).
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ journals on disk, and each event is logged at CRITICAL and listed in :attr:`Sess
 Something of the wrong kind where the store keeps a file or a folder (``sessions.json`` a directory,
 ``lessons`` a regular file) is moved aside whole, unread (``<name>.not-a-file-<UTC time>``,
 ``<name>.not-a-folder-<UTC time>``), and the store starts a new one in its place.
+
+Opened with ``read_only=True`` (the `sessions` commands, which may run beside a kiosk that owns the
+store), it writes nothing at all: it shows what the kiosk would show after its repairs, holding them in
+memory, and lists in :attr:`SessionStore.problems` what it left for the kiosk to repair.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from tinydb.table import Document
 from appliance.store.index import TABLE, LoadedIndex, load_index, normalize_entry
 from appliance.store.journal import (
     SUFFIX,
+    JournalEntry,
     StoreError,
     append_line,
     clean_text,
@@ -59,6 +64,8 @@ STORE_SCHEMA = 2
 """1: full records inside sessions.json; 2: journals + index."""
 ARCHIVE_BATCH = 32
 """Synced entries collected in sessions.json before they move to synced.json in one write."""
+READ_ONLY = "the session store was opened read-only (a running kiosk owns it)"
+LEFT_AS_IT_IS = "left as it is (read-only here: the kiosk sets it aside at its next start)"
 
 
 class AtomicJSONStorage(Storage):
@@ -214,6 +221,36 @@ class _Index:
         self.db.close()
 
 
+class _MemoryIndex:
+    """A read-only store's index: the entries it would write, kept in memory (its files are never written).
+
+    ``remove`` only forgets in memory (a lesson whose journal vanished); every write method of the
+    store refuses before it gets here.
+    """
+
+    def __init__(self, entries: Iterable[dict[str, Any]]) -> None:
+        self._map = {e["session_id"]: (n, dict(e)) for n, e in enumerate(entries, 1)}
+
+    def map(self) -> dict[str, tuple[int, dict[str, Any]]]:
+        return self._map
+
+    def entries(self) -> Iterator[dict[str, Any]]:
+        return (entry for _, entry in self._map.values())
+
+    def put_many(self, entries: list[dict[str, Any]]) -> None:
+        raise StoreError(READ_ONLY)
+
+    def put(self, entry: dict[str, Any]) -> None:
+        raise StoreError(READ_ONLY)
+
+    def remove(self, session_ids: Iterable[str]) -> None:
+        for sid in list(session_ids):
+            self._map.pop(sid, None)
+
+    def close(self) -> None:
+        pass
+
+
 def _utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
@@ -227,32 +264,62 @@ class SessionStore:
 
     Synchronous and not thread-safe: call it from one thread at a time (the kiosk uses one worker
     thread). ``problems`` lists, in words, every repair made since the store was opened.
+
+    ``read_only``: never write, move or delete a file (for commands that may run beside the kiosk that
+    owns the store); the repairs are made in memory only, and every write raises StoreError.
     """
 
-    def __init__(self, state_dir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, state_dir: Path | str, *, clock: Callable[[], float] = time.time,
+                 read_only: bool = False) -> None:
         self.state_dir = Path(state_dir)
         self.path = self.state_dir / "sessions.json"
         self.archive_path = self.state_dir / "synced.json"
         self.journal_dir = self.state_dir / "lessons"
+        self.read_only = read_only
         self.problems: list[str] = []
         self._clock = clock
         self._in_progress: dict[str, dict[str, float]] = {}
         self._tail_checked: set[str] = set()
         self._warned: set[str] = set()
+        self._absent: set[Path] = set()
+        """Read-only: obstructions taken as missing (the kiosk moves them aside)."""
+        self._held: dict[str, JournalEntry] = {}
+        """Read-only: records the kiosk would write into journals (previous layout, salvage)."""
+        self._paths: dict[str, Path] = {}
+        """Read-only: journals found under another name than their lesson's (the kiosk renames them)."""
         try:
             self._clear_the_way()
-            self.journal_dir.mkdir(parents=True, exist_ok=True)
-            self._open()
+            if not read_only:
+                self.journal_dir.mkdir(parents=True, exist_ok=True)
+            entries = self._open()
         except OSError as exc:
             raise StoreError(f"cannot open the session store in {state_dir}: {exc.strerror or exc}") from None
-        self._active = _Index(self.path)
-        self._archive = _Index(self.archive_path)
+        self._active: _Index | _MemoryIndex
+        self._archive: _Index | _MemoryIndex
+        if read_only:
+            ordered = sorted(entries.values(), key=lambda e: e["created_at"])
+            self._active = _MemoryIndex(e for e in ordered if e["state"] != "synced")
+            self._archive = _MemoryIndex(e for e in ordered if e["state"] == "synced")
+        else:
+            self._active = _Index(self.path)
+            self._archive = _Index(self.archive_path)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(READ_ONLY)
 
     # -- opening, repair and migration -------------------------------------------------------
 
     def _problem(self, message: str) -> None:
         self.problems.append(message)
-        log.critical("session store: %s", message)
+        # Read-only, nothing was changed: whoever opened it shows ``problems``; the kiosk repairs and alarms.
+        log.log(logging.INFO if self.read_only else logging.CRITICAL, "session store: %s", message)
+
+    def _set_aside(self, path: Path, why: str = "corrupt") -> str:
+        """Move ``path`` aside and say where to; read-only, leave it and say so."""
+        if self.read_only:
+            return LEFT_AS_IT_IS
+        return f"moved to {self._move_aside(path, why).name}"
 
     def _clear_the_way(self) -> None:
         """Move aside whatever sits where the store keeps a file or a folder but is not one.
@@ -272,8 +339,12 @@ class SessionStore:
                 mode, what = 0, "a broken symbolic link"
             if (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
                 continue
-            aside = self._move_aside(path, "not-a-folder" if folder else "not-a-file")
             role = "its lessons folder" if folder else "an index file"
+            if self.read_only:
+                self._absent.add(path)
+                self._problem(f"{path.name} is {what} where the store keeps {role}; {LEFT_AS_IT_IS}")
+                continue
+            aside = self._move_aside(path, "not-a-folder" if folder else "not-a-file")
             self._problem(f"{path.name} was {what} where the store keeps {role}; moved to {aside.name} "
                           "unread (nothing was deleted: look inside, then remove it); a new one was made")
 
@@ -287,15 +358,16 @@ class SessionStore:
         os.replace(path, target)
         return target
 
-    def _open(self) -> None:
-        """Read both index files, repair or migrate what needs it, and match them with the journals."""
-        loaded = {self.archive_path: load_index(self.archive_path), self.path: load_index(self.path)}
+    def _open(self) -> dict[str, dict[str, Any]]:
+        """Read both index files, repair or migrate what needs it, and match them with the journals.
+        Returns every finished lesson's entry (what the index files hold afterwards)."""
+        loaded = {path: LoadedIndex() if path in self._absent else load_index(path)
+                  for path in (self.archive_path, self.path)}
         rewrite = not self.path.exists() or loaded[self.path].schema != STORE_SCHEMA
         for path, index in loaded.items():
             if index.damage or index.dropped:
-                aside = self._move_aside(path)
                 what = index.damage or f"{index.dropped} document(s) of the wrong shape"
-                self._problem(f"{path.name} was damaged ({what}); moved to {aside.name}; "
+                self._problem(f"{path.name} was damaged ({what}); {self._set_aside(path)}; "
                               f"{len(index.entries) + len(index.old)} lesson(s) salvaged from it")
                 rewrite = True
         entries: dict[str, dict[str, Any]] = {}
@@ -303,12 +375,24 @@ class SessionStore:
             entries.update(index.entries)
         rewrite |= self._write_carried_records(loaded.values(), entries)
         rewrite |= self._match_journals(entries)
-        if rewrite:
+        if rewrite and not self.read_only:
             self._write_indexes(entries)
+        return entries
 
     def _write_carried_records(self, loaded: Iterable[LoadedIndex], entries: dict[str, dict[str, Any]]) -> bool:
         """Lessons whose record sits in an index (the previous layout, or salvage) get their journal."""
         carried = {sid: doc for index in loaded for sid, doc in index.old.items()}
+        if self.read_only:  # hold them in memory, as the journals the kiosk would write
+            for sid, doc in carried.items():
+                kind = "checkpoint" if doc.state == "in_progress" else "final"
+                created, saved = doc.entry["created_at"], doc.entry["saved_at"]
+                self._held[sid] = JournalEntry(kind, doc.record, created, saved)
+                if kind == "final":
+                    entries[sid] = doc.entry
+                else:
+                    entries.pop(sid, None)
+                    self._in_progress[sid] = {"created_at": created, "saved_at": saved}
+            return False
         for sid, doc in carried.items():
             kind = "checkpoint" if doc.state == "in_progress" else "final"
             try:
@@ -334,35 +418,46 @@ class SessionStore:
         (restored from a copy, renamed by hand) is renamed to the name its lesson expects, and its index
         entry, if any, is kept as it was (pending, synced or parked).
         """
-        names = {e.name for e in os.scandir(self.journal_dir)
-                 if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file()}
+        names: set[str] = set()
+        if not self.read_only or (self.journal_dir not in self._absent and self.journal_dir.is_dir()):
+            names = {e.name for e in os.scandir(self.journal_dir)
+                     if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file()}
         expected = {journal_name(sid): sid for sid in entries}
         changed = False
         for name in sorted(names - expected.keys()):
             path = self.journal_dir / name
-            journal = read_journal(path)
+            try:
+                journal = read_journal(path)
+            except FileNotFoundError:  # read-only beside a running kiosk: retention just deleted it
+                names.discard(name)
+                continue
             found = journal.entry
             if found is None and journal.bad_lines == 0:
                 # Nothing but a line cut off by a crash: the lesson's first checkpoint never returned,
-                # so nothing was saved. A normal power-cut outcome, not damage.
-                path.unlink()
-                log.warning("session store: lessons/%s held only a line cut off by a crash; removed", name)
+                # so nothing was saved. A normal power-cut outcome, not damage. (Read-only: it may be
+                # the first line of a lesson the running kiosk is writing right now.)
+                if not self.read_only:
+                    path.unlink()
+                    log.warning("session store: lessons/%s held only a line cut off by a crash; removed", name)
                 continue
             if found is None:
-                aside = self._move_aside(path)
-                self._problem(f"lessons/{name} held no readable lesson; moved to {aside.name}")
+                self._problem(f"lessons/{name} held no readable lesson; {self._set_aside(path)}")
                 continue
             sid = found.record["session_id"]
+            if sid in self._held:
+                continue  # read-only: the index's own copy of that lesson wins, as the kiosk's rewrite would
             if journal_name(sid) != name:
                 right = self.journal_dir / journal_name(sid)
-                if right.exists():  # the lesson's own journal is there too: keep that one, this one aside
-                    aside = self._move_aside(path)
-                    self._problem(f"lessons/{name} holds lesson {sid} stored elsewhere too; moved to {aside.name}")
+                if right.exists() or sid in self._paths:  # its own journal is there too: keep that one
+                    self._problem(f"lessons/{name} holds lesson {sid} stored elsewhere too; {self._set_aside(path)}")
                     continue
-                os.replace(path, right)
+                if self.read_only:
+                    self._paths[sid] = path
+                else:
+                    os.replace(path, right)
+                    log.warning("session store: lessons/%s holds lesson %s; renamed to %s", name, sid, right.name)
                 names.discard(name)
                 names.add(right.name)
-                log.warning("session store: lessons/%s holds lesson %s; renamed to %s", name, sid, right.name)
             if sid in entries:
                 continue  # its entry says what became of it (pending, synced, parked)
             if found.kind == "final":
@@ -374,7 +469,7 @@ class SessionStore:
             else:
                 self._in_progress[sid] = {"created_at": found.created_at, "saved_at": found.saved_at}
         for name, sid in expected.items():
-            if name in names:
+            if name in names or sid in self._held:
                 continue
             entry = entries.pop(sid)
             changed = True
@@ -401,7 +496,7 @@ class SessionStore:
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def _find(self, session_id: str) -> tuple[_Index | None, dict[str, Any]] | None:
+    def _find(self, session_id: str) -> tuple[_Index | _MemoryIndex | None, dict[str, Any]] | None:
         hit = self._active.map().get(session_id)
         if hit is not None:
             return self._active, hit[1]
@@ -427,11 +522,14 @@ class SessionStore:
         return sorted(merged.values(), key=lambda e: e["created_at"])
 
     def _journal(self, session_id: str) -> Path:
-        return self.journal_dir / journal_name(session_id)
+        return self._paths.get(session_id) or self.journal_dir / journal_name(session_id)
 
     def _load(self, entry: dict[str, Any]) -> dict[str, Any] | None:
         """A lesson's record from its journal, or None (logged, repaired) if the journal is gone or damaged."""
         sid = entry["session_id"]
+        held = self._held.get(sid)
+        if held is not None:
+            return held.record
         path = self._journal(sid)
         try:
             read = read_journal(path)
@@ -443,10 +541,10 @@ class SessionStore:
         found = read.entry
         if found is None or found.record["session_id"] != sid:
             try:
-                aside = self._move_aside(path).name
+                aside = self._set_aside(path)
             except OSError as exc:
-                aside = f"nowhere ({exc.strerror or exc})"
-            self._forget(entry, f"lessons/{path.name} held no readable lesson {sid}; moved to {aside}")
+                aside = f"moved nowhere ({exc.strerror or exc})"
+            self._forget(entry, f"lessons/{path.name} held no readable lesson {sid}; {aside}")
             return None
         if read.bad_lines and sid not in self._warned:
             self._warned.add(sid)
@@ -489,6 +587,7 @@ class SessionStore:
 
         Appends one line to the lesson's journal: the cost does not depend on how many lessons are stored.
         """
+        self._check_writable()
         record, sid = self._prepare(record)
         now = self._clock()
         found = self._find(sid)
@@ -510,6 +609,7 @@ class SessionStore:
         The journal is replaced by the final record (atomic), then the lesson's index entry is written.
         A crash between the two is repaired at the next start (the journal says ``final``).
         """
+        self._check_writable()
         record, sid = self._prepare(record)
         self._finish(sid, record)
 
@@ -528,6 +628,7 @@ class SessionStore:
 
     def recover_interrupted(self) -> list[dict[str, Any]]:
         """Close lessons a crash or power cut left in progress; they become pending (``interrupted``)."""
+        self._check_writable()
         recovered = []
         for sid, progress in list(self._in_progress.items()):
             record = self._load(self._progress_entry(sid, progress))
@@ -544,6 +645,7 @@ class SessionStore:
         Lessons already stored (any state) are left alone; malformed records are skipped with a log line.
         Returns how many were added. One index write for the whole batch.
         """
+        self._check_writable()
         known = {e["session_id"] for e in self._entries()}
         added: list[dict[str, Any]] = []
         now = self._clock()
@@ -571,10 +673,12 @@ class SessionStore:
 
     def mark_synced(self, session_id: str) -> None:
         """The companion confirmed this lesson."""
+        self._check_writable()
         self._set_state(clean_text(session_id), "synced")
 
     def park(self, session_id: str, reason: str) -> None:
         """The companion will never accept this record: keep it aside with the reason."""
+        self._check_writable()
         self._set_state(clean_text(session_id), "parked", clean_text(str(reason)))
 
     def _set_state(self, sid: str, state: str, reason: str | None = None) -> None:
@@ -610,6 +714,7 @@ class SessionStore:
 
         Journals go first, then the index entries: a crash in between leaves entries without a
         journal, which the next start drops quietly (they were delivered)."""
+        self._check_writable()
         cutoff = self._clock() - keep_synced_days * 86400
         entries = self._entries()
         synced = [e for e in entries if e["state"] == "synced"]
