@@ -67,7 +67,7 @@ async def test_sync_never_opens_a_running_kiosks_store(tmp_path: Path) -> None:
         kiosk_toml = offline_kiosk_config(tmp_path / "kiosk.toml", stack, state_dir, tmp_path / "kiosk.sock")
         sync_toml = write_daemon_config(tmp_path / "edited.toml", stack, state_dir, tmp_path / "other.sock")
         async with running_daemon(kiosk_toml, tmp_path, watchdog_usec=None) as daemon:
-            await daemon.systemd.until(lambda m: "READY=1" in m)
+            await daemon.ready()
             before = snapshot(state_dir)
             code, out, err = await cli("sync", "--config", str(sync_toml))
             assert code == 1, (out, err)
@@ -93,7 +93,7 @@ async def test_sessions_commands_never_write_to_a_running_kiosks_store(tmp_path:
         SessionStore(state_dir).save(earlier_lesson(BEFORE))
         toml = offline_kiosk_config(tmp_path / "kiosk.toml", stack, state_dir, tmp_path / "kiosk.sock")
         async with running_daemon(toml, tmp_path, watchdog_usec=None) as daemon:
-            await daemon.systemd.until(lambda m: "READY=1" in m)
+            await daemon.ready()
             # What the kiosk's store holds for an instant while it saves a lesson: the final journal,
             # before the index entry. And a journal damaged on the card.
             just_saved = {**earlier_lesson("5a7ed000-0000-4000-8000-000000000002"), "end_reason": "voice_stop"}

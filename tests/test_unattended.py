@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from appliance.core.state import State
 from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore, StoreError
 from tests.harness import Recorder, Stack, lesson_stack
-from tests.test_daemon import FakeSystemd, control, running_daemon, write_daemon_config
+from tests.test_daemon import FakeSystemd, control, control_ok, running_daemon, write_daemon_config
 from tests.test_hostile_input import deep, event_like, json_values
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -372,28 +371,23 @@ async def test_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path) 
         stack.config()  # writes device.key
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, tmp_path / "state", tmp_path / "c.sock")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        first = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
-                                                     str(toml), env=env, stderr=asyncio.subprocess.PIPE)
-        try:
-            async with asyncio.timeout(30):
-                while (await control(tmp_path / "c.sock", "status"))[0] != 0:
-                    await asyncio.sleep(0.1)
+        async with running_daemon(toml, tmp_path, watchdog_usec=None) as first:
+            await first.ready()
             second = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "appliance.cli", "run", "--config", str(toml), env=env,
                 stderr=asyncio.subprocess.PIPE)
-            _, err = await asyncio.wait_for(second.communicate(), 30)
+            try:
+                _, err = await asyncio.wait_for(second.communicate(), 30)
+            finally:
+                if second.returncode is None:
+                    second.kill()
+                    await second.wait()
             assert second.returncode == 78
             lines = [line for line in err.decode().splitlines() if line.strip()]
             assert any("already running" in line for line in lines), lines
             assert "Traceback" not in err.decode()
-            code, out, _ = await control(tmp_path / "c.sock", "status")
-            assert code == 0 and "state:   idle" in out  # the first kiosk still answers
-            first.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(first.wait(), 30) == 0
-        finally:
-            if first.returncode is None:
-                first.kill()
-                await first.wait()
+            assert "state:   idle" in await control_ok(tmp_path / "c.sock", "status")  # the first still answers
+            assert await first.stop() == 0
 
 
 class FailingSaveStore(SessionStore):
@@ -462,7 +456,7 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
         async with running_daemon(toml, tmp_path) as daemon:
             systemd = daemon.systemd
-            await systemd.until(lambda m: "READY=1" in m, timeout=30)
+            await daemon.ready()
             await systemd.until(lambda m: m == "WATCHDOG=1", timeout=10)
             code, out, err = await control(sock, "status")
             assert code == 0, err
@@ -516,7 +510,7 @@ async def test_an_obstruction_in_the_store_never_stops_the_daemon(tmp_path: Path
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
         async with running_daemon(toml, tmp_path) as daemon:
             systemd = daemon.systemd
-            await systemd.until(lambda m: "READY=1" in m, timeout=30)
+            await daemon.ready()
             code, out, err = await control(sock, "status")
             assert code == 0, err
             assert "state:   idle" in out
