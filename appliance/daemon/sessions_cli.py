@@ -12,7 +12,6 @@ import csv
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
 from appliance.store.journal import LOST_LESSON_MARKER
@@ -79,10 +78,6 @@ def export_sessions(store: SessionStore, fmt: str, out: TextIO = sys.stdout) -> 
         row["transcript"] = " | ".join(f"{t['role']}: {t['text']}" for t in r.get("turns", []))
         writer.writerow(row)
     return 0
-
-
-def open_store(state_dir: Path) -> SessionStore:
-    return SessionStore(state_dir)
 
 
 def read_importable(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
