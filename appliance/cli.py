@@ -102,25 +102,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("status", "press", "hold", "stop", "say"):
         return control_command(args)
     if args.command == "demo":
-        from appliance.demo import run_demo
+        from appliance.daemon.installed import missing_kiosk_part
 
         if args.deadline <= 0:
             print("stella-kiosk demo: --deadline must be a positive number of seconds", file=sys.stderr)
             return 2
+        if (missing := missing_kiosk_part()) is not None:
+            print(f"stella-kiosk demo: {missing}", file=sys.stderr)
+            return 1
+        from appliance.demo import run_demo
+
         return run_demo(args.output, quiet=args.quiet, deadline_s=args.deadline)
     parser.error(f"unknown command {args.command}")
     return 2
 
 
 def sessions_command(args: argparse.Namespace) -> int:
+    """`sessions list | show | export` only read: they open the store read-only, because a running kiosk
+    owns it and a second writer (or a repair made under it) would lose its updates. `import` writes,
+    so it takes the kiosk's lock first."""
     from appliance.daemon import sessions_cli
     from appliance.store.sessions import SessionStore, StoreError
 
     try:
-        store = SessionStore(load_config(args.config).kiosk.state_dir)
+        state_dir = load_config(args.config).kiosk.state_dir
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    if args.action == "import":
+        return _import_sessions(state_dir, args.file)
+    try:
+        store = SessionStore(state_dir, read_only=True)
     except StoreError as exc:
         print(f"stella-kiosk: {exc}", file=sys.stderr)
         return 1
@@ -128,33 +140,42 @@ def sessions_command(args: argparse.Namespace) -> int:
         return sessions_cli.list_sessions(store)
     if args.action == "show":
         return sessions_cli.show_session(store, args.session_id)
-    if args.action == "import":
-        return _import_sessions(store, args.file)
     return sessions_cli.export_sessions(store, args.format)
 
 
-def _import_sessions(store: object, source: str) -> int:
-    """Import under the kiosk's lock: two writers on one store would lose each other's updates."""
+def _import_sessions(state_dir: Path, source: str) -> int:
+    """Import under the kiosk's lock, taken before the store is opened (opening may repair it): two
+    writers on one store would lose each other's updates."""
     from appliance.daemon import sessions_cli
     from appliance.store.lock import AlreadyRunning, InstanceLock
-    from appliance.store.sessions import SessionStore
+    from appliance.store.sessions import SessionStore, StoreError
 
-    assert isinstance(store, SessionStore)
-    lock = InstanceLock(store.path.parent)
+    lock = InstanceLock(state_dir)
     try:
         lock.acquire()
     except AlreadyRunning as exc:
         print(f"stella-kiosk: {exc}; then import again", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"stella-kiosk: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     try:
-        if source == "-":
-            return sessions_cli.import_sessions(store, sys.stdin)
         try:
-            with open(source, encoding="utf-8", errors="replace") as lines:
-                return sessions_cli.import_sessions(store, lines)
-        except OSError as exc:
-            print(f"stella-kiosk: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
+            store = SessionStore(state_dir)
+        except StoreError as exc:
+            print(f"stella-kiosk: {exc}", file=sys.stderr)
             return 1
+        try:
+            if source == "-":
+                return sessions_cli.import_sessions(store, sys.stdin)
+            try:
+                with open(source, encoding="utf-8", errors="replace") as lines:
+                    return sessions_cli.import_sessions(store, lines)
+            except OSError as exc:
+                print(f"stella-kiosk: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
+                return 1
+        finally:
+            store.close()
     finally:
         lock.release()
 
@@ -171,8 +192,6 @@ def sync_command(args: argparse.Namespace) -> int:
     try:
         reply = asyncio.run(send_command(config.kiosk.control_socket, {"command": "sync"}, timeout_s=60))
     except ConnectionError:
-        reply = None
-    if reply is None:
         return asyncio.run(_sync_here(config))
     if not reply.get("ok"):
         print(f"stella-kiosk: {reply.get('error')}", file=sys.stderr)
@@ -182,8 +201,15 @@ def sync_command(args: argparse.Namespace) -> int:
 
 
 async def _sync_here(config: object) -> int:
+    """No kiosk answered on the control socket: sync from this process, under the kiosk's lock.
+
+    Why the lock: a kiosk may still run on this store with a socket this config does not name (the
+    config was edited since it started). Sending its lessons and rewriting its index underneath it would
+    lose updates; then this refuses and says so.
+    """
     from appliance.common.tls import companion_ssl_context
     from appliance.config import Config
+    from appliance.store.lock import AlreadyRunning, InstanceLock
     from appliance.store.sessions import SessionStore, StoreError
     from appliance.uplink.client import CompanionClient
     from appliance.uplink.sync import Syncer
@@ -191,19 +217,36 @@ async def _sync_here(config: object) -> int:
     assert isinstance(config, Config)
     if not preflight_ok(config):
         return EX_CONFIG
+    lock = InstanceLock(config.kiosk.state_dir)
     try:
-        store = SessionStore(config.kiosk.state_dir)
-        key = config.read_device_key()
-    except (StoreError, ConfigError) as exc:
-        print(f"stella-kiosk: {exc}", file=sys.stderr)
+        lock.acquire()
+    except AlreadyRunning as exc:
+        who = f" (pid {exc.pid})" if exc.pid else ""
+        print(f"stella-kiosk: cannot sync from here: a kiosk is running on {config.kiosk.state_dir}{who} but "
+              f"does not answer on {config.kiosk.control_socket}; set kiosk.control_socket in {config.source} to "
+              "the running kiosk's socket, or stop it (systemctl stop stella-kiosk), then sync again; nothing "
+              "was changed", file=sys.stderr)
         return 1
-    client = CompanionClient(config.companion.url, key, config.kiosk.id, timeout_s=config.companion.timeout_s,
-                             ssl_context=companion_ssl_context(config))
+    except OSError as exc:
+        print(f"stella-kiosk: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     try:
-        ok = await Syncer(store, client).drain()
+        try:
+            store = SessionStore(config.kiosk.state_dir)
+            key = config.read_device_key()
+        except (StoreError, ConfigError) as exc:
+            print(f"stella-kiosk: {exc}", file=sys.stderr)
+            return 1
+        client = CompanionClient(config.companion.url, key, config.kiosk.id,
+                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
+        try:
+            ok = await Syncer(store, client).drain()
+        finally:
+            await client.aclose()
+        waiting = len(store.unsynced())
+        store.close()
     finally:
-        await client.aclose()
-    waiting = len(store.unsynced())
+        lock.release()
     print(f"outbox: {waiting} lesson(s) still waiting" + ("" if ok else " (companion not reachable)"))
     return 0 if ok and waiting == 0 else 1
 
@@ -277,6 +320,15 @@ def run_daemon(config_path: Path) -> int:
         return EX_CONFIG
     if not preflight_ok(config):  # the same machine checks as `check-config`
         return EX_CONFIG
+    from appliance.daemon.installed import missing_kiosk_part
+    from appliance.daemon.preflight import make_control_socket_folder
+
+    if (problem := make_control_socket_folder(config)) is not None:
+        print(f"config error: {problem}", file=sys.stderr)
+        return EX_CONFIG
+    if (missing := missing_kiosk_part(config)) is not None:
+        print(f"stella-kiosk: cannot start: {missing}", file=sys.stderr)
+        return EX_CONFIG  # restarting does not install a library
     setup_logging(config.kiosk.log_level)
     try:
         return asyncio.run(_run_daemon(config))
@@ -315,9 +367,15 @@ async def _run_locked(config: object, notifier: object) -> int:
     from appliance.common.tls import companion_ssl_context
     from appliance.config import Config
     from appliance.daemon.assemble import build_kiosk
-    from appliance.daemon.control import ControlServer
-    from appliance.daemon.parts import HardwareError, build_microphone, build_speaker, select_pin_factory
-    from appliance.daemon.systemd import Notifier
+    from appliance.daemon.control import ControlServer, answers
+    from appliance.daemon.parts import (
+        HardwareError,
+        PinFactoryError,
+        build_microphone,
+        build_speaker,
+        select_pin_factory,
+    )
+    from appliance.daemon.systemd import HeldReady, Notifier
     from appliance.hardware.button import ButtonBridge
     from appliance.hardware.leds import make_status_leds
     from appliance.store.sessions import SessionStore, StoreError
@@ -326,6 +384,10 @@ async def _run_locked(config: object, notifier: object) -> int:
     assert isinstance(config, Config) and isinstance(notifier, Notifier)
     try:
         select_pin_factory(config)
+    except PinFactoryError as exc:  # one line, and 78: systemd must not restart into the same board
+        print(f"config error: {ConfigError(config.source, 'gpio.pin_factory', str(exc))}", file=sys.stderr)
+        return EX_CONFIG
+    try:
         leds = make_status_leds(config.leds)
         mic = build_microphone(config)
         speaker = build_speaker(config)
@@ -341,8 +403,9 @@ async def _run_locked(config: object, notifier: object) -> int:
         return 1
     companion = CompanionClient(config.companion.url, config.read_device_key(), config.kiosk.id,
                                 timeout_s=config.companion.timeout_s, ssl_context=companion_ssl_context(config))
+    held = HeldReady(notifier)  # READY is the daemon's to say: once the kiosk is up and its socket answers
     kiosk = build_kiosk(config, companion=companion, store=store, mic=mic, speaker=speaker, leds=leds,
-                        notifier=notifier)
+                        notifier=held)
     if config.audio.input == "wav" and config.audio.input_wavs:
         from appliance.daemon.scripted_learner import ScriptedLearner
 
@@ -367,10 +430,14 @@ async def _run_locked(config: object, notifier: object) -> int:
     control = ControlServer(config.kiosk.control_socket, kiosk)
     try:
         await control.start()
-    except OSError as exc:
-        log.warning("control socket %s unavailable (%s); status/press/say will not work",
-                    config.kiosk.control_socket, exc)
-    notifier.ready("idle: press the button to start a lesson")
+    except OSError as exc:  # e.g. another kiosk serves that path: run on, the button still works
+        log.error("control socket %s unavailable (%s); status/press/say will not work",
+                  config.kiosk.control_socket, exc)
+    else:
+        if not await answers(config.kiosk.control_socket):
+            log.error("control socket %s does not accept connections; status/press/say will not work",
+                      config.kiosk.control_socket)
+    held.send_ready()
     try:
         await runner
     finally:

@@ -116,6 +116,37 @@ async def test_control_socket_round_trip_and_permissions(tmp_path: Path) -> None
         await send_command(server.path, {"command": "status"})
 
 
+async def test_control_server_removes_only_the_socket_it_bound(tmp_path: Path) -> None:
+    """A server whose socket file was replaced by another server's must leave that one alone when it stops."""
+    path = tmp_path / "control.sock"
+    first = ControlServer(path, FakeKiosk())
+    await first.start()
+    path.unlink()  # removed by hand while the first one still runs; another server takes the path
+    second = ControlServer(path, FakeKiosk())
+    await second.start()
+    try:
+        await first.stop()
+        assert (await send_command(path, {"command": "status"}))["status"] == {"state": "idle"}
+        never_started = ControlServer(path, FakeKiosk())
+        with pytest.raises(OSError, match="already serving"):
+            await never_started.start()
+        await never_started.stop()
+        assert (await send_command(path, {"command": "status"}))["ok"]
+    finally:
+        await second.stop()
+    assert not path.exists()
+
+
+async def test_control_server_never_replaces_a_file_that_is_not_a_socket(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("a teacher's notes\n")
+    server = ControlServer(path, FakeKiosk())
+    with pytest.raises(OSError, match="not a socket"):
+        await server.start()
+    await server.stop()
+    assert path.read_text() == "a teacher's notes\n"
+
+
 def test_earcons_are_short_audible_and_distinct() -> None:
     cues = Earcons(16000)
     for cue in Cue:

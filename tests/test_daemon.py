@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from appliance.daemon.control import send_command
 from appliance.store.sessions import SessionStore
 from tests.harness import lesson_stack
 
@@ -76,13 +77,47 @@ async def control(path: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+async def control_ok(path: Path, *args: str) -> str:
+    """A control command that must be answered: its output, or a failure that says what the kiosk said."""
+    code, out, err = await control(path, *args)
+    assert code == 0, f"`stella-kiosk {' '.join(args)}` exited {code}: {err.strip()}"
+    return out
+
+
 class Daemon:
-    """A real `stella-kiosk run` process under a fake service manager (see :func:`running_daemon`)."""
+    """A real `stella-kiosk run` process under a fake service manager (see :func:`running_daemon`).
+
+    Its stderr is read all along (a full pipe would block the daemon) and kept in :attr:`stderr`.
+    """
 
     def __init__(self, proc: asyncio.subprocess.Process, systemd: FakeSystemd) -> None:
         self.proc = proc
         self.systemd = systemd
-        self.stderr = ""
+        self._stderr = bytearray()
+        self._reader = asyncio.create_task(self._read_stderr())
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(65536):
+            self._stderr += chunk
+
+    @property
+    def stderr(self) -> str:
+        return self._stderr.decode(errors="replace")
+
+    async def ready(self, timeout: float = 30.0) -> str:
+        """Wait for READY=1; fail at once, with the daemon's stderr, if it exits first."""
+        ready = asyncio.ensure_future(self.systemd.until(lambda m: "READY=1" in m, timeout))
+        exited = asyncio.ensure_future(self.proc.wait())
+        try:
+            await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        if not ready.done():
+            ready.cancel()
+            await asyncio.wait_for(asyncio.shield(self._reader), 10)
+            raise AssertionError(f"the daemon exited {self.proc.returncode} before READY=1:\n{self.stderr}")
+        return ready.result()
 
     async def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as systemd stops it; returns the exit code."""
@@ -93,25 +128,30 @@ class Daemon:
 @asynccontextmanager
 async def running_daemon(toml: Path, tmp_path: Path, watchdog_usec: int | None = 1_000_000
                          ) -> AsyncIterator[Daemon]:
-    """Start the daemon on ``toml`` with NOTIFY_SOCKET (and WATCHDOG_USEC) set; on exit, kill it if it
-    still runs, close the fake manager and keep its stderr in ``daemon.stderr``."""
+    """Start the daemon on ``toml`` with NOTIFY_SOCKET (in ``tmp_path``) and WATCHDOG_USEC set. However
+    the body ends (a failed assertion, a timeout), the daemon is killed if it still runs, and its
+    stderr stays readable in ``daemon.stderr``."""
     systemd = FakeSystemd(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(systemd.path), "PYTHONPATH": str(ROOT)}
     env.pop("WATCHDOG_PID", None)
     env.pop("WATCHDOG_USEC", None)
     if watchdog_usec is not None:
         env["WATCHDOG_USEC"] = str(watchdog_usec)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
-                                                str(toml), env=env, stderr=asyncio.subprocess.PIPE)
+    try:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
+                                                    str(toml), env=env, stderr=asyncio.subprocess.PIPE)
+    except BaseException:
+        systemd.close()
+        raise
     daemon = Daemon(proc, systemd)
     try:
         yield daemon
     finally:
         if proc.returncode is None:
             proc.kill()
-            await proc.wait()
+        await asyncio.shield(proc.wait())
+        await asyncio.wait_for(asyncio.shield(daemon._reader), 10)
         systemd.close()
-        daemon.stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
 
 
 async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
@@ -123,16 +163,14 @@ async def test_daemon_notifies_and_saves_on_sigterm(tmp_path: Path) -> None:
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
         async with running_daemon(toml, tmp_path) as daemon:
             systemd = daemon.systemd
-            ready = await systemd.until(lambda m: "READY=1" in m)
+            ready = await daemon.ready()
             assert "STATUS=idle" in ready
+            assert "state:   idle" in await control_ok(sock_path, "status")  # at once: READY means reachable
             await systemd.until(lambda m: m == "WATCHDOG=1")
-            code, out, err = await control(sock_path, "status")
-            assert code == 0 and "state:   idle" in out, err
-            assert (await control(sock_path, "press"))[0] == 0
+            await control_ok(sock_path, "press")
             await systemd.until(lambda m: m.startswith("STATUS=connected"))
-            code, out, _ = await control(sock_path, "say", "Hello from the teacher")
-            assert code == 0
-            code, out, _ = await control(sock_path, "status")
+            await control_ok(sock_path, "say", "Hello from the teacher")
+            out = await control_ok(sock_path, "status")
             assert "state:   connected" in out and "lesson:" in out
             daemon.proc.send_signal(signal.SIGTERM)
             await systemd.until(lambda m: "STOPPING=1" in m)
@@ -163,8 +201,8 @@ async def test_run_speaks_input_wavs_one_after_each_tutor_turn(tmp_path: Path) -
         toml.write_text(toml.read_text().replace('output = "null"', f'output = "null"\ninput_wavs = [{wavs}]'))
         async with running_daemon(toml, tmp_path, watchdog_usec=None) as daemon:
             systemd = daemon.systemd
-            await systemd.until(lambda m: "READY=1" in m)
-            assert (await control(sock_path, "press"))[0] == 0
+            await daemon.ready()
+            await control_ok(sock_path, "press")
             await systemd.until(lambda m: m.startswith("STATUS=connected"))
             systemd.messages.clear()  # from here on, only what follows the lesson's start
             await systemd.until(lambda m: m.startswith("STATUS=idle"), timeout=60)
@@ -175,3 +213,50 @@ async def test_run_speaks_input_wavs_one_after_each_tutor_turn(tmp_path: Path) -
     spoken = [t["text"] for t in records[0]["turns"] if t["role"] == "learner"]
     assert spoken == list(LEARNER_LINES)
     assert all(t["source"] == "voice" for t in records[0]["turns"])
+
+
+async def test_a_second_kiosk_on_the_same_socket_leaves_the_first_reachable(tmp_path: Path) -> None:
+    """Two kiosks with their own state directories but one control_socket: the second refuses the
+    socket while the first serves it, and stopping the second must leave the first one's socket alone
+    (it used to unlink it on exit, and `status` then said no kiosk was running)."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        sock_path = tmp_path / "control.sock"
+        first_toml = write_daemon_config(tmp_path / "first.toml", stack, tmp_path / "first", sock_path)
+        second_toml = write_daemon_config(tmp_path / "second.toml", stack, tmp_path / "second", sock_path)
+        second_toml.write_text(second_toml.read_text().replace('id = "kiosk-test"', 'id = "kiosk-two"'))
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        async with running_daemon(first_toml, tmp_path / "a", watchdog_usec=None) as first:
+            await first.ready()
+            assert "(kiosk kiosk-test)" in await control_ok(sock_path, "status")
+            async with running_daemon(second_toml, tmp_path / "b", watchdog_usec=None) as second:
+                await second.ready()
+                assert "(kiosk kiosk-test)" in await control_ok(sock_path, "status")  # still the first one
+                assert await second.stop() == 0
+            assert "control socket" in second.stderr and str(sock_path) in second.stderr, second.stderr
+            assert "(kiosk kiosk-test)" in await control_ok(sock_path, "status")
+            assert await first.stop() == 0
+        assert not sock_path.exists()  # the first kiosk removes the socket it made
+
+
+async def test_ready_means_the_control_socket_answers(tmp_path: Path) -> None:
+    """READY=1 tells systemd (and scripts after `systemctl start`) that the kiosk can be used. Before, it
+    was sent before the control socket existed: a `status` sent the instant READY=1 arrived was refused
+    ("no kiosk is running here") 4 times out of 4. Now it is answered every time."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        for attempt in range(5):
+            work = tmp_path / f"start-{attempt}"
+            work.mkdir()
+            sock_path = work / "control.sock"
+            toml = write_daemon_config(tmp_path / f"kiosk-{attempt}.toml", stack, work / "state", sock_path)
+            async with running_daemon(toml, work, watchdog_usec=None) as daemon:
+                await daemon.ready()
+                try:
+                    reply = await send_command(sock_path, {"command": "status"})
+                except ConnectionError as exc:
+                    raise AssertionError(f"start {attempt + 1}: READY=1 came before the socket answered: "
+                                         f"{exc}") from None
+                assert reply["ok"] and reply["status"]["state"] == "idle", reply
+                assert await daemon.stop() == 0

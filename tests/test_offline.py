@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import sys
@@ -20,7 +19,7 @@ from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.sync import Syncer
 from tests.harness import API_KEY, KIOSK_ID, lesson_stack
-from tests.test_daemon import FakeSystemd, control, write_daemon_config
+from tests.test_daemon import control_ok, running_daemon, write_daemon_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,6 +95,30 @@ async def test_outbox_survives_a_companion_outage(tmp_path: Path, caplog: pytest
         await client.aclose()
 
 
+async def test_a_journal_under_another_name_is_still_sent(tmp_path: Path) -> None:
+    """Before: a journal renamed (e.g. restored from a copy) was moved aside as damaged and its lesson
+    never sent: the companion got 5 of 6."""
+    async with lesson_stack(tmp_path) as stack:
+        state_dir = tmp_path / "state"
+        store = SessionStore(state_dir)
+        records = [record(i) for i in range(6)]
+        for r in records:
+            store.save(r)
+        store.close()
+        renamed = records[2]["session_id"]
+        (state_dir / "lessons" / f"{renamed}.jsonl").rename(state_dir / "lessons" / "from-backup.jsonl")
+        store = SessionStore(state_dir)
+        client = CompanionClient(stack.companion.base_url, stack.device_key, KIOSK_ID)
+        try:
+            assert await Syncer(store, client).drain()
+        finally:
+            await client.aclose()
+        stored = await stack.companion.storage.sessions(KIOSK_ID)
+        assert sorted(s["session_id"] for s in stored) == sorted(r["session_id"] for r in records)
+        assert store.unsynced() == [] and store.problems == []
+        assert not list(state_dir.rglob("*.corrupt-*"))
+
+
 async def test_invalid_record_is_parked_not_retried(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         store = SessionStore(tmp_path / "state")
@@ -116,48 +139,34 @@ async def test_sigkill_mid_lesson_keeps_completed_turns(tmp_path: Path) -> None:
         state_dir = tmp_path / "state"
         sock = tmp_path / "control.sock"
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        (tmp_path / "first").mkdir()
+        (tmp_path / "second").mkdir()
 
-        async def start_daemon(notify: Path) -> tuple[asyncio.subprocess.Process, FakeSystemd]:
-            systemd = FakeSystemd(notify)
-            with (tmp_path / f"{notify.stem}.log").open("wb") as log:  # the daemon's journal, read on failure
-                proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "appliance.cli", "run", "--config", str(toml),
-                    env={**env, "NOTIFY_SOCKET": str(notify)}, stderr=log)
-            await systemd.until(lambda m: "READY=1" in m)
-            return proc, systemd
-
-        proc, systemd = await start_daemon(tmp_path / "n1.sock")
-        await control(sock, "press")
-        try:
-            await systemd.until(lambda m: m.startswith("STATUS=connected"))
-        except TimeoutError:
-            raise AssertionError("no connected state; the daemon said:\n" + (tmp_path / "n1.log").read_text()) from None
-        assert (await control(sock, "say", "I like green apples"))[0] == 0
-        # Wait until the typed turn and the tutor's answer are checkpointed on disk.
-        async with asyncio.timeout(20):
-            while True:
-                # The newest checkpoint line of the lesson's journal (one line per completed turn).
-                text = "".join(p.read_text().split("\n")[-2:][0] for p in (state_dir / "lessons").glob("*.jsonl"))
-                if "I like green apples" in text and text.count('"role":"tutor"') >= 2:
-                    break
-                await asyncio.sleep(0.05)  # polling a file another process writes
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        systemd.close()
+        async with running_daemon(toml, tmp_path / "first", watchdog_usec=None) as daemon:
+            await daemon.ready()
+            await control_ok(sock, "press")
+            await daemon.systemd.until(lambda m: m.startswith("STATUS=connected"))
+            await control_ok(sock, "say", "I like green apples")
+            # Wait until the typed turn and the tutor's answer are checkpointed on disk.
+            async with asyncio.timeout(20):
+                while True:
+                    # The newest checkpoint line of the lesson's journal (one line per completed turn).
+                    text = "".join(p.read_text().split("\n")[-2:][0] for p in (state_dir / "lessons").glob("*.jsonl"))
+                    if "I like green apples" in text and text.count('"role":"tutor"') >= 2:
+                        break
+                    await asyncio.sleep(0.05)  # polling a file another process writes
+            daemon.proc.send_signal(signal.SIGKILL)
+            assert await daemon.proc.wait() == -signal.SIGKILL
         [kept] = SessionStore(state_dir).documents()
         assert kept["state"] == "in_progress"
 
         # Restart: the lesson is closed as interrupted and delivered to the companion.
-        proc, systemd = await start_daemon(tmp_path / "n2.sock")
-        try:
+        async with running_daemon(toml, tmp_path / "second", watchdog_usec=None) as daemon:
+            await daemon.ready()
             async with asyncio.timeout(20):
                 while not await stack.companion.storage.sessions(KIOSK_ID):
                     await asyncio.sleep(0.05)  # polling the companion's database
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
-            systemd.close()
+            assert await daemon.stop() == 0
         [delivered] = await stack.companion.storage.sessions(KIOSK_ID)
         assert delivered["session_id"] == kept["session_id"]
         assert delivered["end_reason"] == "interrupted"

@@ -60,6 +60,12 @@ def write_bad_ca(tmp: Path, sections: dict[str, dict[str, str]]) -> None:
     sections["companion"]["ca_file"] = f'"{tmp / "ca.pem"}"'
 
 
+def socket_at(tmp: Path, sections: dict[str, dict[str, str]], *parts: str) -> None:
+    """control_socket at ``tmp/parts...`` where ``tmp/parts[0]`` is a regular file (a teacher's notes)."""
+    (tmp / parts[0]).write_text("notes\n")
+    sections["kiosk"]["control_socket"] = f'"{tmp.joinpath(*parts)}"'
+
+
 # Each row: how to break the good setup, the key the one line must name, and a fragment of what to do.
 BAD: dict[str, tuple[Callable[[Path, dict[str, dict[str, str]]], None], str, str]] = {
     "key missing": (lambda t, s: (t / "device.key").unlink(), "companion.device_key_file", "does not exist"),
@@ -71,6 +77,14 @@ BAD: dict[str, tuple[Callable[[Path, dict[str, dict[str, str]]], None], str, str
                             "/etc/passwd is not a directory"),
     "state dir under a file": (lambda t, s: s["kiosk"].update(state_dir='"/etc/passwd/lessons"'),
                                "kiosk.state_dir", "cannot create /etc/passwd/lessons"),
+    "socket folder is a file": (lambda t, s: socket_at(t, s, "notes.txt", "control.sock"),
+                                "kiosk.control_socket", "notes.txt is not a directory"),
+    "socket folder under a file": (lambda t, s: socket_at(t, s, "notes.txt", "run", "control.sock"),
+                                   "kiosk.control_socket", "notes.txt/run: "),
+    "socket path is a file": (lambda t, s: socket_at(t, s, "notes.txt"), "kiosk.control_socket",
+                              "notes.txt exists and is not a socket"),
+    "socket path too long": (lambda t, s: s["kiosk"].update(control_socket=f'"{t / ("s" * 120)}.sock"'),
+                             "kiosk.control_socket", "too long for a UNIX socket"),
     "ca file not PEM": (write_bad_ca, "companion.ca_file", "no PEM"),
     "ca file missing": (lambda t, s: s["companion"].update(ca_file=f'"{t / "nope.pem"}"'), "companion.ca_file",
                         "is not a file"),
@@ -102,6 +116,8 @@ def test_check_config_and_run_refuse_the_same_way(tmp_path: Path, case: str) -> 
         assert "Traceback" not in result.stderr and result.stdout == ""
         assert PASSWORD not in result.stdout + result.stderr
     assert check.stderr == run.stderr
+    for notes in tmp_path.glob("notes.txt"):  # what a bad path points at is never replaced
+        assert notes.read_text() == "notes\n"
 
 
 def test_check_config_lists_every_problem_and_run_the_same(tmp_path: Path) -> None:
@@ -209,6 +225,9 @@ def test_service_user_refuses_a_key_owned_by_someone_else(shared_dir: Path) -> N
     sections = good_sections(shared_dir)
     os.chown(shared_dir / "device.key", 4242, 4242)
     (shared_dir / "state").mkdir(mode=0o755)  # root's, not writable by nobody
+    (shared_dir / "run").mkdir(mode=0o755)
+    os.chown(shared_dir / "run", nobody, nobody)  # as systemd's RuntimeDirectory= gives it to the service
+    sections["kiosk"]["control_socket"] = f'"{shared_dir / "run" / "control.sock"}"'
     path = write_toml(shared_dir / "kiosk.toml", sections)
     lines = preflight_as(nobody, path)
     assert len(lines) == 2, lines
@@ -221,6 +240,9 @@ def test_service_user_refuses_a_key_owned_by_someone_else(shared_dir: Path) -> N
     os.chown(shared_dir / "device.key", nobody, nobody)
     os.chown(shared_dir / "state", nobody, nobody)
     assert preflight_as(nobody, path) == []
+    os.chown(shared_dir / "run", 0, 0)  # a socket folder the service cannot write is named too
+    [line] = preflight_as(nobody, path)
+    assert "kiosk.control_socket" in line and "permission denied" in line and "chown nobody" in line
 
 
 def test_write_key_file_makes_a_private_file(tmp_path: Path) -> None:

@@ -230,6 +230,33 @@ def test_lost_index_is_rebuilt_from_the_journals(tmp_path: Path) -> None:
     assert len(rebuilt.problems) == 1
 
 
+@pytest.mark.parametrize("state", ["pending", "synced", "parked"])
+def test_a_journal_under_another_name_is_matched_by_its_session_id(tmp_path: Path, state: str) -> None:
+    """A lesson's journal under another name than its index entry expects (restored from a copy, renamed
+    by hand). Before: it was moved aside as ``*.corrupt-*`` and its entry dropped ("lost its journal
+    file; it cannot be sent"): 5 of 6 lessons kept. Now the session id inside the file decides."""
+    store = SessionStore(tmp_path)
+    for i in range(6):
+        store.save(record(f"lesson-{i}", f"text {i}"))
+    if state == "synced":
+        store.mark_synced("lesson-3")
+    elif state == "parked":
+        store.park("lesson-3", "invalid_record: turns")
+    store.close()
+    lessons = tmp_path / "lessons"
+    (lessons / "lesson-3.jsonl").rename(lessons / "lesson-3 (copy).jsonl")
+    reopened = SessionStore(tmp_path)
+    assert reopened.problems == []
+    docs = {d["session_id"]: d for d in reopened.documents()}
+    assert sorted(docs) == [f"lesson-{i}" for i in range(6)]
+    assert docs["lesson-3"]["state"] == state
+    assert docs["lesson-3"]["record"]["turns"][0]["text"] == "text 3"
+    assert len(reopened.unsynced()) == (6 if state == "pending" else 5)
+    assert not list(tmp_path.rglob("*.corrupt-*"))
+    assert sorted(p.name for p in lessons.iterdir()) == [f"lesson-{i}.jsonl" for i in range(6)]
+    assert_well_formed(SessionStore(tmp_path))
+
+
 def test_journal_with_a_bad_line_keeps_its_good_lines(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     store.checkpoint({"session_id": "j", "turns": [1]})
@@ -338,8 +365,10 @@ def test_read_only_directory_gives_store_error(tmp_path: Path) -> None:
         (tmp_path / "sessions.json").mkdir()
         with pytest.raises(StoreError, match=r"cannot (read|write)"):
             store.save(record("new"))
-        with pytest.raises(StoreError, match=r"cannot open the session store"):
-            SessionStore(tmp_path)
+        reopened = SessionStore(tmp_path)  # the next start moves the directory aside and goes on
+        assert reopened.get("kept") is not None
+        assert [p for p in reopened.problems if "sessions.json was a directory" in p and "not-a-file" in p]
+        assert len(list(tmp_path.glob("sessions.json.not-a-file-*"))) == 1
     else:
         tmp_path.chmod(0o500)
         (tmp_path / "lessons").chmod(0o500)
@@ -408,6 +437,49 @@ def test_any_journal_content_opens_and_keeps_the_others(tmp_path_factory: pytest
     store = opens_and_keeps(path, expect)
     store.recover_interrupted()
     assert_well_formed(store)
+
+
+def files_of(path: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file and folder under ``path``: inode, mtime and (for files) content."""
+    return {str(p.relative_to(path)): (p.lstat().st_ino, p.lstat().st_mtime_ns, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(path.rglob("*"))}
+
+
+def shown(store: SessionStore) -> list[tuple[str, str, Any]]:
+    return [(d["session_id"], d["state"], d["record"]) for d in store.documents()]
+
+
+OBSTRUCT = st.sampled_from(["none", "sessions.json", "synced.json", "lessons"])
+
+
+@HYPO
+@given(index=st.binary(max_size=300) | INDEX_LIKE.map(lambda v: json.dumps(v).encode()),
+       journal=st.binary(max_size=200) | JSON.map(lambda v: json.dumps(v).encode() + b"\n"),
+       name=st.sampled_from(["keep-pending.jsonl", "stray.jsonl", "renamed.jsonl"]), obstruct=OBSTRUCT)
+def test_read_only_open_writes_nothing_and_shows_what_the_kiosk_will(
+        tmp_path_factory: pytest.TempPathFactory, index: bytes, journal: bytes, name: str, obstruct: str) -> None:
+    """Whatever the store holds (damaged index, stray or renamed journal, old layout, an obstruction), a
+    read-only open changes no file, and lists exactly what the kiosk's own open will keep after its repairs."""
+    path = seeded(tmp_path_factory.mktemp("ro"), "state")
+    (path / "sessions.json").write_bytes(index)
+    lessons = path / "lessons"
+    if name == "renamed.jsonl":
+        (lessons / "keep-parked.jsonl").rename(lessons / name)
+    else:
+        (lessons / name).write_bytes(journal)
+    if obstruct == "lessons":
+        shutil.rmtree(lessons)
+        lessons.write_bytes(journal)
+    elif obstruct != "none":
+        (path / obstruct).unlink(missing_ok=True)
+        (path / obstruct).mkdir()
+    before = files_of(path)
+    reader = SessionStore(path, read_only=True)
+    seen = shown(reader)
+    with pytest.raises(StoreError, match="read-only"):
+        reader.save(record("never"))
+    assert files_of(path) == before
+    assert seen == shown(SessionStore(path))
 
 
 def replaced(value: Any) -> Any:
@@ -592,3 +664,16 @@ def test_atomic_writes_are_durable_in_order(tmp_path: Path) -> None:
     assert dir_fsynced_after(ops, journal.parent, uses[1][0], save), "the new journal's name was not made durable"
     check_replaced(ops, journal)
     check_replaced(ops, store_dir / "sessions.json")
+
+
+def test_the_store_does_not_import_the_daemon() -> None:
+    """The store sits below the daemon: importing any store module must load no ``appliance.daemon``
+    module (the lost-lesson marker is the store's own constant, which the sessions command reads)."""
+    code = ("import sys\n"
+            "import appliance.store.sessions, appliance.store.worker, appliance.store.unsaved\n"
+            "import appliance.store.lock, appliance.store.journal, appliance.store.index\n"
+            "print(sorted(m for m in sys.modules if m.startswith('appliance.daemon')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout

@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,10 +27,10 @@ from appliance.audio.wav import ScriptedMicrophone
 from appliance.call.webrtc import RealtimeCall
 from appliance.core.messages import Heartbeat
 from appliance.core.state import State
-from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
+from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore, StoreError
 from tests.harness import Recorder, Stack, lesson_stack
-from tests.test_daemon import FakeSystemd, control, running_daemon, write_daemon_config
+from tests.test_daemon import FakeSystemd, control, control_ok, running_daemon, write_daemon_config
 from tests.test_hostile_input import deep, event_like, json_values
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,28 +371,23 @@ async def test_second_daemon_on_the_same_store_refuses_to_start(tmp_path: Path) 
         stack.config()  # writes device.key
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, tmp_path / "state", tmp_path / "c.sock")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        first = await asyncio.create_subprocess_exec(sys.executable, "-m", "appliance.cli", "run", "--config",
-                                                     str(toml), env=env, stderr=asyncio.subprocess.PIPE)
-        try:
-            async with asyncio.timeout(30):
-                while (await control(tmp_path / "c.sock", "status"))[0] != 0:
-                    await asyncio.sleep(0.1)
+        async with running_daemon(toml, tmp_path, watchdog_usec=None) as first:
+            await first.ready()
             second = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "appliance.cli", "run", "--config", str(toml), env=env,
                 stderr=asyncio.subprocess.PIPE)
-            _, err = await asyncio.wait_for(second.communicate(), 30)
+            try:
+                _, err = await asyncio.wait_for(second.communicate(), 30)
+            finally:
+                if second.returncode is None:
+                    second.kill()
+                    await second.wait()
             assert second.returncode == 78
             lines = [line for line in err.decode().splitlines() if line.strip()]
             assert any("already running" in line for line in lines), lines
             assert "Traceback" not in err.decode()
-            code, out, _ = await control(tmp_path / "c.sock", "status")
-            assert code == 0 and "state:   idle" in out  # the first kiosk still answers
-            first.send_signal(signal.SIGTERM)
-            assert await asyncio.wait_for(first.wait(), 30) == 0
-        finally:
-            if first.returncode is None:
-                first.kill()
-                await first.wait()
+            assert "state:   idle" in await control_ok(tmp_path / "c.sock", "status")  # the first still answers
+            assert await first.stop() == 0
 
 
 class FailingSaveStore(SessionStore):
@@ -461,7 +456,7 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
         toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
         async with running_daemon(toml, tmp_path) as daemon:
             systemd = daemon.systemd
-            await systemd.until(lambda m: "READY=1" in m, timeout=30)
+            await daemon.ready()
             await systemd.until(lambda m: m == "WATCHDOG=1", timeout=10)
             code, out, err = await control(sock, "status")
             assert code == 0, err
@@ -481,6 +476,61 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
                                  "--no-hardware", "--button-timeout", "0"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert "moved aside" in doctor.stdout + doctor.stderr, doctor.stdout
+
+
+def earlier_lesson(session_id: str) -> dict[str, Any]:
+    """A finished lesson from before the store was obstructed (one the companion accepts)."""
+    return {"schema": 1, "session_id": session_id, "kiosk_id": "kiosk-test",
+            "started_at": "2026-11-24T10:00:00.000Z", "ended_at": "2026-11-24T10:00:30.000Z",
+            "end_reason": "button", "plan_id": None, "targets": [],
+            "turns": [{"role": "learner", "text": "from before", "at": "2026-11-24T10:00:01.000Z",
+                       "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}
+
+
+@pytest.mark.parametrize("name", ["sessions.json", "synced.json", "lessons"])
+async def test_an_obstruction_in_the_store_never_stops_the_daemon(tmp_path: Path, name: str) -> None:
+    """``sessions.json`` (or ``synced.json``) a directory, or ``lessons`` a regular file. Before: exit 1
+    at every start, so systemd's start limit (5 in 300 s) stopped the kiosk for good. Now the daemon
+    starts, keeps the obstruction aside under a name that says why (never deleted), reports it in
+    `status` and at CRITICAL, and saves new lessons; lessons saved before are kept."""
+    async with lesson_stack(tmp_path) as stack:
+        stack.config()  # writes device.key
+        state_dir = tmp_path / "state"
+        before = "0b0e5a1e-0000-4000-8000-000000000001"
+        SessionStore(state_dir).save(earlier_lesson(before))
+        obstruction = state_dir / name
+        if name == "lessons":
+            shutil.rmtree(obstruction)
+            obstruction.write_text("a teacher's notes\n")
+        else:
+            obstruction.unlink(missing_ok=True)
+            obstruction.mkdir()
+            (obstruction / "notes.txt").write_text("a teacher's notes\n")
+        sock = tmp_path / "c.sock"
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock)
+        async with running_daemon(toml, tmp_path) as daemon:
+            systemd = daemon.systemd
+            await daemon.ready()
+            code, out, err = await control(sock, "status")
+            assert code == 0, err
+            assert "state:   idle" in out
+            [moved] = state_dir.glob(f"{name}.not-a-*")
+            assert f"store:   {name} " in out and moved.name in out, out
+            kept = moved if name == "lessons" else moved / "notes.txt"
+            assert kept.read_text() == "a teacher's notes\n"
+            assert (await control(sock, "press"))[0] == 0
+            await systemd.until(lambda m: m.startswith("STATUS=connected"), timeout=30)
+            assert (await control(sock, "stop"))[0] == 0
+            await systemd.until(lambda m: m.startswith("STATUS=idle"), timeout=30)
+            assert await daemon.stop() == 0
+        assert "Traceback" not in daemon.stderr, daemon.stderr
+        assert any("CRITICAL" in line and moved.name in line for line in daemon.stderr.splitlines()), daemon.stderr
+        store = SessionStore(state_dir)
+        reasons = {d["record"]["end_reason"] for d in store.documents()}
+        assert "stop_command" in reasons  # the new lesson was saved
+        if name != "lessons":  # its journal was there all along
+            assert store.get(before) is not None
+        assert kept.read_text() == "a teacher's notes\n"
 
 
 async def test_frozen_server_is_shown_within_5_s_and_the_lesson_resumes(tmp_path: Path) -> None:

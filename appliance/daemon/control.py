@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,12 +43,17 @@ class ControlServer:
         self.path = path
         self.kiosk = kiosk
         self._server: asyncio.AbstractServer | None = None
+        self._bound: tuple[int, int] | None = None
+        """(device, inode) of the socket file this process made: the only one :meth:`stop` removes."""
 
     async def start(self) -> None:
+        """Serve on ``path``; OSError if that cannot be done (e.g. another kiosk already serves it)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if await _answers(self.path):
+        if await answers(self.path):
             raise OSError(f"another kiosk is already serving {self.path}; not taking it over")
         with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise OSError(f"{self.path} exists and is not a socket; not replacing it")
             self.path.unlink()  # a stale socket from a killed run
         old_umask = os.umask(0o117)
         try:
@@ -55,20 +61,32 @@ class ControlServer:
                                                            limit=MAX_REQUEST)
         finally:
             os.umask(old_umask)
+        self._bound = _identity(self.path)
         os.chmod(self.path, 0o660)
 
     async def stop(self) -> None:
+        """Stop serving and remove the socket file, but only the one this process bound.
+
+        Why the check: a kiosk that refused the socket (another kiosk serves it), or whose file was
+        replaced since, would otherwise unlink a live socket of another process on its way out, and
+        that kiosk would become unreachable.
+        """
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        bound, self._bound = self._bound, None
+        if bound is not None and _identity(self.path) == bound:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         reply: dict[str, Any]
         try:
             line = await asyncio.wait_for(reader.readline(), 5)
+            if not line:  # connected and left without a request (a probe): nobody to answer
+                writer.close()
+                return
             if _is_sync(line):
                 reply = {"ok": True, "outbox": await self.kiosk.sync_now(timeout_s=50)}
             else:
@@ -119,7 +137,15 @@ class ControlServer:
         return {"ok": False, "error": f"unknown command {command!r}; use status, press, hold, stop or say"}
 
 
-async def _answers(path: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+async def answers(path: Path) -> bool:
     """True when a live process accepts connections on ``path`` (a stale socket file refuses)."""
     if not path.exists():
         return False

@@ -91,13 +91,21 @@ class Doctor:
             self._check_store_repairs(Path(self.config.kiosk.state_dir))
 
     def _check_store_repairs(self, state_dir: Path) -> None:
-        """Files the store moved aside because they were damaged (their good lessons were salvaged)."""
+        """Files the store moved aside: damaged ones (their good lessons were salvaged), and things of the
+        wrong kind that stood where it keeps a file or a folder (kept unread)."""
+        def listed(paths: list[Path]) -> str:
+            return ", ".join(str(p) for p in paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
         moved = sorted(p.relative_to(state_dir) for p in state_dir.rglob("*.corrupt-*"))
+        in_the_way = sorted(p.relative_to(state_dir) for pattern in ("*.not-a-file-*", "*.not-a-folder-*")
+                            for p in state_dir.glob(pattern))
         if moved:
-            listed = ", ".join(str(p) for p in moved[:3]) + (f" and {len(moved) - 3} more" if len(moved) > 3 else "")
-            self.record("store", False, f"damaged store files were moved aside ({listed}); the lessons in them "
-                        "were salvaged: check the SD card, then delete these files")
-        else:
+            self.record("store", False, f"damaged store files were moved aside ({listed(moved)}); the lessons in "
+                        "them were salvaged: check the SD card, then delete these files")
+        if in_the_way:
+            self.record("store", False, f"things in the store's way were moved aside ({listed(in_the_way)}); "
+                        "nothing in them was read: look inside, then delete them")
+        if not moved and not in_the_way:
             self.record("store", True, "no damaged store files")
 
     async def _check_clock_and_companion(self) -> None:

@@ -1,5 +1,5 @@
 """Start-up checks of what the config points at on this machine: the device key file, the state
-directory and the companion's CA file.
+directory, the control socket's path and the companion's CA file.
 
 Why a separate step from loading the TOML: these depend on the machine and the user running the
 command, not on the file's text. `check-config`, `run` and `sync` call the same `preflight()`, so a
@@ -19,11 +19,16 @@ from pathlib import Path
 from appliance.config import Config, ConfigError
 
 KEY = "companion.device_key_file"
+SOCKET_KEY = "kiosk.control_socket"
+MAX_SOCKET_PATH = 107
+"""Bytes in a UNIX socket path (``sun_path`` holds 108 with the closing NUL)."""
+SOCKET_EXAMPLE = "/run/stella-kiosk/control.sock"
 
 
 def preflight(config: Config) -> list[ConfigError]:
     """Every problem found (empty: ready to run). Creates kiosk.state_dir when it is missing."""
-    checks = (check_device_key(config), check_state_dir(config), check_ca_file(config))
+    checks = (check_device_key(config), check_state_dir(config), check_control_socket(config),
+              check_ca_file(config))
     return [problem for problem in checks if problem is not None]
 
 
@@ -85,6 +90,57 @@ def check_state_dir(config: Config) -> ConfigError | None:
     except OSError as exc:
         return ConfigError(config.source, key, f"cannot write in {state_dir}: {exc.strerror or exc}; "
                            f"`chown {_user(os.geteuid())} {state_dir}`")
+    return None
+
+
+def check_control_socket(config: Config) -> ConfigError | None:
+    """kiosk.control_socket is a path a socket can be made at: short enough, in a folder that exists or
+    can be made (no regular file on the way), and not an existing file of another kind.
+
+    Creates nothing: the socket's folder is usually systemd's RuntimeDirectory, made when the service
+    starts, so a missing folder is fine here and :func:`make_control_socket_folder` makes it at `run`.
+    """
+    path = config.kiosk.control_socket
+
+    def problem(message: str) -> ConfigError:
+        return ConfigError(config.source, SOCKET_KEY, message)
+
+    size = len(os.fsencode(path))
+    if size > MAX_SOCKET_PATH:
+        return problem(f"{path} is too long for a UNIX socket ({size} bytes, at most {MAX_SOCKET_PATH}): "
+                       f"choose a shorter path such as {SOCKET_EXAMPLE}")
+    folder = path.parent
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = f"{existing} is not a directory" if existing == folder else \
+            f"cannot create {folder}: {existing} is not a directory"
+        return problem(f"{where}; set kiosk.control_socket to a path in a folder, such as {SOCKET_EXAMPLE}")
+    if existing != folder:
+        return None
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISSOCK(mode):
+        return problem(f"{path} exists and is not a socket: choose another path, such as {SOCKET_EXAMPLE} "
+                       "(the kiosk never replaces a file that is not its socket)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return problem(f"cannot create the socket in {folder}: permission denied; "
+                       f"`chown {_user(os.geteuid())} {folder}`")
+    return None
+
+
+def make_control_socket_folder(config: Config) -> ConfigError | None:
+    """Make kiosk.control_socket's folder (at `run`, after :func:`check_control_socket` passed)."""
+    folder = config.kiosk.control_socket.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return ConfigError(config.source, SOCKET_KEY, f"cannot create {folder}: {exc.strerror or exc}; create "
+                           f"it and give it to {_user(os.geteuid())}, or choose another path such as "
+                           f"{SOCKET_EXAMPLE}")
     return None
 
 

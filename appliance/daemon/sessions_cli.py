@@ -1,7 +1,9 @@
-"""`stella-kiosk sessions list | show ID | export` and `stella-kiosk sync --now`.
+"""`stella-kiosk sessions list | show ID | export | import`.
 
-Reading the store while the daemon runs is safe: index files are replaced atomically, and a lesson's
-journal is only appended to (a line still being written is ignored).
+list, show and export get a store opened read-only (``SessionStore(read_only=True)``), so they can run
+beside the kiosk that owns it and never write, move or repair a file under it: index files are replaced
+atomically, and a lesson's journal is only appended to (a line still being written is ignored).
+import writes, under the kiosk's lock (see ``appliance.cli``).
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ import csv
 import json
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
 from appliance.contract.record import UncheckedRecord
 from appliance.store.index import StoredLesson
+from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore
 
 CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "state",
@@ -78,14 +80,6 @@ def export_sessions(store: SessionStore, fmt: str, out: TextIO = sys.stdout) -> 
         row["transcript"] = " | ".join(f"{t['role']}: {t['text']}" for t in r.get("turns", []))
         writer.writerow(row)
     return 0
-
-
-def open_store(state_dir: Path) -> SessionStore:
-    return SessionStore(state_dir)
-
-
-LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
-"""The kiosk writes a lesson the disk refused at exit into its log as ``<marker> <json>``."""
 
 
 def read_importable(lines: Iterable[str]) -> tuple[list[UncheckedRecord], int]:

@@ -87,3 +87,38 @@ class Notifier:
             return int(usec) / 1e6 / 2
         except ValueError:
             return None
+
+
+class HeldReady(Notifier):
+    """Passes every message to ``notifier`` except READY, which the daemon sends itself (:meth:`send_ready`).
+
+    Why: READY=1 tells systemd, and whoever waits on `systemctl start`, that the kiosk can be used. The
+    kiosk's own start-up ends before the daemon has opened the control socket, so a `status` sent at
+    the kiosk's READY was refused. The daemon gives the kiosk this notifier and says READY once the
+    kiosk is ready *and* its socket accepts connections. STATUS, WATCHDOG and STOPPING go through at once.
+    """
+
+    def __init__(self, notifier: Notifier) -> None:  # no super().__init__: every message goes to ``notifier``
+        self._notifier = notifier
+        self.last_status: str | None = None
+        """The newest STATUS= text, sent again with READY so that READY never carries a stale state."""
+
+    @property
+    def backend(self) -> str:
+        return self._notifier.backend
+
+    @property
+    def enabled(self) -> bool:
+        return self._notifier.enabled
+
+    def notify(self, *fields: str) -> None:
+        for field in fields:
+            if field.startswith("STATUS="):
+                self.last_status = field.removeprefix("STATUS=")
+        self._notifier.notify(*fields)
+
+    def ready(self, status: str) -> None:
+        self.last_status = status  # held: the daemon sends READY when it can be reached
+
+    def send_ready(self) -> None:
+        self._notifier.ready(self.last_status or "ready")

@@ -29,6 +29,9 @@ class StoreError(Exception):
 
 
 JOURNAL_VERSION = 1
+LOST_LESSON_MARKER = "STELLA-UNSAVED-LESSON"
+"""A lesson the disk refused at exit goes into the kiosk's log as ``<marker> <json>``; `stella-kiosk
+sessions import` looks for it. Defined with the store because the store writes it and the daemon reads it."""
 KINDS = ("checkpoint", "final")
 SUFFIX = ".jsonl"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")

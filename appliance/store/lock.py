@@ -16,7 +16,11 @@ LOCK_NAME = "kiosk.lock"
 
 
 class AlreadyRunning(Exception):
-    """Another kiosk process holds the lock on this state directory."""
+    """Another kiosk process holds the lock on this state directory (``pid``: its process id, or "")."""
+
+    def __init__(self, message: str, pid: str = "") -> None:
+        super().__init__(message)
+        self.pid = pid
 
 
 class InstanceLock:
@@ -36,7 +40,7 @@ class InstanceLock:
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
             raise AlreadyRunning(f"another stella-kiosk is already running on {self.path.parent}{who}; "
-                                 "stop it first (systemctl stop stella-kiosk)") from None
+                                 "stop it first (systemctl stop stella-kiosk)", holder) from None
         except OSError:
             os.close(fd)
             raise

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from appliance.contract.record import SessionRecord
-from appliance.daemon.sessions_cli import LOST_LESSON_MARKER
+from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import StoreError
 from appliance.store.worker import AsyncStore
 from appliance.uplink.client import CompanionClient
