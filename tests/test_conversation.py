@@ -14,8 +14,9 @@ import pytest
 from appliance.call.events import ServerEvent
 from appliance.contract.record import validate_record
 from appliance.core import outcomes as o
-from appliance.core.conversation import GOODBYE_MAX_S, RETRY_AFTER_S, Conversation
+from appliance.core.conversation import GOODBYE_MAX_S, Conversation
 from appliance.core.lesson import Lesson
+from appliance.core.recovery import RETRY_AFTER_S
 
 
 def ev(etype: str, **fields: Any) -> ServerEvent:
@@ -257,7 +258,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule  # noqa: E402
 
-from appliance.core.conversation import MAX_TRACKED  # noqa: E402
+from appliance.core.responses import MAX_TRACKED  # noqa: E402
 
 STATUSES = st.sampled_from(["completed", "failed", "cancelled", "incomplete"])
 CODES = st.sampled_from(["server_error", "invalid_value", "session_expired", "insufficient_quota",
@@ -379,7 +380,7 @@ class ConversationMachine(RuleBasedStateMachine):
 
     @rule(code=CODES, names_request=st.booleans())
     def server_error(self, code: str, names_request: bool) -> None:
-        request = getattr(self.c, "_request", None)
+        request = self.c.responses.request
         event_id = request.event_id if names_request and request is not None else "evt_other"
         self.event("error", error={"code": code, "message": "m", "event_id": event_id})
 
@@ -406,7 +407,7 @@ class ConversationMachine(RuleBasedStateMachine):
 
     @invariant()
     def memory_is_bounded(self) -> None:
-        assert len(self.c._responses) <= MAX_TRACKED + 1 and len(self.c._audio) <= MAX_TRACKED
+        assert len(self.c.responses) <= MAX_TRACKED + 1 and len(self.c.playhead.queue) <= MAX_TRACKED
 
     @invariant()
     def the_record_so_far_is_valid(self) -> None:

@@ -11,35 +11,24 @@ returns :mod:`outcomes <appliance.core.outcomes>` the kiosk applies (client even
 to clear, the floor changing hands, the lesson to end, timers to start). It writes only into the
 :class:`~appliance.core.lesson.Lesson` it was given (turns, usage, errors, audio seconds), which is data.
 
-The floor: the tutor has it while a response is being generated (the server is still producing the
-answer, even in a pause), while the speaker is audibly playing, or while the server says its audio
-buffer is playing (``output_audio_buffer.*``, a hint some servers never send). In half duplex the
-microphone is open only when the tutor does not have the floor (plus an echo tail); in hold-to-talk
-mode only while the button is held. A press while the tutor has the floor interrupts it: the active
-response is cancelled, the item actually audible is truncated at the milliseconds actually played
-(from the speaker's own playhead when the server sends no audio-buffer events), and the transcript
-keeps what was heard.
+The floor: the tutor has it while a response is being generated (even in a pause), while its audio
+plays or waits to be heard (:mod:`appliance.core.playhead`). Button presses and the microphone gate
+follow it (:mod:`appliance.core.turn_taking`); failures are recovered from in
+:mod:`appliance.core.recovery`.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Literal
 
-import numpy as np
-
-from appliance.audio.dsp import rms_dbfs
 from appliance.call import events
 from appliance.call.events import ServerEvent
 from appliance.common import timeline as stages
 from appliance.core.lesson import Lesson, matches_stop_phrase
 from appliance.core.outcomes import (
     Checkpoint,
-    ClearSpeaker,
     EndLesson,
-    ErrorCue,
-    Listening,
     Outcome,
     Send,
     StartTimer,
@@ -48,73 +37,23 @@ from appliance.core.outcomes import (
     TurnChanged,
     TutorHeard,
 )
+from appliance.core.playhead import Playhead
+from appliance.core.recovery import RESPONSE_STALL_S, Recovery
+from appliance.core.responses import MAX_TRACKED, Purpose, Response, Responses
+from appliance.core.turn_taking import TurnTaking
 
 Mode = Literal["toggle", "hold"]
-Purpose = Literal["greeting", "reply", "prompt", "goodbye"]
-"""Why a response was asked for: the opening greeting, an answer to the learner, a prompt the kiosk
-added (wrap-up), or the goodbye that ends the lesson."""
 
 SESSION_UPDATE_WAIT_S = 2.0
 """How long the greeting waits for ``session.updated`` before it goes ahead anyway."""
-RETRY_AFTER_S = 1.0
-"""A failed response is asked for again once, after this pause (a server error is often momentary)."""
 GOODBYE_MAX_S = 20.0
 """A goodbye that has not been heard by then ends the lesson anyway."""
-RESPONSE_STALL_S = 30.0
-"""A response that produces nothing for this long is treated as failed (the floor is never held for ever)."""
-MIN_HELD_MS = 100.0
-"""A hold shorter than this captured too little audio to commit (the server refuses < 100 ms)."""
-SPEECH_DBFS = -45.0
-"""Held-button audio louder than this counts as speech (a silent hold is a long press, not a turn)."""
-TUTOR_WORDS_PER_S = 2.6
-"""Speaking rate used to guess how long a tutor turn lasts when the server did not say."""
-HEARD_CHECK_S = 1.0
-"""After a barge-in, the tutor counts as heard until the speaker goes quiet, or this long at most."""
 AUDIO_START_WAIT_S = 3.0
 """Audio of a finished response that has not started playing by then never will (a server that sent none)."""
-PAUSE_TOLERANCE_MS = 500.0
-"""A quiet speaker this long before an item's known end is a pause inside it, not its end."""
-AUDIO_MS_PER_TOKEN = 50.0
-"""Tutor audio is billed at one token per 50 ms: ``response.done`` usage gives each answer's length."""
-QUOTA_END_REASONS = {"insufficient_quota": "quota_exceeded", "rate_limit_exceeded": "rate_limited"}
-"""Failed-response error codes after which no further response can succeed: the lesson ends."""
-MAX_TRACKED = 64
-"""Responses and items remembered per call (a bound: a call never needs more than the recent few)."""
 
 
-@dataclass
-class _Response:
-    id: str
-    purpose: Purpose
-    created_at: float
-    items: list[str] = field(default_factory=list)
-    audio_ms: float | None = None
-    """The answer's audio length, once ``response.done`` said (usage audio tokens)."""
-    cancelling: bool = False
 
-
-@dataclass
-class _Audio:
-    """One tutor item's audio, in the order the speaker plays it."""
-
-    response_id: str
-    item_id: str
-    started_at: float | None = None
-    """When it became audible at the speaker (None: still queued behind another item, or silent)."""
-    server_started: bool = False
-    """The server said its audio started playing (``output_audio_buffer.started``), heard here or not yet."""
-
-
-@dataclass
-class _Request:
-    """A ``response.create`` sent and not yet answered by ``response.created``."""
-
-    event_id: str
-    purpose: Purpose
-    retry: bool
-
-
-class Conversation:
+class Conversation(TurnTaking, Recovery):
     """The conversation of one call (see the module docstring)."""
 
     def __init__(self, lesson: Lesson, *, mode: Mode = "toggle", half_duplex: bool = True,
@@ -131,18 +70,10 @@ class Conversation:
         self._session = session
         self._greet_pending = greet
         self._awaiting_session = False
-        self._responses: dict[str, _Response] = {}
-        self._active: str | None = None
-        self._progress_at = 0.0
-        """When the active response last produced anything (its stall timer counts from here)."""
-        self._request: _Request | None = None
+        self.responses = Responses()
+        self.playhead = Playhead(self.responses.length_ms)
         self._deferred: Purpose | None = None
         self._retried = False
-        self._audio: deque[_Audio] = deque()
-        self._audible = False
-        self._audible_since: float | None = None
-        self._ignore_audible = False
-        self._buffer_playing = False
         self._floor = False
         self._heard = False
         self._heard_held = False
@@ -173,40 +104,13 @@ class Conversation:
         return self._listening
 
     @property
-    def saying_goodbye(self) -> bool:
-        return self._goodbye is not None
-
-    @property
-    def active_response(self) -> str | None:
-        return self._active
-
-    @property
     def audible_item(self) -> tuple[str, str] | None:
         """(response id, item id) of the item being played (at the speaker, or by the server's word), if any."""
-        head = self._audio[0] if self._audio else None
-        if head is None or (head.started_at is None and not head.server_started):
-            return None
-        return head.response_id, head.item_id
+        audio = self.playhead.audible_item
+        return None if audio is None else (audio.response_id, audio.item_id)
 
-    def mic_open(self, now: float) -> bool:
-        """Whether the learner's audio goes to the server now (else the call sends silence)."""
-        if self.mode == "hold":
-            return self._listening
-        if not self.half_duplex:
-            return True
-        return not self._floor and now >= self._mic_opens_at
-
-    def mic_frames(self, samples: np.ndarray, now: float) -> np.ndarray:
-        """What the call's microphone track sends: the samples, or silence while the mic is closed.
-
-        Runs on the loop, in the track's ``recv``: a few comparisons and, while a hold captures, one RMS."""
-        if not self.mic_open(now):
-            return np.zeros(len(samples), dtype=np.int16)
-        if self._listening:
-            self._held_samples += len(samples)
-            if not self._spoke_while_held and rms_dbfs(samples) > SPEECH_DBFS:
-                self._spoke_while_held = True
-        return samples
+    def played_ms(self, now: float, backlog_s: float = 0.0) -> float | None:
+        return self.playhead.played_ms(now, backlog_s)
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -238,13 +142,13 @@ class Conversation:
         if self.ended is not None:
             return []
         out: list[Outcome] = []
-        etype = event.type
-        handler = _HANDLERS.get(etype)
+        handler = _HANDLERS.get(event.type)
         if handler is not None:
             out += handler(self, event, now)
         self._note_item(event, now)
-        if self._active is not None and event.get("response_id") == self._active:
-            self._progress_at = now
+        responses = self.responses
+        if responses.active is not None and event.get("response_id") == responses.active:
+            responses.progress_at = now
         turn = self.lesson.transcript.handle(event)
         if turn is not None and self.ended is None:
             out.append(TurnChanged(turn))
@@ -261,96 +165,70 @@ class Conversation:
         return []
 
     def _on_response_created(self, event: ServerEvent, now: float) -> list[Outcome]:
-        response = _dict(event.get("response"))
-        rid = response.get("id")
+        rid = _dict(event.get("response")).get("id")
         if not isinstance(rid, str):
             return []
-        request, self._request = self._request, None
-        purpose: Purpose = request.purpose if request is not None else "reply"
-        self._remember(_Response(rid, purpose, now))
-        self._active = rid
-        self._progress_at = now
+        self.responses.created(rid, now)
         return [StartTimer("stall", RESPONSE_STALL_S)]
 
     def _on_response_done(self, event: ServerEvent, now: float) -> list[Outcome]:
         response = _dict(event.get("response"))
         self.lesson.usage.add(response.get("usage"))
-        rid = response.get("id")
-        status = response.get("status")
-        known = self._responses.get(rid) if isinstance(rid, str) else None
-        out: list[Outcome] = []
-        if rid is not None and rid == self._active:
-            self._active = None
-            out.append(StopTimer("stall"))
+        rid, status = response.get("id"), response.get("status")
         audio_tokens = _dict(_dict(response.get("usage")).get("output_token_details")).get("audio_tokens")
-        if known is not None and isinstance(audio_tokens, int) and not isinstance(audio_tokens, bool) \
-                and audio_tokens > 0:
-            known.audio_ms = audio_tokens * AUDIO_MS_PER_TOKEN
+        known, was_active = self.responses.done(rid, audio_tokens)
+        out: list[Outcome] = [StopTimer("stall")] if was_active else []
         if status in ("failed", "cancelled"):  # no audio is coming for what was not yet played
-            self._audio = deque(a for a in self._audio if a.response_id != rid or a.started_at is not None)
-        elif any(a.response_id == rid and a.started_at is None for a in self._audio):
+            self.playhead.drop_unstarted(lambda a: a.response_id != rid)
+        elif isinstance(rid, str) and self.playhead.waiting_for(rid):
             out.append(StartTimer("audio_wait", AUDIO_START_WAIT_S))
         if status in ("failed", "incomplete") and isinstance(rid, str):
             for turn in self.lesson.transcript.tutor_turns_of(rid):
                 turn.status = str(status)
             out.append(Checkpoint())
+        details = _dict(response.get("status_details"))
         if status == "failed":
-            details = _dict(response.get("status_details"))
             error = _dict(details.get("error"))
             code = str(error.get("code") or error.get("type") or details.get("reason") or status)
             message = str(error.get("message") or details.get("reason") or "")
             self.lesson.add_error("response_failed", f"{code}: {message}" if message and message != code else code)
-            out += self._response_failed(known.purpose if known else "reply", code, now)
+            out += self._response_failed(known.purpose if known else "reply", code)
         elif status == "incomplete":
-            details = _dict(response.get("status_details"))
             self.lesson.add_error("response_incomplete", str(details.get("reason") or "incomplete"))
         elif status == "completed":
             self._retried = False
-        if known is not None and known.purpose == "goodbye" and status != "completed" and self.ended is None:
+        if known is not None and known.purpose == "goodbye" and status != "completed":
             out += self._end(self._goodbye or "idle")
         return out
 
     def _on_error(self, event: ServerEvent, now: float) -> list[Outcome]:
         error = _dict(event.get("error"))
         code = str(error.get("code") or error.get("type") or "error")
-        message = str(error.get("message") or "")
-        self.lesson.add_error(code, message)
+        self.lesson.add_error(code, str(error.get("message") or ""))
         if code == "session_expired":
             return self._end("session_expired")
-        request = self._request
+        request = self.responses.request
         if request is not None and error.get("event_id") == request.event_id:
-            self._request = None
-            return self._response_failed(request.purpose, code, now)
+            self.responses.request = None
+            return self._response_failed(request.purpose, code)
         return []
 
     def _on_audio_started(self, event: ServerEvent, now: float) -> list[Outcome]:
         self.lesson.timeline.mark(stages.SERVER_AUDIO_STARTED, at=now)
         rid = event.get("response_id")
-        response = self._responses.get(rid) if isinstance(rid, str) else None
+        response = self.responses.get(rid)
         if response is not None and response.cancelling:
             return []  # late news of audio the learner already interrupted
-        self._buffer_playing = True
         if isinstance(rid, str):
-            # The server says this response's audio is what plays now: items queued before it are over.
-            while self._audio and self._audio[0].response_id != rid and any(
-                    a.response_id == rid for a in self._audio):
-                self._audio.popleft()
-            head = self._audio[0] if self._audio else None
-            if head is not None and head.response_id == rid:
-                head.server_started = True
-                if head.started_at is None and self._audible:
-                    head.started_at = now
+            self.playhead.server_started(rid, now)
+        else:
+            self.playhead.buffer_playing = True
         return []
 
     def _on_audio_stopped(self, event: ServerEvent, now: float) -> list[Outcome]:
-        self._buffer_playing = False
         rid = event.get("response_id")
-        if isinstance(rid, str) and any(a.response_id == rid for a in self._audio):
-            while self._audio:  # everything up to this response has been played out
-                if self._audio.popleft().response_id == rid:
-                    break
-        elif event.type == "output_audio_buffer.cleared":
-            self._audio.clear()
+        self.playhead.server_stopped(rid if isinstance(rid, str) else None,
+                                     cleared=event.type == "output_audio_buffer.cleared")
         return []
 
     def _on_speech_started(self, event: ServerEvent, now: float) -> list[Outcome]:
@@ -386,153 +264,21 @@ class Conversation:
             return
         if not isinstance(rid, str) or not isinstance(item_id, str):
             return
-        response = self._responses.get(rid)
-        if response is None:  # a server that sends no response.created
-            response = self._remember(_Response(rid, "reply", now))
+        response = self.responses.get(rid) or self.responses.remember(Response(rid, "reply", now))
         if item_id in response.items or response.cancelling:
             return
         response.items.append(item_id)
-        if len(self._audio) < MAX_TRACKED:
-            self._audio.append(_Audio(rid, item_id))
-            if len(self._audio) == 1 and self._audible and not self._ignore_audible:
-                # Audio often arrives before the words that name its item: it started when the speaker
-                # became audible, but not before this response existed.
-                since = self._audible_since if self._audible_since is not None else now
-                self._audio[0].started_at = max(since, response.created_at)
+        self.playhead.named(rid, item_id, response.created_at, now)
 
     # -- the speaker -----------------------------------------------------------------------------
 
     def on_audible(self, audible: bool, now: float) -> list[Outcome]:
         """The speaker started or stopped emitting sound (measured on what it plays)."""
-        lesson = self.lesson
-        if audible and not self._audible:
-            self._audible_since = now
-            if lesson.first_audio_at is None:
-                lesson.first_audio_at = now
-        elif not audible and self._audible and self._audible_since is not None:
-            lesson.tutor_audio_s += max(0.0, now - self._audible_since)
-            self._audible_since = None
-        self._audible = audible
+        if audible and self.lesson.first_audio_at is None:
+            self.lesson.first_audio_at = now
+        self.lesson.tutor_audio_s += self.playhead.speaker(audible, now, self.responses.active)
         self._heard_held = False
-        if not audible:
-            self._ignore_audible = False
-            self._finish_played(now)
-        else:
-            self._start_head(now)
         return [] if self.ended is not None else self._update_floor(now)
-
-    def _start_head(self, now: float) -> None:
-        head = self._audio[0] if self._audio else None
-        if head is not None and head.started_at is None and self._audible and not self._ignore_audible:
-            head.started_at = now
-
-    def _finish_played(self, now: float) -> None:
-        """The speaker went quiet: items whose response is no longer generating have been heard out,
-        unless their known length says this is only a pause between sentences."""
-        while self._audio:
-            head = self._audio[0]
-            if head.started_at is None or head.response_id == self._active:
-                return
-            response = self._responses.get(head.response_id)
-            length_ms = response.audio_ms if response is not None else None
-            if length_ms is not None and (now - head.started_at) * 1000 < length_ms - PAUSE_TOLERANCE_MS:
-                return
-            self._audio.popleft()
-
-    def played_ms(self, now: float, backlog_s: float = 0.0) -> float | None:
-        """Milliseconds of the audible item heard so far (the speaker's backlog not yet played excluded)."""
-        head = self._audio[0] if self._audio else None
-        if head is None or (head.started_at is None and not head.server_started):
-            return None
-        if head.started_at is None:
-            return 0.0  # playing on the server's side, not yet out of this speaker
-        played = max(0.0, (now - head.started_at - max(0.0, backlog_s)) * 1000)
-        total = self._responses[head.response_id].audio_ms if head.response_id in self._responses else None
-        return played if total is None else min(played, total)
-
-    # -- the button -----------------------------------------------------------------------------
-
-    def press(self, now: float, backlog_s: float = 0.0) -> list[Outcome]:
-        """A press during the call: interrupt the tutor, start a held turn, or end the lesson."""
-        if self.ended is not None:
-            return []
-        self._held_since = now
-        out: list[Outcome] = [StartTimer("long_press", self.long_press_s, now), Touch()]
-        interrupted = self._floor
-        if interrupted:
-            out += self._barge_in(now, backlog_s)
-        if self.mode == "hold":
-            out += self._start_listening()
-        elif not interrupted:
-            out += self._end("button")
-        return out + self._update_floor(now)
-
-    def release(self, now: float) -> list[Outcome]:
-        self._held_since = None
-        if self.ended is not None:
-            return []
-        out: list[Outcome] = [StopTimer("long_press")]
-        if self._listening:
-            out += self._stop_listening(now)
-        return out + self._update_floor(now)
-
-    def _start_listening(self) -> list[Outcome]:
-        self._listening = True
-        self._held_samples = 0
-        self._spoke_while_held = False
-        return [Send(events.input_audio_buffer_clear()), Listening(True)]
-
-    def _stop_listening(self, now: float) -> list[Outcome]:
-        self._listening = False
-        held_ms = 1000 * self._held_samples / self.mic_rate
-        out: list[Outcome] = [Listening(False)]
-        if held_ms < MIN_HELD_MS or self.ended is not None:
-            out.append(Send(events.input_audio_buffer_clear()))
-        else:
-            self.lesson.learner_audio_s += held_ms / 1000
-            out += [Send(events.input_audio_buffer_commit()), *self._ask("reply")]
-        if self._deferred is not None and self.ended is None:
-            deferred, self._deferred = self._deferred, None
-            if self._request is None:
-                out += self._ask(deferred)
-        return out
-
-    def _barge_in(self, now: float, backlog_s: float) -> list[Outcome]:
-        """Interrupt the tutor: cancel only a response that is active, truncate only the audible item."""
-        out: list[Outcome] = []
-        active = self._responses.get(self._active) if self._active else None
-        if active is not None and not active.cancelling:
-            active.cancelling = True
-            out.append(Send(events.response_cancel(active.id)))
-        out += [Send(events.output_audio_buffer_clear()), ClearSpeaker()]
-        played = self.played_ms(now, backlog_s)
-        head = self._audio[0] if self._audio else None
-        if head is not None and played is not None:
-            out.append(Send(events.item_truncate(head.item_id, round(played))))
-            out += self._cut(head, played)
-            self._audio.popleft()
-        for queued in self._audio:  # never heard at all
-            out += self._cut(queued, 0.0)
-        self._audio.clear()
-        self._buffer_playing = False
-        self._ignore_audible = self._audible  # what the pump still drains was cleared from the speaker
-        self._heard_held = True  # "heard" ends when the speaker goes quiet, not when the server is told
-        out.append(StartTimer("heard_check", HEARD_CHECK_S))
-        self._request = None
-        if self._goodbye is not None:
-            out += self._end(self._goodbye)
-        return out
-
-    def _cut(self, audio: _Audio, played_ms: float) -> list[Outcome]:
-        """Keep in the transcript only the share of the tutor's words that was heard."""
-        transcript = self.lesson.transcript
-        response = self._responses.get(audio.response_id)
-        total = response.audio_ms if response is not None else None
-        if total is None:  # guess the turn's length from its words
-            words = sum(len(t.text.split()) for t in transcript.tutor_turns_of(audio.response_id)) or 1
-            total = max(1000 * words / TUTOR_WORDS_PER_S, played_ms, 1.0)
-        turn = transcript.cut_to_heard(audio.response_id, audio.item_id, played_ms / total if total else 1.0)
-        return [] if turn is None else [TurnChanged(turn)]
 
     # -- what the kiosk adds -------------------------------------------------------------------
 
@@ -563,72 +309,42 @@ class Conversation:
         """A timer this conversation started has fired."""
         if self.ended is not None:
             return []
-        out: list[Outcome] = []
-        if name == "greet" and self._greet_pending:
-            out += self._greet(now)
-        elif name == "retry" and token is not None:
-            out += self._ask(_PURPOSES[int(token)], retry=True)
-        elif name == "long_press" and token is not None and self._held_since == token:
-            if self.mode == "toggle" or not self._spoke_while_held:
-                if self._listening:
-                    self._listening = False
-                    out += [Listening(False), Send(events.input_audio_buffer_clear())]
-                out += self._end("button")
-        elif name == "heard_check":
-            self._heard_held = False
-        elif name == "audio_wait":  # audio the server named but never played: the floor is not held for it
-            self._audio = deque(a for a in self._audio if a.started_at is not None or a.response_id == self._active)
-        elif name == "goodbye":
-            out += self._end(self._goodbye or "idle")
-        elif name == "stall" and self._active is not None and now - self._progress_at < RESPONSE_STALL_S:
-            out.append(StartTimer("stall", self._progress_at + RESPONSE_STALL_S - now))
-        elif name == "stall" and self._active is not None:
-            rid, self._active = self._active, None
-            self.lesson.add_error("response_stalled", f"response {rid} produced nothing for {RESPONSE_STALL_S:.0f} s")
-            out.append(Send(events.response_cancel(rid)))
-            response = self._responses.get(rid)
-            out += self._response_failed(response.purpose if response else "reply", "stalled", now)
+        handler = _TIMERS.get(name)
+        out = handler(self, token, now) if handler is not None else []
         return out + self._update_floor(now)
+
+    def _on_greet_timer(self, token: float | None, now: float) -> list[Outcome]:
+        return self._greet(now) if self._greet_pending else []
+
+    def _on_audio_wait(self, token: float | None, now: float) -> list[Outcome]:
+        """Audio the server named but never played holds the floor no longer."""
+        active = self.responses.active
+        self.playhead.drop_unstarted(lambda a: a.response_id == active)
+        return []
+
+    def _on_goodbye_timer(self, token: float | None, now: float) -> list[Outcome]:
+        return self._end(self._goodbye or "idle")
 
     # -- internals ---------------------------------------------------------------------------------
 
-    def _ask(self, purpose: Purpose, retry: bool = False) -> list[Outcome]:
+    def _ask(self, purpose: Purpose) -> list[Outcome]:
         """Send ``response.create`` (deferred while the learner holds the button in hold-to-talk)."""
         if self._listening:
             self._deferred = purpose
             return []
-        event = events.response_create()
-        self._request = _Request(event["event_id"], purpose, retry)
-        return [Send(event)]
-
-    def _response_failed(self, purpose: Purpose, code: str, now: float) -> list[Outcome]:
-        """Retry a failed response once after a pause; a second failure is heard as the error cue."""
-        reason = QUOTA_END_REASONS.get(code)
-        if reason is not None:
-            return self._end(reason, error=f"the OpenAI account refused the lesson: {code}")
-        if purpose == "goodbye":
-            return self._end(self._goodbye or "idle")
-        if not self._retried:
-            self._retried = True
-            return [StartTimer("retry", RETRY_AFTER_S, float(_PURPOSES.index(purpose)))]
-        self._retried = False  # the next turn starts afresh (the learner hears the tutor again then)
-        if purpose == "greeting":
-            self._greet_pending = False
-        return [ErrorCue()]
+        return [Send(self.responses.ask(purpose))]
 
     def _update_floor(self, now: float) -> list[Outcome]:
         """Recompute who has the floor and whether the tutor is heard; report the changes."""
         out: list[Outcome] = []
-        heard = self._audible or self._buffer_playing or (self._heard and self._heard_held)
+        playhead = self.playhead
+        heard = playhead.audible or playhead.buffer_playing or (self._heard and self._heard_held)
         if heard != self._heard:
             self._heard = heard
             out.append(TutorHeard(heard))
-        active = self._responses.get(self._active) if self._active is not None else None
-        generating = self._active is not None and not (active is not None and active.cancelling)
         # Holding the button (hold-to-talk) gives the learner the floor: the press cleared the tutor's audio.
         # Audio named by the server but not yet heard out keeps the floor between "done" and the speaker.
-        playing = (self._audible and not self._ignore_audible) or self._buffer_playing
-        floor = not self._listening and (playing or generating or bool(self._audio))
+        floor = not self._listening and (playhead.playing or self.responses.generating or bool(playhead.queue))
         if floor == self._floor:
             return out
         self._floor = floor
@@ -641,8 +357,8 @@ class Conversation:
 
     def _goodbye_heard(self) -> bool:
         """The goodbye response was created and is neither generating nor queued for the speaker."""
-        goodbye = [r for r in self._responses.values() if r.purpose == "goodbye"]
-        return bool(goodbye) and self._active is None and self._request is None
+        responses = self.responses
+        return responses.any_with("goodbye") and responses.active is None and responses.request is None
 
     def _end(self, reason: str, error: str | None = None) -> list[Outcome]:
         if self.ended is not None:
@@ -651,23 +367,13 @@ class Conversation:
         return [StopTimer("long_press"), StopTimer("retry"), StopTimer("goodbye"), StopTimer("stall"),
                 EndLesson(reason, error)]
 
-    def _remember(self, response: _Response) -> _Response:
-        if len(self._responses) >= MAX_TRACKED:
-            oldest = next(iter(self._responses))
-            if oldest != self._active:
-                del self._responses[oldest]
-        self._responses[response.id] = response
-        return response
-
-
-_PURPOSES: tuple[Purpose, ...] = ("greeting", "reply", "prompt", "goodbye")
-
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-_HANDLERS = {
+EventHandler = Callable[[Conversation, ServerEvent, float], list[Outcome]]
+_HANDLERS: dict[str, EventHandler] = {
     "session.updated": Conversation._on_session_updated,
     "response.created": Conversation._on_response_created,
     "response.done": Conversation._on_response_done,
@@ -681,3 +387,11 @@ _HANDLERS = {
 }
 """Server event type → what it changes; every other event only feeds the transcript (and names items)."""
 
+TimerHandler = Callable[[Conversation, float | None, float], list[Outcome]]
+_TIMERS: dict[str, TimerHandler] = {
+    "greet": Conversation._on_greet_timer, "retry": Conversation._on_retry_timer,
+    "long_press": Conversation._on_long_press, "heard_check": Conversation._on_heard_check,
+    "audio_wait": Conversation._on_audio_wait, "goodbye": Conversation._on_goodbye_timer,
+    "stall": Conversation._on_stall,
+}
+"""Timer name → what its firing means."""

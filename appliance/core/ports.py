@@ -9,7 +9,7 @@ words â€” what the learner sees and hears, what is kept, how a call is opened â€
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
@@ -123,6 +123,9 @@ class Keeper(Protocol):
     def publish(self, status: dict[str, Any]) -> None:
         """The kiosk's latest status (its heartbeats to the companion carry it)."""
 
+    def internals(self) -> dict[str, Any]:
+        """Sizes of what it holds that could grow over months."""
+
     def summary(self) -> dict[str, Any]:
         """Outbox size, lessons held in memory, store problems (for `status`)."""
 
@@ -175,3 +178,18 @@ class CallOpener(Protocol):
 
     def lesson_over(self) -> None:
         """A lesson ended: get the next one's materials ready."""
+
+
+@dataclass
+class KioskParts:
+    """Everything the kiosk acts through (built by appliance.daemon.assemble, or by a test)."""
+
+    lights: Lights
+    speaker: Speaker
+    mic: Microphone
+    keeper: Keeper
+    opener: CallOpener
+    notifier: Notifier
+    observer: KioskObserver
+    services: list[Service] = field(default_factory=list)
+    """Slow start-up work (sound devices, the call stack's import), started after the loop, stopped last."""

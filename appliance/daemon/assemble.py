@@ -11,9 +11,9 @@ from typing import Any
 from appliance.audio.base import AudioSink, AudioSource
 from appliance.call.webrtc import RealtimeCall, warm_up
 from appliance.config import Config
-from appliance.core.kiosk import Kiosk, KioskParts
+from appliance.core.kiosk import Kiosk
 from appliance.core.observer import NullObserver
-from appliance.core.ports import Activity, KioskObserver
+from appliance.core.ports import Activity, KioskObserver, KioskParts
 from appliance.core.state import Cue, State
 from appliance.daemon.devices import CallStackWarmUp, SoundDevices
 from appliance.daemon.keeper import StoreKeeper

@@ -55,6 +55,10 @@ class StoreKeeper:
     def publish(self, status: dict[str, Any]) -> None:
         self._status = status
 
+    def internals(self) -> dict[str, Any]:
+        """Sizes that could grow over months (the soak benchmark watches them stay flat)."""
+        return {"awaiting_first_sync": len(self._awaiting_first_sync), "checkpoint_ms": self.store.checkpoint_stats()}
+
     def summary(self) -> dict[str, Any]:
         return {"outbox": self.syncer.waiting, "held_in_memory": len(self.unsaved),
                 "store_problems": list(self.problems)}
