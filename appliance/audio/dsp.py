@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from appliance.common.level import rms_dbfs as rms_dbfs  # measured here by the audio paths too
+
 INT16_MAX = 32767
 
 
@@ -32,17 +34,6 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     positions = np.arange(n_out, dtype=np.float64) * (from_rate / to_rate)
     out = np.interp(positions, np.arange(samples.size, dtype=np.float64), samples.astype(np.float64))
     return np.clip(np.round(out), -32768, INT16_MAX).astype(np.int16)
-
-
-def rms_dbfs(samples: np.ndarray) -> float:
-    """Level of int16 PCM in dB relative to full scale (-120.0 for digital silence)."""
-    if samples.size == 0:
-        return -120.0
-    x = samples.astype(np.float32)
-    rms = float(np.sqrt(np.dot(x, x) / x.size))  # float32 is plenty for a level in dB, and 4x faster
-    if rms < 1e-9:
-        return -120.0
-    return max(-120.0, 20.0 * np.log10(rms / INT16_MAX))
 
 
 def apply_volume(samples: np.ndarray, volume_percent: int) -> np.ndarray:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.audio.dsp import rms_dbfs
 from appliance.call import events
+from appliance.common.level import rms_dbfs
 from appliance.core.lesson import Lesson
 from appliance.core.outcomes import ClearSpeaker, Listening, Outcome, Send, StartTimer, StopTimer, Touch, TurnChanged
 from appliance.core.playhead import Audio, Playhead
