@@ -1,4 +1,4 @@
-"""A lesson's calls: opening the first, noticing a drop, moving the lesson to a new call, hanging up.
+"""A lesson from press to kept record: its calls, a dropped call moved to a new one, its end and save.
 
 A mixin of :class:`~appliance.core.kiosk.Kiosk`, in its own module so each reads at once: the same
 owner task, the same one writer of state. A lesson and its current call, conversation and call attempt
@@ -9,24 +9,34 @@ carries the attempt it came from, so a late message of an earlier call is never 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from appliance.call import event_types
 from appliance.config import Config
+from appliance.contract.record import SessionRecord
 from appliance.core import messages as m
 from appliance.core import outcomes as o
 from appliance.core.conversation import Conversation
 from appliance.core.lesson import Lesson
-from appliance.core.ports import CallHandlers, KioskParts, OpenFailed
-from appliance.core.state import State
+from appliance.core.ports import CallHandlers, KioskObserver, KioskParts, OpenFailed
+from appliance.core.state import IN_LESSON, State
 from appliance.core.timers import Timers
 
 log = logging.getLogger(__name__)
+_unknown_types: set[str] = set()
+"""Server event types already logged as unknown (each once per process)."""
+WRAP_UP = ("One minute is left in this lesson. Wrap up now: praise the learner, recap the targets in one "
+           "sentence and say goodbye.")
+GOODBYE = ("The learner has been silent for a long time and may have walked away. Say one short, friendly "
+           "goodbye sentence now.")
 
 ERROR_SHOWN_S = 3.0
 """An error stays on the LEDs this long, then the kiosk is idle again."""
@@ -56,13 +66,17 @@ class Run:
     dropped_at: float = 0.0
 
 
-class LessonCalls:
+class Lessons:
     config: Config
     parts: KioskParts
     state: State
     run_: Run | None
     timers: Timers
     close_timeout_s: float
+    save_retry_s: float
+    observer: KioskObserver
+    lessons_saved: deque[dict[str, Any]]
+    lessons_saved_count: int
 
     def post(self, message: object) -> None:
         raise NotImplementedError
@@ -74,9 +88,6 @@ class LessonCalls:
         raise NotImplementedError
 
     async def _apply(self, run: Run, outcomes: list[o.Outcome]) -> None:
-        raise NotImplementedError
-
-    async def _end_lesson(self, reason: str, error: str | None = None) -> None:
         raise NotImplementedError
 
     def _touch(self) -> None:
@@ -221,3 +232,100 @@ class LessonCalls:
             log.error("the call did not hang up within %.0f s; abandoned", self.close_timeout_s)
         except Exception:
             log.exception("error while hanging up")
+
+    # -- during a lesson ----------------------------------------------------------------------
+
+    async def _on_audible(self, msg: m.Audible) -> None:
+        run = self.run_
+        if run is not None and run.conversation is not None and msg.link is run.link:
+            first = run.lesson.first_audio_at is None
+            await self._apply(run, run.conversation.on_audible(msg.audible, msg.at))
+            if first and run.lesson.first_audio_at is not None:
+                log.info("press → first tutor audio: %.0f ms", run.lesson.first_audio_ms or 0)
+
+    async def _on_call_event(self, msg: m.CallEvent) -> None:
+        run = self.run_
+        if run is not None and run.conversation is not None and msg.link is run.link:
+            etype = msg.event.type
+            if etype not in event_types.KNOWN and etype not in _unknown_types and len(_unknown_types) < 200:
+                _unknown_types.add(etype)
+                log.debug("unknown Realtime event type %r ignored (logged once)", etype)
+            await self._apply(run, run.conversation.on_event(msg.event, time.monotonic()))
+
+    async def _on_conversation_timer(self, msg: m.ConversationTimer) -> None:
+        run = self.run_
+        if run is not None and run.conversation is not None and msg.link is run.link:
+            await self._apply(run, run.conversation.on_timer(msg.name, msg.token, time.monotonic()))
+
+    async def _on_lesson_timer(self, msg: m.LessonTimer) -> None:
+        run = self.run_
+        if run is None or run.lesson.session_id != msg.session_id:
+            return
+        conversation = run.conversation
+        if msg.name == "time_limit":
+            await self._end_lesson("time_limit")
+        elif conversation is None or self.state is not State.CONNECTED:
+            return
+        elif msg.name == "wrap_up":
+            await self._apply(run, conversation.prompt(WRAP_UP, time.monotonic()))
+        elif msg.name == "idle" and (conversation.tutor_has_floor or conversation.listening):
+            self._touch()
+        elif msg.name == "idle":
+            log.info("no learner speech for %.0f s: saying goodbye", self.config.lesson.idle_limit_s)
+            self._enter(State.ENDING, "saying goodbye (the learner went quiet)")
+            await self._apply(run, conversation.goodbye("idle", GOODBYE, time.monotonic()))
+
+    # -- ending --------------------------------------------------------------------------------
+
+    async def _end_lesson(self, reason: str, error: str | None = None) -> None:
+        """Hang up, keep the record durably, then go idle (through error where it is one). Idempotent.
+
+        Whatever fails on the way (a hang-up that never returns, a record that cannot be built, a disk
+        that refuses it), the lesson is on disk or held in memory and retried: never lost, never wedged."""
+        run = self.run_
+        if run is None:
+            return
+        if error is not None and self.state in IN_LESSON:
+            self._enter(State.ERROR, error)
+        self.run_ = None
+        self.timers.cancel_lesson()
+        self.parts.opener.lesson_over()
+        lesson = run.lesson
+        if run.conversation is not None:
+            run.conversation.on_audible(False, time.monotonic())  # count the tutor audio still playing
+        await self._drop_call(run)
+        with contextlib.suppress(Exception):
+            for turn in lesson.transcript.flush():
+                self.observer.turn(turn)
+        if lesson.connected_at is None:  # never connected: nothing was said, nothing to keep
+            if self.state is State.CONNECTING:
+                self._enter(State.IDLE, "lesson cancelled before it started")
+            return
+        record = lesson.final_record(reason)
+        problem = await self.parts.keeper.keep(record)
+        self._remember(record)
+        if problem is not None:
+            log.error("the lesson could not be saved (kept in memory, retrying every %.0f s): %s",
+                      self.save_retry_s, problem, extra={"SESSION_ID": lesson.session_id})
+            self.timers.later(self.save_retry_s, lambda: self.post(m.RetrySave()), key="retry_save")
+            if self.state in IN_LESSON:
+                self._enter(State.ERROR, f"cannot save lessons: {problem}")
+        else:
+            log.info("lesson %s saved (%s, %d turns)", lesson.session_id, reason, len(record["turns"]),
+                     extra={"SESSION_ID": lesson.session_id, "END_REASON": reason})
+        if self.state is State.ERROR:  # the error stays shown a moment, then idle
+            self.timers.later(ERROR_SHOWN_S, lambda: self.post(m.ErrorShown()), key="error_shown")
+        elif self.state in IN_LESSON:
+            self._enter(State.IDLE, "ready")
+
+    async def _on_retry_save(self, msg: m.RetrySave) -> None:
+        if not await self.parts.keeper.retry_held() and self.state is not State.STOPPING:
+            self.timers.later(self.save_retry_s, lambda: self.post(m.RetrySave()), key="retry_save")
+
+    async def _on_first_sync(self, msg: m.FirstSync) -> None:
+        self.observer.lesson_saved(msg.record, msg.synced)
+
+    def _remember(self, record: SessionRecord) -> None:
+        self.lessons_saved_count += 1
+        self.lessons_saved.append({"session_id": record["session_id"], "ended_at": record["ended_at"],
+                                   "end_reason": record["end_reason"], "turns": len(record["turns"])})
