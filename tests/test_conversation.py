@@ -185,6 +185,21 @@ def test_a_failed_response_mid_lesson_is_retried_then_the_learner_hears_the_erro
     assert not any(isinstance(x, o.ErrorCue) for x in answer) and not ends(answer)
 
 
+def test_a_request_the_busy_server_refuses_is_asked_again_once_the_answer_is_done() -> None:
+    """A typed message while the tutor is still answering: the server refuses the second response.create
+    as busy; that is no failure (no cue, no retry timer) and the message is answered after the current one."""
+    c, _ = conversation()
+    server = Server(c)
+    rid, _item, _ = server.response(0.0, "Let me explain roundabouts", done=False)
+    said = c.say("And traffic lights?")
+    request = next(e for e in sent(said) if e["type"] == "response.create")
+    refused = server.feed(0.5, "error", error={"code": "conversation_already_has_active_response",
+                                               "message": "busy", "event_id": request["event_id"]})
+    assert not any(isinstance(x, o.ErrorCue) for x in refused) and "retry" not in timers(refused)
+    done = server.done(1.0, rid, audio_ms=2000)
+    assert types(done) == ["response.create"]
+
+
 def test_a_failed_greeting_is_asked_again_once() -> None:
     c, _ = conversation(greet=True)
     greeted = c.start(0.0)

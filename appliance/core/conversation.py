@@ -39,11 +39,14 @@ from appliance.core.outcomes import (
 )
 from appliance.core.playhead import Playhead
 from appliance.core.recovery import RESPONSE_STALL_S, Recovery
-from appliance.core.responses import MAX_TRACKED, Purpose, Response, Responses
+from appliance.core.responses import Purpose, Response, Responses
 from appliance.core.turn_taking import TurnTaking
 
 Mode = Literal["toggle", "hold"]
 
+BUSY = "conversation_already_has_active_response"
+"""The server's answer to a ``response.create`` sent while it is still answering (a typed message, a
+wrap-up): the request waits for the current answer to finish, it is not a failure."""
 SESSION_UPDATE_WAIT_S = 2.0
 """How long the greeting waits for ``session.updated`` before it goes ahead anyway."""
 GOODBYE_MAX_S = 20.0
@@ -199,6 +202,9 @@ class Conversation(TurnTaking, Recovery):
             self._retried = False
         if known is not None and known.purpose == "goodbye" and status != "completed":
             out += self._end(self._goodbye or "idle")
+        if was_active and self._deferred is not None and not self._listening and self.ended is None:
+            deferred, self._deferred = self._deferred, None
+            out += self._ask(deferred)
         return out
 
     def _on_error(self, event: ServerEvent, now: float) -> list[Outcome]:
@@ -208,10 +214,13 @@ class Conversation(TurnTaking, Recovery):
         if code == "session_expired":
             return self._end("session_expired")
         request = self.responses.request
-        if request is not None and error.get("event_id") == request.event_id:
-            self.responses.request = None
-            return self._response_failed(request.purpose, code)
-        return []
+        if request is None or error.get("event_id") != request.event_id:
+            return []
+        self.responses.request = None
+        if code == BUSY and self.responses.active is not None:
+            self._deferred = request.purpose  # not a failure: asked again once the current answer is done
+            return []
+        return self._response_failed(request.purpose, code)
 
     def _on_audio_started(self, event: ServerEvent, now: float) -> list[Outcome]:
         self.lesson.timeline.mark(stages.SERVER_AUDIO_STARTED, at=now)
@@ -229,25 +238,6 @@ class Conversation(TurnTaking, Recovery):
         rid = event.get("response_id")
         self.playhead.server_stopped(rid if isinstance(rid, str) else None,
                                      cleared=event.type == "output_audio_buffer.cleared")
-        return []
-
-    def _on_speech_started(self, event: ServerEvent, now: float) -> list[Outcome]:
-        start, item_id = event.get("audio_start_ms"), event.get("item_id")
-        if isinstance(start, int) and isinstance(item_id, str) and len(self._speech_started_ms) < MAX_TRACKED:
-            self._speech_started_ms[item_id] = start
-        return [Touch()]
-
-    def _on_speech_stopped(self, event: ServerEvent, now: float) -> list[Outcome]:
-        end, item_id = event.get("audio_end_ms"), event.get("item_id")
-        start = self._speech_started_ms.pop(item_id, None) if isinstance(item_id, str) else None
-        if isinstance(end, int) and start is not None and end > start:
-            self.lesson.learner_audio_s += (end - start) / 1000
-        return []
-
-    def _on_transcription_failed(self, event: ServerEvent, now: float) -> list[Outcome]:
-        error = _dict(event.get("error"))
-        self.lesson.add_error("transcription_failed",
-                              str(error.get("message") or error.get("code") or "transcription failed"))
         return []
 
     def _note_item(self, event: ServerEvent, now: float) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from appliance.call import events
+from appliance.call.events import ServerEvent
 from appliance.common.level import rms_dbfs
 from appliance.core.lesson import Lesson
 from appliance.core.outcomes import ClearSpeaker, Listening, Outcome, Send, StartTimer, StopTimer, Touch, TurnChanged
 from appliance.core.playhead import Audio, Playhead
-from appliance.core.responses import Purpose, Responses
+from appliance.core.responses import MAX_TRACKED, Purpose, Responses
 
 MIN_HELD_MS = 100.0
 """A hold shorter than this captured too little audio to commit (the server refuses < 100 ms)."""
@@ -42,6 +43,7 @@ class TurnTaking:
     _spoke_while_held: bool
     _deferred: Purpose | None
     _goodbye: str | None
+    _speech_started_ms: dict[str, int]
 
     half_duplex: bool
     _mic_opens_at: float
@@ -158,4 +160,25 @@ class TurnTaking:
 
     def _on_heard_check(self, token: float | None, now: float) -> list[Outcome]:
         self._heard_held = False
+        return []
+
+    # -- the learner's speech (server VAD) ---------------------------------------------------------
+
+    def _on_speech_started(self, event: ServerEvent, now: float) -> list[Outcome]:
+        start, item_id = event.get("audio_start_ms"), event.get("item_id")
+        if isinstance(start, int) and isinstance(item_id, str) and len(self._speech_started_ms) < MAX_TRACKED:
+            self._speech_started_ms[item_id] = start
+        return [Touch()]
+
+    def _on_speech_stopped(self, event: ServerEvent, now: float) -> list[Outcome]:
+        end, item_id = event.get("audio_end_ms"), event.get("item_id")
+        start = self._speech_started_ms.pop(item_id, None) if isinstance(item_id, str) else None
+        if isinstance(end, int) and start is not None and end > start:
+            self.lesson.learner_audio_s += (end - start) / 1000
+        return []
+
+    def _on_transcription_failed(self, event: ServerEvent, now: float) -> list[Outcome]:
+        error = event.get("error") if isinstance(event.get("error"), dict) else {}
+        self.lesson.add_error("transcription_failed",
+                              str(error.get("message") or error.get("code") or "transcription failed"))
         return []
