@@ -13,6 +13,7 @@ import os
 import pwd
 import ssl
 import stat
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +32,13 @@ def preflight(config: Config) -> list[ConfigError]:
               check_ca_file(config))
     return [problem for problem in checks if problem is not None]
 
+
+def preflight_ok(config: Config) -> bool:
+    """Run the start-up checks; print one `config error:` line per problem (the admin's view of them)."""
+    problems = preflight(config)
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    return not problems
 
 def check_device_key(config: Config, euid: int | None = None) -> ConfigError | None:
     """The key file is a non-empty regular file that only its owner can read, like ssh's own keys.

@@ -3,21 +3,25 @@
 list, show and export get a store opened read-only (``SessionStore(read_only=True)``), so they can run
 beside the kiosk that owns it and never write, move or repair a file under it: index files are replaced
 atomically, and a lesson's journal is only appended to (a line still being written is ignored).
-import writes, under the kiosk's lock (see ``appliance.cli``).
+import writes, under the kiosk's lock (``sessions_command`` takes it before it opens the store).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any, TextIO
 
+from appliance.config import EX_CONFIG, ConfigError, load_config
 from appliance.contract.record import UncheckedRecord
 from appliance.store.index import StoredLesson
 from appliance.store.journal import LOST_LESSON_MARKER
-from appliance.store.sessions import SessionStore
+from appliance.store.lock import AlreadyRunning, InstanceLock
+from appliance.store.sessions import SessionStore, StoreError
 
 CSV_FIELDS = ["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "state",
               "duration_s", "learner_turns", "tutor_turns", "learner_words", "tutor_words",
@@ -127,3 +131,59 @@ def import_sessions(store: SessionStore, lines: Iterable[str], out: TextIO = sys
     print(f"imported {added} lesson(s); {len(records) - added} already stored; {skipped} line(s) skipped",
           file=out)
     return 0 if records or not skipped else 1
+
+
+def sessions_command(args: argparse.Namespace) -> int:
+    """`sessions list | show | export` only read: they open the store read-only, because a running kiosk
+    owns it and a second writer (or a repair made under it) would lose its updates. `import` writes,
+    so it takes the kiosk's lock first."""
+    try:
+        state_dir = load_config(args.config).kiosk.state_dir
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.action == "import":
+        return _import_sessions(state_dir, args.file)
+    try:
+        store = SessionStore(state_dir, read_only=True)
+    except StoreError as exc:
+        print(f"stella-kiosk: {exc}", file=sys.stderr)
+        return 1
+    if args.action == "list":
+        return list_sessions(store)
+    if args.action == "show":
+        return show_session(store, args.session_id)
+    return export_sessions(store, args.format)
+
+
+def _import_sessions(state_dir: Path, source: str) -> int:
+    """Import under the kiosk's lock, taken before the store is opened (opening may repair it): two
+    writers on one store would lose each other's updates."""
+    lock = InstanceLock(state_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        print(f"stella-kiosk: {exc}; then import again", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"stella-kiosk: cannot lock {lock.path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        try:
+            store = SessionStore(state_dir)
+        except StoreError as exc:
+            print(f"stella-kiosk: {exc}", file=sys.stderr)
+            return 1
+        try:
+            if source == "-":
+                return import_sessions(store, sys.stdin)
+            try:
+                with open(source, encoding="utf-8", errors="replace") as lines:
+                    return import_sessions(store, lines)
+            except OSError as exc:
+                print(f"stella-kiosk: cannot read {source}: {exc.strerror or exc}", file=sys.stderr)
+                return 1
+        finally:
+            store.close()
+    finally:
+        lock.release()
