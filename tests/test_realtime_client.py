@@ -17,9 +17,7 @@ from pydantic import TypeAdapter
 from appliance.core.state import State
 from appliance.core.transcript import NOT_UNDERSTOOD
 from appliance.daemon.control import ControlServer, send_command
-from tests.harness import LEARNER_LINES, Recorder, espeak, lesson_stack
-from tests.test_lesson_e2e import tutor_quiet_after
-from tests.test_unattended import inject, simulated_call
+from tests.harness import LEARNER_LINES, Recorder, espeak, inject, lesson_stack, simulated_call, tutor_quiet_after
 
 CLIENT = TypeAdapter(RealtimeClientEvent)
 SERVER = TypeAdapter(RealtimeServerEvent)

@@ -29,9 +29,9 @@ from appliance.core.messages import Heartbeat
 from appliance.core.state import State
 from appliance.store.journal import LOST_LESSON_MARKER
 from appliance.store.sessions import SessionStore, StoreError
-from tests.harness import Recorder, Stack, lesson_stack
-from tests.test_daemon import FakeSystemd, control, control_ok, running_daemon, write_daemon_config
-from tests.test_hostile_input import deep, event_like, json_values
+from tests.daemon_helpers import FakeSystemd, control, control_ok, running_daemon, write_daemon_config
+from tests.harness import Recorder, Stack, earlier_lesson, inject, lesson_stack, simulated_call
+from tests.hostile_helpers import deep, event_like, json_values
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,22 +53,6 @@ class BugCatcher(logging.Handler):
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger("appliance").removeHandler(self)
-
-
-def simulated_call(stack: Stack) -> Any:
-    calls = list(stack.simulator.calls.values())
-    assert calls, "no call at the simulator"
-    return calls[-1]  # the newest: the previous lesson's call may still be winding down
-
-
-def inject(stack: Stack, raw: str | bytes) -> None:
-    """Send a raw data-channel message from the simulator's side of the live call."""
-    if isinstance(raw, str):
-        try:
-            raw.encode("utf-8")
-        except UnicodeEncodeError:
-            raw = raw.encode("utf-8", "surrogatepass")  # invalid UTF-8 on the wire, as a broken server sends
-    simulated_call(stack).channel.send(raw)
 
 
 def tutor_line(text: str, n: int) -> str:
@@ -476,15 +460,6 @@ async def test_damaged_store_never_stops_the_daemon(tmp_path: Path, content: byt
                                  "--no-hardware", "--button-timeout", "0"], capture_output=True, text=True,
                                 timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert "moved aside" in doctor.stdout + doctor.stderr, doctor.stdout
-
-
-def earlier_lesson(session_id: str) -> dict[str, Any]:
-    """A finished lesson from before the store was obstructed (one the companion accepts)."""
-    return {"schema": 1, "session_id": session_id, "kiosk_id": "kiosk-test",
-            "started_at": "2026-11-24T10:00:00.000Z", "ended_at": "2026-11-24T10:00:30.000Z",
-            "end_reason": "button", "plan_id": None, "targets": [],
-            "turns": [{"role": "learner", "text": "from before", "at": "2026-11-24T10:00:01.000Z",
-                       "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}
 
 
 @pytest.mark.parametrize("name", ["sessions.json", "synced.json", "lessons"])
