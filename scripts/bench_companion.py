@@ -7,8 +7,8 @@ so the companion's own cost is the latency above that delay. Scenarios per setup
 
 * class change: 200 kiosks ask for a token at the same moment, and again spread over 5 s;
 * post-outage sync: 500 kiosks x 20 lessons, each kiosk one batch of 20 (as the kiosk's syncer sends);
-* heartbeats: a steady stream, --heartbeat-rate per second for 10 s (100/s is 30,000 kiosks at the
-  kiosk's default heartbeat_s of 300 s).
+* heartbeats: a steady stream, --heartbeat-rate per second for --heartbeat-seconds (10 s; 100/s is 30,000
+  kiosks at the kiosk's default heartbeat_s of 300 s).
 
 Prints p50/p99 latency, throughput and error counts per scenario. Usage:
 
@@ -171,7 +171,8 @@ def lesson(kiosk: str) -> dict[str, Any]:
 
 # -- one setup --------------------------------------------------------------------------------------------
 async def bench_setup(label: str, db: str, instances: int, kiosks: dict[str, str], upstream: str, workdir: Path,
-                      delay_ms: float, heartbeat_rate: int) -> list[str]:
+                      delay_ms: float, heartbeat_rate: int, spread_rounds: int = SPREAD_ROUNDS,
+                      heartbeat_s: int = 10) -> list[str]:
     config = workdir / f"{label}.toml"
     config.write_text(f'db_path = "{db}"\nopenai_base_url = "{upstream}"\ntokens_per_hour = 60\n'
                       "transcript_days = 365\n")
@@ -213,10 +214,10 @@ async def bench_setup(label: str, db: str, instances: int, kiosks: dict[str, str
         lines.append(token.line(percentile(base.latencies_ms, 99)))
         # The spread burst is what a class change looks like (kiosks are pressed within seconds, not in the
         # same millisecond). Its p99 from 200 requests is the 3rd worst; SPREAD_ROUNDS rounds make it steadier.
-        spread_base = Result(f"upstream alone, {SPREAD_ROUNDS} x 200 over 5 s")
-        spread = Result(f"class change: {SPREAD_ROUNDS} x 200 tokens over 5 s")
+        spread_base = Result(f"upstream alone, {spread_rounds} x 200 over 5 s")
+        spread = Result(f"class change: {spread_rounds} x 200 tokens over 5 s")
         mint = f"{upstream}/v1/realtime/client_secrets"
-        for _ in range(SPREAD_ROUNDS):
+        for _ in range(spread_rounds):
             await run(spread_base, [lambda: timed(session, spread_base, "POST", mint, SK, {}) for _ in range(200)],
                       spread_s=5.0)
             await run(spread, [lambda i=i: timed(session, spread, "POST", url(i, "/api/realtime-token"),
@@ -231,12 +232,12 @@ async def bench_setup(label: str, db: str, instances: int, kiosks: dict[str, str
         await run(sync, [lambda i=i, n=n, b=b: timed(session, sync, "POST", url(i, "/api/sessions/batch"), kiosks[n],
                                                      {"sessions": b}, items=20) for i, n, b in batches], pids=pids)
         lines.append(sync.line() + "  (items/s = lessons/s)")
-        beats = Result(f"heartbeats: {heartbeat_rate}/s for 10 s")
+        beats = Result(f"heartbeats: {heartbeat_rate}/s for {heartbeat_s} s")
         report = {"version": "0.1.0", "state": "idle", "unsynced": 0, "disk_free_mb": 1234.5, "last_error": None}
 
         async def paced() -> None:
             start, tasks = time.perf_counter(), []
-            for n in range(heartbeat_rate * 10):  # evenly spaced, as kiosks' timers drift apart
+            for n in range(heartbeat_rate * heartbeat_s):  # evenly spaced, as kiosks' timers drift apart
                 await asyncio.sleep(max(0.0, start + n / heartbeat_rate - time.perf_counter()))
                 name = names[n % len(names)]
                 tasks.append(asyncio.create_task(timed(session, beats, "POST", url(n, "/api/heartbeat"), kiosks[name],
@@ -262,17 +263,19 @@ async def main(args: argparse.Namespace) -> int:
         upstream_url = await upstream.start()
         try:
             setups: list[tuple[str, str, int]] = [("sqlite-1", str(workdir / "companion.db"), 1)]
-            bindir = pg_bin()
-            if bindir is None:
+            # A PostgreSQL cluster only when a PostgreSQL setup will run (starting one takes seconds).
+            wants_postgres = not args.only or any(label.startswith("postgres") for label in args.only)
+            bindir = pg_bin() if wants_postgres else None
+            if wants_postgres and bindir is None:
                 report.append("PostgreSQL binaries not found: PostgreSQL setups skipped")
-            else:
+            elif bindir is not None:
                 server = stack.enter_context(private_postgres(bindir, "max_connections=200"))
                 setups += [("postgres-1", create_database(server), 1), ("postgres-2", create_database(server), 2)]
             for label, db, instances in setups:
                 if args.only and label not in args.only:
                     continue
                 lines = await bench_setup(label, db, instances, kiosks, upstream_url, workdir, args.upstream_delay_ms,
-                                          args.heartbeat_rate)
+                                          args.heartbeat_rate, args.spread_rounds, args.heartbeat_seconds)
                 print("\n".join(lines), flush=True)
                 report += lines
         finally:
@@ -290,6 +293,9 @@ if __name__ == "__main__":
     parser.add_argument("--kiosks", type=int, default=500)
     parser.add_argument("--upstream-delay-ms", type=float, default=50.0)
     parser.add_argument("--heartbeat-rate", type=int, default=100, help="heartbeats per second (default 100)")
+    parser.add_argument("--heartbeat-seconds", type=int, default=10, help="how long the heartbeat stream lasts")
+    parser.add_argument("--spread-rounds", type=int, default=SPREAD_ROUNDS,
+                        help=f"rounds of the class change spread over 5 s (default {SPREAD_ROUNDS})")
     parser.add_argument("--only", nargs="*", help="setups to run: sqlite-1 postgres-1 postgres-2")
     parser.add_argument("--json", help="also write the report lines to this file")
     random.seed(7)

@@ -21,7 +21,7 @@ import httpx
 
 from appliance.companion.console import accounts
 from appliance.companion.server import CompanionConfig, CompanionServer
-from tests.test_companion import SK, FakeOpenAI
+from tests.companion_helpers import SK, FakeOpenAI
 
 ADMIN, ADMIN_PASSWORD = "ada", "ada-correct-horse-1"
 TEACHER, TEACHER_PASSWORD = "tom", "tom-battery-staple-2"

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -198,3 +199,50 @@ async def lesson_stack(tmp: Path, **simulator_options: Any) -> AsyncIterator[Sta
     finally:
         await companion.stop()
         await simulator.stop()
+
+
+# -- the live call, seen from the simulator's side ---------------------------------------------------
+
+
+def tutor_quiet_after(rec: Recorder, turns: int) -> bool:
+    """The tutor finished ``turns`` turns and has gone quiet after each (one spoken stretch per turn)."""
+    return (len(rec.tutor_turns()) >= turns and rec.audible.count(False) >= turns
+            and rec.audible[-1] is False)
+
+
+def simulated_call(stack: Stack) -> Any:
+    calls = list(stack.simulator.calls.values())
+    assert calls, "no call at the simulator"
+    return calls[-1]  # the newest: the previous lesson's call may still be winding down
+
+
+def inject(stack: Stack, raw: str | bytes) -> None:
+    """Send a raw data-channel message from the simulator's side of the live call."""
+    if isinstance(raw, str):
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = raw.encode("utf-8", "surrogatepass")  # invalid UTF-8 on the wire, as a broken server sends
+    simulated_call(stack).channel.send(raw)
+
+
+# -- finished lessons the companion accepts ------------------------------------------------------------
+
+
+def earlier_lesson(session_id: str) -> dict[str, Any]:
+    """A finished lesson from before the test's own lessons (one the companion accepts)."""
+    return {"schema": 1, "session_id": session_id, "kiosk_id": KIOSK_ID,
+            "started_at": "2026-11-24T10:00:00.000Z", "ended_at": "2026-11-24T10:00:30.000Z",
+            "end_reason": "button", "plan_id": None, "targets": [],
+            "turns": [{"role": "learner", "text": "from before", "at": "2026-11-24T10:00:01.000Z",
+                       "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}
+
+
+def numbered_lesson(i: int) -> dict[str, Any]:
+    """The ``i``-th of a series of finished lessons (a fresh session id, minute ``i`` of the day, text
+    "lesson i"), for tests that fill an outbox."""
+    return {"schema": 1, "session_id": str(uuid.uuid4()), "kiosk_id": KIOSK_ID,
+            "started_at": f"2026-11-24T10:{i:02d}:00.000Z", "ended_at": f"2026-11-24T10:{i:02d}:30.000Z",
+            "end_reason": "button", "plan_id": None, "targets": [],
+            "turns": [{"role": "learner", "text": f"lesson {i}", "at": f"2026-11-24T10:{i:02d}:01.000Z",
+                       "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}

@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.pyaudio_backend import PyAudioSink, PyAudioSource
 from appliance.audio.speaker import SpeakerPump
-from tests.test_audio_pyaudio import usb_card_portaudio
+from tests.portaudio_helpers import usb_card_portaudio
 
 TONE_HZ = 1000.0
 LEVEL = 0.25

@@ -44,7 +44,8 @@ def test_bench_soak() -> None:
 
 
 def test_bench_companion() -> None:
-    out = bench("bench_companion.py", "--kiosks", "400", "--only", "sqlite-1", "--heartbeat-rate", "20")
+    out = bench("bench_companion.py", "--kiosks", "400", "--only", "sqlite-1", "--heartbeat-rate", "20",
+                "--heartbeat-seconds", "2", "--spread-rounds", "1")
     assert "companion adds p99" in out and "sync burst" in out
     assert set(re.findall(r"\(5xx (\d+)\)", out)) == {"0"}
 

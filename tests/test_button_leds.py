@@ -21,8 +21,7 @@ from appliance.config import ButtonSettings, LedSettings
 from appliance.core.state import State
 from appliance.hardware.button import ButtonBridge
 from appliance.store.sessions import SessionStore
-from tests.harness import Stack, lesson_stack
-from tests.test_lesson_e2e import tutor_quiet_after
+from tests.harness import Stack, lesson_stack, tutor_quiet_after
 
 PINS = LedSettings()  # idle 22, connecting 23, connected 24, error 25
 BUTTON = ButtonSettings().pin

@@ -24,6 +24,7 @@ from appliance.daemon import sessions_cli
 from appliance.daemon.control import ControlServer, send_command
 from appliance.hardware.leds import IDLE_LEVEL, Activity, StatusLeds
 from appliance.store.sessions import SessionStore
+from tests.daemon_helpers import FakeKiosk
 
 
 def record(sid: str, reason: str = "button") -> dict[str, Any]:
@@ -58,29 +59,6 @@ def test_sessions_list_show_export(tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [r["state"] for r in rows] == ["synced", "pending", "parked"]
     assert rows[0]["transcript"] == "learner: Hello, tutor | tutor: Hi!"
-
-
-class FakeKiosk:
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-
-    def press(self, at: float | None = None) -> None:
-        self.calls.append(("press", None))
-
-    def release(self, at: float | None = None) -> None:
-        self.calls.append(("release", at))
-
-    def say(self, text: str) -> None:
-        self.calls.append(("say", text))
-
-    def request_stop(self) -> None:
-        self.calls.append(("stop", None))
-
-    def status(self) -> dict[str, Any]:
-        return {"state": "idle"}
-
-    async def sync_now(self, timeout_s: float) -> int:
-        return 0
 
 
 async def test_control_socket_round_trip_and_permissions(tmp_path: Path) -> None:

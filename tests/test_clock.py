@@ -5,14 +5,11 @@ stepped forward by network time, often during the first lesson of the day."""
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ from hypothesis import strategies as st
 
 from appliance.call.events import ServerEvent
 from appliance.common.clock import (
-    Clock,
     EpochTimeline,
     iso_utc,
     kernel_synchronized,
@@ -39,32 +35,10 @@ from appliance.core.transcript import Transcript
 from appliance.daemon.control import ControlServer
 from appliance.daemon.doctor import Doctor
 from appliance.store.sessions import SessionStore
+from tests.clock_helpers import DAY, FAKETIME_KEEP_MONOTONIC, TRUE_NOW, FakeTime, libfaketime, parse
 
 ROOT = Path(__file__).resolve().parents[1]
-TRUE_NOW = 1_795_000_000.0  # 2026-11-18
 HOUR = 3600.0
-DAY = 86400.0
-
-
-@dataclass
-class FakeTime:
-    """The three readings a Clock takes, set by the test: a monotonic timeline, the system's wall
-    clock (steppable independently, like NTP does) and the kernel's sync state."""
-
-    mono: float = 1000.0
-    wall: float = TRUE_NOW
-    synced: bool | None = True
-
-    def clock(self) -> Clock:
-        return Clock(monotonic=lambda: self.mono, wall=lambda: self.wall, synced=lambda: self.synced)
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-
-def parse(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def ev(type_: str, **data: object) -> ServerEvent:
@@ -235,13 +209,6 @@ def test_random_steps_never_change_the_duration(start_synced: bool | None,
 
 # -- real processes under libfaketime: the system's own clocks, stepped from outside ----------------
 
-def _libfaketime() -> str:
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1"))
-    if not found:
-        pytest.skip("libfaketime is not installed (Debian package faketime; scripts/setup.sh installs it)")
-    return found[0]
-
-
 LESSON_SCRIPT = """
 import json, sys, time
 from pathlib import Path
@@ -262,10 +229,6 @@ print(json.dumps({"wall": time.time(), "mono": time.monotonic() - m0, "monotonic
 """
 
 
-FAKETIME_KEEP_MONOTONIC = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-"""libfaketime's documented switch that leaves CLOCK_MONOTONIC alone (as an NTP step does)."""
-
-
 class FaketimeLesson:
     """A lesson in a real Python process whose wall clock libfaketime shifts by the offset in a file,
     re-read at every reading; CLOCK_MONOTONIC is left alone, as an NTP step does (checked at every line:
@@ -275,7 +238,7 @@ class FaketimeLesson:
     def __init__(self, tmp_path: Path, offset: str, *args: str) -> None:
         self.offset_file = tmp_path / "faketime.rc"
         self.offset_file.write_text(offset + "\n")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": _libfaketime(),
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": libfaketime(),
                "FAKETIME_TIMESTAMP_FILE": str(self.offset_file), "FAKETIME_NO_CACHE": "1", **FAKETIME_KEEP_MONOTONIC}
         self.spawned = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-c", LESSON_SCRIPT, *args], env=env, text=True,

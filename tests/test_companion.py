@@ -2,56 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.uplink.client import CompanionClient, CompanionError
-
-SK = "sk-upstream-secret-0123456789"
-
-
-class FakeOpenAI:
-    """A tiny upstream that records requests; its behaviour is switchable per test."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, Any], str]] = []
-        self.planner_mode = "ok"
-        self.secrets_status = 200
-        app = web.Application()
-        app.router.add_post("/v1/realtime/client_secrets", self.secrets)
-        app.router.add_post("/v1/chat/completions", self.chat)
-        self.runner = web.AppRunner(app)
-
-    async def start(self) -> str:
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-
-    async def secrets(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, await request.json(), request.headers.get("Authorization", "")))
-        if self.secrets_status != 200:
-            return web.json_response({"error": {"code": "server_error", "message": "boom"}}, status=self.secrets_status)
-        return web.json_response({"value": "ek_test_123", "expires_at": 2_000_000_000, "session": {"odd": "shape"}})
-
-    async def chat(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, await request.json(), request.headers.get("Authorization", "")))
-        if self.planner_mode == "500":
-            return web.json_response({"error": {"message": "overloaded"}}, status=500)
-        content = "not json" if self.planner_mode == "garbage" else json.dumps({
-            "title": "Pets", "warmup": "Do you have a pet?",
-            "targets": [{"id": "p1", "kind": "vocab", "text": "hamster", "example": "My hamster is small."}]})
-        return web.json_response({"choices": [{"message": {"role": "assistant", "content": content}}]})
+from tests.companion_helpers import SK, FakeOpenAI, curriculum_packs, record
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -70,15 +31,6 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path):
     await a.aclose()
     await server.stop()
     await upstream.runner.cleanup()
-
-
-def record(kiosk: str = "kiosk-a", **overrides: Any) -> dict[str, Any]:
-    base = {"schema": 1, "session_id": str(uuid.uuid4()), "kiosk_id": kiosk,
-            "started_at": "2026-11-24T10:00:00.000Z", "ended_at": "2026-11-24T10:03:00.000Z",
-            "end_reason": "button", "plan_id": None, "targets": [],
-            "turns": [{"role": "learner", "text": "hi", "at": "2026-11-24T10:00:01.000Z", "source": "voice"}],
-            "metrics": {"duration_s": 180.0}, "errors": []}
-    return {**base, **overrides}
 
 
 async def test_plan_and_token_use_ga_shape_and_hide_the_key(stack, caplog: pytest.LogCaptureFixture) -> None:
@@ -107,15 +59,6 @@ async def test_planner_falls_back_to_curriculum(stack) -> None:
         plan = await a.plan(level="A1")
         assert plan.title != "Pets", plan  # not the failed upstream's
         assert (plan.title, [t.text for t in plan.targets]) in curriculum_packs("A1"), plan
-
-
-def curriculum_packs(level: str | None = None) -> list[tuple[str, list[str]]]:
-    """The published curriculum file's packs for ``level`` (None: every level), read as data (not through
-    the companion's loader), so the fallback is checked against what the file promises, whatever it holds."""
-    packs = json.loads((Path(__file__).resolve().parent.parent / "appliance/data/curriculum.json").read_text())["packs"]
-    found = [(p["title"], [t["text"] for t in p["targets"]]) for p in packs if level in (None, p["level"])]
-    assert found, f"the curriculum has no {level} pack"
-    return found
 
 
 async def test_token_errors_and_rate_limit(stack) -> None:

@@ -24,7 +24,7 @@ from appliance.companion import limits
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import open_storage
 from appliance.uplink.client import CompanionClient, CompanionError
-from tests.test_companion import SK, FakeOpenAI, record
+from tests.companion_helpers import SK, FakeOpenAI, record
 
 KEY_A, KEY_B = "key-a-0123456789abcdef", "key-b-0123456789abcdef"
 A = {"Authorization": f"Bearer {KEY_A}"}

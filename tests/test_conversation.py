@@ -209,12 +209,15 @@ def test_a_failed_greeting_is_asked_again_once() -> None:
     assert types(c.on_timer("retry", timers(error)["retry"].token, 1.2)) == ["response.create"]
 
 
-def test_quota_failure_ends_the_lesson_with_its_reason_and_an_error() -> None:
+@pytest.mark.parametrize(("code", "reason"), [("insufficient_quota", "quota_exceeded"),
+                                              ("rate_limit_exceeded", "rate_limited")])
+def test_quota_failure_ends_the_lesson_with_its_reason_and_an_error(code: str, reason: str) -> None:
+    """Each code after which no response can succeed, and the end reason it gives (the whole path, from the
+    server's event to the saved record, runs through a real lesson in tests/test_realtime_client.py)."""
     c, _ = conversation()
-    _, _, out = Server(c).response(0.0, "", status="failed",
-                                   error={"type": "insufficient_quota", "code": "insufficient_quota"})
+    _, _, out = Server(c).response(0.0, "", status="failed", error={"type": "invalid_request_error", "code": code})
     [end] = [x for x in out if isinstance(x, o.EndLesson)]
-    assert end.reason == "quota_exceeded" and end.error is not None
+    assert end.reason == reason and end.error is not None and code in end.error
 
 
 def test_goodbye_ends_once_heard_or_after_its_bound() -> None:

@@ -18,27 +18,10 @@ from appliance.call import events
 from appliance.common.safe_text import clean_json, clean_text
 from appliance.daemon.control import ControlServer
 from appliance.uplink.client import CompanionClient, CompanionError
-from tests.test_cli_tools import FakeKiosk
+from tests.daemon_helpers import FakeKiosk
+from tests.hostile_helpers import deep, event_like, json_values
 
 SURROGATE = "\ud800"
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
-    max_leaves=20,
-)
-EVENT_TYPES = ["response.output_audio_transcript.delta", "response.output_audio_transcript.done",
-               "conversation.item.input_audio_transcription.completed", "response.done", "error",
-               "output_audio_buffer.started", "input_audio_buffer.speech_started", "session.created"]
-event_like = st.fixed_dictionaries(
-    {"type": st.sampled_from(EVENT_TYPES) | st.text(max_size=12)},
-    optional={k: json_values for k in ("delta", "transcript", "text", "item_id", "response_id",
-                                        "response", "error", "usage")},
-)
-
-
-def deep(depth: int) -> str:
-    return "[" * depth + "]" * depth
 
 
 @settings(max_examples=400, deadline=None)

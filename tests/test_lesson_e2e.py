@@ -15,13 +15,7 @@ from pydantic import TypeAdapter
 from appliance.audio.dsp import rms_dbfs
 from appliance.core.state import State
 from appliance.store.sessions import SessionStore
-from tests.harness import KIOSK_ID, LEARNER_LINES, Recorder, espeak, lesson_stack
-
-
-def tutor_quiet_after(rec: Recorder, turns: int) -> bool:
-    """The tutor finished ``turns`` turns and has gone quiet after each (one spoken stretch per turn)."""
-    return (len(rec.tutor_turns()) >= turns and rec.audible.count(False) >= turns
-            and rec.audible[-1] is False)
+from tests.harness import KIOSK_ID, LEARNER_LINES, espeak, lesson_stack, tutor_quiet_after
 
 
 async def test_whole_lesson_typed_and_spoken(tmp_path: Path) -> None:

@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 from appliance.core.state import State
-from tests.harness import LEARNER_LINES, espeak, lesson_stack
-from tests.test_lesson_e2e import tutor_quiet_after
+from tests.harness import LEARNER_LINES, espeak, lesson_stack, tutor_quiet_after
 
 
 def client_events(tmp_path: Path) -> list[dict]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from appliance.config import EX_CONFIG
-from tests.test_preflight import good_sections, write_toml
+from tests.config_helpers import good_sections, write_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 

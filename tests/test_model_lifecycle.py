@@ -19,8 +19,8 @@ from appliance.companion.models import WARN_DAYS, status_of
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.uplink.client import CompanionClient, CompanionError
+from tests.companion_helpers import curriculum_packs
 from tests.harness import API_KEY
-from tests.test_companion import curriculum_packs
 
 KEY = "key-a-0123456789abcdef"
 PAST = "2026-01-01"

@@ -7,7 +7,6 @@ import logging
 import signal
 import socket
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ from appliance.daemon.preflight import write_key_file
 from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.sync import Syncer
-from tests.harness import API_KEY, KIOSK_ID, lesson_stack
-from tests.test_daemon import control_ok, running_daemon, write_daemon_config
+from tests.daemon_helpers import control_ok, running_daemon, write_daemon_config
+from tests.harness import API_KEY, KIOSK_ID, lesson_stack, numbered_lesson
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,14 +27,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def record(i: int) -> dict:
-    return {"schema": 1, "session_id": str(uuid.uuid4()), "kiosk_id": KIOSK_ID,
-            "started_at": f"2026-11-24T10:{i:02d}:00.000Z", "ended_at": f"2026-11-24T10:{i:02d}:30.000Z",
-            "end_reason": "button", "plan_id": None, "targets": [],
-            "turns": [{"role": "learner", "text": f"lesson {i}", "at": f"2026-11-24T10:{i:02d}:01.000Z",
-                       "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}
 
 
 async def test_prefetched_press_skips_the_companion(tmp_path: Path) -> None:
@@ -58,7 +49,7 @@ async def test_outbox_survives_a_companion_outage(tmp_path: Path, caplog: pytest
     caplog.set_level(logging.INFO, logger="appliance.uplink.sync")
     port = free_port()
     store = SessionStore(tmp_path / "state")
-    records = [record(i) for i in range(20)]
+    records = [numbered_lesson(i) for i in range(20)]
     for r in records:
         store.save(r)
     key = "device-key-0123456789abcdef"
@@ -101,7 +92,7 @@ async def test_a_journal_under_another_name_is_still_sent(tmp_path: Path) -> Non
     async with lesson_stack(tmp_path) as stack:
         state_dir = tmp_path / "state"
         store = SessionStore(state_dir)
-        records = [record(i) for i in range(6)]
+        records = [numbered_lesson(i) for i in range(6)]
         for r in records:
             store.save(r)
         store.close()
@@ -122,7 +113,7 @@ async def test_a_journal_under_another_name_is_still_sent(tmp_path: Path) -> Non
 async def test_invalid_record_is_parked_not_retried(tmp_path: Path) -> None:
     async with lesson_stack(tmp_path) as stack:
         store = SessionStore(tmp_path / "state")
-        good, bad = record(1), {**record(2), "end_reason": "meteor"}
+        good, bad = numbered_lesson(1), {**numbered_lesson(2), "end_reason": "meteor"}
         store.save(good)
         store.save(bad)
         client = CompanionClient(stack.companion.base_url, stack.device_key, KIOSK_ID)
@@ -179,7 +170,7 @@ def test_retention_never_deletes_unsynced(tmp_path: Path, caplog: pytest.LogCapt
     oldest synced ones (by lesson age, whatever order they were delivered in), never an unsynced one."""
     now = [1_000_000.0]
     store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)  # a clock synchronized throughout
-    records = [record(i) for i in range(12)]
+    records = [numbered_lesson(i) for i in range(12)]
     ids = [r["session_id"] for r in records]
     for r in records:
         now[0] += 60  # lessons 0..11 from oldest to newest
@@ -244,7 +235,7 @@ async def test_companion_killed_while_the_outbox_drains(tmp_path: Path, caplog: 
             return [row[0] for row in conn.execute("SELECT session_id FROM sessions ORDER BY seq")]
 
     store = SessionStore(tmp_path / "state")
-    records = [record(i) for i in range(20)]
+    records = [numbered_lesson(i) for i in range(20)]
     for r in records:
         store.save(r)
     companion = ChildServer("companion", args, tmp_path / "c1.log", env=env)
@@ -314,7 +305,7 @@ async def test_sync_now_command_without_a_running_kiosk(tmp_path: Path) -> None:
         stack.config()  # device.key
         config = write_daemon_config(tmp_path / "kiosk.toml", stack, tmp_path / "state", tmp_path / "control.sock")
         store = SessionStore(tmp_path / "state")
-        store.save(record(1))
+        store.save(numbered_lesson(1))
         store.close()
 
         async def sync_now() -> tuple[int, str]:
@@ -353,7 +344,7 @@ async def test_retention_runs_at_start_up(tmp_path: Path) -> None:
         config = stack.config(kiosk={"keep_synced_days": 30}, companion={"url": "http://127.0.0.1:9"})
         past = _time.time() - 40 * 86400
         old = SessionStore(config.kiosk.state_dir, clock=lambda: past, synced=lambda: True)
-        records = [record(i) for i in range(3)]
+        records = [numbered_lesson(i) for i in range(3)]
         for r in records:
             old.save(r)
         old.mark_synced(records[0]["session_id"])

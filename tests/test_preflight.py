@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from appliance.config import EX_CONFIG, ConfigError, check_url, config_from_dict, is_loopback_host
 from appliance.daemon.preflight import check_device_key, check_state_dir, preflight, write_key_file
+from tests.config_helpers import good_sections, write_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "hunter2-Secret-pw"
@@ -30,24 +31,6 @@ def cli(*args: str, user: int | None = None) -> subprocess.CompletedProcess[str]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True,
                           timeout=60, env=env, cwd="/", user=user)
-
-
-def good_sections(tmp: Path) -> dict[str, dict[str, str]]:
-    """A config that passes every check (a key 0600, a state directory, loopback URLs)."""
-    write_key_file(tmp / "device.key", "device-key-0123456789")
-    return {
-        "kiosk": {"state_dir": f'"{tmp / "state"}"', "control_socket": f'"{tmp / "control.sock"}"'},
-        "companion": {"url": '"http://127.0.0.1:9"', "device_key_file": f'"{tmp / "device.key"}"'},
-        "realtime": {"base_url": '"http://127.0.0.1:9"'},
-        "audio": {"input": '"wav"', "output": '"null"'},
-        "gpio": {"pin_factory": '"mock"'},
-    }
-
-
-def write_toml(path: Path, sections: dict[str, dict[str, str]]) -> Path:
-    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in values.items())
-                            for name, values in sections.items()))
-    return path
 
 
 def make_dir_key(tmp: Path, sections: dict[str, dict[str, str]]) -> None:

@@ -21,8 +21,7 @@ async def test_lesson_through_real_portaudio(pulse: PulseServer, tmp_path: Path)
     """Spoken WAV into the virtual mic reaches the simulator as speech; the tutor is recorded off the
     virtual speaker's monitor with the expected duration and energy."""
     from appliance.core.state import State
-    from tests.harness import LEARNER_LINES, lesson_stack
-    from tests.test_lesson_e2e import tutor_quiet_after
+    from tests.harness import LEARNER_LINES, lesson_stack, tutor_quiet_after
 
     rate = 48000
     clip = espeak(LEARNER_LINES[1], tmp_path / "learner.wav")  # "Stop."

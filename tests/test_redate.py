@@ -20,8 +20,8 @@ from appliance.core.lesson import Lesson
 from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.sync import Syncer
+from tests.clock_helpers import DAY, TRUE_NOW, FakeTime, parse
 from tests.harness import API_KEY, KIOSK_ID
-from tests.test_clock import DAY, TRUE_NOW, FakeTime, parse
 
 YEARS_5 = 5 * 365 * DAY
 KEY = "device-key-0123456789abcdef"

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from appliance.store.journal import encode_line, journal_name, make_entry
 from appliance.store.sessions import SessionStore
-from tests.harness import KIOSK_ID, lesson_stack
-from tests.test_daemon import running_daemon, write_daemon_config
-from tests.test_unattended import earlier_lesson
+from tests.daemon_helpers import running_daemon, write_daemon_config
+from tests.harness import KIOSK_ID, earlier_lesson, lesson_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE = "0b0e5a1e-0000-4000-8000-000000000001"

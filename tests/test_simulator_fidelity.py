@@ -18,7 +18,7 @@ from appliance.audio.wav import ScriptedMicrophone
 from appliance.call import events
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig, parse_retirements
 from tests.harness import API_KEY, espeak
-from tests.test_simulator import GA_SESSION, Client, mint
+from tests.simulator_helpers import GA_SESSION, Client, mint
 
 SERVER = TypeAdapter(RealtimeServerEvent)
 AUTH = {"Authorization": f"Bearer {API_KEY}"}

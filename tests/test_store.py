@@ -215,6 +215,67 @@ def test_damaged_index_is_moved_aside_and_salvaged(tmp_path: Path, content: byte
     assert SessionStore(tmp_path).problems == [] and SessionStore(tmp_path).state_of("new") == "pending"
 
 
+def cut_inside(text: str, marker: str) -> bytes:
+    """``text`` cut off in the middle of ``marker`` (its first occurrence): a write a power cut interrupted."""
+    return text[:text.index(marker) + len(marker) // 2].encode()
+
+
+# Each damage a kiosk met at start-up, once made its daemon exit at every start or its sync task die:
+# the content of sessions.json, why the store must say it was damaged, and the lessons salvaged from it.
+DAMAGED_INDEXES: dict[str, tuple[bytes, str, set[str]]] = {
+    "sessions-is-a-list": (b'{"sessions": []}', "wrong shape (the sessions table is a list)", set()),
+    "in-progress-without-record": (b'{"sessions": {"1": {"session_id": "a", "state": "in_progress"}}}',
+                                   "1 document(s) of the wrong shape", set()),
+    "document-not-a-dict": (b'{"sessions": {"1": 5}}', "1 document(s) of the wrong shape", set()),
+    "record-is-a-number": (b'{"sessions": {"1": {"session_id": "a", "state": "pending", "record": 5}}}',
+                           "1 document(s) of the wrong shape", set()),
+    "garbage": (b"\x89PNG garbage \xff\xfe", "not UTF-8 text", set()),
+    "truncated": (cut_inside(old_layout({"1": old_doc("whole", "pending"), "2": old_doc("cut-off", "pending")}),
+                             '"cut-off"'), "not JSON (truncated or garbage)", {"whole"}),
+    "nul-bytes": (b"\0" * 4096, "not JSON (truncated or garbage)", set()),
+    "null": (b"null", "not a session database (the top level is NoneType)", set()),
+}
+
+
+@pytest.mark.parametrize(("content", "why", "salvaged"), DAMAGED_INDEXES.values(), ids=DAMAGED_INDEXES.keys())
+def test_a_damaged_index_is_set_aside_and_every_journal_kept(tmp_path: Path, content: bytes, why: str,
+                                                             salvaged: set[str], caplog: pytest.LogCaptureFixture
+                                                             ) -> None:
+    """The kiosk's start-up with each damage (tests/test_unattended.py runs one of them through the real
+    daemon): the store opens, moves the damaged file aside byte for byte, says why at CRITICAL and in
+    ``problems`` (what `status` shows), keeps every lesson whose journal is on disk and what the file still
+    held, and takes new lessons on a repaired index that the next start opens without a complaint."""
+    seeded = SessionStore(tmp_path)
+    seeded.save(record("kept-pending", "saved before"))
+    seeded.checkpoint({"session_id": "kept-live", "turns": [{"text": "said before"}], "end_reason": "interrupted"})
+    seeded.close()
+    (tmp_path / "sessions.json").write_bytes(content)
+
+    store = SessionStore(tmp_path)
+    [aside] = tmp_path.glob("sessions.json.corrupt-*")
+    assert aside.read_bytes() == content
+    assert store.problems == [f"sessions.json was damaged ({why}); moved to {aside.name}; "
+                              f"{len(salvaged)} lesson(s) salvaged from it"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"] == [
+        f"session store: {store.problems[0]}"]
+    states = {d["session_id"]: d["state"] for d in store.documents()}
+    assert states == {"kept-pending": "pending", "kept-live": "in_progress", **dict.fromkeys(salvaged, "pending")}
+    assert store.get("kept-pending") == record("kept-pending", "saved before")
+    for sid in salvaged:
+        assert store.get(sid) == record(sid)
+    assert_well_formed(store)
+    [recovered] = store.recover_interrupted()  # as the kiosk does next
+    assert recovered["session_id"] == "kept-live" and recovered["turns"] == [{"text": "said before"}]
+    store.save(record("new"))
+    store.close()
+
+    again = SessionStore(tmp_path)
+    assert again.problems == []
+    assert {d["session_id"]: d["state"] for d in again.documents()} == {
+        "kept-pending": "pending", "kept-live": "pending", "new": "pending", **dict.fromkeys(salvaged, "pending")}
+    assert [aside] == list(tmp_path.glob("sessions.json.corrupt-*"))  # nothing more moved aside
+
+
 def test_lost_index_is_rebuilt_from_the_journals(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     for sid in ("a", "b", "c"):

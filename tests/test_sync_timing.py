@@ -23,8 +23,7 @@ from appliance.common.httpserve import start_http
 from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.sync import Syncer
-from tests.harness import KIOSK_ID
-from tests.test_offline import record
+from tests.harness import KIOSK_ID, numbered_lesson
 
 SLACK_S = 0.3
 """A request on loopback plus a busy 2-core CI machine's scheduling delay stay well under this."""
@@ -78,7 +77,7 @@ async def syncing(tmp_path: Path, jitter: Callable[[], float], waiting: int = 1,
     await companion.start()
     store = SessionStore(tmp_path / "state")
     for i in range(waiting):
-        store.save(record(i))
+        store.save(numbered_lesson(i))
     client = CompanionClient(companion.url, "device-key-0123456789abcdef", KIOSK_ID, timeout_s=2)
     syncer = Syncer(store, client, jitter=jitter, **options)
     task = asyncio.create_task(syncer.run())
@@ -129,7 +128,7 @@ async def test_a_successful_sync_resets_the_backoff(tmp_path: Path) -> None:
         await asyncio.wait_for(syncer.idle.wait(), 10)
         assert len(companion.received) == 1 and syncer.failures == 0
         companion.down = True
-        await syncer.store.run("save", record(7))
+        await syncer.store.run("save", numbered_lesson(7))
         before = len(companion.arrivals)
         syncer.kick()
         arrivals = await companion.until_arrivals(before + 2, timeout=15)
@@ -145,12 +144,12 @@ async def test_waiting_lessons_are_sent_every_interval_without_a_kick(tmp_path: 
         companion.down = False
         await asyncio.wait_for(syncer.round_done.wait(), 10)  # the first look, at start: nothing waiting
         started = time.monotonic()
-        await syncer.store.run("save", record(10))
+        await syncer.store.run("save", numbered_lesson(10))
         for n in range(1, 4):
             syncer.round_done.clear()
             arrivals = await companion.until_arrivals(n, timeout=10)
             await asyncio.wait_for(syncer.round_done.wait(), 10)  # that round is over: the next one is timed
-            await syncer.store.run("save", record(10 + n))
+            await syncer.store.run("save", numbered_lesson(10 + n))
     assert period <= arrivals[0] - started < period + SLACK_S
     for gap in gaps(arrivals):
         assert period <= gap < period + SLACK_S, gaps(arrivals)
@@ -167,7 +166,7 @@ async def test_a_sync_restarted_after_a_crash_sends_at_once(tmp_path: Path) -> N
     await companion.start()
     companion.down = False
     store = SessionStore(tmp_path / "state")
-    store.save(record(1))
+    store.save(numbered_lesson(1))
     client = CompanionClient(companion.url, "device-key-0123456789abcdef", KIOSK_ID, timeout_s=2)
     syncer = Syncer(store, client, period_s=300)
     real_drain = syncer.drain
@@ -237,7 +236,7 @@ async def test_kiosk_honours_the_configured_sync_interval(tmp_path: Path) -> Non
             await asyncio.wait_for(kiosk.parts.keeper.syncer.idle.wait(), 10)
             rounds: list[float] = []
             for n in range(3):
-                lesson = record(20 + n)
+                lesson = numbered_lesson(20 + n)
                 await kiosk.parts.keeper.store.run("save", lesson)
                 kiosk.parts.keeper.syncer.round_done.clear()
                 await asyncio.wait_for(kiosk.parts.keeper.syncer.round_done.wait(), 10 * interval)

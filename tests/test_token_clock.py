@@ -33,8 +33,8 @@ from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.uplink.client import MAX_TOKEN_LIFETIME_S, CompanionClient, token_lifetime_s
 from appliance.uplink.prefetch import Prefetcher
+from tests.clock_helpers import FAKETIME_KEEP_MONOTONIC, libfaketime
 from tests.harness import API_KEY, KIOSK_ID
-from tests.test_clock import FAKETIME_KEEP_MONOTONIC, _libfaketime
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN_PATH = "/api/realtime-token"
@@ -149,7 +149,7 @@ class SkewedKiosk:
                  usable_margin_s: float = 20.0) -> None:
         rc = tmp_path / "faketime.rc"
         rc.write_text(offset + "\n")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": _libfaketime(),
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "LD_PRELOAD": libfaketime(),
                "FAKETIME_TIMESTAMP_FILE": str(rc), **FAKETIME_KEEP_MONOTONIC}
         self.proc = subprocess.Popen(
             [sys.executable, "-c", PREFETCH_SCRIPT, url, key, KIOSK_ID, str(refresh_margin_s), str(usable_margin_s)],
