@@ -47,7 +47,7 @@ def test_install_into_a_root_is_complete_safe_and_idempotent(tmp_path: Path) -> 
     assert f"would run: chown root:stella-kiosk {etc} {etc / 'kiosk.toml'}" in first.stdout
     unit = tmp_path / "etc" / "systemd" / "system" / "stella-kiosk.service"
     assert unit.read_text() == (ROOT / "systemd" / "stella-kiosk.service").read_text()
-    assert (tmp_path / "opt" / "stella-kiosk" / "src" / "appliance" / "kiosk.py").is_file()
+    assert (tmp_path / "opt" / "stella-kiosk" / "src" / "appliance" / "core" / "kiosk.py").is_file()
     assert not (tmp_path / "opt" / "stella-kiosk" / "src" / ".git").exists()
     assert (tmp_path / "var" / "lib" / "stella-kiosk").is_dir()
     installed = (etc / "kiosk.toml").read_text()

@@ -293,6 +293,8 @@ class Lessons:
         lesson = run.lesson
         if run.conversation is not None:
             run.conversation.on_audible(False, time.monotonic())  # count the tutor audio still playing
+            if run.conversation.tutor_heard:
+                self.observer.tutor_audible(False)  # the call is over: the tutor is heard no more
         await self._drop_call(run)
         with contextlib.suppress(Exception):
             for turn in lesson.transcript.flush():

@@ -23,7 +23,7 @@ TUTOR_WORDS_PER_S = 2.6
 """Speaking rate used to guess how long a tutor turn lasts when the server did not say."""
 SPEECH_DBFS = -45.0
 """Held-button audio louder than this counts as speech (a silent hold is a long press, not a turn)."""
-HEARD_CHECK_S = 1.0
+HEARD_CHECK_S = 0.5
 """After a barge-in, the tutor counts as heard until the speaker goes quiet, or this long at most."""
 
 

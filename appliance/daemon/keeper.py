@@ -44,12 +44,14 @@ class StoreKeeper:
         self._status: dict[str, Any] = {}
         self._awaiting_first_sync: dict[str, SessionRecord] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self.syncer = Syncer(self.store, companion, on_attempt=self._sync_attempted,
                              period_s=config.companion.sync_interval_s, heartbeat_s=config.sync.heartbeat_s,
                              report=self._report)
 
     def _report(self) -> dict[str, Any]:
-        status = self._status
+        """The heartbeat: the kiosk's last published state with this keeper's own figures as they are now."""
+        status = {**self._status, **self.summary()}
         return kiosk_report(status, Path(self.config.kiosk.state_dir), status.get("last_error"))
 
     def publish(self, status: dict[str, Any]) -> None:
@@ -75,7 +77,8 @@ class StoreKeeper:
                             record.get("session_id"), len(record.get("turns") or []))
         except StoreError as exc:
             log.error("cannot recover interrupted lessons: %s", exc)
-        self._tasks.append(asyncio.create_task(supervise("sync", self.syncer.run), name="sync"))
+        if not self._stopping:  # a stop that came while this start awaited the store: no sync task then
+            self._tasks.append(asyncio.create_task(supervise("sync", self.syncer.run), name="sync"))
 
     def checkpoint(self, lesson: Lesson) -> None:
         """Queued to the store thread: a power cut loses at most the turn being spoken."""
@@ -110,6 +113,7 @@ class StoreKeeper:
             return -1
 
     async def stop(self, budget_s: float) -> None:
+        self._stopping = True
         await self.unsaved.keep_at_exit(budget_s, self._queue_for_sync)
         for task in self._tasks:
             task.cancel()
