@@ -7,11 +7,12 @@ MockFactory and the microphone/speaker are the WAV stand-ins.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,9 +145,11 @@ class Stack:
     @asynccontextmanager
     async def kiosk(self, config: Config | None = None, mic: Any = None, speaker: Any = None,
                     hardware: bool = False, store: SessionStore | None = None,
-                    call_factory: Any = None) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
+                    call_factory: Any = None, warm: Callable[[], None] | None = None,
+                    ) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
         """A running kiosk. ``hardware``: the status LEDs and the button on the mock pins (``self.pins``),
-        wired as the daemon wires them; ``store``/``call_factory`` replace those parts."""
+        wired as the daemon wires them; ``store``/``call_factory``/``warm`` (the call stack's warm-up)
+        replace those parts."""
         config = config or self.config()
         self.pins = MockFactory(pin_class=MockPWMPin)
         Device.pin_factory = self.pins
@@ -158,7 +161,8 @@ class Stack:
         recorder = Recorder()
         leds = make_status_leds(config.leds) if hardware else None
         kiosk = build_kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder,
-                      leds=leds, **({"call_factory": call_factory} if call_factory else {}))
+                            leds=leds, **({"call_factory": call_factory} if call_factory else {}),
+                            **({"warm": warm} if warm else {}))
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))
         await asyncio.wait_for(ready.wait(), 10)
@@ -198,3 +202,24 @@ async def lesson_stack(tmp: Path, **simulator_options: Any) -> AsyncIterator[Sta
     finally:
         await companion.stop()
         await simulator.stop()
+
+
+def logged_events(tmp: Path, direction: str) -> list[tuple[float, dict[str, Any]]]:
+    """(wall time, event) of every event the simulator logged in ``direction`` ("client" or "server")."""
+    path = tmp / "events.jsonl"
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(entry["ts"], entry["event"]) for entry in entries if entry["direction"] == direction]
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Wait until ``predicate()`` is truthy (checked every 20 ms) and return its value: for conditions no
+    observer reports, such as what the simulator has sent or received."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not (value := predicate()):
+                await asyncio.sleep(0.02)
+            return value
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}") from None
