@@ -17,6 +17,7 @@ import logging
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -139,8 +140,8 @@ class RealtimeSimulator:
         """When the slots of recently ended calls come free (monotonic), while ``max_sessions`` applies."""
         self._opening = 0
         """Calls being answered right now (they hold a slot already)."""
-        self.refused_for_limit = 0
-        """New calls refused with ``session_limit_reached`` so far."""
+        self.limit_refusals: deque[float] = deque(maxlen=100)
+        """When (monotonic) new calls were refused with ``session_limit_reached``, the newest 100."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -187,6 +188,11 @@ class RealtimeSimulator:
         for call in self.calls.values():
             call.freeze(hear_client=hear_client)
         return list(self.calls)
+
+    @property
+    def issued_tokens(self) -> int:
+        """Ephemeral tokens issued and not revoked."""
+        return len(self._secrets)
 
     def revoke_tokens(self) -> int:
         """Forget every ephemeral token issued so far (as a restarted or key-rotated server does): a call
@@ -430,7 +436,7 @@ class RealtimeSimulator:
             return oai_error(400, "The SDP offer is not valid.", "invalid_offer", param="sdp")
         limit = self.config.max_sessions
         if limit is not None and self.sessions_in_use() >= limit:
-            self.refused_for_limit += 1
+            self.limit_refusals.append(time.monotonic())
             return oai_error(503, f"The maximum number of concurrent sessions ({limit}) has been reached. "
                              "Retry after a session has ended.", "session_limit_reached", etype="server_error")
         call_id = new_id("rtc")
