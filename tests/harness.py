@@ -25,7 +25,7 @@ from appliance.audio.wav import ScriptedMicrophone, WavFileSink
 from appliance.common.net import enable_loopback_candidates
 from appliance.common.tls import companion_ssl_context
 from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.config import Config, config_from_dict
+from appliance.config import Config, LedSettings, config_from_dict
 from appliance.core.kiosk import Kiosk
 from appliance.core.observer import NullObserver
 from appliance.core.state import State
@@ -40,6 +40,8 @@ from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 
 API_KEY = "sk-test-" + "0" * 16
+LED_PINS = LedSettings()
+"""The status LEDs' default pins (idle 22, connecting 23, connected 24, error 25)."""
 KIOSK_ID = "kiosk-test"
 
 
@@ -223,3 +225,29 @@ async def eventually(predicate: Callable[[], Any], timeout: float = 20.0, what: 
             return value
     except TimeoutError:
         raise AssertionError(f"timed out after {timeout:g} s waiting for {what}") from None
+
+
+class PinTape:
+    """Every change of the LED pins of a mock factory from now on, with absolute monotonic times."""
+
+    def __init__(self, pins: MockFactory) -> None:
+        self.pins = pins
+        self.started: dict[int, float] = {}
+        for number in (LED_PINS.idle, LED_PINS.connecting, LED_PINS.connected, LED_PINS.error):
+            pins.pin(number).clear_states()
+            self.started[number] = time.monotonic()
+
+    def changes(self, number: int) -> list[tuple[float, float]]:
+        at, out = self.started[number], []
+        for state in list(self.pins.pin(number).states):
+            at += state.timestamp  # a mock pin stores the time since its previous change
+            out.append((at, float(state.state)))
+        return out
+
+    def value_at(self, number: int, at: float) -> float:
+        value = 0.0
+        for t, v in self.changes(number):
+            if t > at:
+                break
+            value = v
+        return value

@@ -6,24 +6,29 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from gpiozero.pins.mock import MockFactory
 
 from appliance.audio.wav import read_wav
 from appliance.call.webrtc import RealtimeCall
-from appliance.config import LedSettings
 from appliance.core.state import State
 from appliance.simulator.asr import DEFAULT_PHRASES
 from tests.audio_helpers import tone_runs
-from tests.harness import LEARNER_LINES, Recorder, espeak, eventually, lesson_stack, logged_events
+from tests.harness import (
+    LEARNER_LINES,
+    LED_PINS,
+    PinTape,
+    Recorder,
+    espeak,
+    eventually,
+    lesson_stack,
+    logged_events,
+)
 
 SECOND_LINE = "I like to play football with my friends."
 PHRASES = (*DEFAULT_PHRASES, *LEARNER_LINES, SECOND_LINE)
-PINS = LedSettings()  # idle 22, connecting 23, connected 24, error 25
 
 
 def tutor_quiet_after(rec: Recorder, turns: int) -> bool:
@@ -197,32 +202,6 @@ async def test_a_refused_prefetched_token_is_replaced_without_a_second_press(tmp
 # -- what a resume looks and sounds like ---------------------------------------------------------------
 
 
-class PinTape:
-    """Every change of the LED pins of a mock factory from now on, with absolute monotonic times."""
-
-    def __init__(self, pins: MockFactory) -> None:
-        self.pins = pins
-        self.started: dict[int, float] = {}
-        for number in (PINS.idle, PINS.connecting, PINS.connected, PINS.error):
-            pins.pin(number).clear_states()
-            self.started[number] = time.monotonic()
-
-    def changes(self, number: int) -> list[tuple[float, float]]:
-        at, out = self.started[number], []
-        for state in list(self.pins.pin(number).states):
-            at += state.timestamp  # a mock pin stores the time since its previous change
-            out.append((at, float(state.state)))
-        return out
-
-    def value_at(self, number: int, at: float) -> float:
-        value = 0.0
-        for t, v in self.changes(number):
-            if t > at:
-                break
-            value = v
-        return value
-
-
 class SlowNetworkCall(RealtimeCall):
     """A real call whose offer leaves a second late (a slow school network): a resume takes a while."""
 
@@ -247,11 +226,11 @@ async def test_the_error_led_blinks_for_the_whole_resume_and_the_error_cue_plays
             dropped_at, resumed_at = when(rec, State.DISCONNECTED), when(rec, State.CONNECTED, 2)
             await saved_after_stop(kiosk, rec)
     assert resumed_at - dropped_at >= 1.0  # the slow network: a resume long enough to watch
-    error = [(t, v) for t, v in tape.changes(PINS.error) if dropped_at - 0.05 <= t <= resumed_at + 0.05]
+    error = [(t, v) for t, v in tape.changes(LED_PINS.error) if dropped_at - 0.05 <= t <= resumed_at + 0.05]
     assert error and error[0][1] == 1.0 and abs(error[0][0] - dropped_at) <= 0.05, error[:4]
     edges = [t for (t, v), (_, before) in zip(error, [(0.0, 0.0), *error], strict=False) if v != before]
     intervals = [b - a for a, b in itertools.pairwise(edges)][:-1]  # the last is cut short by the reconnect
     assert len(intervals) >= 3 and all(0.15 <= i <= 0.4 for i in intervals), [round(i, 3) for i in intervals]
-    assert tape.value_at(PINS.error, resumed_at + 0.01) == 0.0
-    assert tape.value_at(PINS.connecting, (dropped_at + resumed_at) / 2) == 0.0  # not shown as a new lesson
+    assert tape.value_at(LED_PINS.error, resumed_at + 0.01) == 0.0
+    assert tape.value_at(LED_PINS.connecting, (dropped_at + resumed_at) / 2) == 0.0  # not shown as a new lesson
     assert error_cues(tmp_path / "tutor.wav") == 1
