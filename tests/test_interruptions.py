@@ -1,6 +1,7 @@
 """Interrupting the tutor, end to end against the simulator: which item is cut, where, and what the
 lesson record keeps, on an OpenAI-like server and on a third-party server that sends no
-``output_audio_buffer.*`` events and streams its answers sentence by sentence.
+``output_audio_buffer.*`` nor ``response.output_item.*`` events and streams its answers sentence by
+sentence.
 
 The simulator refuses a truncate the way OpenAI does (``invalid_value`` for an item not played yet or
 a cut beyond the audio played), so a wrong truncate shows up as a server error here.
@@ -25,7 +26,9 @@ HEARD_TOLERANCE_MS = 250
 (the jitter buffer and the network, ~80–120 ms on loopback, plus the speaker noticing the sound)."""
 SENTENCE_PAUSE_S = 1.2
 """The third-party server's silence between sentences: well over the speaker's 0.3 s hangover."""
-THIRD_PARTY = {"audio_buffer_events": False, "sentence_pause_s": SENTENCE_PAUSE_S}
+THIRD_PARTY = {"audio_buffer_events": False, "item_events": False, "sentence_pause_s": SENTENCE_PAUSE_S}
+"""A server that sends no ``output_audio_buffer.*`` and no ``response.output_item.*`` events (the tutor's item
+is named only by its content and transcript events) and streams each answer sentence by sentence."""
 
 
 def tutor_answer(learner_text: str) -> str:
@@ -53,7 +56,7 @@ def responses(call: SimulatedCall) -> list[str]:
 
 
 def item_of(call: SimulatedCall, response_id: str) -> str:
-    return next(e["item"]["id"] for e in sent(call, "response.output_item.added") if e["response_id"] == response_id)
+    return next(e["item_id"] for e in sent(call, "response.content_part.added") if e["response_id"] == response_id)
 
 
 def status_of(call: SimulatedCall, response_id: str) -> str | None:
@@ -122,8 +125,8 @@ async def test_barge_in_after_a_typed_message_truncates_the_greeting_being_heard
 
 
 async def test_press_in_a_pause_of_a_streamed_answer_interrupts_it(tmp_path: Path) -> None:
-    """Before: on a server that sends no output_audio_buffer events and streams its answer sentence by
-    sentence, a press in the silence between two sentences ended the lesson (end reason "button")
+    """Before: on a server that sends no output_audio_buffer events (THIRD_PARTY) and streams its answer
+    sentence by sentence, a press in the silence between two sentences ended the lesson (end reason "button")
     although the server was still generating the answer. Now the press interrupts: the response is
     cancelled, the item heard is truncated within what was played, and the lesson goes on."""
     async with lesson_stack(tmp_path, **THIRD_PARTY) as stack, stack.kiosk() as (kiosk, rec, _mic):
@@ -167,8 +170,9 @@ async def test_learner_audio_in_a_pause_of_a_streamed_answer_is_not_sent(tmp_pat
 
 
 async def test_barge_in_without_buffer_events_truncates_what_was_heard(tmp_path: Path) -> None:
-    """Before: on a server that sends no output_audio_buffer events, a press 0.7 s into a long answer
-    sent no truncate at all (the item playing was learned only from those events), and the record kept
+    """Before: on a server that sends neither output_audio_buffer nor response.output_item events
+    (THIRD_PARTY), a press 0.7 s into a long answer sent no truncate at all (the item playing was
+    learned only from those events), and the record kept
     the whole answer as heard. Now the truncate names the answer's item at about the milliseconds heard
     (within HEARD_TOLERANCE_MS under what the server played), and the record keeps the answer as an
     interrupted turn with only the share of its words that was heard."""

@@ -163,7 +163,9 @@ class SimulatedCall:
     pause the stream between responses); ``freeze()`` cuts the call off like a network partition.
 
     Third-party servers: ``audio_buffer_events=False`` never sends ``output_audio_buffer.*`` (the
-    client must tell from the audio itself when the tutor is heard); ``sentence_pause_s`` streams each
+    client must tell from the audio itself when the tutor is heard); ``item_events=False`` never sends
+    ``response.output_item.*`` nor the tutor's ``conversation.item.*`` (the tutor's item is named only by
+    its content and transcript events); ``sentence_pause_s`` streams each
     answer sentence by sentence, the response active (no ``response.done``) until its last sentence is
     out, with that much silence between sentences while the next one is "generated"."""
 
@@ -171,13 +173,15 @@ class SimulatedCall:
                  event_log: Path | None, max_session_s: float, on_end: Callable[[str], None],
                  recognizer: PhraseRecognizer, rtp_during_silence: bool = True,
                  response_delay_s: float = 0.0, faults: Faults | None = None,
-                 audio_buffer_events: bool = True, sentence_pause_s: float | None = None) -> None:
+                 audio_buffer_events: bool = True, sentence_pause_s: float | None = None,
+                 item_events: bool = True) -> None:
         self.call_id = call_id
         self.session = effective_session(session)
         self.session["expires_at"] = int(time.time() + max_session_s)
         self.response_delay_s = response_delay_s
         """Model latency before a response's audio exists (a response is cancellable meanwhile)."""
         self.audio_buffer_events = audio_buffer_events
+        self.item_events = item_events
         self.sentence_pause_s = sentence_pause_s
         self.voice = voice
         self.consent_emulation = consent_emulation
@@ -642,8 +646,9 @@ class SimulatedCall:
             text = " ".join(words[:max(1, len(words) // 2)])
         item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress",
                 "role": "assistant", "content": []}
-        self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
-        self._add_item(item)
+        if self.item_events:
+            self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
+            self._add_item(item)
         part = {"type": "audio", "transcript": ""}
         where = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.send("response.content_part.added", part=part, **where)
@@ -715,7 +720,7 @@ class SimulatedCall:
                 samples: int, details: dict[str, Any] | None = None) -> None:
         item = {**item, "status": "completed" if status == "completed" else "incomplete",
                 "content": [{"type": "output_audio", "transcript": text}] if text else []}
-        if text:
+        if text and self.item_events:
             self.send("response.output_item.done", response_id=rid, output_index=0, item=item)
             self._item_done(item)
         out_audio = int(1000 * samples / RATE / 50)

@@ -96,6 +96,9 @@ class SimulatorConfig:
     audio_buffer_events: bool = True
     """Send ``output_audio_buffer.started/stopped/cleared``; False behaves like third-party servers that
     never do (the client must tell from the audio itself when the tutor is heard)."""
+    item_events: bool = True
+    """Send ``response.output_item.added/done`` and the tutor's ``conversation.item.added/done``; False
+    behaves like third-party servers that name the tutor's item only in its content and transcript events."""
     sentence_pause_s: float | None = None
     """Stream each answer sentence by sentence with this pause between sentences, the response still
     active (no ``response.done``) until the last one is out, as pipeline servers (speech-to-text, model,
@@ -446,7 +449,8 @@ class RealtimeSimulator:
                              recognizer=self.recognizer, rtp_during_silence=self.config.rtp_during_silence,
                              response_delay_s=self.config.response_delay_s,
                              faults=self.faults, audio_buffer_events=self.config.audio_buffer_events,
-                             sentence_pause_s=self.config.sentence_pause_s)
+                             sentence_pause_s=self.config.sentence_pause_s,
+                             item_events=self.config.item_events)
         self._opening += 1
         try:
             answer = await call.answer(offer)
@@ -558,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="model latency before each response's audio (default 0)")
     parser.add_argument("--no-audio-buffer-events", action="store_true",
                         help="never send output_audio_buffer.* events, like some third-party servers")
+    parser.add_argument("--no-item-events", action="store_true",
+                        help="never send response.output_item.* nor the tutor's conversation.item.* events, "
+                             "like some third-party servers")
     parser.add_argument("--sentence-pause", type=float, metavar="S",
                         help="stream each answer sentence by sentence with S seconds of silence between "
                              "sentences, the response active until the last one (like pipeline servers)")
@@ -585,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                              response_delay_s=max(0.0, args.response_delay),
                              ignore_token_config=args.ignore_token_config,
                              audio_buffer_events=not args.no_audio_buffer_events,
+                             item_events=not args.no_item_events,
                              sentence_pause_s=args.sentence_pause, max_sessions=args.max_sessions,
                              slot_release_s=args.slot_release)
     try:
