@@ -43,6 +43,36 @@ def peak_hz(samples: np.ndarray, rate: int) -> float:
     return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
 
 
+def tone_runs(samples: np.ndarray, rate: int, hz: float, min_s: float = 0.1) -> list[tuple[float, float]]:
+    """(start s, length s) of every stretch at least ``min_s`` long where a tone at ``hz`` (and its
+    harmonics) carries nearly all the sound: a cue's notes, never speech, whose energy is spread out.
+
+    Blocks of 80 ms every 20 ms; a block counts when it is louder than -40 dBFS and ≥ 80 % of its
+    energy lies within 30 Hz of ``hz`` or of twice ``hz``."""
+    window, hop = int(rate * 0.08), int(rate * 0.02)
+    freqs = np.fft.rfftfreq(window, 1 / rate)
+    near = (np.abs(freqs - hz) <= 30) | (np.abs(freqs - 2 * hz) <= 30)
+    taper = np.hanning(window)
+    runs: list[tuple[float, float]] = []
+    start: int | None = None
+    last = 0
+    for pos in range(0, len(samples) - window + 1, hop):
+        block = samples[pos:pos + window]
+        power = np.abs(np.fft.rfft(block.astype(np.float64) * taper)) ** 2
+        total = float(power[1:].sum())
+        tonal = rms_dbfs(block) > -40 and total > 0 and float(power[near].sum()) / total >= 0.8
+        if tonal and start is None:
+            start = pos
+        if tonal:
+            last = pos
+        elif start is not None:
+            runs.append((start / rate, (last + window - start) / rate))
+            start = None
+    if start is not None:
+        runs.append((start / rate, (last + window - start) / rate))
+    return [(at, length) for at, length in runs if length >= min_s]
+
+
 def voiced_seconds(samples: np.ndarray, rate: int, threshold_dbfs: float = -45.0) -> float:
     """Seconds of 20 ms blocks louder than ``threshold_dbfs``."""
     block = rate // 50

@@ -7,12 +7,13 @@ MockFactory and the microphone/speaker are the WAV stand-ins.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from appliance.audio.wav import ScriptedMicrophone, WavFileSink
 from appliance.common.net import enable_loopback_candidates
 from appliance.common.tls import companion_ssl_context
 from appliance.companion.server import CompanionConfig, CompanionServer
-from appliance.config import Config, config_from_dict
+from appliance.config import Config, LedSettings, config_from_dict
 from appliance.core.kiosk import Kiosk
 from appliance.core.observer import NullObserver
 from appliance.core.state import State
@@ -40,6 +41,8 @@ from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 
 API_KEY = "sk-test-" + "0" * 16
+LED_PINS = LedSettings()
+"""The status LEDs' default pins (idle 22, connecting 23, connected 24, error 25)."""
 KIOSK_ID = "kiosk-test"
 
 
@@ -145,9 +148,11 @@ class Stack:
     @asynccontextmanager
     async def kiosk(self, config: Config | None = None, mic: Any = None, speaker: Any = None,
                     hardware: bool = False, store: SessionStore | None = None,
-                    call_factory: Any = None) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
+                    call_factory: Any = None, warm: Callable[[], None] | None = None,
+                    ) -> AsyncIterator[tuple[Kiosk, Recorder, Any]]:
         """A running kiosk. ``hardware``: the status LEDs and the button on the mock pins (``self.pins``),
-        wired as the daemon wires them; ``store``/``call_factory`` replace those parts."""
+        wired as the daemon wires them; ``store``/``call_factory``/``warm`` (the call stack's warm-up)
+        replace those parts."""
         config = config or self.config()
         self.pins = MockFactory(pin_class=MockPWMPin)
         Device.pin_factory = self.pins
@@ -159,7 +164,8 @@ class Stack:
         recorder = Recorder()
         leds = make_status_leds(config.leds) if hardware else None
         kiosk = build_kiosk(config, companion=client, store=store, mic=mic, speaker=speaker, observer=recorder,
-                      leds=leds, **({"call_factory": call_factory} if call_factory else {}))
+                            leds=leds, **({"call_factory": call_factory} if call_factory else {}),
+                            **({"warm": warm} if warm else {}))
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))
         await asyncio.wait_for(ready.wait(), 10)
@@ -246,3 +252,50 @@ def numbered_lesson(i: int) -> dict[str, Any]:
             "end_reason": "button", "plan_id": None, "targets": [],
             "turns": [{"role": "learner", "text": f"lesson {i}", "at": f"2026-11-24T10:{i:02d}:01.000Z",
                        "source": "text"}], "metrics": {"duration_s": 30.0}, "errors": []}
+
+
+def logged_events(tmp: Path, direction: str) -> list[tuple[float, dict[str, Any]]]:
+    """(wall time, event) of every event the simulator logged in ``direction`` ("client" or "server")."""
+    path = tmp / "events.jsonl"
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(entry["ts"], entry["event"]) for entry in entries if entry["direction"] == direction]
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Wait until ``predicate()`` is truthy (checked every 20 ms) and return its value: for conditions no
+    observer reports, such as what the simulator has sent or received."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not (value := predicate()):
+                await asyncio.sleep(0.02)
+            return value
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}") from None
+
+
+class PinTape:
+    """Every change of the LED pins of a mock factory from now on, with absolute monotonic times."""
+
+    def __init__(self, pins: MockFactory) -> None:
+        self.pins = pins
+        self.started: dict[int, float] = {}
+        for number in (LED_PINS.idle, LED_PINS.connecting, LED_PINS.connected, LED_PINS.error):
+            pins.pin(number).clear_states()
+            self.started[number] = time.monotonic()
+
+    def changes(self, number: int) -> list[tuple[float, float]]:
+        at, out = self.started[number], []
+        for state in list(self.pins.pin(number).states):
+            at += state.timestamp  # a mock pin stores the time since its previous change
+            out.append((at, float(state.state)))
+        return out
+
+    def value_at(self, number: int, at: float) -> float:
+        value = 0.0
+        for t, v in self.changes(number):
+            if t > at:
+                break
+            value = v
+        return value

@@ -159,7 +159,7 @@ async def test_barge_in_truncates_to_what_was_played(tmp_path: Path) -> None:
         await rec.until(lambda: tutor_quiet_after(rec, 2), what="the lesson goes on")
         record = await saved(kiosk, rec)
     spoken = next(e for e in call.sent if e["type"] == "response.output_item.added")["item"]["id"]
-    item_ms = call._item_audio_ms[spoken]
+    item_ms = call.generated_ms[spoken]
     assert_server_events_valid(stack)
     assert list(call.truncated) == [spoken]
     assert 900 <= call.truncated[spoken] < item_ms - 300, (call.truncated, item_ms)

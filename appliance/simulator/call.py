@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +99,8 @@ class Faults:
     ``POST /simulator/faults``. A "next" fault fires once and clears itself."""
 
     fail_next_response: dict[str, Any] | None = None
-    """``{"status": "failed"|"incomplete", "error": {"type", "code", "message"}, "reason": ...}``."""
+    """``{"status": "failed"|"incomplete", "error": {"type", "code", "message"}, "reason": ...,
+    "times": N}``: the next response (the next N, with ``times``) ends that way."""
     fail_next_transcription: dict[str, Any] | None = None
     """The ``error`` object of the next ``conversation.item.input_audio_transcription.failed``."""
     ignore_token_config: bool = False
@@ -108,14 +111,39 @@ class Faults:
 
 
 class _Playback:
-    """Speech of one response being played out on the track."""
+    """Speech of one tutor item, queued for the track and played out in real time.
 
-    def __init__(self, response_id: str, item_id: str, samples: np.ndarray) -> None:
+    ``streaming``: more of the item is still being generated; once what is here has been played, the
+    track sends silence that is not part of the item's audio (a pause while the server generates)."""
+
+    def __init__(self, response_id: str, item_id: str, samples: np.ndarray, streaming: bool = False) -> None:
         self.response_id = response_id
         self.item_id = item_id
         self.samples = samples
         self.pos = 0
         self.started = False
+        self.streaming = streaming
+        self.dropped = False
+        """Cleared or cancelled before the end: whoever generates more of it stops."""
+        self.drained = asyncio.Event()
+        """Set while everything generated so far has been played (a streaming item waits on it)."""
+
+    @property
+    def played_ms(self) -> float:
+        return 1000 * min(self.pos, len(self.samples)) / RATE
+
+    @property
+    def finished(self) -> bool:
+        return self.pos >= len(self.samples) and not self.streaming
+
+    def extend(self, samples: np.ndarray) -> None:
+        self.samples = np.concatenate([self.samples, samples])
+        self.drained.clear()
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` split after each ``.``, ``!`` or ``?`` (how a streaming server paces its speech)."""
+    return [part for part in re.split(r"(?<=[.!?])\s+", text.strip()) if part] or [text]
 
 
 class _GatedAudioTrack(PacedAudioTrack):
@@ -132,17 +160,29 @@ class _GatedAudioTrack(PacedAudioTrack):
 
 class SimulatedCall:
     """One call. ``rtp_during_silence=False`` sends RTP only while the tutor speaks (some servers
-    pause the stream between responses); ``freeze()`` cuts the call off like a network partition."""
+    pause the stream between responses); ``freeze()`` cuts the call off like a network partition.
+
+    Third-party servers: ``audio_buffer_events=False`` never sends ``output_audio_buffer.*`` (the
+    client must tell from the audio itself when the tutor is heard); ``item_events=False`` never sends
+    ``response.output_item.*`` nor the tutor's ``conversation.item.*`` (the tutor's item is named only by
+    its content and transcript events); ``sentence_pause_s`` streams each
+    answer sentence by sentence, the response active (no ``response.done``) until its last sentence is
+    out, with that much silence between sentences while the next one is "generated"."""
 
     def __init__(self, call_id: str, session: dict[str, Any], *, voice: str, consent_emulation: bool,
                  event_log: Path | None, max_session_s: float, on_end: Callable[[str], None],
                  recognizer: PhraseRecognizer, rtp_during_silence: bool = True,
-                 response_delay_s: float = 0.0, faults: Faults | None = None) -> None:
+                 response_delay_s: float = 0.0, faults: Faults | None = None,
+                 audio_buffer_events: bool = True, sentence_pause_s: float | None = None,
+                 item_events: bool = True) -> None:
         self.call_id = call_id
         self.session = effective_session(session)
         self.session["expires_at"] = int(time.time() + max_session_s)
         self.response_delay_s = response_delay_s
         """Model latency before a response's audio exists (a response is cancellable meanwhile)."""
+        self.audio_buffer_events = audio_buffer_events
+        self.item_events = item_events
+        self.sentence_pause_s = sentence_pause_s
         self.voice = voice
         self.consent_emulation = consent_emulation
         self.event_log = event_log
@@ -156,6 +196,9 @@ class SimulatedCall:
             self._audio_gate.set()
         self.track = _GatedAudioTrack(self._supply, RATE, self._audio_gate)
         self.frozen = False
+        """Nothing leaves the server (no RTP, no events, no ICE answers)."""
+        self.deaf = False
+        """Nothing reaches the server either (with ``frozen``: a full network partition)."""
         self.channel: Any = None
         self.received: list[dict[str, Any]] = []
         self.sent: list[dict[str, Any]] = []
@@ -163,7 +206,9 @@ class SimulatedCall:
         self.closed = asyncio.Event()
         """Set once the peer connection is closed too (``ended`` is set first, when closing starts)."""
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._playback: _Playback | None = None
+        self._queue: deque[_Playback] = deque()
+        """Tutor audio waiting for the track, in order; the head is playing (a new response's audio
+        waits behind the one still playing, as in a real output audio buffer)."""
         self._vad = EnergyVad()
         self._audio_ms = 0.0
         self._buffer: list[np.ndarray] = []
@@ -184,8 +229,11 @@ class SimulatedCall:
         """item id → previous_item_id when it was added: ``conversation.item.done`` repeats it."""
         self._tokens_used = 0
         self.faults = faults if faults is not None else Faults()
-        self._item_audio_ms: dict[str, float] = {}
-        """Audio length of each tutor item (what conversation.item.truncate may cut)."""
+        self.generated_ms: dict[str, float] = {}
+        """Audio generated so far for each tutor item."""
+        self.played_ms: dict[str, float] = {}
+        """Audio of each tutor item played on the track so far (only items that started playing):
+        ``conversation.item.truncate`` may cut an item only there, and only within what was played."""
         self.truncated: dict[str, int] = {}
         """Tutor items the client truncated, with the audio_end_ms it gave."""
 
@@ -201,7 +249,7 @@ class SimulatedCall:
         for connection in ice_connections(pc):
             if self.consent_emulation:
                 ignore_non_nominating_consent(connection)
-            partition(connection, lambda: self.frozen)
+            partition(connection, lambda: self.frozen, lambda: self.deaf)
         self._expiry = asyncio.get_running_loop().call_later(self.max_session_s, self._expire)
         return mark_ice_lite(pc.localDescription.sdp)
 
@@ -226,27 +274,49 @@ class SimulatedCall:
         finally:
             self.closed.set()
 
-    def freeze(self) -> None:
+    def freeze(self, hear_client: bool = False) -> None:
         """Go completely silent, both ways (no RTP, no events, nothing inbound): a network partition.
 
+        ``hear_client``: only the server's side stalls (it sends nothing) while what the client sends
+        still arrives, so the client's hang-up ends the call here as it would on a live server.
         The call keeps its state; ``unfreeze()`` heals the partition (SCTP then delivers what waited).
         """
         if not self.frozen:
-            log.info("call %s frozen (partitioned)", self.call_id)
+            log.info("call %s frozen (%s)", self.call_id, "stalled" if hear_client else "partitioned")
         self.frozen = True
+        self.deaf = not hear_client
 
     def unfreeze(self) -> None:
         if self.frozen:
             log.info("call %s unfrozen", self.call_id)
         self.frozen = False
+        self.deaf = False
 
-    def _set_playback(self, playback: _Playback | None) -> None:
-        """The one place playback changes, so the audio gate always matches it."""
-        self._playback = playback
-        if playback is not None or self.rtp_during_silence:
+    @property
+    def speaking(self) -> bool:
+        """The output audio buffer still holds tutor audio to play (or waits for more of an answer)."""
+        return bool(self._queue)
+
+    @property
+    def _playback(self) -> _Playback | None:
+        """The tutor audio playing now (the head of the queue)."""
+        return self._queue[0] if self._queue else None
+
+    def _enqueue(self, playback: _Playback) -> None:
+        self._queue.append(playback)
+        self._update_gate()
+
+    def _update_gate(self) -> None:
+        """Keep the audio gate matching the queue (the one check, after every change to it)."""
+        if self._queue or self.rtp_during_silence:
             self._audio_gate.set()
         else:
             self._audio_gate.clear()
+
+    def _buffer_event(self, event_type: str, **fields: Any) -> None:
+        """``output_audio_buffer.*``: sent only by servers that have them (OpenAI's WebRTC does)."""
+        if self.audio_buffer_events:
+            self.send(event_type, **fields)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -400,15 +470,22 @@ class SimulatedCall:
         self._stop_playback(playing.response_id if playing else self._last_response_id, cleared=True)
 
     def _item_truncate(self, event: dict[str, Any]) -> None:
+        """Cut a tutor item's audio where the learner stopped hearing it. As OpenAI, refused with
+        ``invalid_value``: an item that is not the tutor's audio, one not played yet, or a cut beyond
+        the audio already played (the client says what was heard; it cannot have heard more)."""
         item_id, end_ms = event.get("item_id"), event.get("audio_end_ms")
-        if item_id not in self._item_audio_ms:
+        if item_id not in self.generated_ms:
             self._error(f"Item '{item_id}' is not an assistant audio item in this conversation.", "invalid_value",
                         event.get("event_id"))
             return
-        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0 \
-                or end_ms > self._item_audio_ms[item_id] + 1:
-            self._error(f"audio_end_ms must be between 0 and the item's {self._item_audio_ms[item_id]:.0f} ms.",
+        played = self.played_ms.get(str(item_id))
+        if played is None:
+            self._error(f"Item '{item_id}' has not been played yet: there is no heard audio to truncate.",
                         "invalid_value", event.get("event_id"))
+            return
+        if not isinstance(end_ms, int) or isinstance(end_ms, bool) or end_ms < 0 or end_ms > played + 1:
+            self._error(f"audio_end_ms must be between 0 and the {played:.0f} ms of item '{item_id}' played so "
+                        "far.", "invalid_value", event.get("event_id"))
             return
         self.truncated[item_id] = end_ms
         self.send("conversation.item.truncated", item_id=item_id, content_index=int(event.get("content_index") or 0),
@@ -486,7 +563,7 @@ class SimulatedCall:
             self._active_response = None
         playing = self._playback
         if playing is not None:
-            played_ms = int(1000 * min(playing.pos, len(playing.samples)) / RATE)
+            played_ms = int(playing.played_ms)
             self._stop_playback(playing.response_id, cleared=True)
             self.send("conversation.item.truncated", item_id=playing.item_id, content_index=0,
                       audio_end_ms=played_ms)
@@ -555,7 +632,10 @@ class SimulatedCall:
         else:
             text = tutor.reply(self._learner_texts[-1], self._responses, all_instructions)
         self._responses += 1
-        fault, self.faults.fail_next_response = self.faults.fail_next_response, None
+        fault = self.faults.fail_next_response
+        times = fault.get("times", 1) if fault is not None else 0
+        more = isinstance(times, int) and not isinstance(times, bool) and times > 1
+        self.faults.fail_next_response = {**fault, "times": times - 1} if fault is not None and more else None
         if fault is not None and fault.get("status", "failed") == "failed":
             error = {"type": "server_error", "code": "server_error", "message": "The server had an error.",
                      **(fault.get("error") or {})}
@@ -566,18 +646,21 @@ class SimulatedCall:
             text = " ".join(words[:max(1, len(words) // 2)])
         item = {"id": item_id, "type": "message", "object": "realtime.item", "status": "in_progress",
                 "role": "assistant", "content": []}
-        self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
-        self._add_item(item)
+        if self.item_events:
+            self.send("response.output_item.added", response_id=rid, output_index=0, item=item)
+            self._add_item(item)
         part = {"type": "audio", "transcript": ""}
         where = {"response_id": rid, "item_id": item_id, "output_index": 0, "content_index": 0}
         self.send("response.content_part.added", part=part, **where)
         if self.response_delay_s > 0:
             await asyncio.sleep(self.response_delay_s)  # the model "thinking": the response is active meanwhile
+        if self.sentence_pause_s is not None:
+            return await self._stream(rid, base, item, text, where, fault)
         audio = await synthesize(text, self.voice)
         if rid in self._cancelled:
             return self._finish(rid, base, item, "", "cancelled", 0)
-        self._set_playback(_Playback(rid, item_id, audio))
-        self._item_audio_ms[item_id] = 1000 * len(audio) / RATE
+        self._enqueue(_Playback(rid, item_id, audio))
+        self.generated_ms[item_id] = 1000 * len(audio) / RATE
         words = text.split(" ")
         for i, word in enumerate(words):
             self.send("response.output_audio_transcript.delta", delta=word + (" " if i < len(words) - 1 else ""),
@@ -589,11 +672,55 @@ class SimulatedCall:
                                 {"type": "incomplete", "reason": fault.get("reason", "max_output_tokens")})
         self._finish(rid, base, item, text, "completed", len(audio))
 
+    async def _stream(self, rid: str, base: dict[str, Any], item: dict[str, Any], text: str,
+                      where: dict[str, Any], fault: dict[str, Any] | None) -> None:
+        """Generate and play the answer one sentence at a time (``sentence_pause_s``): each sentence is
+        made once the previous one has been played, after a pause, so the learner hears gaps while the
+        response is still active; ``response.done`` follows the last sentence."""
+        pause_s = self.sentence_pause_s or 0.0
+        playback: _Playback | None = None
+        spoken: list[str] = []
+        samples = 0
+        for sentence in sentences(text):
+            if playback is not None:
+                await playback.drained.wait()  # the previous sentence has been heard out
+                if not playback.dropped:
+                    await asyncio.sleep(pause_s)  # the model is slow to say the next one
+                if playback.dropped or rid in self._cancelled:
+                    break
+            audio = await synthesize(sentence, self.voice)
+            if rid in self._cancelled or (playback is not None and playback.dropped):
+                break
+            if playback is None:
+                playback = _Playback(rid, where["item_id"], audio, streaming=True)
+                self._enqueue(playback)
+            else:
+                playback.extend(audio)
+            samples += len(audio)
+            self.generated_ms[where["item_id"]] = 1000 * samples / RATE
+            words = sentence.split(" ")
+            for i, word in enumerate(words):
+                lead = " " if spoken and i == 0 else ""
+                self.send("response.output_audio_transcript.delta",
+                          delta=lead + word + (" " if i < len(words) - 1 else ""), **where)
+            spoken.append(sentence)
+        if playback is not None:
+            playback.streaming = False
+        said = " ".join(spoken)
+        if rid in self._cancelled or (playback is not None and playback.dropped):
+            return self._finish(rid, base, item, said, "cancelled", samples)
+        self.send("response.output_audio_transcript.done", transcript=said, **where)
+        self.send("response.content_part.done", part={"type": "audio", "transcript": said}, **where)
+        if fault is not None:
+            return self._finish(rid, base, item, said, "incomplete", samples,
+                                {"type": "incomplete", "reason": fault.get("reason", "max_output_tokens")})
+        self._finish(rid, base, item, said, "completed", samples)
+
     def _finish(self, rid: str, base: dict[str, Any], item: dict[str, Any], text: str, status: str,
                 samples: int, details: dict[str, Any] | None = None) -> None:
         item = {**item, "status": "completed" if status == "completed" else "incomplete",
                 "content": [{"type": "output_audio", "transcript": text}] if text else []}
-        if text:
+        if text and self.item_events:
             self.send("response.output_item.done", response_id=rid, output_index=0, item=item)
             self._item_done(item)
         out_audio = int(1000 * samples / RATE / 50)
@@ -630,26 +757,36 @@ class SimulatedCall:
             return np.zeros(n, dtype=np.int16)
         if not playing.started:
             playing.started = True
-            self.send("output_audio_buffer.started", response_id=playing.response_id)
+            self.played_ms[playing.item_id] = 0.0
+            self._buffer_event("output_audio_buffer.started", response_id=playing.response_id)
         chunk = playing.samples[playing.pos:playing.pos + n]
-        playing.pos += n
+        playing.pos = min(len(playing.samples), playing.pos + n)
+        self.played_ms[playing.item_id] = playing.played_ms
         if playing.pos >= len(playing.samples):
-            self._set_playback(None)
-            self.send("output_audio_buffer.stopped", response_id=playing.response_id)
+            playing.drained.set()
+            if playing.finished:
+                self._queue.popleft()
+                self._update_gate()
+                self._buffer_event("output_audio_buffer.stopped", response_id=playing.response_id)
         if len(chunk) < n:
             chunk = np.concatenate([chunk, np.zeros(n - len(chunk), dtype=np.int16)])
         return chunk
 
     def _stop_playback(self, rid: str, cleared: bool) -> None:
+        """Drop queued tutor audio: all of it (``cleared``), else only response ``rid``'s (a cancel)."""
         playing = self._playback
-        if playing is not None and (playing.response_id == rid or cleared):
-            self._set_playback(None)
-            if not cleared and playing.started:
-                self.send("output_audio_buffer.stopped", response_id=playing.response_id)
+        dropped = [p for p in self._queue if cleared or p.response_id == rid]
+        self._queue = deque(p for p in self._queue if p not in dropped)
+        for playback in dropped:
+            playback.dropped = True
+            playback.drained.set()  # a sentence stream waiting on it stops
+        self._update_gate()
+        if not cleared and playing is not None and playing in dropped and playing.started:
+            self._buffer_event("output_audio_buffer.stopped", response_id=playing.response_id)
         rid = playing.response_id if playing is not None and not rid else rid
         if cleared and rid:
             # With no response ever made there is no id to name (OpenAI never sends a made-up one).
-            self.send("output_audio_buffer.cleared", response_id=rid)
+            self._buffer_event("output_audio_buffer.cleared", response_id=rid)
 
 
 def mark_ice_lite(sdp: str) -> str:

@@ -31,22 +31,25 @@ def ignore_non_nominating_consent(connection: aioice.ice.Connection) -> None:
     connection.request_received = types.MethodType(request_received, connection)  # type: ignore[method-assign]
 
 
-def partition(connection: aioice.ice.Connection, is_cut: Callable[[], bool]) -> None:
-    """While ``is_cut()`` holds, drop every datagram of this connection both ways: a network partition.
+def partition(connection: aioice.ice.Connection, is_cut: Callable[[], bool],
+              is_deaf: Callable[[], bool] | None = None) -> None:
+    """While ``is_cut()`` holds, drop every datagram this connection sends; while ``is_deaf()`` holds
+    (default: ``is_cut``), every datagram it receives. Both: a network partition.
 
     Nothing at all gets through (RTP, RTCP, DTLS/SCTP, ICE consent answers), exactly what a kiosk
-    sees when the server's host freezes or the network between them breaks. The host sockets'
-    protocols are wrapped per instance (aioice internals, as above); call after ICE gathering.
+    sees when the server's host freezes or the network between them breaks. Sending cut alone is a
+    server that stalls but still takes in what the client sends (its hang-up, for one). The host
+    sockets' protocols are wrapped per instance (aioice internals, as above); call after ICE gathering.
     """
     for protocol in connection._protocols:
-        _cut_protocol(protocol, is_cut)
+        _cut_protocol(protocol, is_cut, is_deaf or is_cut)
 
 
-def _cut_protocol(protocol: Any, is_cut: Callable[[], bool]) -> None:
+def _cut_protocol(protocol: Any, is_cut: Callable[[], bool], is_deaf: Callable[[], bool]) -> None:
     received, send_data, send_stun = protocol.datagram_received, protocol.send_data, protocol.send_stun
 
     def datagram_received(data: Any, addr: Any) -> None:
-        if not is_cut():
+        if not is_deaf():
             received(data, addr)
 
     async def send_data_unless_cut(data: bytes, addr: Any) -> None:

@@ -17,6 +17,7 @@ import logging
 import secrets
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -92,6 +93,21 @@ class SimulatorConfig:
     """Model latency before each response's audio: the response is active (cancellable) meanwhile."""
     ignore_token_config: bool = False
     """Ignore the session config embedded in ephemeral tokens, as some compatible servers do."""
+    audio_buffer_events: bool = True
+    """Send ``output_audio_buffer.started/stopped/cleared``; False behaves like third-party servers that
+    never do (the client must tell from the audio itself when the tutor is heard)."""
+    item_events: bool = True
+    """Send ``response.output_item.added/done`` and the tutor's ``conversation.item.added/done``; False
+    behaves like third-party servers that name the tutor's item only in its content and transcript events."""
+    sentence_pause_s: float | None = None
+    """Stream each answer sentence by sentence with this pause between sentences, the response still
+    active (no ``response.done``) until the last one is out, as pipeline servers (speech-to-text, model,
+    text-to-speech) do; None plays each answer in one piece."""
+    max_sessions: int | None = None
+    """At most this many calls at once (None: no limit); a new call beyond it gets 503
+    ``session_limit_reached``. A call's slot is taken until ``slot_release_s`` after it ends."""
+    slot_release_s: float = 0.4
+    """How long an ended call still holds its session slot (a server notices a hang-up a little late)."""
 
 
 @dataclass
@@ -123,6 +139,12 @@ class RealtimeSimulator:
         """New calls get 503 while this is true (existing calls are not touched)."""
         self.model_shutdowns: dict[str, str | None] = {**KNOWN_MODELS, **self.config.model_shutdowns}
         """Model id → shutdown date; change it at run time to retire a model."""
+        self._slots_free_at: list[float] = []
+        """When the slots of recently ended calls come free (monotonic), while ``max_sessions`` applies."""
+        self._opening = 0
+        """Calls being answered right now (they hold a slot already)."""
+        self.limit_refusals: deque[float] = deque(maxlen=100)
+        """When (monotonic) new calls were refused with ``session_limit_reached``, the newest 100."""
 
     # -- lifecycle --------------------------------------------------------------------------
     def build_app(self) -> web.Application:
@@ -139,6 +161,7 @@ class RealtimeSimulator:
         app.router.add_post("/simulator/unfreeze", self.unfreeze_endpoint)
         app.router.add_post("/simulator/refuse-calls", self.refuse_calls_endpoint)
         app.router.add_post("/simulator/faults", self.faults_endpoint)
+        app.router.add_post("/simulator/revoke-tokens", self.revoke_tokens_endpoint)
         app.router.add_get("/", self.index)
         return app
 
@@ -161,12 +184,31 @@ class RealtimeSimulator:
             await self._runner.cleanup()
             self._runner = None
 
-    def freeze_calls(self) -> list[str]:
+    def freeze_calls(self, hear_client: bool = False) -> list[str]:
         """Cut every current call off, both ways, like a network partition; calls made later are not
-        affected. Returns the frozen call ids."""
+        affected. ``hear_client``: the server stalls (sends nothing) but still takes in what clients
+        send, so a client's hang-up ends its call. Returns the frozen call ids."""
         for call in self.calls.values():
-            call.freeze()
+            call.freeze(hear_client=hear_client)
         return list(self.calls)
+
+    @property
+    def issued_tokens(self) -> int:
+        """Ephemeral tokens issued and not revoked."""
+        return len(self._secrets)
+
+    def revoke_tokens(self) -> int:
+        """Forget every ephemeral token issued so far (as a restarted or key-rotated server does): a call
+        opened with one gets 401. Calls already running go on. Returns how many were revoked."""
+        count = len(self._secrets)
+        self._secrets.clear()
+        return count
+
+    def sessions_in_use(self) -> int:
+        """Session slots taken now: live calls, calls being answered, and ended calls not yet released."""
+        now = time.monotonic()
+        self._slots_free_at = [t for t in self._slots_free_at if t > now]
+        return len(self.calls) + self._opening + len(self._slots_free_at)
 
     def unfreeze_calls(self) -> list[str]:
         """Heal the partition of every frozen call; returns their ids."""
@@ -179,6 +221,8 @@ class RealtimeSimulator:
         call = self.calls.pop(call_id, None)
         if call is not None:
             self.ended_calls[call_id] = call
+            if self.config.max_sessions is not None:
+                self._slots_free_at.append(time.monotonic() + self.config.slot_release_s)
 
     # -- helpers ----------------------------------------------------------------------------
     @web.middleware
@@ -258,9 +302,20 @@ class RealtimeSimulator:
         return web.json_response(record)
 
     async def freeze_endpoint(self, request: web.Request) -> web.Response:
+        """Freeze every current call; body ``{"hear_client": true}`` (optional) stalls only the server's side."""
         if not self._api_key_ok(request):
             return self._unauthorized()
-        return web.json_response({"frozen": self.freeze_calls()})
+        body = await self._json_object(request) if request.can_read_body else {}
+        hear_client = body.get("hear_client", False) if body is not None else None
+        if not isinstance(hear_client, bool):
+            return oai_error(400, 'Send no body, or {"hear_client": true|false}.', "invalid_value",
+                             param="hear_client")
+        return web.json_response({"frozen": self.freeze_calls(hear_client=hear_client)})
+
+    async def revoke_tokens_endpoint(self, request: web.Request) -> web.Response:
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        return web.json_response({"revoked": self.revoke_tokens()})
 
     async def unfreeze_endpoint(self, request: web.Request) -> web.Response:
         if not self._api_key_ok(request):
@@ -382,18 +437,28 @@ class RealtimeSimulator:
                              "unsupported_content_type")
         if not offer.startswith("v=0") or "m=" not in offer:
             return oai_error(400, "The SDP offer is not valid.", "invalid_offer", param="sdp")
+        limit = self.config.max_sessions
+        if limit is not None and self.sessions_in_use() >= limit:
+            self.limit_refusals.append(time.monotonic())
+            return oai_error(503, f"The maximum number of concurrent sessions ({limit}) has been reached. "
+                             "Retry after a session has ended.", "session_limit_reached", etype="server_error")
         call_id = new_id("rtc")
         call = SimulatedCall(call_id, session, voice=self.config.voice,
                              consent_emulation=self.config.consent_emulation, event_log=self.config.event_log,
                              max_session_s=self.config.max_session_s, on_end=self._call_ended,
                              recognizer=self.recognizer, rtp_during_silence=self.config.rtp_during_silence,
                              response_delay_s=self.config.response_delay_s,
-                             faults=self.faults)
+                             faults=self.faults, audio_buffer_events=self.config.audio_buffer_events,
+                             sentence_pause_s=self.config.sentence_pause_s,
+                             item_events=self.config.item_events)
+        self._opening += 1
         try:
             answer = await call.answer(offer)
         except Exception as exc:  # aiortc rejects malformed offers in many ways
             await call.close("bad offer")
             return oai_error(400, f"The SDP offer could not be used: {exc}", "invalid_offer", param="sdp")
+        finally:
+            self._opening -= 1
         self.calls[call_id] = call
         if secret is not None:
             secret.calls.append(call_id)
@@ -495,11 +560,29 @@ def main(argv: list[str] | None = None) -> int:
                              "token for it fails with model_not_found); repeatable")
     parser.add_argument("--response-delay", type=float, default=0.0, metavar="S",
                         help="model latency before each response's audio (default 0)")
+    parser.add_argument("--no-audio-buffer-events", action="store_true",
+                        help="never send output_audio_buffer.* events, like some third-party servers")
+    parser.add_argument("--no-item-events", action="store_true",
+                        help="never send response.output_item.* nor the tutor's conversation.item.* events, "
+                             "like some third-party servers")
+    parser.add_argument("--sentence-pause", type=float, metavar="S",
+                        help="stream each answer sentence by sentence with S seconds of silence between "
+                             "sentences, the response active until the last one (like pipeline servers)")
+    parser.add_argument("--max-sessions", type=int, metavar="N",
+                        help="at most N calls at once; more get 503 session_limit_reached")
+    parser.add_argument("--slot-release", type=float, default=0.4, metavar="S",
+                        help="with --max-sessions: an ended call holds its slot S seconds more (default 0.4)")
     args = parser.parse_args(argv)
     try:
         shutdowns = parse_retirements(args.retire)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.max_sessions is not None and args.max_sessions < 1:
+        parser.error("--max-sessions must be at least 1")
+    if args.sentence_pause is not None and args.sentence_pause < 0:
+        parser.error("--sentence-pause must be 0 or more seconds")
+    if args.slot_release < 0:
+        parser.error("--slot-release must be 0 or more seconds")
     config = SimulatorConfig(host=args.host, port=args.port,
                              api_keys=frozenset(args.api_keys) if args.api_keys else None,
                              consent_emulation=not args.no_consent_emulation, event_log=args.event_log,
@@ -507,7 +590,11 @@ def main(argv: list[str] | None = None) -> int:
                              rtp_during_silence=not args.no_silent_rtp, refuse_calls=args.refuse_calls,
                              cors_origin=args.cors, model_shutdowns=shutdowns,
                              response_delay_s=max(0.0, args.response_delay),
-                             ignore_token_config=args.ignore_token_config)
+                             ignore_token_config=args.ignore_token_config,
+                             audio_buffer_events=not args.no_audio_buffer_events,
+                             item_events=not args.no_item_events,
+                             sentence_pause_s=args.sentence_pause, max_sessions=args.max_sessions,
+                             slot_release_s=args.slot_release)
     try:
         return asyncio.run(_serve(config))
     except KeyboardInterrupt:
