@@ -442,3 +442,35 @@ class ConversationMachine(RuleBasedStateMachine):
 TestConversationMachine = ConversationMachine.TestCase
 TestConversationMachine.settings = settings(max_examples=300, stateful_step_count=40, deadline=None,
                                             suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_a_server_pausing_its_answer_is_not_counted_as_heard_but_the_speechs_own_silence_is() -> None:
+    """Sentence one heard for 1.2 s, then a 1.6 s silence while the server pauses its still-active answer,
+    then 0.5 s of sentence two: of the silence, only the speech's own edges count (0.4 s); a short
+    silence inside a sentence counts whole; the silence going on at a press never counts."""
+    from appliance.core.playhead import GAP_S, QUIET_LAG_S, SPEECH_EDGE_S
+
+    c, _ = conversation()
+    Server(c, buffer_events=False).response(0.0, "One. Two.", done=False)
+    c.on_audible(True, 1.0)
+    c.on_audible(False, 2.2 + QUIET_LAG_S)  # sound stopped at 2.2, reported a hangover later
+    assert c.played_ms(2.6) == pytest.approx(1200)  # quiet now: the silence so far is not counted
+    c.on_audible(True, 3.8)
+    assert 3.8 - 2.2 >= GAP_S
+    assert c.played_ms(4.3) == pytest.approx((1.2 + SPEECH_EDGE_S + 0.5) * 1000)
+    c.on_audible(False, 4.5 + QUIET_LAG_S)
+    c.on_audible(True, 4.8)  # a 0.3 s pause inside the sentence: speech, counted
+    assert c.played_ms(5.0) == pytest.approx((1.2 + SPEECH_EDGE_S + 0.5 + 0.2 + 0.3 + 0.2) * 1000)
+
+
+def test_an_open_turn_cut_by_a_press_keeps_only_the_share_heard() -> None:
+    """Words still arriving (no transcript done yet): the share heard is counted over the words so far."""
+    c, lesson = conversation()
+    server = Server(c, buffer_events=False)
+    server.feed(0.0, "response.created", response={"id": "r1"})
+    for word in "one two three four five six".split():
+        server.feed(0.0, "response.output_audio_transcript.delta", response_id="r1", item_id="i1", delta=word + " ")
+    c.on_audible(True, 0.1)
+    c.press(0.1 + 6 / 2.6 / 3)  # a third of the guessed length of six words
+    turn = next(t for t in lesson.transcript.turns if t.role == "tutor")
+    assert turn.interrupted and turn.text == "one two …"

@@ -193,13 +193,14 @@ class Lessons:
         """A resume try failed: try again after a pause while the window lasts, else save the lesson."""
         run.resume_tries += 1
         log.warning("resume try %d failed: %s", run.resume_tries, message)
-        delay = RESUME_DELAYS_S[run.resume_tries] if run.resume_tries < len(RESUME_DELAYS_S) else None
-        if not retryable or delay is None or time.monotonic() + delay - run.dropped_at > RESUME_WINDOW_S:
+        at = RESUME_DELAYS_S[run.resume_tries] if run.resume_tries < len(RESUME_DELAYS_S) else None
+        if not retryable or at is None or max(at, time.monotonic() - run.dropped_at) > RESUME_WINDOW_S:
             run.lesson.add_error("resume_failed", message)
             self._enter(State.ERROR, f"the lesson could not be resumed: {message}")
             await self._end_lesson("call_dropped")
             return
         session_id = run.lesson.session_id
+        delay = max(0.0, run.dropped_at + at - time.monotonic())  # the tries are timed from the drop
         self.timers.later(delay, lambda: self.post(m.ResumeNow(session_id)), key="resume", per_lesson=True)
 
     async def _on_resume_now(self, msg: m.ResumeNow) -> None:

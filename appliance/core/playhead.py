@@ -18,6 +18,15 @@ from dataclasses import dataclass
 
 PAUSE_TOLERANCE_MS = 500.0
 """A quiet speaker this long before an item's known end is a pause inside it, not its end."""
+GAP_S = 0.8
+"""Silence inside an item this long is a server pausing its answer, not audio: it is not counted as
+heard. Shorter silences are the speech's own pauses (sent as audio, so counted). While the speaker is
+quiet, the silence so far is never counted: a truncate must not claim more than was played."""
+SPEECH_EDGE_S = 0.4
+"""Of such a pause, this much is the speech's own silence at the end and start of its sentences (sent as
+audio, so counted as heard); the speaker's lag behind the server keeps the estimate on the safe side."""
+QUIET_LAG_S = 0.3
+"""The speaker reports quiet after this much silence (its hangover): the sound stopped that long before."""
 MAX_QUEUED = 64
 """Items queued per call (a bound: a call never has more than a few waiting)."""
 
@@ -32,11 +41,17 @@ class Audio:
     """When it became audible at the speaker (None: still queued behind another item, or silent)."""
     server_started: bool = False
     """The server said its audio started playing (``output_audio_buffer.started``), heard here or not yet."""
+    paused_s: float = 0.0
+    """Silence inside it so far (pauses between sentences): not audio the learner heard."""
+    quiet_since: float | None = None
+    """When its sound stopped, while it waits for its next sentence."""
 
 
 class Playhead:
-    def __init__(self, length_ms: Callable[[str], float | None]) -> None:
-        """``length_ms(response_id)``: an answer's audio length once the server said it (else None)."""
+    def __init__(self, length_ms: Callable[[str], float | None], quiet_lag_s: float = QUIET_LAG_S) -> None:
+        """``length_ms(response_id)``: an answer's audio length once the server said it (else None);
+        ``quiet_lag_s``: how long after the sound stopped the speaker reports it quiet."""
+        self._quiet_lag_s = quiet_lag_s
         self._length_ms = length_ms
         self.queue: deque[Audio] = deque()
         self.audible = False
@@ -105,13 +120,21 @@ class Playhead:
             heard_s = max(0.0, now - self.audible_since)
             self.audible_since = None
         self.audible = audible
+        head = self.head
         if audible:
-            head = self.head
             if head is not None and head.started_at is None and not self.ignore_audible:
                 head.started_at = now
+            elif head is not None and head.quiet_since is not None:  # sound again inside it
+                gap = max(0.0, now - head.quiet_since)
+                if gap >= GAP_S:  # a server that paused its answer (short silences are part of the speech)
+                    head.paused_s += gap - SPEECH_EDGE_S
+                head.quiet_since = None
         else:
             self.ignore_audible = False
             self._finish(now, generating)
+            head = self.head
+            if head is not None and head.started_at is not None and head.quiet_since is None:
+                head.quiet_since = max(head.started_at, now - self._quiet_lag_s)  # a pause inside it
         return heard_s
 
     def _finish(self, now: float, generating: str | None) -> None:
@@ -132,7 +155,8 @@ class Playhead:
             return None
         if head.started_at is None:
             return 0.0  # playing on the server's side, not yet out of this speaker
-        played = max(0.0, (now - head.started_at - max(0.0, backlog_s)) * 1000)
+        paused = head.paused_s + (max(0.0, now - head.quiet_since) if head.quiet_since is not None else 0.0)
+        played = max(0.0, (now - head.started_at - paused - max(0.0, backlog_s)) * 1000)
         length = self._length_ms(head.response_id)
         return played if length is None else min(played, length)
 

@@ -123,6 +123,13 @@ class Transcript:
         closed = [t for t in self.turns if t.role == "tutor" and t.key.startswith(prefix)]
         return closed + [o.turn for o in self._open_tutor.values() if o.turn.key.startswith(prefix)]
 
+    def words_of(self, response_id: str) -> int:
+        """How many words the tutor's turns of one response hold so far (open turns counted from their parts)."""
+        prefix = f"{response_id}/"
+        closed = sum(len(t.text.split()) for t in self.turns if t.role == "tutor" and t.key.startswith(prefix))
+        return closed + sum(len("".join(o.parts).split()) for o in self._open_tutor.values()
+                            if o.turn.key.startswith(prefix))
+
     def cut_to_heard(self, response_id: str, item_id: str | None, share: float) -> Turn | None:
         """Keep only the share of a tutor turn's words the learner heard before cutting it off.
 

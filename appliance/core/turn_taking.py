@@ -143,7 +143,7 @@ class TurnTaking:
         transcript = self.lesson.transcript
         total = self.responses.length_ms(audio.response_id)
         if total is None:  # guess the turn's length from its words
-            words = sum(len(t.text.split()) for t in transcript.tutor_turns_of(audio.response_id)) or 1
+            words = transcript.words_of(audio.response_id) or 1
             total = max(1000 * words / TUTOR_WORDS_PER_S, played_ms, 1.0)
         turn = transcript.cut_to_heard(audio.response_id, audio.item_id, played_ms / total if total else 1.0)
         return [] if turn is None else [TurnChanged(turn)]
