@@ -583,9 +583,10 @@ SYSCALL = re.compile(r"^(?:\d+\s+)?(\w+)\((.*)\)\s+=\s+(-?\d+)")
 Op = tuple[str, Any, int]
 
 
-def traced_ops(directory: Path, trace: Path) -> list[Op]:
-    """The file syscalls of a child doing one checkpoint and one save, in order, as
-    ``("open", path, fd)``, ``("write" | "fsync", fd, result)`` or ``("rename", (old, new), result)``."""
+def traced_ops(directory: Path, trace: Path, command: list[str] | None = None) -> list[Op]:
+    """The file syscalls of a child (by default one checkpoint and one save), in order, as
+    ``("open", path, fd)``, ``("write" | "fsync", fd, result)``, ``("rename", (old, new), result)`` or
+    ``("sync", None, result)``."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed (scripts/setup.sh installs it)")
@@ -594,8 +595,9 @@ def traced_ops(directory: Path, trace: Path) -> list[Op]:
         pytest.skip(f"strace cannot trace here (ptrace not permitted?): {probe.stderr.strip()}")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     subprocess.run([strace, "-f", "-qq", "-s", "0", "-o", str(trace), "-e", "signal=none",
-                    "-e", "trace=openat,write,fsync,fdatasync,rename,renameat2",
-                    sys.executable, "-c", TRACED, str(directory)], env=env, check=True, timeout=60)
+                    "-e", "trace=openat,write,fsync,fdatasync,rename,renameat2,sync",
+                    *(command or [sys.executable, "-c", TRACED, str(directory)])],
+                   env=env, check=True, timeout=60)
     ops: list[Op] = []
     for line in trace.read_text().splitlines():
         m = SYSCALL.match(line)
@@ -609,6 +611,8 @@ def traced_ops(directory: Path, trace: Path) -> list[Op]:
             ops.append(("write" if name == "write" else "fsync", int(args.split(",")[0]), result))
         elif name in ("rename", "renameat2") and len(paths) == 2:
             ops.append(("rename", (paths[0], paths[1]), result))
+        elif name == "sync":
+            ops.append(("sync", None, result))
     return ops
 
 
@@ -677,3 +681,86 @@ def test_the_store_does_not_import_the_daemon() -> None:
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_a_lessons_delivery_time_survives_a_restart(tmp_path: Path) -> None:
+    """The time a lesson reached the companion is read back after a restart, from sessions.json and, once
+    a batch of deliveries moved to synced.json, from there: retention then counts the lesson's age from
+    it (kept the day before its period ends, deleted the day after). Mutation seen surviving before this
+    test: the read-back ``synced_at`` replaced by nothing (every delivery time forgotten at a restart)."""
+    now = [1_000_000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    ids = [f"d{i:02d}" for i in range(ARCHIVE_BATCH + 1)]
+    for sid in ids:
+        store.save(record(sid))
+    delivered_at = {}
+    for sid in ids:
+        now[0] += 60
+        store.mark_synced(sid)
+        delivered_at[sid] = now[0]
+    store.close()
+    assert len(json.loads((tmp_path / "synced.json").read_text())["sessions"]) == ARCHIVE_BATCH
+    reopened = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    assert {d["session_id"]: d["synced_at"] for d in reopened.documents()} == delivered_at
+    assert all(d["synced_at_trusted"] for d in reopened.documents())
+    now[0] = delivered_at[ids[0]] + 30 * 86400 - 1
+    assert reopened.apply_retention(keep_synced_days=30, max_lessons=1000) == 0
+    now[0] = delivered_at[ids[2]] + 30 * 86400 + 1  # d00, d01, d02 are past their 30 days
+    assert reopened.apply_retention(keep_synced_days=30, max_lessons=1000) == 3
+    assert [d["session_id"] for d in SessionStore(tmp_path).documents()] == ids[3:]
+
+
+def test_the_cap_counts_the_lessons_already_deleted_by_age(tmp_path: Path) -> None:
+    """Retention by age and the cap in one pass: the cap deletes only as many more as still exceed it,
+    the oldest delivered first, never a waiting lesson. By hand: 8 lessons (2 waiting, 6 delivered, 2
+    of them past the 30 days), cap 4: the 2 old ones go by age, then 8 - 2 - 4 = 2 more, the oldest
+    delivered (s2, s3). Mutation seen surviving before this test: the cap ignoring the lessons already
+    deleted by age (4 deleted on top of them)."""
+    now = [1_000_000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    for sid in ("s0", "s1", "s2", "s3", "s4", "s5", "p6", "p7"):
+        now[0] += 60
+        store.save(record(sid))
+    for sid in ("s0", "s1"):
+        store.mark_synced(sid)
+    now[0] += 40 * 86400
+    for sid in ("s2", "s3", "s4", "s5"):
+        store.mark_synced(sid)
+    assert store.apply_retention(keep_synced_days=30, max_lessons=4) == 4
+    assert [d["session_id"] for d in store.documents()] == ["s4", "s5", "p6", "p7"]
+    assert sorted(p.name for p in (tmp_path / "lessons").iterdir()) == ["p6.jsonl", "p7.jsonl", "s4.jsonl",
+                                                                       "s5.jsonl"]
+
+
+def test_imported_lessons_are_durable_before_the_index_lists_them(tmp_path: Path) -> None:
+    """`stella-kiosk sessions import` and the store's batch import, seen by strace: every imported lesson's
+    journal is on disk (fsynced, or flushed by one ``sync`` and its directory fsynced) before the index
+    that lists it is renamed into place, and that rename is made durable. Mutation seen surviving before
+    this test: the batch import's one ``sync`` removed (a power cut after it could list lessons whose
+    journals never reached the disk)."""
+    store_dir = tmp_path / "store"
+    SessionStore(store_dir).close()
+    exported = tmp_path / "export.jsonl"
+    exported.write_text("".join(json.dumps({**record(sid), "turns": []}) + "\n" for sid in ("i1", "i2", "i3")))
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[kiosk]\nstate_dir = "{store_dir}"\n')
+    cli = [sys.executable, "-m", "appliance.cli", "sessions", "--config", str(config), "import", str(exported)]
+    batch = [sys.executable, "-c", "import sys, json\nfrom appliance.store.sessions import SessionStore\n"
+             "s = SessionStore(sys.argv[1])\nprint(s.import_records(json.loads(l) for l in open(sys.argv[2])))",
+             str(tmp_path / "batch"), str(exported)]
+    for command, directory in ((cli, store_dir), (batch, tmp_path / "batch")):
+        ops = traced_ops(directory, tmp_path / "trace.txt", command)
+        renames = {i: op[1][1] for i, op in enumerate(ops) if op[0] == "rename"}
+        for sid in ("i1", "i2", "i3"):
+            journal = directory / "lessons" / f"{sid}.jsonl"
+            r = next((i for i, path in renames.items() if path == str(journal)), None)
+            assert r is not None, f"{journal.name} never written"
+            # the first index written after the journal is the one that lists the lesson
+            index = next(i for i, path in renames.items() if path == str(directory / "sessions.json") and i > r)
+            flushed = any(op[0] == "sync" and r < i < index for i, op in enumerate(ops))
+            if flushed:
+                assert dir_fsynced_after(ops, journal.parent, r, index), "the lessons folder was not fsynced"
+            else:
+                check_replaced(ops, journal)
+        check_replaced(ops, directory / "sessions.json")
+        assert sorted(d["session_id"] for d in SessionStore(directory).documents()) == ["i1", "i2", "i3"]
