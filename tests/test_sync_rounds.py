@@ -173,30 +173,33 @@ async def test_every_lessons_outcome_is_reported_and_kept(tmp_path: Path) -> Non
     """One batch, three answers: stored (synced), refused for good (parked with the companion's reason,
     never sent again), not stored this time (still waiting). Each outcome reaches ``on_attempt`` with its
     lesson's id; a result that names no lesson changes nothing."""
-    kept, refused, busy = record(1), record(2), record(3)
+    kept, refused, busy, taken = record(1), record(2), record(3), record(4)
 
     def answer(lesson: dict[str, Any]) -> dict[str, Any] | None:
         sid = lesson["session_id"]
         if sid == refused["session_id"]:
             return {"session_id": sid, "error": {"code": "invalid_record", "message": "turns: not a list"}}
+        if sid == taken["session_id"]:
+            return {"session_id": sid, "error": {"code": "conflict"}}
         if sid == busy["session_id"]:
             return {"session_id": sid, "error": {"code": "busy", "message": "later"}}
         return stored(lesson)
 
     reports: list[tuple[str, bool]] = []
-    async with syncing(tmp_path, answer, [kept, refused, busy], on_attempt=lambda s, ok: reports.append((s, ok)),
+    async with syncing(tmp_path, answer, [kept, refused, busy, taken],
+                       on_attempt=lambda s, ok: reports.append((s, ok)),
                        base_backoff_s=60) as (companion, syncer, store):
         syncer.lesson_waiting()
         syncer.lesson_waiting()
         assert syncer.waiting == 2  # counted until the next look at the store
         assert not await syncer.drain()
         await asyncio.sleep(0)  # the reports are handed to the loop
-        assert syncer.waiting == 3
+        assert syncer.waiting == 4
         assert sorted(reports) == sorted([(kept["session_id"], True), (refused["session_id"], False),
-                                          (busy["session_id"], False)])
+                                          (busy["session_id"], False), (taken["session_id"], False)])
         assert store.state_of(kept["session_id"]) == "synced" and store.state_of(busy["session_id"]) == "pending"
-        assert [(r["session_id"], why) for r, why in store.parked()] == [(refused["session_id"],
-                                                                         "invalid_record: turns: not a list")]
+        assert [(r["session_id"], why) for r, why in store.parked()] == [
+            (refused["session_id"], "invalid_record: turns: not a list"), (taken["session_id"], "conflict:")]
         companion.answer = stored
         reports.clear()
         assert await syncer.drain()
@@ -286,6 +289,11 @@ async def test_heartbeats_go_every_heartbeat_s_while_idle_and_a_failure_never_st
     assert any("could not build or send the heartbeat" in r.getMessage() for r in caplog.records)
     no_report, _ = await _syncer_without_report(tmp_path)
     assert not await no_report.send_heartbeat()
+    async with syncing(tmp_path / "direct", stored, [], report=lambda: {"state": "idle"}) as (_c, direct, _s):
+        assert [await direct.send_heartbeat() for _ in range(3)] == [True, True, True]
+        assert direct.heartbeats_sent == 3
+        direct.report = lambda: {}["missing"]
+        assert not await direct.send_heartbeat() and direct.heartbeats_sent == 3
 
 
 async def _syncer_without_report(tmp_path: Path) -> tuple[Syncer, None]:
@@ -303,27 +311,30 @@ async def test_corrected_dates_follow_refusals_stop_and_missing_answers_are_aske
     from tests.test_redate import YEARS_5, stale_lesson
 
     t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
-    lessons = [stale_lesson(t) for _ in range(3)]
-    ok, refused, left_out = (r["session_id"] for r in lessons)
+    lessons = [stale_lesson(t) for _ in range(5)]
+    ok, left_out, refused, refused_bare, ok2 = (r["session_id"] for r in lessons)
 
     def correct(lesson: dict[str, Any]) -> dict[str, Any] | None:
         sid = lesson["session_id"]
         if sid == refused:
             return {"session_id": sid, "error": {"code": "not_a_correction", "message": "text changed"}}
+        if sid == refused_bare:
+            return {"session_id": sid, "corrected": False}
         return None if sid == left_out else {"session_id": sid, "corrected": True}
 
-    async with syncing(tmp_path, stored, lessons, batch_size=2, clock=t.clock()) as (companion, syncer, store):
+    async with syncing(tmp_path, stored, lessons, batch_size=3, clock=t.clock()) as (companion, syncer, store):
         companion.correct = correct
         assert await syncer.drain()
         assert companion.corrections == []  # nothing to correct while the clock is stale
-        assert sorted(r["session_id"] for r in store.awaiting_redate()) == sorted([ok, refused, left_out])
+        assert sorted(r["session_id"] for r in store.awaiting_redate()) == sorted(r["session_id"] for r in lessons)
         t.wall, t.synced = t.wall + YEARS_5, True
         assert await syncer.drain()
-        assert [len(b) for b in companion.corrections] == [2, 1]
+        assert companion.corrections == [[ok, left_out, refused], [refused_bare, ok2]]
         assert [r["session_id"] for r in store.awaiting_redate()] == [left_out]
-        fixed = store.get(ok)
-        assert fixed is not None and fixed["started_at"] != lessons[0]["started_at"]
-        assert store.get(refused) == lessons[1]
+        for sid, before in ((ok, lessons[0]), (ok2, lessons[4])):
+            fixed = store.get(sid)
+            assert fixed is not None and fixed["started_at"] != before["started_at"]
+        assert store.get(refused) == lessons[2] and store.get(refused_bare) == lessons[3]
         companion.correct = lambda lesson: {"session_id": lesson["session_id"], "corrected": True}
         assert await syncer.drain()
         assert companion.corrections[-1] == [left_out] and store.awaiting_redate() == []
@@ -348,3 +359,23 @@ async def test_a_companion_refusing_corrections_is_asked_again_and_one_without_t
         assert [len(b) for b in companion.corrections[1:]] == [2, 1] and store.awaiting_redate() == []
         assert await syncer.send_corrections()
     assert sum("does not take corrected dates" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_a_lesson_corrected_here_before_a_stop_is_not_sent_again(tmp_path: Path) -> None:
+    """A stop between keeping a lesson's corrected record and clearing its flag leaves a lesson flagged
+    whose record needs no correction: it is no longer asked about, and the lessons after it still are."""
+    from appliance.common.redate import correct_dates
+    from appliance.store.journal import encode_line, make_entry, write_atomic
+    from tests.test_clock import TRUE_NOW, FakeTime
+    from tests.test_redate import YEARS_5, stale_lesson
+
+    t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
+    done, waiting = stale_lesson(t), stale_lesson(t)
+    async with syncing(tmp_path, stored, [done, waiting], clock=t.clock()) as (companion, syncer, store):
+        assert await syncer.drain()
+        t.wall, t.synced = t.wall + YEARS_5, True
+        fixed = correct_dates(done, t.clock())
+        assert fixed is not None
+        write_atomic(store._journal(done["session_id"]), encode_line(make_entry("final", fixed, 0.0, 0.0)))
+        assert await syncer.drain()
+        assert companion.corrections == [[waiting["session_id"]]] and store.awaiting_redate() == []
