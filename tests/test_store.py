@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -764,3 +765,79 @@ def test_imported_lessons_are_durable_before_the_index_lists_them(tmp_path: Path
                 check_replaced(ops, journal)
         check_replaced(ops, directory / "sessions.json")
         assert sorted(d["session_id"] for d in SessionStore(directory).documents()) == ["i1", "i2", "i3"]
+
+
+# -- the journal file itself ---------------------------------------------------------------------
+
+
+def test_a_journal_line_keeps_the_format_and_the_times_of_its_lesson(tmp_path: Path) -> None:
+    """A journal line is ``{"v": 1, "kind", "created_at", "saved_at", "record"}``: the lesson's times come
+    back from it when the index is lost (created when its first turn was kept, saved when it ended)."""
+    now = [100.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store.checkpoint({"session_id": "t1", "turns": []})
+    now[0] = 250.0
+    store.save(record("t1"))
+    store.close()
+    [line] = (tmp_path / "lessons" / "t1.jsonl").read_bytes().splitlines()
+    assert json.loads(line) == {"v": 1, "kind": "final", "created_at": 100.0, "saved_at": 250.0,
+                                "record": record("t1")}
+    (tmp_path / "sessions.json").unlink()
+    [doc] = SessionStore(tmp_path).documents()
+    assert (doc["session_id"], doc["state"], doc["created_at"], doc["saved_at"]) == ("t1", "pending", 100.0, 250.0)
+
+
+def test_times_that_are_not_numbers_are_read_as_unknown() -> None:
+    """A hand-edited or foreign line: a time given as text, true, null or NaN is not a time (the saved
+    time stands in for the creation time, 0 for an unknown saved time); the lesson is kept."""
+    from appliance.store.journal import parse_entry
+
+    for odd in ('"yesterday"', "true", "null", "NaN", "[1]"):
+        raw = f'{{"kind":"final","record":{{"session_id":"a"}},"saved_at":{odd},"created_at":{odd}}}'.encode()
+        entry = parse_entry(raw)
+        assert entry is not None and (entry.created_at, entry.saved_at) == (0.0, 0.0), odd
+    entry = parse_entry(b'{"kind":"final","record":{"session_id":"a"},"saved_at":7,"created_at":"x"}')
+    assert entry is not None and (entry.created_at, entry.saved_at) == (7.0, 7.0)
+
+
+def test_appending_creates_an_owner_only_file_and_says_when_it_did(tmp_path: Path) -> None:
+    from appliance.store.journal import append_line
+
+    path = tmp_path / "a.jsonl"
+    old = os.umask(0o022)
+    try:
+        assert append_line(path, b'{"x":1}\n', check_tail=True) is True
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert append_line(path, b'{"x":2}\n', check_tail=True) is False
+    assert path.read_bytes() == b'{"x":1}\n{"x":2}\n'  # no blank line between whole lines
+
+
+@pytest.mark.parametrize("torn", [b"x", b'{"kind":"checkpoint","rec'])
+def test_a_torn_last_line_is_never_glued_to_the_next(tmp_path: Path, torn: bytes) -> None:
+    """A power cut left the last line unfinished (one byte or more): the next append starts a new line,
+    when asked to look; without looking (this process's own appends are whole) it appends as it is."""
+    from appliance.store.journal import append_line
+
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(torn)
+    assert append_line(path, b'{"x":1}\n', check_tail=True) is False
+    assert path.read_bytes() == torn + b'\n{"x":1}\n'
+    other = tmp_path / "b.jsonl"
+    other.write_bytes(torn)
+    append_line(other, b'{"x":1}\n', check_tail=False)
+    assert other.read_bytes() == torn + b'{"x":1}\n'
+
+
+def test_write_errors_name_the_file_and_the_reason(tmp_path: Path) -> None:
+    from appliance.store.journal import append_line, encode_line, make_entry
+
+    missing = tmp_path / "gone" / "a.jsonl"
+    with pytest.raises(StoreError) as info:
+        append_line(missing, b"{}\n", check_tail=True)
+    assert str(info.value) == f"cannot write {missing}: No such file or directory"
+    with pytest.raises(StoreError) as info:
+        encode_line(make_entry("final", {"session_id": "a", "turns": {1, 2}}, 0.0, 0.0))  # type: ignore[typeddict-item]
+    assert str(info.value).startswith("the lesson record cannot be stored as JSON: ")
+    assert "set" in str(info.value)
