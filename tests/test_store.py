@@ -841,3 +841,56 @@ def test_write_errors_name_the_file_and_the_reason(tmp_path: Path) -> None:
         encode_line(make_entry("final", {"session_id": "a", "turns": {1, 2}}, 0.0, 0.0))  # type: ignore[typeddict-item]
     assert str(info.value).startswith("the lesson record cannot be stored as JSON: ")
     assert "set" in str(info.value)
+
+
+def test_a_journal_is_read_from_its_last_good_line_and_counts_the_damaged_ones(tmp_path: Path) -> None:
+    """The last well-formed line wins, also when a crash cut off only its newline; complete lines that are
+    not entries are counted as damaged, a torn last line is not; ids that are empty or missing make no
+    entry, and a creation time is read as written."""
+    from appliance.store.journal import encode_line, make_entry, parse_entry, read_journal
+
+    first = encode_line(make_entry("checkpoint", {"session_id": "a", "turns": [1]}, 3.0, 4.0))  # type: ignore[typeddict-item]
+    last = encode_line(make_entry("final", {"session_id": "a", "turns": [1, 2]}, 3.0, 9.0))  # type: ignore[typeddict-item]
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(first + last.rstrip(b"\n"))  # the final line whole but for its newline
+    read = read_journal(path)
+    assert read.entry is not None and (read.entry.kind, read.entry.record["turns"]) == ("final", [1, 2])
+    assert (read.entry.created_at, read.entry.saved_at, read.bad_lines) == (3.0, 9.0, 0)
+    path.write_bytes(first + b"garbage\n" + b'{"kind":"final"}\n' + b'{"kind":"fin')
+    read = read_journal(path)
+    assert read.entry is not None and read.entry.kind == "checkpoint" and read.bad_lines == 2
+    for bad_record in (b'{"session_id":""}', b'{"id":"a"}', b'"a"'):
+        assert parse_entry(b'{"kind":"final","record":' + bad_record + b',"saved_at":1}') is None
+
+
+def test_odd_session_ids_get_a_stable_hashed_name_even_with_lone_surrogates() -> None:
+    """Ids that are not plain file names are named by the first 40 hex digits of their SHA-256 (journals
+    outlive versions: a changed name would be renamed at every upgrade); a lone surrogate in an id
+    still gets one."""
+    import hashlib
+
+    from appliance.store.journal import journal_name, sanitize
+
+    assert journal_name("lesson-1.a_b") == "lesson-1.a_b.jsonl"
+    assert journal_name("../x") == "~" + hashlib.sha256(b"../x").hexdigest()[:40] + ".jsonl"
+    odd = journal_name("\ud800")
+    assert odd.startswith("~") and odd.endswith(".jsonl") and odd != journal_name("\ufffd")
+    assert sanitize({1: "a\ud800", "k\udfff": ("x", None)}) == {1: "a\ufffd", "k\ufffd": ["x", None]}
+
+
+def test_replacing_a_file_leaves_it_owner_only_and_no_temporary_file_on_failure(tmp_path: Path) -> None:
+    from appliance.store.journal import write_atomic
+
+    target = tmp_path / "index.json"
+    old = os.umask(0o022)
+    try:
+        write_atomic(target, b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600 and target.read_bytes() == b"{}"
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    with pytest.raises(StoreError) as info:
+        write_atomic(blocked, b"{}")
+    assert str(info.value) == f"cannot write {blocked}: Is a directory"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "index.json"]  # the temporary file is gone
