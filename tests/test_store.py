@@ -894,3 +894,80 @@ def test_replacing_a_file_leaves_it_owner_only_and_no_temporary_file_on_failure(
         write_atomic(blocked, b"{}")
     assert str(info.value) == f"cannot write {blocked}: Is a directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked", "index.json"]  # the temporary file is gone
+
+
+# -- reading the index files ---------------------------------------------------------------------
+
+
+def test_an_index_entry_is_read_in_its_one_well_formed_shape() -> None:
+    """What an entry keeps of a document: the times (a missing creation time is the saved one, a missing
+    saved time the creation one, neither 0), the delivery time, trust and re-dating flag only for a
+    delivered lesson (and only when exactly true), a reason only for a parked one."""
+    from appliance.store.index import normalize_entry
+
+    assert normalize_entry({"session_id": "a", "state": "pending", "saved_at": 5}) == {
+        "session_id": "a", "state": "pending", "created_at": 5.0, "saved_at": 5.0, "synced_at": None,
+        "synced_at_trusted": False, "redate_pending": False, "parked_reason": None}
+    created_only = normalize_entry({"session_id": "a", "state": "pending", "created_at": 3})
+    assert created_only is not None and (created_only["created_at"], created_only["saved_at"]) == (3.0, 3.0)
+    neither = normalize_entry({"session_id": "a", "state": "parked"})
+    assert neither is not None
+    assert (neither["created_at"], neither["saved_at"], neither["parked_reason"]) == (0.0, 0.0, "")
+    flags = {"synced_at": 9, "synced_at_trusted": True, "redate_pending": True, "parked_reason": "why"}
+    pending = normalize_entry({"session_id": "a", "state": "pending", **flags})
+    assert pending is not None and (pending["synced_at"], pending["synced_at_trusted"], pending["redate_pending"],
+                                    pending["parked_reason"]) == (None, False, False, None)
+    synced = normalize_entry({"session_id": "a", "state": "synced", **flags})
+    assert synced is not None and (synced["synced_at"], synced["synced_at_trusted"], synced["redate_pending"],
+                                   synced["parked_reason"]) == (9.0, True, True, None)
+    loose = normalize_entry({"session_id": "a", "state": "synced", "synced_at_trusted": 1, "redate_pending": "yes"})
+    assert loose is not None and (loose["synced_at_trusted"], loose["redate_pending"]) == (False, False)
+    parked = normalize_entry({"session_id": "a", "state": "parked", "parked_reason": "invalid_record: x"})
+    assert parked is not None and parked["parked_reason"] == "invalid_record: x"
+    for bad in ({"session_id": 5, "state": "pending"}, {"session_id": "", "state": "pending"},
+                {"session_id": "a", "state": "lost"}, ["a"]):
+        assert normalize_entry(bad) is None, bad
+
+
+def test_documents_that_carry_their_record_are_kept_with_the_records_id() -> None:
+    """The previous layout's documents (and bare records salvaged from a cut file) carry the lesson: its id
+    is the record's, its state the document's if it had one (else waiting to be sent again)."""
+    from appliance.store.index import OldDocument, classify
+
+    old = classify({"record": {"session_id": "r1", "turns": []}, "state": "synced", "synced_at": 4.0})
+    assert isinstance(old, OldDocument) and old.state == "synced" and old.entry["session_id"] == "r1"
+    assert old.entry["synced_at"] == 4.0
+    stateless = classify({"session_id": "outer", "record": {"session_id": "r2"}})
+    assert isinstance(stateless, OldDocument) and stateless.state == "pending"
+    assert stateless.entry["session_id"] == "r2" and stateless.entry["state"] == "pending"
+    running = classify({"record": {"session_id": "r3"}, "state": "in_progress"})
+    assert isinstance(running, OldDocument) and running.state == "in_progress" and running.entry["state"] == "pending"
+    odd_state = classify({"record": {"session_id": "r4"}, "state": "lost"})
+    assert isinstance(odd_state, OldDocument) and odd_state.state == "pending"
+    bare = classify({"session_id": "r5", "turns": [{"role": "learner", "text": "hi"}]})
+    assert isinstance(bare, OldDocument) and bare.state == "pending" and bare.record["turns"][0]["text"] == "hi"
+    for bad in ({"record": {"session_id": ""}}, {"record": "x"}, {"turns": []}, 5):
+        assert classify(bad) is None, bad
+
+
+def test_a_damaged_index_gives_up_every_whole_lesson_object_in_it(tmp_path: Path) -> None:
+    """Salvage decodes each complete object of a cut file, from its first byte on and also objects that
+    follow each other with nothing between; the newest copy of a lesson wins, whichever layout it is in;
+    documents of the wrong shape are counted."""
+    from appliance.store.index import load_index
+
+    a = json.dumps({"session_id": "a", "state": "pending", "created_at": 1.0, "saved_at": 1.0})
+    b_old = json.dumps({"session_id": "b", "record": {"session_id": "b"}, "state": "pending"})
+    b_new = json.dumps({"session_id": "b", "state": "synced", "created_at": 2.0, "synced_at": 3.0})
+    a_old = json.dumps({"session_id": "a", "record": {"session_id": "a"}, "state": "pending"})
+    path = tmp_path / "sessions.json"
+    path.write_text(a + b_old + b_new + ',{"session_id": "c", "state": "pen')
+    loaded = load_index(path)
+    assert loaded.damage == "not JSON (truncated or garbage)"
+    assert sorted(loaded.entries) == ["a", "b"] and loaded.old == {} and loaded.entries["b"]["state"] == "synced"
+    path.write_text(b_new + a + a_old + "]]")
+    loaded = load_index(path)
+    assert sorted(loaded.entries) == ["b"] and sorted(loaded.old) == ["a"]
+    path.write_text(json.dumps({"sessions": {"1": json.loads(a), "2": {"state": "x"}, "3": [], "4": {}}}))
+    loaded = load_index(path)
+    assert loaded.damage is None and loaded.dropped == 3 and loaded.entries["a"]["created_at"] == 1.0
