@@ -971,3 +971,29 @@ def test_a_damaged_index_gives_up_every_whole_lesson_object_in_it(tmp_path: Path
     path.write_text(json.dumps({"sessions": {"1": json.loads(a), "2": {"state": "x"}, "3": [], "4": {}}}))
     loaded = load_index(path)
     assert loaded.damage is None and loaded.dropped == 3 and loaded.entries["a"]["created_at"] == 1.0
+
+
+def test_each_kind_of_damaged_index_is_named_and_salvaged(tmp_path: Path) -> None:
+    """The damage is named in words (it goes into the problem the admin reads) and whatever lessons the
+    file still holds are kept: bytes that are not UTF-8, a top level that is not an object, a sessions
+    table of the wrong type; the store's schema is read from its meta table only when it is a number."""
+    from appliance.store.index import load_index
+
+    entry = {"session_id": "a", "state": "pending", "created_at": 1.0, "saved_at": 1.0}
+    path = tmp_path / "sessions.json"
+    cases: list[tuple[bytes, str | None, list[str], int]] = [
+        (b"\xff\xfe" + json.dumps(entry).encode(), "not UTF-8 text", ["a"], 0),
+        (json.dumps([entry, {"state": "x"}]).encode(), "not a session database (the top level is list)", ["a"], 1),
+        (b"5", "not a session database (the top level is int)", [], 0),
+        (json.dumps({"sessions": [entry, 3]}).encode(), "wrong shape (the sessions table is a list)", ["a"], 1),
+        (json.dumps({"sessions": "a"}).encode(), "wrong shape (the sessions table is str)", [], 0),
+        (json.dumps({"meta": {"1": {"schema": 2}}}).encode(), None, [], 0),
+    ]
+    for raw, damage, kept, dropped in cases:
+        path.write_bytes(raw)
+        loaded = load_index(path)
+        assert (loaded.damage, sorted(loaded.entries), loaded.dropped) == (damage, kept, dropped), raw
+    for meta, schema in (({"1": {"schema": 2}}, 2), ({"1": {"schema": True}}, None), ({"1": {"schema": "2"}}, None),
+                         ({"1": 2}, None), ([{"schema": 2}], None)):
+        path.write_text(json.dumps({"sessions": {}, "meta": meta}))
+        assert load_index(path).schema == schema, meta
