@@ -997,3 +997,121 @@ def test_each_kind_of_damaged_index_is_named_and_salvaged(tmp_path: Path) -> Non
                          ({"1": 2}, None), ([{"schema": 2}], None)):
         path.write_text(json.dumps({"sessions": {}, "meta": meta}))
         assert load_index(path).schema == schema, meta
+
+
+# -- the store's writes and retention, in detail ----------------------------------------------------
+
+
+def test_a_batch_import_takes_every_new_lesson_once_with_its_time(tmp_path: Path) -> None:
+    """Known lessons and malformed records anywhere in the batch are skipped, not the end of it; a lesson
+    twice in the batch is added once; the import's time is the lessons' time, in the index and in their
+    journals."""
+    store = SessionStore(tmp_path, clock=lambda: 500.0)
+    store.save(record("known"))
+    batch = [record("known"), {"no": "id"}, record("n1"), record("n1", "again"), 7, record("n2")]
+    assert store.import_records(batch) == 2
+    assert [(d["session_id"], d["created_at"], d["saved_at"]) for d in store.documents()] == [
+        ("known", 500.0, 500.0), ("n1", 500.0, 500.0), ("n2", 500.0, 500.0)]
+    assert store.get("n1") == record("n1")
+    store.close()
+    (tmp_path / "sessions.json").unlink()
+    rebuilt = SessionStore(tmp_path, clock=lambda: 900.0)
+    assert sorted((d["session_id"], d["created_at"], d["saved_at"]) for d in rebuilt.documents()) == [
+        ("known", 500.0, 500.0), ("n1", 500.0, 500.0), ("n2", 500.0, 500.0)]
+
+
+def test_retention_counts_age_strictly_and_skips_journals_already_gone(tmp_path: Path) -> None:
+    """A lesson delivered exactly ``keep_synced_days`` ago is kept (older than, not as old as); a journal
+    removed by hand does not stop retention; one that cannot be deleted is a StoreError naming it."""
+    now = [1_000_000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    for sid in ("a", "b", "c"):
+        store.save(record(sid))
+        store.mark_synced(sid)
+    now[0] += 30 * 86400
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 0
+    (tmp_path / "lessons" / "a.jsonl").unlink()
+    now[0] += 1
+    (tmp_path / "lessons" / "b.jsonl").unlink()
+    (tmp_path / "lessons" / "b.jsonl").mkdir()  # in the way: cannot be deleted as a file
+    with pytest.raises(StoreError) as info:
+        store.apply_retention(keep_synced_days=30, max_lessons=100)
+    assert str(info.value) == f"cannot delete {tmp_path / 'lessons' / 'b.jsonl'}: Is a directory"
+    (tmp_path / "lessons" / "b.jsonl").rmdir()
+    assert store.apply_retention(keep_synced_days=30, max_lessons=100) == 3
+    assert store.documents() == []
+
+
+def test_a_full_store_is_reported_only_when_waiting_lessons_exceed_the_cap(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SessionStore(tmp_path, synced=lambda: True)
+    for sid in ("a", "b", "c"):
+        store.save(record(sid))
+    assert store.apply_retention(keep_synced_days=30, max_lessons=3) == 0
+    assert "session store is full" not in caplog.text
+    assert store.apply_retention(keep_synced_days=30, max_lessons=2) == 0
+    assert "session store is full: 3 lessons waiting for the companion exceed the cap of 2" in caplog.text
+
+
+def test_stale_delivery_stamps_are_restamped_in_both_index_files(tmp_path: Path) -> None:
+    """Lessons delivered before the clock was synchronized, some already moved to synced.json: the first
+    retention on a synchronized clock stamps them all "now" (trusted), in both files, so their period
+    counts from then, also after a restart."""
+    now = [1_000_000.0]
+    synced = [False]
+    store = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: synced[0])
+    ids = [f"s{i:02d}" for i in range(ARCHIVE_BATCH + 2)]
+    for sid in ids:
+        store.save(record(sid))
+        store.mark_synced(sid)
+    assert len(json.loads((tmp_path / "synced.json").read_text())["sessions"]) == ARCHIVE_BATCH
+    now[0] += 365 * 86400
+    synced[0] = True
+    assert store.apply_retention(keep_synced_days=30, max_lessons=1000) == 0
+    store.close()
+    reopened = SessionStore(tmp_path, clock=lambda: now[0], synced=lambda: True)
+    assert {(d["synced_at"], d["synced_at_trusted"]) for d in reopened.documents()} == {(now[0], True)}
+    now[0] += 31 * 86400
+    assert reopened.apply_retention(keep_synced_days=30, max_lessons=1000) == len(ids)
+
+
+def test_corrected_dates_are_kept_and_the_lesson_is_no_longer_awaited(tmp_path: Path) -> None:
+    now = [100.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store.save(record("r1", "before"))
+    now[0] = 200.0
+    store.mark_synced("r1", redate=True)
+    store.save(record("r2"))
+    store.mark_synced("r2", redate=True)
+    assert [r["session_id"] for r in store.awaiting_redate()] == ["r1", "r2"]
+    store.redated(record("r1", "after"))
+    store.drop_redate("r2")
+    assert store.awaiting_redate() == [] and store.get("r1") == record("r1", "after")
+    store.close()
+    (tmp_path / "sessions.json").unlink()
+    [doc, _] = SessionStore(tmp_path).documents()
+    assert (doc["session_id"], doc["created_at"], doc["saved_at"]) == ("r1", 100.0, 100.0)
+    assert doc["record"] == record("r1", "after")
+
+
+def test_a_read_only_store_refuses_every_write_and_forgets_a_vanished_lesson(tmp_path: Path) -> None:
+    """Every write raises before it touches a file, re-dating included (before: a read-only store's
+    ``redated`` rewrote the lesson's journal, then refused at the index); a lesson whose journal vanished
+    under it is forgotten in memory."""
+    from appliance.store.sessions import READ_ONLY
+
+    writer = SessionStore(tmp_path)
+    for sid in ("a", "b"):
+        writer.save(record(sid))
+    writer.mark_synced("a", redate=True)
+    reader = SessionStore(tmp_path, read_only=True)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "lessons").iterdir()}
+    for write in (lambda: reader.drop_redate("a"), lambda: reader.redated(record("a", "changed")),
+                  lambda: reader.mark_synced("b"), lambda: reader.import_records([record("c")])):
+        with pytest.raises(StoreError) as info:
+            write()
+        assert str(info.value) == READ_ONLY
+    assert {p.name: p.read_bytes() for p in (tmp_path / "lessons").iterdir()} == before
+    (tmp_path / "lessons" / "b.jsonl").unlink()  # retention by the running kiosk, say
+    assert [d["session_id"] for d in reader.documents()] == ["a"] and len(reader) == 1
+    assert reader.get("b") is None and reader.state_of("b") is None
