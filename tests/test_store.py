@@ -1115,3 +1115,149 @@ def test_a_read_only_store_refuses_every_write_and_forgets_a_vanished_lesson(tmp
     (tmp_path / "lessons" / "b.jsonl").unlink()  # retention by the running kiosk, say
     assert [d["session_id"] for d in reader.documents()] == ["a"] and len(reader) == 1
     assert reader.get("b") is None and reader.state_of("b") is None
+
+
+def test_a_damaged_file_is_moved_aside_under_a_new_utc_name_and_reported_at_critical(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The aside name carries the UTC time (whatever the local zone) and, when that name is taken, the next
+    free number from -2; the problem is logged at CRITICAL by the kiosk, at INFO by a read-only reader."""
+    import logging
+    import time as clock
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    clock.tzset()
+    try:
+        taken = set()
+        for ahead in range(0, 6):  # whichever second the store opens in, its first name is taken
+            stamp = clock.strftime("%Y%m%dT%H%M%SZ", clock.gmtime(clock.time() + ahead))
+            (tmp_path / f"sessions.json.corrupt-{stamp}").write_text("older damage")
+            taken.add(f"sessions.json.corrupt-{stamp}")
+        (tmp_path / "sessions.json").write_bytes(b"\x00garbage")
+        caplog.set_level(logging.INFO)
+        reader = SessionStore(tmp_path, read_only=True)
+        assert [r.levelno for r in caplog.records if r.getMessage().startswith("session store: ")] == [logging.INFO]
+        caplog.clear()
+        store = SessionStore(tmp_path)
+    finally:
+        monkeypatch.delenv("TZ")
+        clock.tzset()
+    [aside] = [p.name for p in tmp_path.glob("sessions.json.corrupt-*") if p.name not in taken]
+    assert re.fullmatch(r"sessions\.json\.corrupt-\d{8}T\d{6}Z-2", aside) and aside[:-2] in taken
+    [problem] = store.problems
+    assert problem.startswith("sessions.json was damaged (not JSON (truncated or garbage)); moved to " + aside)
+    assert reader.problems[0].startswith("sessions.json was damaged") and "left as it is" in reader.problems[0]
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "appliance.store.sessions"
+            and r.levelno == logging.CRITICAL] == [(logging.CRITICAL, "session store: " + problem)]
+
+
+def test_a_lost_journal_is_a_problem_only_for_a_lesson_not_yet_delivered(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    for sid in ("gone-synced", "gone-pending"):
+        store.save(record(sid))
+    store.mark_synced("gone-synced")
+    store.checkpoint({"session_id": "gone-live", "turns": []})
+    for sid in ("gone-synced", "gone-pending", "gone-live"):
+        (tmp_path / "lessons" / f"{sid}.jsonl").unlink()
+    assert store.documents() == [] and len(store) == 0
+    assert store.get("gone-pending") is None and store.state_of("gone-pending") is None
+    assert store.problems == ["lesson gone-pending (pending) lost its journal file; it cannot be sent",
+                              "lesson gone-live (in_progress) lost its journal file; it cannot be sent"]
+
+
+def test_a_lesson_in_progress_keeps_its_start_and_last_checkpoint_across_a_crash(tmp_path: Path) -> None:
+    now = [100.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    store.checkpoint({"session_id": "live", "turns": [1]})
+    now[0] = 150.0
+    store.checkpoint({"session_id": "live", "turns": [1, 2]})
+    expected = {"session_id": "live", "state": "in_progress", "created_at": 100.0, "saved_at": 150.0,
+                "synced_at": None, "synced_at_trusted": False, "redate_pending": False, "parked_reason": None,
+                "record": {"session_id": "live", "turns": [1, 2]}}
+    assert store.documents() == [expected]
+    store.close()
+    now[0] = 400.0
+    assert SessionStore(tmp_path, clock=lambda: now[0]).documents() == [expected]
+
+
+def test_a_finished_lesson_taken_up_again_is_in_progress_again(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.save(record("again"))
+    store.checkpoint({**record("again"), "turns": [{"role": "learner", "text": "more"}]})
+    assert store.state_of("again") == "in_progress" and store.unsynced() == []
+    store.close()
+    reopened = SessionStore(tmp_path)
+    assert reopened.state_of("again") == "in_progress"
+    [closed] = reopened.recover_interrupted()
+    assert closed["turns"] == [{"role": "learner", "text": "more"}] and reopened.state_of("again") == "pending"
+
+
+def test_an_unreadable_interrupted_lesson_does_not_stop_the_others_being_closed(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.checkpoint({"session_id": "a-broken", "turns": []})
+    store.checkpoint({"session_id": "b-fine", "turns": [1]})
+    store.close()
+    reopened = SessionStore(tmp_path)
+    (tmp_path / "lessons" / "a-broken.jsonl").write_bytes(b"not json\n")
+    assert [r["session_id"] for r in reopened.recover_interrupted()] == ["b-fine"]
+    assert reopened.state_of("b-fine") == "pending" and reopened.state_of("a-broken") is None
+
+
+def test_parking_keeps_the_reason_and_delivery_asks_for_no_correction_unless_told(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    for sid in ("p1", "p2", "s1"):
+        store.save(record(sid))
+    store.park("p1", "invalid_record: turns: not a list")
+    store.park("p2", "")
+    store.mark_synced("s1")
+    assert [(r["session_id"], why) for r, why in store.parked()] == [("p1", "invalid_record: turns: not a list"),
+                                                                    ("p2", "")]
+    assert store.awaiting_redate() == []
+    store.mark_synced("nobody")  # not a lesson here: nothing happens
+    assert store.state_of("nobody") is None and len(store) == 3
+
+
+def test_only_a_delivered_lesson_has_its_dates_corrected(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.save(record("waiting"))
+    journal = (tmp_path / "lessons" / "waiting.jsonl").read_bytes()
+    store.redated(record("waiting", "changed"))
+    store.drop_redate("waiting")
+    store.drop_redate("unknown")
+    assert (tmp_path / "lessons" / "waiting.jsonl").read_bytes() == journal
+    assert store.state_of("waiting") == "pending"
+
+
+def test_lessons_awaiting_corrected_dates_are_listed_oldest_first_from_both_files(tmp_path: Path) -> None:
+    """Delivered newest first, so the oldest sit in sessions.json and the newest moved to synced.json:
+    the list is still oldest first."""
+    now = [1000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    ids = [f"r{i:02d}" for i in range(ARCHIVE_BATCH + 3)]
+    for sid in ids:
+        now[0] += 1
+        store.save(record(sid))
+    for sid in reversed(ids):
+        store.mark_synced(sid, redate=True)
+    assert len(json.loads((tmp_path / "synced.json").read_text())["sessions"]) == ARCHIVE_BATCH
+    assert [r["session_id"] for r in store.awaiting_redate()] == ids
+    store.close()
+    assert [r["session_id"] for r in SessionStore(tmp_path).awaiting_redate()] == ids
+
+
+def test_an_entry_in_both_index_files_is_read_as_sessions_json_says(tmp_path: Path) -> None:
+    """A crash between the archive write and the sessions.json write leaves a lesson in both files; a
+    hand-edited synced.json may hold a waiting lesson. sessions.json wins; waiting lessons are counted
+    wherever they are."""
+    store = SessionStore(tmp_path)
+    for sid in ("both", "archived-pending"):
+        store.save(record(sid))
+    store.close()
+    entry = {"session_id": "both", "state": "synced", "created_at": 1.0, "saved_at": 1.0, "synced_at": 2.0,
+             "synced_at_trusted": True, "redate_pending": True, "parked_reason": None}
+    waiting = {**entry, "session_id": "archived-pending", "state": "pending", "redate_pending": False}
+    (tmp_path / "synced.json").write_text(json.dumps({"sessions": {"1": entry, "2": waiting}}))
+    active = {**entry, "redate_pending": False}
+    (tmp_path / "sessions.json").write_text(json.dumps({"sessions": {"1": active}, "meta": {"1": {"schema": 2}}}))
+    reopened = SessionStore(tmp_path)
+    assert reopened.awaiting_redate() == []
+    assert reopened.count_unsynced() == 1 and [r["session_id"] for r in reopened.unsynced()] == ["archived-pending"]
