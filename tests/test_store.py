@@ -1261,3 +1261,39 @@ def test_an_entry_in_both_index_files_is_read_as_sessions_json_says(tmp_path: Pa
     reopened = SessionStore(tmp_path)
     assert reopened.awaiting_redate() == []
     assert reopened.count_unsynced() == 1 and [r["session_id"] for r in reopened.unsynced()] == ["archived-pending"]
+
+
+def test_state_changes_keep_each_index_file_to_its_lessons(tmp_path: Path) -> None:
+    """A delivered lesson already in synced.json that is marked delivered again stays there with its new
+    time; parked, it moves to sessions.json with its reason and no delivery time. A lesson in progress
+    is never marked, and a record that is not an object is refused in words."""
+    now = [1000.0]
+    store = SessionStore(tmp_path, clock=lambda: now[0])
+    ids = [f"a{i:02d}" for i in range(ARCHIVE_BATCH)]
+    for sid in ids:
+        store.save(record(sid))
+        store.mark_synced(sid)
+
+    def files() -> tuple[dict, dict]:
+        read = [json.loads((tmp_path / name).read_text())["sessions"] for name in ("sessions.json", "synced.json")]
+        return ({d["session_id"]: d for d in read[0].values()}, {d["session_id"]: d for d in read[1].values()})
+
+    assert sorted(files()[1]) == ids and files()[0] == {}
+    now[0] = 2000.0
+    store.mark_synced("a00")
+    active, archive = files()
+    assert active == {} and archive["a00"]["synced_at"] == 2000.0
+    store.park("a01", "conflict: taken")
+    active, archive = files()
+    assert "a01" not in archive
+    assert (active["a01"]["state"], active["a01"]["parked_reason"]) == ("parked", "conflict: taken")
+    assert active["a01"]["synced_at"] is None
+    [parked] = [d for d in store.documents() if d["session_id"] == "a01"]
+    assert parked["synced_at"] is None and parked["synced_at_trusted"] is False
+    store.checkpoint({"session_id": "live", "turns": []})
+    store.mark_synced("live")
+    store.park("live", "x")
+    assert store.state_of("live") == "in_progress" and "live" not in files()[0]
+    with pytest.raises(StoreError) as info:
+        store.save([1, 2])  # type: ignore[arg-type]
+    assert str(info.value) == "a lesson record must be a JSON object, not list"
