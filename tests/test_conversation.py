@@ -766,6 +766,26 @@ def test_the_goodbye_is_asked_once() -> None:
     assert sent(prompt)[0]["item"]["content"][0]["text"] == "one minute left"
 
 
+def test_the_defaults_are_the_kiosks_toggle_half_duplex_call() -> None:
+    """Without options: greets at once, toggle mode, half duplex with a 0.3 s echo tail, a 2 s long press,
+    48 kHz microphone frames (4800 samples are the 100 ms a held turn needs)."""
+    lesson = Lesson(kiosk_id="kiosk-1")
+    c = Conversation(lesson)
+    assert types(c.start(0.0)) == ["response.create"]
+    server = Server(c, buffer_events=False)
+    server.response(0.1, "Hello there", audio_ms=500)
+    c.on_audible(True, 0.2)
+    assert not c.mic_open(0.5)
+    c.on_audible(False, 1.0)
+    assert not c.mic_open(1.29) and c.mic_open(1.3)
+    press = c.press(2.0)
+    assert timers(press)["long_press"].delay_s == 2.0 and ends(press) == ["button"]
+    hold = Conversation(Lesson(kiosk_id="kiosk-1"), mode="hold", greet=False)
+    hold.press(0.0)
+    hold.mic_frames(np.full(4800, 3000, dtype=np.int16), 0.05)
+    assert types(hold.release(0.2)) == ["input_audio_buffer.commit", "response.create"]
+
+
 # -- random sequences -------------------------------------------------------------------------------
 
 from hypothesis import HealthCheck, settings  # noqa: E402
