@@ -778,6 +778,8 @@ def test_a_journal_line_keeps_the_format_and_the_times_of_its_lesson(tmp_path: P
     store.checkpoint({"session_id": "t1", "turns": []})
     now[0] = 250.0
     store.save(record("t1"))
+    [saved] = store.documents()
+    assert (saved["created_at"], saved["saved_at"]) == (100.0, 250.0)
     store.close()
     [line] = (tmp_path / "lessons" / "t1.jsonl").read_bytes().splitlines()
     assert json.loads(line) == {"v": 1, "kind": "final", "created_at": 100.0, "saved_at": 250.0,
@@ -1297,3 +1299,37 @@ def test_state_changes_keep_each_index_file_to_its_lessons(tmp_path: Path) -> No
     with pytest.raises(StoreError) as info:
         store.save([1, 2])  # type: ignore[arg-type]
     assert str(info.value) == "a lesson record must be a JSON object, not list"
+
+
+def test_a_failed_index_write_is_a_store_error_and_the_next_one_succeeds(tmp_path: Path) -> None:
+    """Something in the way of the index's temporary file: the save is a StoreError naming the index
+    (the lesson's journal is on disk, so it is not lost); once the way is clear the next save works and
+    the index holds both lessons."""
+    import threading
+
+    store = SessionStore(tmp_path)
+    blocker = tmp_path / f".sessions.json.{os.getpid()}.{threading.get_ident()}.tmp"
+    blocker.mkdir()
+    with pytest.raises(StoreError) as info:
+        store.save(record("first"))
+    assert str(info.value) == f"cannot write {tmp_path / 'sessions.json'}: Is a directory"
+    blocker.rmdir()
+    store.save(record("second"))
+    store.close()
+    assert sorted(d["session_id"] for d in SessionStore(tmp_path).documents()) == ["first", "second"]
+
+
+def test_a_delivered_lesson_saved_again_leaves_the_archive_and_ids_are_cleaned(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    ids = [f"a{i:02d}" for i in range(ARCHIVE_BATCH)]
+    for sid in ids:
+        store.save(record(sid))
+        store.mark_synced(sid)
+    store.save(record("a05", "saved again"))
+    archive = json.loads((tmp_path / "synced.json").read_text())["sessions"]
+    assert "a05" not in {d["session_id"] for d in archive.values()} and store.state_of("a05") == "pending"
+    store.save({"session_id": "odd\ud800", "turns": []})
+    assert store.get("odd\ufffd") == {"session_id": "odd\ufffd", "turns": []}
+    with pytest.raises(StoreError) as info:
+        store.save({"turns": []})
+    assert str(info.value) == "a lesson record needs a non-empty string session_id"
