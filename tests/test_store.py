@@ -1333,3 +1333,72 @@ def test_a_delivered_lesson_saved_again_leaves_the_archive_and_ids_are_cleaned(t
     with pytest.raises(StoreError) as info:
         store.save({"turns": []})
     assert str(info.value) == "a lesson record needs a non-empty string session_id"
+
+
+def test_index_files_damaged_while_the_kiosk_runs_give_clear_store_errors(tmp_path: Path) -> None:
+    """While the store is open, whatever replaces sessions.json is never taken for an index: bytes that
+    are not UTF-8 or JSON of the wrong shape say to restart the kiosk (which repairs it); a directory or a
+    link loop is a read error naming the file; a malformed entry among good ones is skipped, not the
+    entries after it."""
+    store = SessionStore(tmp_path)
+    store.save(record("kept"))
+    index = tmp_path / "sessions.json"
+    good = index.read_bytes()
+    damaged = f"{index} was damaged while the kiosk ran; restart the kiosk to repair it"
+    for content in (b"\xff\xfe\x00", b"[1, 2]", b'{"sessions": [1]}', b"{"):
+        index.write_bytes(content)
+        with pytest.raises(StoreError) as info:
+            store.state_of("kept")
+        assert str(info.value) == damaged, content
+    index.unlink()
+    index.mkdir()
+    with pytest.raises(StoreError) as info:
+        store.state_of("kept")
+    assert str(info.value) == f"cannot read {index}: Is a directory"
+    index.rmdir()
+    index.symlink_to(index)
+    with pytest.raises(StoreError) as info:
+        store.state_of("kept")
+    assert str(info.value) == f"cannot read {index}: Too many levels of symbolic links"
+    index.unlink()
+    entries = json.loads(good)
+    entries["sessions"] = {"1": {"bogus": 1}, **{str(int(k) + 1): v for k, v in entries["sessions"].items()}}
+    index.write_text(json.dumps(entries))
+    assert store.state_of("kept") == "pending"
+
+
+def test_a_journal_that_cannot_be_read_is_a_store_error_and_damage_is_reported_once(tmp_path: Path) -> None:
+    from appliance.store.journal import encode_line, make_entry
+
+    store = SessionStore(tmp_path)
+    store.save(record("dir"))
+    journal = tmp_path / "lessons" / "dir.jsonl"
+    journal.unlink()
+    journal.mkdir()
+    with pytest.raises(StoreError) as info:
+        store.get("dir")
+    assert str(info.value) == f"cannot read {journal}: Is a directory"
+    journal.rmdir()
+    store.save(record("torn"))
+    line = encode_line(make_entry("final", record("torn"), 1.0, 1.0))  # type: ignore[arg-type]
+    (tmp_path / "lessons" / "torn.jsonl").write_bytes(b"garbage\n" + line + b"more garbage\n")
+    assert store.get("torn") == record("torn") and store.get("torn") == record("torn")
+    assert store.problems == ["lessons/torn.jsonl had 1 damaged line(s); kept its last good one"]
+
+
+def test_every_lesson_in_progress_is_listed(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    for sid in ("live-1", "live-2"):
+        store.checkpoint({"session_id": sid, "turns": []})
+    assert [d["session_id"] for d in store.documents()] == ["live-1", "live-2"] and len(store) == 2
+
+
+def test_a_read_only_store_shows_the_lessons_an_old_index_still_carries(tmp_path: Path) -> None:
+    """The previous layout keeps records inside sessions.json: read-only, they are shown from there (the
+    kiosk writes their journals at its next start), one of them still in progress."""
+    (tmp_path / "sessions.json").write_text(old_layout({"1": old_doc("p1", "pending", "one"),
+                                                        "2": old_doc("run", "in_progress", "two")}))
+    reader = SessionStore(tmp_path, read_only=True)
+    assert {d["session_id"]: (d["state"], d["record"]["turns"][0]["text"]) for d in reader.documents()} == {
+        "p1": ("pending", "one"), "run": ("in_progress", "two")}
+    assert not (tmp_path / "lessons").exists()
