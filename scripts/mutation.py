@@ -195,8 +195,9 @@ def collect(ws: Path, module: Module, equivalents: dict[str, str], seconds: floa
 def run_module(module: Module, jobs: int, show_survivors: bool, again: bool) -> Result:
     ws = prepare(module, jobs, again)
     names: list[str] = []
-    if again:
-        names = collect(ws, module, {}, 0.0).survivors
+    if again:  # the listed equivalents would only survive again
+        equivalents = load_equivalents()
+        names = [n for n in collect(ws, module, {}, 0.0).survivors if n not in equivalents]
         print(f"== {module.name}: {len(names)} survivor(s) of the last run tested again", flush=True)
     else:
         print(f"== {module.name}: mutating {module.source} against {' '.join(module.tests)}", flush=True)
