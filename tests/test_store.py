@@ -1402,3 +1402,68 @@ def test_a_read_only_store_shows_the_lessons_an_old_index_still_carries(tmp_path
     assert {d["session_id"]: (d["state"], d["record"]["turns"][0]["text"]) for d in reader.documents()} == {
         "p1": ("pending", "one"), "run": ("in_progress", "two")}
     assert not (tmp_path / "lessons").exists()
+
+
+def test_whatever_is_in_the_stores_way_is_named_exactly(tmp_path: Path) -> None:
+    """Each obstruction is named for what it is and for what the store keeps there, moved aside by the
+    kiosk and only reported by a read-only reader; a healthy place is not looked at twice."""
+    cases = {"dir-as-index": ("sessions.json", "mkdir", "a directory", "an index file", "not-a-file"),
+             "file-as-folder": ("lessons", "file", "a regular file", "its lessons folder", "not-a-folder"),
+             "dangling": ("synced.json", "symlink", "a broken symbolic link", "an index file", "not-a-file"),
+             "fifo": ("synced.json", "fifo", "a special file", "an index file", "not-a-file")}
+    for name, (target, kind, what, role, why) in cases.items():
+        for read_only in (True, False):
+            state = tmp_path / f"{name}-{read_only}"
+            SessionStore(state).close()
+            path = state / target
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            if kind == "mkdir":
+                path.mkdir()
+            elif kind == "file":
+                path.write_text("x")
+            elif kind == "symlink":
+                path.symlink_to(state / "nowhere")
+            else:
+                os.mkfifo(path)
+            store = SessionStore(state, read_only=read_only)
+            [problem] = store.problems
+            if read_only:
+                assert problem == (f"{target} is {what} where the store keeps {role}; left as it is (read-only "
+                                   "here: the kiosk sets it aside at its next start)")
+            else:
+                [aside] = [p.name for p in state.iterdir() if p.name.startswith(f"{target}.{why}-")]
+                assert problem == (f"{target} was {what} where the store keeps {role}; moved to {aside} unread "
+                                   "(nothing was deleted: look inside, then remove it); a new one was made")
+
+
+def test_a_state_directory_that_is_a_file_cannot_be_opened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.write_text("not a directory")
+    with pytest.raises(StoreError) as info:
+        SessionStore(state)
+    assert str(info.value) == f"cannot open the session store in {state}: Not a directory"
+
+
+def test_opening_a_healthy_store_rewrites_nothing_and_a_damaged_one_is_rewritten(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    store.save(record("ok"))
+    store.close()
+    index = tmp_path / "sessions.json"
+    before = (index.stat().st_ino, index.read_bytes())
+    SessionStore(tmp_path).close()
+    assert (index.stat().st_ino, index.read_bytes()) == before
+    damaged = json.loads(index.read_text())  # the current schema, with one document of the wrong shape
+    damaged["sessions"]["99"] = {"state": "pending"}
+    old = old_doc("carried", "pending")
+    damaged["sessions"]["100"] = old
+    index.write_text(json.dumps(damaged))
+    reopened = SessionStore(tmp_path)
+    [problem] = reopened.problems
+    assert problem.startswith("sessions.json was damaged (1 document(s) of the wrong shape); "
+                              "moved to sessions.json.corrupt-")
+    assert problem.endswith("; 2 lesson(s) salvaged from it")
+    rewritten = {d["session_id"] for d in json.loads(index.read_text())["sessions"].values()}
+    assert rewritten == {"ok", "carried"} and reopened.state_of("carried") == "pending"
