@@ -1467,3 +1467,54 @@ def test_opening_a_healthy_store_rewrites_nothing_and_a_damaged_one_is_rewritten
     assert problem.endswith("; 2 lesson(s) salvaged from it")
     rewritten = {d["session_id"] for d in json.loads(index.read_text())["sessions"].values()}
     assert rewritten == {"ok", "carried"} and reopened.state_of("carried") == "pending"
+
+
+def test_a_migration_writes_each_index_file_in_lesson_order_and_each_journal_with_its_times(tmp_path: Path) -> None:
+    """The previous layout becomes: synced.json with the delivered lessons only (no meta), sessions.json
+    with the others and the schema, each oldest first from document 1; a journal per lesson with the
+    old document's times, a checkpoint line for the one in progress and a final line for the others."""
+    docs = {"1": old_doc("zz-p", "pending"), "2": old_doc("s", "synced"),
+            "3": old_doc("kk", "parked", parked_reason="invalid_record: x"), "4": old_doc("iii", "in_progress"),
+            "5": old_doc("s-2", "synced")}
+    (tmp_path / "sessions.json").write_text(old_layout(docs))
+    SessionStore(tmp_path).close()
+    active = json.loads((tmp_path / "sessions.json").read_text())
+    archive = json.loads((tmp_path / "synced.json").read_text())
+    assert active["meta"] == {"1": {"schema": 2}} and "meta" not in archive
+    assert [(k, d["session_id"], d["state"]) for k, d in active["sessions"].items()] == [
+        ("1", "kk", "parked"), ("2", "zz-p", "pending")]  # created 1002.0, 1004.0
+    assert [(k, d["session_id"], d["synced_at"]) for k, d in archive["sessions"].items()] == [
+        ("1", "s", 1001.0), ("2", "s-2", 1001.0)]
+    for sid, kind in (("zz-p", "final"), ("s", "final"), ("kk", "final"), ("iii", "checkpoint")):
+        [line] = (tmp_path / "lessons" / f"{sid}.jsonl").read_bytes().splitlines()
+        assert json.loads(line) == {"v": 1, "kind": kind, "created_at": 1000.0 + len(sid), "saved_at": 1000.0,
+                                    "record": record(sid)}, sid
+
+
+def test_journals_found_at_start_are_matched_and_what_is_left_is_said(tmp_path: Path) -> None:
+    """A lesson in progress found by its journal keeps its times; a copy of a lesson whose own journal is
+    there too is set aside and reported; a delivered lesson whose journal is gone leaves quietly, a
+    waiting one is reported lost."""
+    from appliance.store.journal import encode_line, make_entry
+
+    store = SessionStore(tmp_path)
+    for sid in ("waiting", "delivered", "twin"):
+        store.save(record(sid))
+    store.mark_synced("delivered")
+    store.close()
+    lessons = tmp_path / "lessons"
+    (lessons / "live.jsonl").write_bytes(encode_line(make_entry("checkpoint", {"session_id": "live", "turns": []},  # type: ignore[typeddict-item]
+                                                                  10.0, 20.0)))
+    (lessons / "twin copy.jsonl").write_bytes((lessons / "twin.jsonl").read_bytes())
+    (lessons / "waiting.jsonl").unlink()
+    (lessons / "delivered.jsonl").unlink()
+    reopened = SessionStore(tmp_path)
+    docs = {d["session_id"]: (d["state"], d["created_at"], d["saved_at"]) for d in reopened.documents()}
+    assert docs["live"] == ("in_progress", 10.0, 20.0) and sorted(docs) == ["live", "twin"]
+    [twin_aside] = [p.name for p in lessons.iterdir() if p.name.startswith("twin copy.jsonl.corrupt-")]
+    assert reopened.problems == [
+        f"lessons/twin copy.jsonl holds lesson twin stored elsewhere too; moved to {twin_aside}",
+        "lesson waiting (pending) lost its journal file; it cannot be sent"]
+    assert [d["session_id"] for d in json.loads((tmp_path / "sessions.json").read_text())["sessions"].values()] \
+        == ["twin"]
+    assert json.loads((tmp_path / "synced.json").read_text())["sessions"] == {}
