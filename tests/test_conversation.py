@@ -786,6 +786,42 @@ def test_the_defaults_are_the_kiosks_toggle_half_duplex_call() -> None:
     assert types(hold.release(0.2)) == ["input_audio_buffer.commit", "response.create"]
 
 
+def test_a_stalled_prompt_is_asked_again_as_a_prompt_counting_from_its_last_progress() -> None:
+    """Times far from zero: the stall counts from the response's last progress, not from zero."""
+    c, _ = conversation()
+    server = Server(c)
+    c.prompt("one minute left", 100.0)
+    server.feed(100.0, "response.created", response={"id": "resp_p"})
+    server.feed(105.0, "response.output_audio_transcript.delta", response_id="resp_p", item_id="it", delta="One ")
+    again = c.on_timer("stall", None, 110.0)
+    assert timers(again)["stall"].delay_s == pytest.approx(25.0) and not sent(again)
+    stalled = c.on_timer("stall", None, 135.0)
+    assert types(stalled) == ["response.cancel"] and timers(stalled)["retry"].token == 2.0
+    assert types(c.on_timer("retry", 2.0, 136.0)) == ["response.create"]
+    assert c.responses.request is not None and c.responses.request.purpose == "prompt"
+
+
+def test_after_the_error_cue_the_next_failure_is_retried_again() -> None:
+    c, _ = conversation()
+    server = Server(c)
+    for attempt in range(2):
+        _, _, out = server.response(float(attempt), "", status="failed", error={"code": "server_error"})
+    assert any(isinstance(x, o.ErrorCue) for x in out)
+    _, _, later = server.response(5.0, "", status="failed", error={"code": "server_error"})
+    assert "retry" in timers(later) and not any(isinstance(x, o.ErrorCue) for x in later)
+
+
+def test_answers_failing_before_the_session_is_confirmed_do_not_cancel_the_greeting() -> None:
+    c, _ = conversation(greet=True, session={"instructions": "x"})
+    c.start(0.0)
+    for at in (0.1, 0.2):
+        asked = c.say("hello?")
+        event_id = next(e for e in sent(asked) if e["type"] == "response.create")["event_id"]
+        c.on_event(ev("error", error={"code": "server_error", "event_id": event_id}), at)
+    assert types(c.on_event(ev("session.updated"), 0.5)) == ["response.create"]
+    assert c.responses.request is not None and c.responses.request.purpose == "greeting"
+
+
 # -- random sequences -------------------------------------------------------------------------------
 
 from hypothesis import HealthCheck, settings  # noqa: E402
