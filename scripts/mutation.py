@@ -213,6 +213,10 @@ def run_module(module: Module, jobs: int, show_survivors: bool, again: bool) -> 
             print(_tail(run.stdout), file=sys.stderr)
             sys.exit(f"mutation: {module.name}: mutmut run failed (exit {run.returncode}); whole output in {log}")
     seconds = time.monotonic() - start
+    runs = ws / "runs.json"  # the runs behind this workspace's verdicts: a full run, then any --again
+    history = json.loads(runs.read_text()) if runs.exists() else []
+    runs.write_text(json.dumps([*history, {"again": again, "seconds": round(seconds, 1)}]))
+    seconds = sum(r["seconds"] for r in json.loads(runs.read_text()))
     result = collect(ws, module, load_equivalents(), seconds)
     if show_survivors:
         for name in result.survivors:
@@ -228,7 +232,7 @@ def _tail(text: str, lines: int = 40) -> str:
 
 
 def table(results: list[Result]) -> str:
-    head = "| module | mutants | killed | survived | timed out | no tests | equivalent | score | time |"
+    head = "| module | mutants | killed | survived | timed out | no tests | equivalent | score | run time |"
     rows = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         extra = f" (+{r.other} other)" if r.other else ""
@@ -248,6 +252,8 @@ def main() -> int:
                              "again: quick while adding tests; the figures to quote come from a full run")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATION_JOBS", "1")),
                         help="mutants tested at once (default 1, or MUTATION_JOBS)")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: print the table of the modules' last runs (their workspaces)")
     parser.add_argument("--min-score", type=float, default=85.0,
                         help="exit 1 when a module scores lower (default 85)")
     args = parser.parse_args()
@@ -263,6 +269,11 @@ def main() -> int:
         return 2
     results = []
     for name in names:
+        if args.report:
+            runs = WORK / name / "runs.json"
+            seconds = sum(r["seconds"] for r in json.loads(runs.read_text())) if runs.exists() else 0.0
+            results.append(collect(WORK / name, BY_NAME[name], load_equivalents(), seconds))
+            continue
         result = run_module(BY_NAME[name], args.jobs, args.survivors, args.again)
         results.append(result)
         print(table([result]).splitlines()[-1], flush=True)
