@@ -388,6 +388,7 @@ def test_the_playhead_queue_is_bounded_and_an_interrupt_empties_it() -> None:
 
 def test_responses_remember_why_each_was_asked_and_how_long_it_is() -> None:
     r = Responses()
+    assert not r.generating and r.active is None and r.cancel_active() is None
     event = r.ask("prompt")
     assert event["type"] == "response.create" and r.request is not None and r.request.purpose == "prompt"
     assert r.request.event_id == event["event_id"]
@@ -402,6 +403,8 @@ def test_responses_remember_why_each_was_asked_and_how_long_it_is() -> None:
     for odd in (0, -4, "12", 2.5):
         r.done("b", odd)
         assert r.length_ms("b") is None
+    r.done("b", 1)
+    assert r.length_ms("b") == 50.0  # one token: 50 ms
     assert r.done("zzz", 10) == (None, False) and r.done(None, 10) == (None, False)
     assert r.get(7) is None and r.length_ms("zzz") is None and not r.generating
 
@@ -427,6 +430,11 @@ def test_responses_are_bounded_but_never_forget_the_one_being_generated() -> Non
     r.done("first", None)
     r.remember(Response("newer", "reply", 2.0))
     assert r.get("first") is None and r.get("newer") is not None and len(r) == MAX_TRACKED + 1
+    full = Responses()
+    for n in range(MAX_TRACKED):
+        full.remember(Response(f"r{n}", "reply", 0.0))
+    full.remember(Response("one-more", "reply", 0.0))
+    assert len(full) == MAX_TRACKED and full.get("r0") is None and full.get("r1") is not None
 
 
 # -- failures and stalls ---------------------------------------------------------------------------------
