@@ -276,6 +276,10 @@ def test_the_playhead_starts_an_item_when_the_speaker_sounds_and_ends_it_when_it
     assert p.speaker(False, 3.0, None) == pytest.approx(2.0)
     assert not p.queue and not p.playing and p.audible_since is None
     assert p.speaker(False, 4.0, None) == 0.0  # quiet again: nothing more heard
+    assert p.audible_since is None
+    p.speaker(True, 5.0, None)
+    p.speaker(True, 5.5, None)  # still sounding: it started at 5.0
+    assert p.audible_since == 5.0 and p.speaker(False, 6.0, None) == pytest.approx(1.0)
 
 
 def test_a_pause_inside_an_answer_of_known_length_does_not_end_it() -> None:
