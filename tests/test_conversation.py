@@ -834,6 +834,58 @@ def test_answers_failing_before_the_session_is_confirmed_do_not_cancel_the_greet
     assert c.responses.request is not None and c.responses.request.purpose == "greeting"
 
 
+def test_held_turns_add_up_and_each_release_ends_its_hold() -> None:
+    """Two held turns of 100 ms (each from two 50 ms frames): both committed, both counted; the release
+    stops the long-press timer and closes the held turn; the answer asked is a reply, and a prompt asked
+    while the button was held is asked as a prompt after a hold too short to commit."""
+    c, lesson = conversation(mode="hold", mic_rate=48000)
+    for start in (1.0, 3.0):
+        c.press(start)
+        c.mic_frames(np.full(2400, 3000, dtype=np.int16), start + 0.05)
+        c.mic_frames(np.full(2400, 3000, dtype=np.int16), start + 0.1)
+        out = c.release(start + 0.2)
+        assert out[:2] == [o.StopTimer("long_press"), o.Listening(False)]
+        assert types(out) == ["input_audio_buffer.commit", "response.create"]
+        assert c.responses.request is not None and c.responses.request.purpose == "reply"
+        c.responses.request = None  # answered
+    assert lesson.learner_audio_s == pytest.approx(0.2)
+    c.press(5.0)
+    c.prompt("one minute left", 5.1)
+    out = c.release(5.2)
+    assert types(out) == ["input_audio_buffer.clear", "response.create"]
+    assert c.responses.request is not None and c.responses.request.purpose == "prompt"
+
+
+def test_the_truncate_leaves_out_what_the_speaker_still_holds_and_a_known_length_wins_over_words() -> None:
+    """A barge-in 5 s into a 10 s answer of four slow words, with 0.5 s still in the speaker's buffer:
+    4.5 s heard, so two of the four words are kept (by the words alone it would have been all four)."""
+    c, lesson = conversation()
+    server = Server(c, buffer_events=False)
+    _rid, item, _ = server.response(0.0, "Slowly spoken four words", audio_ms=10000)
+    c.on_audible(True, 1.0)
+    out = c.press(6.0, backlog_s=0.5)
+    assert [(e["item_id"], e["audio_end_ms"]) for e in sent(out) if e["type"] == "conversation.item.truncate"] \
+        == [(item, 4500)]
+    [turn] = [t for t in lesson.transcript.turns if t.role == "tutor"]
+    assert turn.text == "Slowly spoken …"
+
+
+def test_a_barge_in_on_audio_without_words_changes_no_turn_and_a_goodbye_still_stops_the_audio() -> None:
+    c, _ = conversation()
+    server = Server(c, buffer_events=False)
+    server.feed(0.0, "response.created", response={"id": "r_audio"})
+    server.feed(0.0, "response.output_item.added", response_id="r_audio", item={"id": "i_audio", "role": "assistant"})
+    c.on_audible(True, 0.5)
+    out = c.press(1.0)
+    assert not [x for x in out if isinstance(x, o.TurnChanged)]
+    g, _ = conversation()
+    g.goodbye("time_limit", "say goodbye", 0.0)
+    Server(g, buffer_events=False).response(0.5, "Goodbye my friend", done=False)
+    g.on_audible(True, 0.6)
+    out = g.press(1.0)
+    assert types(out)[:2] == ["response.cancel", "output_audio_buffer.clear"] and ends(out) == ["time_limit"]
+
+
 # -- random sequences -------------------------------------------------------------------------------
 
 from hypothesis import HealthCheck, settings  # noqa: E402
