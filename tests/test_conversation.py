@@ -886,6 +886,148 @@ def test_a_barge_in_on_audio_without_words_changes_no_turn_and_a_goodbye_still_s
     assert types(out)[:2] == ["response.cancel", "output_audio_buffer.clear"] and ends(out) == ["time_limit"]
 
 
+def test_the_conversation_passes_on_what_the_server_says_of_each_answer() -> None:
+    """Each answer's length comes from its usage; a stall timer stops only for the answer generating; the
+    wait for audio starts only for audio not yet started; only failed or incomplete answers mark their
+    words and ask for a checkpoint."""
+    c, lesson = conversation()
+    server = Server(c, buffer_events=False)
+    rid, _item, out = server.response(0.0, "Hello there", audio_ms=1000)
+    assert c.responses.length_ms(rid) == 1000.0 and o.StopTimer("stall") in out
+    assert "audio_wait" in timers(out) and not any(isinstance(x, o.Checkpoint) for x in out)
+    assert [t.status for t in lesson.transcript.tutor_turns_of(rid)] == [None]  # only failures are marked
+    c.on_audible(True, 0.05)
+    again = server.done(0.1, rid)  # a late repeat: nothing is generating, its audio plays
+    assert o.StopTimer("stall") not in again and "audio_wait" not in timers(again)
+    p, _ = conversation()
+    ps = Server(p, buffer_events=False)
+    prid, _pi, _ = ps.response(0.0, "Playing already", done=False)
+    p.on_audible(True, 0.2)
+    done = ps.done(0.6, prid, audio_ms=500)
+    assert "audio_wait" not in timers(done) and o.StopTimer("stall") in done  # its audio has started
+    rid3, _i3, failed = server.response(1.0, "Broken answer", status="failed",
+                                        error={"code": "server_error"})
+    assert any(isinstance(x, o.Checkpoint) for x in failed)
+    assert [t.status for t in lesson.transcript.tutor_turns_of(rid3)] == ["failed"]
+    server.feed(2.0, "response.done", response={"id": "x", "status": "failed",
+                                                "status_details": {"reason": "overloaded",
+                                                                   "error": {"code": "server_error"}}})
+    assert lesson.errors[-1].message == "server_error: overloaded"
+
+
+def test_a_failed_prompt_answer_is_asked_again_as_a_prompt_and_server_errors_can_end_on_quota() -> None:
+    c, _ = conversation()
+    server = Server(c)
+    c.prompt("one minute left", 0.0)
+    _, _, out = server.response(0.5, "", status="failed", error={"code": "server_error"})
+    assert timers(out)["retry"].token == 2.0
+    q, lesson = conversation()
+    asked = q.say("hello")
+    event_id = next(e for e in sent(asked) if e["type"] == "response.create")["event_id"]
+    out = q.on_event(ev("error", error={"code": "insufficient_quota", "event_id": event_id}), 1.0)
+    assert ends(out) == ["quota_exceeded"] and lesson.errors[-1].message == ""
+
+
+def test_the_servers_audio_buffer_events_move_the_conversations_playhead() -> None:
+    c, _ = conversation()
+    server = Server(c)
+    rid1, item1, _ = server.response(0.0, "First answer", audio_ms=4000)
+    c.on_audible(True, 1.0)
+    rid2, item2, _ = server.response(2.0, "Second answer", audio_ms=4000)
+    server.audio_started(3.0, rid2)  # the first answer is over: the second plays from now
+    assert c.audible_item == (rid2, item2) and c.played_ms(4.0) == pytest.approx(1000.0)
+    assert c.played_ms(4.0, backlog_s=0.25) == pytest.approx(750.0)
+    rid3, item3, _ = server.response(5.0, "Third answer", audio_ms=4000)
+    server.feed(6.0, "output_audio_buffer.stopped", response_id=rid2)
+    assert [a.item_id for a in c.playhead.queue] == [item3]
+    server.feed(6.5, "output_audio_buffer.stopped")  # no answer named, not a clear: nothing changes
+    assert [a.item_id for a in c.playhead.queue] == [item3]
+    server.feed(7.0, "output_audio_buffer.cleared")
+    assert not c.playhead.queue
+    assert (rid1, item1) != (rid3, item3)
+
+
+def test_the_goodbye_waits_for_an_answer_still_asked_for_and_ends_at_once_when_cancelled() -> None:
+    c, _ = conversation()
+    server = Server(c, buffer_events=False)
+    c.goodbye("time_limit", "Say goodbye now.", 0.0)
+    server.response(0.5, "Goodbye!", audio_ms=1000)
+    c.on_audible(True, 0.6)
+    c.say("Wait, one more thing!")  # asked before the goodbye is heard out
+    assert ends(c.on_audible(False, 1.8)) == []
+    g, _ = conversation()
+    gs = Server(g, buffer_events=False)
+    gs.response(0.0, "Still talking", audio_ms=5000)
+    g.on_audible(True, 0.1)
+    g.goodbye("time_limit", "Say goodbye now.", 0.2)
+    _rid, _item, out = gs.response(0.3, "Good", status="cancelled")
+    assert ends(out) == ["time_limit"] and o.StopTimer("stall") in out
+    t, _ = conversation()
+    t.goodbye("time_limit", "Say goodbye now.", 0.0)
+    assert ends(t.on_timer("goodbye", None, 20.0)) == ["time_limit"]
+
+
+def test_session_confirmation_greets_only_when_a_greeting_waits_for_it() -> None:
+    c, _lesson = conversation(greet=False, session={"instructions": "x"})
+    c.start(0.0)
+    assert c.on_event(ev("session.updated"), 0.2) == []
+    early, _ = conversation(greet=True, session={"instructions": "x"})
+    assert early.on_event(ev("session.updated"), 0.0) == []  # before the call started: nothing to greet yet
+    now, nl = conversation(greet=True)
+    assert types(now.start(5.0)) == ["response.create"] and nl.timeline.stamps["greeting_sent"] == 5.0
+    late, ll = conversation(greet=True, session={"instructions": "x"})
+    late.start(0.0)
+    late.on_timer("greet", None, 2.0)
+    assert ll.timeline.stamps["greeting_sent"] == 2.0
+    assert c.on_timer("no-such-timer", None, 1.0) == []
+
+
+def test_the_learners_speech_is_timed_within_bounds_and_odd_fields_are_ignored() -> None:
+    c, lesson = conversation()
+    server = Server(c)
+    for n, (start, end) in enumerate(((1000, 2000), (3000, 3500))):
+        server.feed(0.0, "input_audio_buffer.speech_started", item_id=f"s{n}", audio_start_ms=start)
+        server.feed(0.0, "input_audio_buffer.speech_stopped", item_id=f"s{n}", audio_end_ms=end)
+    assert lesson.learner_audio_s == pytest.approx(1.5)
+    server.feed(0.0, "input_audio_buffer.speech_started", item_id="odd", audio_start_ms="100")
+    server.feed(0.0, "input_audio_buffer.speech_stopped", item_id="odd", audio_end_ms=900)
+    server.feed(0.0, "input_audio_buffer.speech_stopped", item_id=["not", "hashable"], audio_end_ms=900)
+    assert lesson.learner_audio_s == pytest.approx(1.5)
+    for n in range(64):  # never stopped: the memory of started speech is bounded
+        server.feed(0.0, "input_audio_buffer.speech_started", item_id=f"open{n}", audio_start_ms=0)
+    server.feed(0.0, "input_audio_buffer.speech_started", item_id="over", audio_start_ms=0)
+    server.feed(0.0, "input_audio_buffer.speech_stopped", item_id="over", audio_end_ms=1000)
+    assert lesson.learner_audio_s == pytest.approx(1.5)
+    for error, message in (({"code": "bad_audio"}, "bad_audio"), ({}, "transcription failed")):
+        server.feed(0.0, "conversation.item.input_audio_transcription.failed", item_id="x", error=error)
+        assert lesson.errors[-1].message == message
+
+
+def test_a_pause_while_the_answer_is_generated_keeps_its_audio_queued() -> None:
+    """The speaker goes quiet between two sentences while the server still generates: when the answer
+    is then complete, its audio still holds the floor until the speaker is heard out."""
+    c, _ = conversation()
+    server = Server(c, buffer_events=False)
+    rid, _item, _ = server.response(0.0, "Two sentences.", done=False)
+    c.on_audible(True, 0.2)
+    c.on_audible(False, 1.0)  # a pause
+    server.done(1.5, rid)
+    assert c.tutor_has_floor and c.playhead.queue
+    c.on_audible(True, 2.0)
+    c.on_audible(False, 3.0)
+    assert not c.tutor_has_floor
+
+
+def test_a_typed_message_is_sent_and_kept_as_the_learners_turn() -> None:
+    c, lesson = conversation()
+    out = c.say("What is a roundabout?")
+    [turn] = lesson.transcript.turns
+    assert out[0] == o.Send(out[0].event) and sent(out)[0]["item"]["content"][0]["text"] == "What is a roundabout?"  # type: ignore[union-attr]
+    assert o.TurnChanged(turn) in out and (turn.role, turn.text) == ("learner", "What is a roundabout?")
+    g, _ = conversation()
+    assert sent(g.goodbye("idle", "Say goodbye now.", 0.0))[0]["item"]["content"][0]["text"] == "Say goodbye now."
+
+
 # -- random sequences -------------------------------------------------------------------------------
 
 from hypothesis import HealthCheck, settings  # noqa: E402
