@@ -1028,6 +1028,63 @@ def test_a_typed_message_is_sent_and_kept_as_the_learners_turn() -> None:
     assert sent(g.goodbye("idle", "Say goodbye now.", 0.0))[0]["item"]["content"][0]["text"] == "Say goodbye now."
 
 
+def test_items_are_named_by_whichever_event_a_server_sends_first() -> None:
+    """Servers differ: an item may be named only by ``output_item.added`` (without a role when it is not a
+    message), only by a content part, or only by text deltas; an answer first seen by its item is a reply
+    created then (the speaker already sounding starts it at once)."""
+    c, _ = conversation()
+    server = Server(c, buffer_events=False)
+    server.feed(0.0, "response.output_item.added", response_id="r1", item={"id": "i1", "role": "assistant"})
+    server.feed(0.0, "response.output_item.added", response_id="r2", item={"id": "i2", "type": "function_call"})
+    server.feed(0.0, "response.content_part.added", response_id="r3", item_id="i3")
+    server.feed(0.0, "response.output_text.delta", response_id="r4", item_id="i4", delta="x")
+    assert [a.item_id for a in c.playhead.queue] == ["i1", "i2", "i3", "i4"]
+    late, _ = conversation()
+    ls = Server(late, buffer_events=False)
+    late.on_audible(True, 1.0)
+    ls.feed(2.0, "response.output_audio_transcript.delta", response_id="r_new", item_id="i_new", delta="Hi ")
+    assert late.playhead.head is not None and late.playhead.head.started_at == 2.0
+    _ = ls.feed(2.5, "response.done", response={"id": "r_new", "status": "failed",
+                                                "status_details": {"error": {"code": "server_error"}}})
+    assert timers(_)["retry"].token == 1.0  # asked again as a reply
+
+
+def test_only_the_answer_being_generated_counts_as_progress() -> None:
+    c, _ = conversation()
+    server = Server(c)
+    server.feed(0.0, "response.created", response={"id": "r_active"})
+    server.feed(20.0, "response.output_audio_transcript.delta", response_id="r_other", item_id="x", delta="late ")
+    stalled = c.on_timer("stall", None, 31.0)
+    assert types(stalled) == ["response.cancel"]
+
+
+def test_a_learners_spoken_turn_is_reported_and_ends_the_lesson_only_when_it_is_a_stop_phrase() -> None:
+    c, lesson = conversation()
+    server = Server(c)
+    out = server.feed(0.5, "conversation.item.input_audio_transcription.completed", item_id="l1",
+                      transcript="I like apples.")
+    [turn] = lesson.transcript.turns
+    assert o.TurnChanged(turn) in out and o.Touch() in out and not ends(out)
+    assert not any(isinstance(x, o.TutorHeard) for x in out)  # the tutor was never heard: nothing to report
+
+
+def test_a_short_hold_with_nothing_waiting_asks_for_no_answer() -> None:
+    c, _ = conversation(mode="hold")
+    c.press(1.0)
+    out = c.release(1.05)
+    assert types(out) == ["input_audio_buffer.clear"] and c.responses.request is None
+
+
+def test_a_goodbye_heard_out_ends_the_lesson_and_still_tells_the_tutor_is_quiet() -> None:
+    c, _ = conversation()
+    server = Server(c, buffer_events=False)
+    c.goodbye("idle", "Say goodbye now.", 0.0)
+    server.response(0.5, "Goodbye!", audio_ms=1000)
+    c.on_audible(True, 0.6)
+    out = c.on_audible(False, 1.8)
+    assert ends(out) == ["idle"] and o.TutorHeard(False) in out and o.Touch() in out
+
+
 # -- random sequences -------------------------------------------------------------------------------
 
 from hypothesis import HealthCheck, settings  # noqa: E402
