@@ -157,6 +157,7 @@ async def test_keys_are_hashed_rekeyed_and_revoked(spec: str) -> None:
         rows = await storage.db.fetchall("SELECT key_hash FROM kiosks")
         assert rows == [(hash_key("key-a-0123456789abcdef"),)]  # the key itself is never stored
         assert hash_key("key-a-0123456789abcdef") != hash_key("key-a-0123456789abcdeF")
+        assert hash_key("\ud800") != hash_key("\ufffd")  # any text a header may carry can be hashed
         assert await storage.kiosk_for_key("key-a-0123456789abcdef") == "kiosk-a"
         await storage.add_kiosk("kiosk-a", "key-a-new-0123456789ab")
         assert await storage.kiosk_for_key("key-a-0123456789abcdef") is None
@@ -271,7 +272,9 @@ async def test_date_corrections_change_only_the_dates_of_the_kiosks_own_lessons(
         unknown = {**shift_dates(lesson("d9"), 3600.0), "kiosk_id": "kiosk-a"}
         changed = {**fixed, "end_reason": "idle"}
         outcomes = await storage.correct_dates([unknown, other, changed, fixed, fixed])
-        assert [o for o, _ in outcomes] == ["unknown", "conflict", "invalid", "corrected", "corrected"]
+        assert outcomes[:2] == [("unknown", "no lesson with this session_id is stored here"),
+                                ("conflict", "another kiosk stored a lesson with this session_id")]
+        assert [o for o, _ in outcomes[2:]] == ["invalid", "corrected", "corrected"]
         assert "only the dates" in outcomes[2][1] and outcomes[3][1] == ""
         [row] = await storage.db.fetchall("SELECT started_at, ended_at, record FROM sessions WHERE session_id = ?",
                                           ("d1",))
@@ -299,6 +302,7 @@ async def test_old_transcripts_are_reduced_once_in_batches(spec: str) -> None:
     try:
         turns = [{"role": "learner", "text": "my name is Ana", "at": "2026-09-01T09:00:01.000Z", "source": "text"}]
         await storage.store_sessions([lesson(f"o{i}", turns=turns) for i in range(5)])
+        now[0] = NOON + 10
         assert await storage.reduce_old_transcripts() == 0  # 0 days: kept until an administrator deletes them
         assert (await storage.retention_policy())["policy"] == "transcripts are kept until deleted by an administrator"
         storage.transcript_days = 30
@@ -315,7 +319,12 @@ async def test_old_transcripts_are_reduced_once_in_batches(spec: str) -> None:
         assert [r[0] for r in reduced_at] == [NOON + 30 * DAY + 1] * 5
         policy = await storage.retention_policy()
         assert policy["transcript_days"] == 30 and policy["reduced_lessons"] == 5
-        assert policy["policy"].startswith("transcripts are kept 30 days after the companion received them")
+        assert policy["policy"] == ("transcripts are kept 30 days after the companion received them, then reduced "
+                                    "to their metrics (times, duration, counts, cost); the metrics are kept")
+        storage.transcript_days = 1
+        assert (await storage.retention_policy())["policy"].startswith("transcripts are kept 1 days after")
+        now[0] += 2 * DAY
+        assert await storage.reduce_old_transcripts() == 1  # the "new" one, now two days old
     finally:
         await storage.close()
 
