@@ -1085,6 +1085,23 @@ def test_a_goodbye_heard_out_ends_the_lesson_and_still_tells_the_tutor_is_quiet(
     assert ends(out) == ["idle"] and o.TutorHeard(False) in out and o.Touch() in out
 
 
+def test_a_barge_in_cuts_the_item_being_played_not_the_answers_last_one() -> None:
+    """One answer in two items (two sentences, each its own item): the first is audible when the learner
+    presses, so the first is cut to what was heard and the second, never heard, keeps nothing."""
+    c, lesson = conversation()
+    server = Server(c, buffer_events=False)
+    server.feed(0.0, "response.created", response={"id": "r2i"})
+    for item, text in (("first", "one two three four five six seven eight"), ("second", "nine ten eleven")):
+        server.feed(0.0, "response.output_item.added", response_id="r2i", item={"id": item, "role": "assistant"})
+        server.feed(0.0, "response.output_audio_transcript.done", response_id="r2i", item_id=item, transcript=text)
+    server.feed(0.0, "response.done", response={"id": "r2i", "status": "completed",
+                                                "usage": {"output_token_details": {"audio_tokens": 80}}})
+    c.on_audible(True, 1.0)
+    c.press(3.0)  # 2 s of a 4 s answer
+    first, second = [t for t in lesson.transcript.turns if t.role == "tutor"]
+    assert first.text == "one two three four …" and second.text == "…"
+
+
 # -- random sequences -------------------------------------------------------------------------------
 
 from hypothesis import HealthCheck, settings  # noqa: E402
