@@ -92,6 +92,7 @@ class Result:
     no_tests: int
     equivalent: int
     other: int
+    not_tested: int
     seconds: float
     survivors: list[str]
     stale_equivalents: list[str]
@@ -167,7 +168,8 @@ def collect(ws: Path, module: Module, equivalents: dict[str, str], seconds: floa
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
     prefix = module.source.removesuffix(".py").replace("/", ".") + "."
     mine = {name: reason for name, reason in equivalents.items() if name.startswith(prefix)}
-    counts = {"killed": 0, "survived": 0, "timed_out": 0, "no_tests": 0, "equivalent": 0, "other": 0}
+    counts = {"killed": 0, "survived": 0, "timed_out": 0, "no_tests": 0, "equivalent": 0, "other": 0,
+              "not_tested": 0}
     survivors: list[str] = []
     stale: list[str] = []
     for name, code in sorted(codes.items()):
@@ -186,6 +188,8 @@ def collect(ws: Path, module: Module, equivalents: dict[str, str], seconds: floa
         elif code in NO_TESTS:
             counts["no_tests"] += 1
             survivors.append(name)
+        elif code is None:
+            counts["not_tested"] += 1  # a run stopped before it reached this mutant
         else:
             counts["other"] += 1
     stale += [name for name in mine if name not in codes]
@@ -236,6 +240,7 @@ def table(results: list[Result]) -> str:
     rows = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         extra = f" (+{r.other} other)" if r.other else ""
+        extra += f" ({r.not_tested} not tested yet)" if r.not_tested else ""
         rows.append(f"| {r.module} | {r.mutants} | {r.killed}{extra} | {r.survived} | {r.timed_out} | "
                     f"{r.no_tests} | {r.equivalent} | {r.score:.1f} % | {r.seconds / 60:.1f} min |")
     return "\n".join(rows)
