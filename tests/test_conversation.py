@@ -965,6 +965,10 @@ def test_the_goodbye_waits_for_an_answer_still_asked_for_and_ends_at_once_when_c
     t, _ = conversation()
     t.goodbye("time_limit", "Say goodbye now.", 0.0)
     assert ends(t.on_timer("goodbye", None, 20.0)) == ["time_limit"]
+    cut, _ = conversation()
+    cut.goodbye("idle", "Say goodbye now.", 0.0)
+    _rid, _item, out = Server(cut).response(0.5, "Goodbye and", status="incomplete")
+    assert any(isinstance(x, o.Checkpoint) for x in out) and ends(out) == ["idle"]  # its words kept, then the end
 
 
 def test_session_confirmation_greets_only_when_a_greeting_waits_for_it() -> None:
@@ -991,10 +995,10 @@ def test_the_learners_speech_is_timed_within_bounds_and_odd_fields_are_ignored()
     assert lesson.learner_audio_s == pytest.approx(1.5)
     server.feed(0.0, "input_audio_buffer.speech_started", item_id="odd", audio_start_ms="100")
     server.feed(0.0, "input_audio_buffer.speech_stopped", item_id="odd", audio_end_ms=900)
-    server.feed(0.0, "input_audio_buffer.speech_stopped", item_id=["not", "hashable"], audio_end_ms=900)
     assert lesson.learner_audio_s == pytest.approx(1.5)
     for n in range(64):  # never stopped: the memory of started speech is bounded
         server.feed(0.0, "input_audio_buffer.speech_started", item_id=f"open{n}", audio_start_ms=0)
+    server.feed(0.0, "input_audio_buffer.speech_stopped", item_id=["not", "hashable"], audio_end_ms=900)
     server.feed(0.0, "input_audio_buffer.speech_started", item_id="over", audio_start_ms=0)
     server.feed(0.0, "input_audio_buffer.speech_stopped", item_id="over", audio_end_ms=1000)
     assert lesson.learner_audio_s == pytest.approx(1.5)
