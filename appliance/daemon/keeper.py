@@ -49,7 +49,9 @@ class StoreKeeper:
                              report=self._report)
 
     def _report(self) -> dict[str, Any]:
-        status = self._status
+        # The lessons waiting are counted now, not when the kiosk last published its status: a heartbeat
+        # sent after a sync round must not report the lessons that round just delivered.
+        status = {**self._status, "outbox": self.syncer.waiting}
         return kiosk_report(status, Path(self.config.kiosk.state_dir), status.get("last_error"))
 
     def publish(self, status: dict[str, Any]) -> None:
