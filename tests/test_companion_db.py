@@ -228,17 +228,20 @@ async def test_lessons_are_stored_once_counted_once_and_never_overwritten(spec: 
                  lesson("b2", kiosk="kiosk-b", duration_s=30, cost=0.02)]
         assert await storage.store_sessions(batch) == ["stored", "stored", "duplicate", "conflict", "stored"]
         assert await storage.store_sessions([lesson("s2")]) == ["duplicate"]
-        assert [r["session_id"] for r in await storage.sessions(None)] == ["x1", "s1", "s2", "b2"]
-        assert [r["kiosk_id"] for r in await storage.sessions(None)] == ["kiosk-b", "kiosk-a", "kiosk-a", "kiosk-b"]
+        assert await storage.store_sessions([lesson("s2"), lesson("x1")]) == ["duplicate", "conflict"]
+        assert await storage.store_sessions([lesson("n1"), lesson("n1")]) == ["stored", "duplicate"]
+        assert [r["session_id"] for r in await storage.sessions(None)] == ["x1", "s1", "s2", "b2", "n1"]
+        assert [r["kiosk_id"] for r in await storage.sessions(None)] == ["kiosk-b", "kiosk-a", "kiosk-a", "kiosk-b",
+                                                                          "kiosk-a"]
         assert (await storage.sessions("kiosk-a"))[0]["metrics"]["duration_s"] == 120
         now[0] = NOON + DAY
-        await storage.store_sessions([lesson("s3", duration_s=300, cost=0.2)])
+        await storage.store_sessions([lesson("s3", duration_s=300, cost=0.2), {**lesson("s4"), "metrics": {}}])
         day1 = time.strftime("%Y-%m-%d", time.gmtime(NOON))
         day2 = time.strftime("%Y-%m-%d", time.gmtime(NOON + DAY))
         assert await storage.day_totals(day1) == [
-            {"kiosk_id": "kiosk-a", "day": day1, "lessons": 2, "minutes": 3.0, "cost_usd": pytest.approx(0.15)},
+            {"kiosk_id": "kiosk-a", "day": day1, "lessons": 3, "minutes": 4.0, "cost_usd": pytest.approx(0.16)},
             {"kiosk_id": "kiosk-b", "day": day1, "lessons": 2, "minutes": 10.5, "cost_usd": pytest.approx(0.52)},
-            {"kiosk_id": "kiosk-a", "day": day2, "lessons": 1, "minutes": 5.0, "cost_usd": pytest.approx(0.2)}]
+            {"kiosk_id": "kiosk-a", "day": day2, "lessons": 2, "minutes": 5.0, "cost_usd": pytest.approx(0.2)}]
         assert [t["day"] for t in await storage.day_totals(day2)] == [day2]
     finally:
         await storage.close()
@@ -247,15 +250,19 @@ async def test_lessons_are_stored_once_counted_once_and_never_overwritten(spec: 
 async def test_a_lesson_takes_its_level_from_its_own_kiosks_plan(spec: str) -> None:
     storage, _ = await clocked(spec)
     try:
-        await storage.save_plan({"plan_id": "p1", "level": "B1"}, "kiosk-a", "upstream")  # type: ignore[arg-type]
-        await storage.save_plan({"plan_id": "p2", "level": 3}, "kiosk-a", "upstream")  # type: ignore[arg-type]
         await storage.db.execute("INSERT INTO plans (plan_id, kiosk_id, plan, source, created_at) "
                                  "VALUES (?, ?, ?, ?, ?)", ("p3", "kiosk-a", "[1, 2]", "upstream", 0.0))
+        await storage.save_plan({"plan_id": "p1", "level": "B1"}, "kiosk-a", "upstream")  # type: ignore[arg-type]
+        await storage.save_plan({"plan_id": "p2", "level": 3}, "kiosk-a", "upstream")  # type: ignore[arg-type]
+        assert await storage.store_sessions([lesson("solo", plan_id="p1")]) == ["stored"]
         await storage.store_sessions([lesson("l1", plan_id="p1"), lesson("l2", plan_id="p1", level="C2"),
                                       lesson("l3", kiosk="kiosk-b", plan_id="p1"), lesson("l4", plan_id="p2"),
-                                      lesson("l5", plan_id="p3"), lesson("l6", plan_id=None)])
+                                      lesson("l5", plan_id="p3"), lesson("l6", plan_id=None),
+                                      lesson("l7", plan_id="p1", level=5)])
         levels = dict(await storage.db.fetchall("SELECT session_id, level FROM sessions ORDER BY seq"))
-        assert levels == {"l1": "B1", "l2": "C2", "l3": None, "l4": None, "l5": None, "l6": None}
+        assert levels == {"solo": "B1", "l1": "B1", "l2": "C2", "l3": None, "l4": None, "l5": None, "l6": None,
+                          "l7": "B1"}
+        assert storage.path == spec
     finally:
         await storage.close()
 
