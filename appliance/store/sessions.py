@@ -787,6 +787,7 @@ class SessionStore:
     def redated(self, record: UncheckedRecord) -> None:
         """The companion took the corrected dates of this delivered lesson: keep the corrected record here
         too (atomically, as every final record) and stop asking."""
+        self._check_writable()
         prepared, sid = self._prepare(record)
         found = self._waiting_redate(sid)
         if found is None:
@@ -798,6 +799,7 @@ class SessionStore:
 
     def drop_redate(self, session_id: str) -> None:
         """Stop asking to correct this lesson's dates (it cannot be, or the companion refused for good)."""
+        self._check_writable()
         found = self._waiting_redate(clean_text(session_id))
         if found is not None:
             found[0].put({**found[1], "redate_pending": False})

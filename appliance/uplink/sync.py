@@ -130,8 +130,10 @@ class Syncer:
     async def _heartbeats(self) -> None:
         """One heartbeat at start, after each sync round, and every ``heartbeat_s`` in between."""
         while True:
-            await self.send_heartbeat()
+            # Cleared before sending, not after: a round that ends while this heartbeat is on its way
+            # sets it again, and its own heartbeat follows instead of waiting ``heartbeat_s``.
             self._beat.clear()
+            await self.send_heartbeat()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.heartbeat_s):
                     await self._beat.wait()
