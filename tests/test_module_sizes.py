@@ -13,10 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 400
 SERVER_SIDE = ("appliance/companion/", "appliance/simulator/")
-KNOWN_EXCEPTIONS = {
-    # Being split into smaller modules right now; each entry goes once its split lands.
-    "appliance/store/sessions.py",
-}
+KNOWN_EXCEPTIONS: set[str] = set()
+"""Modules allowed over the limit while a split is under way (none now); each goes once its split lands."""
 
 
 def module_sizes(root: Path) -> dict[str, int]:
@@ -58,6 +56,7 @@ def test_the_check_names_kiosk_modules_over_the_limit_and_skips_the_servers(tmp_
     write("appliance/companion/server.py", LIMIT * 3)
     write("appliance/simulator/server.py", LIMIT * 3)
     write("appliance/store/sessions.py", LIMIT * 2)
-    assert oversized(tmp_path) == [f"appliance/audio/big.py: {LIMIT + 1} lines"]
-    assert oversized(tmp_path, exceptions=set()) == [f"appliance/audio/big.py: {LIMIT + 1} lines",
-                                                     f"appliance/store/sessions.py: {LIMIT * 2} lines"]
+    assert oversized(tmp_path, exceptions={"appliance/store/sessions.py"}) == [
+        f"appliance/audio/big.py: {LIMIT + 1} lines"]
+    assert oversized(tmp_path) == [f"appliance/audio/big.py: {LIMIT + 1} lines",
+                                   f"appliance/store/sessions.py: {LIMIT * 2} lines"]

@@ -28,24 +28,16 @@ memory, and lists in :attr:`SessionStore.problems` what it left for the kiosk to
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, cast
-
-from tinydb import TinyDB
-from tinydb.storages import Storage
-from tinydb.table import Document
+from typing import Any
 
 from appliance.common.clock import system_clock
 from appliance.contract.record import OutgoingRecord, UncheckedRecord
-from appliance.store.index import TABLE, IndexEntry, LoadedIndex, StoredLesson, load_index, normalize_entry
+from appliance.store.index import IndexEntry, StoredLesson, normalize_entry
 from appliance.store.journal import (
-    SUFFIX,
     JournalEntry,
     StoreError,
     append_line,
@@ -57,206 +49,19 @@ from appliance.store.journal import (
     sync_all,
     write_atomic,
 )
+from appliance.store.repair import StoreRepair
+from appliance.store.tables import READ_ONLY, AtomicJSONStorage, DiskIndex, MemoryIndex
+from appliance.store.upkeep import StoreUpkeep
 
-__all__ = ["AtomicJSONStorage", "SessionStore", "StoreError"]
+__all__ = ["ARCHIVE_BATCH", "READ_ONLY", "AtomicJSONStorage", "SessionStore", "StoreError"]
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA = 2
-"""1: full records inside sessions.json; 2: journals + index."""
 ARCHIVE_BATCH = 32
 """Synced entries collected in sessions.json before they move to synced.json in one write."""
-READ_ONLY = "the session store was opened read-only (a running kiosk owns it)"
-LEFT_AS_IT_IS = "left as it is (read-only here: the kiosk sets it aside at its next start)"
 
 
-class AtomicJSONStorage(Storage):
-    """TinyDB storage whose every write is atomic and durable.
-
-    Reads are cached and revalidated with one ``stat``: every write replaces the file (new inode), so
-    an unchanged identity means unchanged content, and a write by another process is still seen.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._path = Path(path)
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._data: dict[str, dict[str, Any]] | None = None
-        self._signature: tuple[int, ...] | None = None
-        self.generation = 0
-        """Bumped whenever the data may have changed (a write, or a reload from disk)."""
-
-    def _stat(self) -> tuple[int, ...] | None:
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"cannot read {self._path}: {exc.strerror or exc}") from None
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        signature = self._stat()
-        if signature is not None and signature == self._signature:
-            return self._data
-        self.generation += 1
-        self._data, self._signature = None, signature
-        if signature is None:
-            return None
-        try:
-            text = self._path.read_bytes().decode("utf-8")
-        except OSError as exc:
-            self._signature = None
-            raise StoreError(f"cannot read {self._path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            text = "\0"
-        if not text.strip():
-            return None
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
-            data = None
-        if not isinstance(data, dict) or not all(isinstance(t, dict) for t in data.values()):
-            self._signature = None
-            raise StoreError(f"{self._path} was damaged while the kiosk ran; restart the kiosk to repair it")
-        self._data = data
-        return data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        self.generation += 1
-        try:
-            payload = encode_in_pieces(data)
-            write_atomic(self._path, payload)
-            self._data, self._signature = data, self._stat()
-        except (StoreError, TypeError, ValueError) as exc:
-            self._data, self._signature = None, None  # the cache may hold what never reached the disk
-            raise exc if isinstance(exc, StoreError) else StoreError(f"cannot write {self._path}: {exc}") from None
-
-    def close(self) -> None:
-        pass
-
-
-def encode_in_pieces(data: dict[str, dict[str, Any]]) -> bytes:
-    """The same JSON as one ``json.dumps(data)``, encoded document by document.
-
-    Why: ``json.dumps`` of a whole index (5,000 entries) is one C call that holds the GIL for tens
-    of milliseconds, and the event loop that paces the audio waits for it although the store runs on
-    its own thread. Many small calls let the interpreter switch threads between them.
-    """
-    def dumps(value: Any) -> str:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-    tables = []
-    for name, docs in data.items():
-        inner = ",".join(f"{dumps(str(doc_id))}:{dumps(doc)}" for doc_id, doc in docs.items())
-        tables.append(f"{dumps(name)}:{{{inner}}}")
-    return ("{" + ",".join(tables) + "}").encode("utf-8")
-
-
-class _Index:
-    """One tinydb index file and a ``session_id → (doc_id, entry)`` map kept in step with it."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = TinyDB(path, storage=AtomicJSONStorage)
-        self.storage = cast(AtomicJSONStorage, self.db.storage)  # TinyDB built it from the class given above
-        self.table = self.db.table(TABLE)
-        self._map: dict[str, tuple[int, IndexEntry]] = {}
-        self._seen = -1
-
-    def map(self) -> dict[str, tuple[int, IndexEntry]]:
-        self.storage.read()  # revalidates the cache against the file
-        if self.storage.generation != self._seen:
-            fresh: dict[str, tuple[int, IndexEntry]] = {}
-            for doc in self.table.all():
-                entry = normalize_entry(doc)
-                if entry is None:
-                    log.error("store: skipped a malformed index entry in %s", self.storage._path.name)
-                    continue
-                fresh[entry["session_id"]] = (doc.doc_id, entry)
-            self._map, self._seen = fresh, self.storage.generation
-        return self._map
-
-    def entries(self) -> Iterator[IndexEntry]:
-        return (entry for _, entry in self.map().values())
-
-    def put_many(self, entries: list[IndexEntry]) -> None:
-        """Insert or replace entries (one file write when they are all new or all known)."""
-        if not entries:
-            return
-        current = self.map()
-        before = self.storage.generation
-        writes = 0
-        known = [(current[e["session_id"]][0], e) for e in entries if e["session_id"] in current]
-        for doc_id, entry in known:
-            self.table.update(dict(entry), doc_ids=[doc_id])
-            writes += 1
-        next_id = max((doc_id for doc_id, _ in current.values()), default=0) + 1
-        added = [(next_id + i, e) for i, e in enumerate(e for e in entries if e["session_id"] not in current)]
-        if added:
-            self.table.insert_multiple([Document(dict(e), doc_id=doc_id) for doc_id, e in added])
-            writes += 1
-        self._after_write(before + writes, known + added, [])
-
-    def put(self, entry: IndexEntry) -> None:
-        self.put_many([entry])
-
-    def remove(self, session_ids: Iterable[str]) -> None:
-        current = self.map()
-        doomed = [sid for sid in set(session_ids) if sid in current]
-        if doomed:
-            before = self.storage.generation
-            self.table.remove(doc_ids=[current[sid][0] for sid in doomed])
-            self._after_write(before + 1, [], doomed)
-
-    def _after_write(self, expected: int, put: list[tuple[int, IndexEntry]], removed: list[str]) -> None:
-        """Update the map in place after our own writes instead of re-reading the whole table."""
-        if self.storage.generation != expected:
-            self._seen = -1  # the file was also re-read in between: rebuild on next use
-            return
-        for doc_id, entry in put:
-            self._map[entry["session_id"]] = (doc_id, entry.copy())
-        for sid in removed:
-            self._map.pop(sid, None)
-        self._seen = self.storage.generation
-
-    def close(self) -> None:
-        self.db.close()
-
-
-class _MemoryIndex:
-    """A read-only store's index: the entries it would write, kept in memory (its files are never written).
-
-    ``remove`` only forgets in memory (a lesson whose journal vanished); every write method of the
-    store refuses before it gets here.
-    """
-
-    def __init__(self, entries: Iterable[IndexEntry]) -> None:
-        self._map: dict[str, tuple[int, IndexEntry]] = {e["session_id"]: (n, {**e}) for n, e in enumerate(entries, 1)}
-
-    def map(self) -> dict[str, tuple[int, IndexEntry]]:
-        return self._map
-
-    def entries(self) -> Iterator[IndexEntry]:
-        return (entry for _, entry in self._map.values())
-
-    def put_many(self, entries: list[IndexEntry]) -> None:
-        raise StoreError(READ_ONLY)
-
-    def put(self, entry: IndexEntry) -> None:
-        raise StoreError(READ_ONLY)
-
-    def remove(self, session_ids: Iterable[str]) -> None:
-        for sid in list(session_ids):
-            self._map.pop(sid, None)
-
-    def close(self) -> None:
-        pass
-
-
-def _utc_stamp() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-
-
-class SessionStore:
+class SessionStore(StoreRepair, StoreUpkeep):
     """Lessons on this kiosk, each with its sync state.
 
     States: ``in_progress`` (checkpoints of a running lesson, one per completed turn), ``pending``
@@ -298,209 +103,23 @@ class SessionStore:
             entries = self._open()
         except OSError as exc:
             raise StoreError(f"cannot open the session store in {state_dir}: {exc.strerror or exc}") from None
-        self._active: _Index | _MemoryIndex
-        self._archive: _Index | _MemoryIndex
+        self._active: DiskIndex | MemoryIndex
+        self._archive: DiskIndex | MemoryIndex
         if read_only:
             ordered = sorted(entries.values(), key=lambda e: e["created_at"])
-            self._active = _MemoryIndex(e for e in ordered if e["state"] != "synced")
-            self._archive = _MemoryIndex(e for e in ordered if e["state"] == "synced")
+            self._active = MemoryIndex(e for e in ordered if e["state"] != "synced")
+            self._archive = MemoryIndex(e for e in ordered if e["state"] == "synced")
         else:
-            self._active = _Index(self.path)
-            self._archive = _Index(self.archive_path)
+            self._active = DiskIndex(self.path)
+            self._archive = DiskIndex(self.archive_path)
 
     def _check_writable(self) -> None:
         if self.read_only:
             raise StoreError(READ_ONLY)
 
-    # -- opening, repair and migration -------------------------------------------------------
-
-    def _problem(self, message: str) -> None:
-        self.problems.append(message)
-        # Read-only, nothing was changed: whoever opened it shows ``problems``; the kiosk repairs and alarms.
-        log.log(logging.INFO if self.read_only else logging.CRITICAL, "session store: %s", message)
-
-    def _set_aside(self, path: Path, why: str = "corrupt") -> str:
-        """Move ``path`` aside and say where to; read-only, leave it and say so."""
-        if self.read_only:
-            return LEFT_AS_IT_IS
-        return f"moved to {self._move_aside(path, why).name}"
-
-    def _clear_the_way(self) -> None:
-        """Move aside whatever sits where the store keeps a file or a folder but is not one.
-
-        Why: ``sessions.json`` as a directory (or ``lessons`` as a file, an unpacked backup, a mistyped
-        command) made every start fail, and systemd gave up on the kiosk after five. The thing in the way
-        is kept whole under a name that says why, never read and never deleted.
-        """
-        for path, folder in ((self.journal_dir, True), (self.path, False), (self.archive_path, False)):
-            try:
-                mode = os.stat(path).st_mode
-                what = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) \
-                    else "a special file"
-            except FileNotFoundError:
-                if not os.path.lexists(path):
-                    continue
-                mode, what = 0, "a broken symbolic link"
-            if (stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode)):
-                continue
-            role = "its lessons folder" if folder else "an index file"
-            if self.read_only:
-                self._absent.add(path)
-                self._problem(f"{path.name} is {what} where the store keeps {role}; {LEFT_AS_IT_IS}")
-                continue
-            aside = self._move_aside(path, "not-a-folder" if folder else "not-a-file")
-            self._problem(f"{path.name} was {what} where the store keeps {role}; moved to {aside.name} "
-                          "unread (nothing was deleted: look inside, then remove it); a new one was made")
-
-    def _move_aside(self, path: Path, why: str = "corrupt") -> Path:
-        base = f"{path.name}.{why}-{_utc_stamp()}"
-        target = path.with_name(base)
-        n = 1
-        while target.exists():
-            n += 1
-            target = path.with_name(f"{base}-{n}")
-        os.replace(path, target)
-        return target
-
-    def _open(self) -> dict[str, IndexEntry]:
-        """Read both index files, repair or migrate what needs it, and match them with the journals.
-        Returns every finished lesson's entry (what the index files hold afterwards)."""
-        loaded = {path: LoadedIndex() if path in self._absent else load_index(path)
-                  for path in (self.archive_path, self.path)}
-        rewrite = not self.path.exists() or loaded[self.path].schema != STORE_SCHEMA
-        for path, index in loaded.items():
-            if index.damage or index.dropped:
-                what = index.damage or f"{index.dropped} document(s) of the wrong shape"
-                self._problem(f"{path.name} was damaged ({what}); {self._set_aside(path)}; "
-                              f"{len(index.entries) + len(index.old)} lesson(s) salvaged from it")
-                rewrite = True
-        entries: dict[str, IndexEntry] = {}
-        for index in loaded.values():  # sessions.json last: its entries are the newer ones
-            entries.update(index.entries)
-        rewrite |= self._write_carried_records(loaded.values(), entries)
-        rewrite |= self._match_journals(entries)
-        if rewrite and not self.read_only:
-            self._write_indexes(entries)
-        return entries
-
-    def _write_carried_records(self, loaded: Iterable[LoadedIndex], entries: dict[str, IndexEntry]) -> bool:
-        """Lessons whose record sits in an index (the previous layout, or salvage) get their journal."""
-        carried = {sid: doc for index in loaded for sid, doc in index.old.items()}
-        if self.read_only:  # hold them in memory, as the journals the kiosk would write
-            for sid, doc in carried.items():
-                kind = "checkpoint" if doc.state == "in_progress" else "final"
-                created, saved = doc.entry["created_at"], doc.entry["saved_at"]
-                self._held[sid] = JournalEntry(kind, doc.record, created, saved)
-                if kind == "final":
-                    entries[sid] = doc.entry
-                else:
-                    entries.pop(sid, None)
-                    self._in_progress[sid] = {"created_at": created, "saved_at": saved}
-            return False
-        for sid, doc in carried.items():
-            kind = "checkpoint" if doc.state == "in_progress" else "final"
-            try:
-                line = encode_line(make_entry(kind, doc.record, doc.entry["created_at"], doc.entry["saved_at"]))
-            except StoreError as exc:
-                self._problem(f"lesson {sid} could not be carried over: {exc}")
-                continue
-            write_atomic(self.journal_dir / journal_name(sid), line, sync_dir=False, sync_file=False)
-            if kind == "final":
-                entries[sid] = doc.entry
-            else:
-                entries.pop(sid, None)
-        if carried:
-            sync_all(self.journal_dir)  # durable before the index that no longer holds them is written
-            log.warning("session store: %d lesson(s) moved into per-lesson journals", len(carried))
-        return bool(carried)
-
-    def _match_journals(self, entries: dict[str, IndexEntry]) -> bool:
-        """Journals without an entry are lessons in progress (or finished ones whose index write a crash
-        cut off); entries without a journal are dropped. Returns True if ``entries`` changed.
-
-        A journal is matched by the session id inside it, not by its file name: one under another name
-        (restored from a copy, renamed by hand) is renamed to the name its lesson expects, and its index
-        entry, if any, is kept as it was (pending, synced or parked).
-        """
-        names: set[str] = set()
-        if not self.read_only or (self.journal_dir not in self._absent and self.journal_dir.is_dir()):
-            names = {e.name for e in os.scandir(self.journal_dir)
-                     if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.is_file()}
-        expected = {journal_name(sid): sid for sid in entries}
-        changed = False
-        for name in sorted(names - expected.keys()):
-            path = self.journal_dir / name
-            try:
-                journal = read_journal(path)
-            except FileNotFoundError:  # read-only beside a running kiosk: retention just deleted it
-                names.discard(name)
-                continue
-            found = journal.entry
-            if found is None and journal.bad_lines == 0:
-                # Nothing but a line cut off by a crash: the lesson's first checkpoint never returned,
-                # so nothing was saved. A normal power-cut outcome, not damage. (Read-only: it may be
-                # the first line of a lesson the running kiosk is writing right now.)
-                if not self.read_only:
-                    path.unlink()
-                    log.warning("session store: lessons/%s held only a line cut off by a crash; removed", name)
-                continue
-            if found is None:
-                self._problem(f"lessons/{name} held no readable lesson; {self._set_aside(path)}")
-                continue
-            sid = found.record["session_id"]
-            if sid in self._held:
-                continue  # read-only: the index's own copy of that lesson wins, as the kiosk's rewrite would
-            if journal_name(sid) != name:
-                right = self.journal_dir / journal_name(sid)
-                if right.exists() or sid in self._paths:  # its own journal is there too: keep that one
-                    self._problem(f"lessons/{name} holds lesson {sid} stored elsewhere too; {self._set_aside(path)}")
-                    continue
-                if self.read_only:
-                    self._paths[sid] = path
-                else:
-                    os.replace(path, right)
-                    log.warning("session store: lessons/%s holds lesson %s; renamed to %s", name, sid, right.name)
-                names.discard(name)
-                names.add(right.name)
-            if sid in entries:
-                continue  # its entry says what became of it (pending, synced, parked)
-            if found.kind == "final":
-                entry = normalize_entry({"session_id": sid, "created_at": found.created_at,
-                                         "saved_at": found.saved_at}, "pending")
-                assert entry is not None
-                entries[sid] = entry
-                changed = True
-            else:
-                self._in_progress[sid] = {"created_at": found.created_at, "saved_at": found.saved_at}
-        for name, sid in expected.items():
-            if name in names or sid in self._held:
-                continue
-            gone = entries.pop(sid)
-            changed = True
-            if gone["state"] == "synced":
-                log.info("session store: delivered lesson %s had no journal left (retention was cut off)", sid)
-            else:
-                self._problem(f"lesson {sid} ({gone['state']}) lost its journal file; it cannot be sent")
-        return changed
-
-    def _write_indexes(self, entries: dict[str, IndexEntry]) -> None:
-        """Write both index files from scratch: delivered lessons to synced.json, the rest to sessions.json."""
-        ordered = sorted(entries.values(), key=lambda e: e["created_at"])
-        synced = [e for e in ordered if e["state"] == "synced"]
-        active = [e for e in ordered if e["state"] != "synced"]
-
-        def payload(docs: list[IndexEntry], meta: bool) -> bytes:
-            data: dict[str, Any] = {TABLE: {str(i): d for i, d in enumerate(docs, 1)}}
-            if meta:
-                data["meta"] = {"1": {"schema": STORE_SCHEMA}}
-            return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-        write_atomic(self.archive_path, payload(synced, False))
-        write_atomic(self.path, payload(active, True))  # the commit point of a migration
-
     # -- lookups -------------------------------------------------------------------------------
 
-    def _find(self, session_id: str) -> tuple[_Index | _MemoryIndex | None, IndexEntry] | None:
+    def _find(self, session_id: str) -> tuple[DiskIndex | MemoryIndex | None, IndexEntry] | None:
         hit = self._active.map().get(session_id)
         if hit is not None:
             return self._active, hit[1]
@@ -714,102 +333,6 @@ class SessionStore:
         if len(delivered) >= ARCHIVE_BATCH:
             self._archive.put_many(delivered)
             self._active.remove(e["session_id"] for e in delivered)
-
-    def apply_retention(self, keep_synced_days: float, max_lessons: int) -> int:
-        """Delete synced lessons older than ``keep_synced_days``, then the oldest synced ones while
-        there are more than ``max_lessons``. Unsynced lessons are never deleted: when they alone
-        exceed the cap, say so loudly. Returns how many were deleted.
-
-        Ages count only on a synchronized clock, from stamps read on one: a board that boots with a stale
-        date and is stepped forward years by network time would otherwise delete at once every lesson
-        delivered before the step. A stamp read unsynchronized is replaced by "now" at the first retention
-        on a synchronized clock, so such a lesson is kept its full period from then (never less). While the
-        clock is not synchronized, only the cap deletes.
-
-        Journals go first, then the index entries: a crash in between leaves entries without a
-        journal, which the next start drops quietly (they were delivered)."""
-        self._check_writable()
-        now = self._clock()
-        entries = self._entries()
-        synced = [e for e in entries if e["state"] == "synced"]
-        doomed: list[str] = []
-        if self._synced():
-            synced = self._restamp(synced, now)
-            cutoff = now - keep_synced_days * 86400
-            doomed = [e["session_id"] for e in synced
-                      if e["synced_at_trusted"] and e["synced_at"] is not None and e["synced_at"] < cutoff]
-        excess = len(entries) - len(doomed) - max_lessons
-        if excess > 0:
-            gone = set(doomed)
-            doomed += [e["session_id"] for e in synced if e["session_id"] not in gone][:excess]
-        if doomed:
-            for sid in doomed:
-                try:
-                    self._journal(sid).unlink(missing_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"cannot delete {self._journal(sid)}: {exc.strerror or exc}") from None
-            self._archive.remove(doomed)
-            self._active.remove(doomed)
-        total = len(entries) - len(doomed)
-        if total > max_lessons:
-            log.error("session store is full: %d lessons waiting for the companion exceed the cap of %d; "
-                      "nothing unsynced is deleted — check the companion connection", total, max_lessons)
-        return len(doomed)
-
-    def _restamp(self, synced: list[IndexEntry], now: float) -> list[IndexEntry]:
-        """``synced`` with every stamp read on an unsynchronized clock replaced by ``now`` (trusted), written
-        to the index in one write per file."""
-        stale: dict[str, IndexEntry] = {e["session_id"]: {**e, "synced_at": now, "synced_at_trusted": True}
-                                        for e in synced if not e["synced_at_trusted"]}
-        if not stale:
-            return synced
-        active = self._active.map()
-        self._active.put_many([e for sid, e in stale.items() if sid in active])
-        self._archive.put_many([e for sid, e in stale.items() if sid not in active])
-        log.info("retention: %d delivered lesson(s) were stamped before the clock was synchronized; "
-                 "their retention period counts from now", len(stale))
-        return [stale.get(e["session_id"], e) for e in synced]
-
-    # -- dates corrected after delivery ------------------------------------------------------------
-
-    def awaiting_redate(self) -> list[UncheckedRecord]:
-        """Delivered lessons whose dates must still be corrected at the companion, oldest first.
-
-        Asked at every sync round once the clock is synchronized: only the flagged entries are sorted and
-        read, not the whole history."""
-        active = self._active.map()
-        flagged = {e["session_id"]: e for _, e in self._archive.map().values()
-                   if e["redate_pending"] and e["session_id"] not in active}
-        flagged.update((e["session_id"], e) for _, e in active.values() if e["redate_pending"])
-        waiting = sorted((e for e in flagged.values() if e["state"] == "synced"), key=lambda e: e["created_at"])
-        return [record for _, record in self._with_records(waiting)]
-
-    def redated(self, record: UncheckedRecord) -> None:
-        """The companion took the corrected dates of this delivered lesson: keep the corrected record here
-        too (atomically, as every final record) and stop asking."""
-        self._check_writable()
-        prepared, sid = self._prepare(record)
-        found = self._waiting_redate(sid)
-        if found is None:
-            return
-        where, entry = found
-        write_atomic(self._journal(sid), encode_line(make_entry("final", prepared, entry["created_at"],
-                                                                entry["saved_at"])))
-        where.put({**entry, "redate_pending": False})
-
-    def drop_redate(self, session_id: str) -> None:
-        """Stop asking to correct this lesson's dates (it cannot be, or the companion refused for good)."""
-        self._check_writable()
-        found = self._waiting_redate(clean_text(session_id))
-        if found is not None:
-            found[0].put({**found[1], "redate_pending": False})
-
-    def _waiting_redate(self, sid: str) -> tuple[_Index | _MemoryIndex, IndexEntry] | None:
-        found = self._find(sid)
-        if found is None or found[0] is None or found[1]["state"] != "synced":
-            log.warning("store: lesson %s is not a delivered lesson here; its dates stay as they are", sid)
-            return None
-        return found[0], found[1]
 
     # -- reads ---------------------------------------------------------------------------------
 
