@@ -379,3 +379,34 @@ async def test_a_lesson_corrected_here_before_a_stop_is_not_sent_again(tmp_path:
         write_atomic(store._journal(done["session_id"]), encode_line(make_entry("final", fixed, 0.0, 0.0)))
         assert await syncer.drain()
         assert companion.corrections == [[waiting["session_id"]]] and store.awaiting_redate() == []
+
+
+async def test_a_lesson_saved_before_the_clock_was_set_leaves_with_its_true_dates(tmp_path: Path) -> None:
+    """Saved while the clock was five years behind, sent once it is synchronized (same boot): the companion
+    receives the corrected dates and the store keeps the corrected record, so nothing is left to correct."""
+    from appliance.common.redate import correct_dates
+    from tests.test_clock import TRUE_NOW, FakeTime
+    from tests.test_redate import YEARS_5, stale_lesson
+
+    t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
+    lesson = stale_lesson(t)
+    received: list[dict[str, Any]] = []
+
+    def answer(sent: dict[str, Any]) -> dict[str, Any]:
+        received.append(sent)
+        return stored(sent)
+
+    async with syncing(tmp_path, answer, [lesson], clock=t.clock()) as (_companion, syncer, store):
+        t.wall, t.synced = t.wall + YEARS_5, True
+        expected = correct_dates(lesson, t.clock())
+        assert expected is not None and expected["started_at"] != lesson["started_at"]
+        assert await syncer.drain()
+        assert [r["started_at"] for r in received] == [expected["started_at"]]
+        assert store.get(lesson["session_id"]) == expected and store.awaiting_redate() == []
+
+
+async def test_a_store_that_cannot_be_read_ends_the_round_as_a_failure(tmp_path: Path) -> None:
+    async with syncing(tmp_path, stored, [record(5)]) as (companion, syncer, _store):
+        (tmp_path / "state" / "sessions.json").write_bytes(b"\xff\xfe")
+        assert not await syncer.drain()
+        assert companion.batches == []
