@@ -48,7 +48,7 @@ def copy_tree(dest: Path) -> None:
 
 def mutate(dest: Path) -> None:
     """Replace the body of ``write_atomic`` by the in-place write (located with ast, not by text)."""
-    path = dest / "appliance" / "journal.py"
+    path = dest / "appliance" / "store" / "journal.py"
     source = path.read_text()
     func = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == "write_atomic")
     lines = source.splitlines(keepends=True)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pytest
 
 from appliance.common.clock import Clock
+from appliance.core.lesson import Lesson
+from tests.harness import KIOSK_ID
 
 TRUE_NOW = 1_795_000_000.0  # 2026-11-18
 DAY = 86400.0
@@ -47,3 +50,17 @@ def libfaketime() -> str:
 
 FAKETIME_KEEP_MONOTONIC = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 """libfaketime's documented switch that leaves CLOCK_MONOTONIC alone (as an NTP step does)."""
+
+
+YEARS_5 = 5 * 365 * DAY
+
+
+def stale_lesson(t: FakeTime) -> dict[str, Any]:
+    """A lesson on a clock five years behind, not synchronized: 4 s to a turn, an error at 9 s, 30 s long."""
+    lesson = Lesson(kiosk_id=KIOSK_ID, clock=t.clock())
+    t.advance(4)
+    lesson.transcript.add_typed("hello from the past")
+    t.advance(5)
+    lesson.add_error("late_audio", "a gap in the tutor's audio")
+    t.advance(21)
+    return lesson.to_record("button")

@@ -16,14 +16,12 @@ from hypothesis import strategies as st
 from appliance.common.clock import iso_utc
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.contract.dates import InvalidCorrection, apply_date_correction, dates_of, shift_dates, without_dates
-from appliance.core.lesson import Lesson
 from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.sync import Syncer
-from tests.clock_helpers import DAY, TRUE_NOW, FakeTime, parse
+from tests.clock_helpers import TRUE_NOW, YEARS_5, FakeTime, parse, stale_lesson
 from tests.harness import API_KEY, KIOSK_ID
 
-YEARS_5 = 5 * 365 * DAY
 KEY = "device-key-0123456789abcdef"
 
 
@@ -38,17 +36,6 @@ async def companion_at(tmp_path: Path) -> AsyncIterator[tuple[CompanionServer, C
     finally:
         await client.aclose()
         await server.stop()
-
-
-def stale_lesson(t: FakeTime) -> dict[str, Any]:
-    """A lesson on a clock five years behind, not synchronized: 4 s to a turn, an error at 9 s, 30 s long."""
-    lesson = Lesson(kiosk_id=KIOSK_ID, clock=t.clock())
-    t.advance(4)
-    lesson.transcript.add_typed("hello from the past")
-    t.advance(5)
-    lesson.add_error("late_audio", "a gap in the tutor's audio")
-    t.advance(21)
-    return lesson.to_record("button")
 
 
 def companion_rows(db: Path) -> list[tuple[str, str, str]]:

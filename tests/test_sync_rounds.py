@@ -20,7 +20,7 @@ from appliance.store.sessions import SessionStore
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.sync import Syncer
 from tests.harness import KIOSK_ID
-from tests.test_offline import record
+from tests.harness import numbered_lesson as record
 
 SLACK_S = 0.3
 """A request on loopback plus a busy 2-core machine's scheduling delay stay well under this."""
@@ -307,8 +307,7 @@ async def test_corrected_dates_follow_refusals_stop_and_missing_answers_are_aske
     """Three lessons delivered under a stale clock, then the clock synchronized: corrections go in batches
     of ``batch_size``; a corrected one is kept corrected here, a refused one is never asked about again,
     one the companion left out of its answer is asked about at the next round."""
-    from tests.test_clock import TRUE_NOW, FakeTime
-    from tests.test_redate import YEARS_5, stale_lesson
+    from tests.clock_helpers import TRUE_NOW, YEARS_5, FakeTime, stale_lesson
 
     t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
     lessons = [stale_lesson(t) for _ in range(5)]
@@ -342,8 +341,7 @@ async def test_corrected_dates_follow_refusals_stop_and_missing_answers_are_aske
 
 async def test_a_companion_refusing_corrections_is_asked_again_and_one_without_them_is_left_alone(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from tests.test_clock import TRUE_NOW, FakeTime
-    from tests.test_redate import YEARS_5, stale_lesson
+    from tests.clock_helpers import TRUE_NOW, YEARS_5, FakeTime, stale_lesson
 
     t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
     lessons = [stale_lesson(t) for _ in range(3)]
@@ -366,8 +364,7 @@ async def test_a_lesson_corrected_here_before_a_stop_is_not_sent_again(tmp_path:
     whose record needs no correction: it is no longer asked about, and the lessons after it still are."""
     from appliance.common.redate import correct_dates
     from appliance.store.journal import encode_line, make_entry, write_atomic
-    from tests.test_clock import TRUE_NOW, FakeTime
-    from tests.test_redate import YEARS_5, stale_lesson
+    from tests.clock_helpers import TRUE_NOW, YEARS_5, FakeTime, stale_lesson
 
     t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
     done, waiting = stale_lesson(t), stale_lesson(t)
@@ -385,8 +382,7 @@ async def test_a_lesson_saved_before_the_clock_was_set_leaves_with_its_true_date
     """Saved while the clock was five years behind, sent once it is synchronized (same boot): the companion
     receives the corrected dates and the store keeps the corrected record, so nothing is left to correct."""
     from appliance.common.redate import correct_dates
-    from tests.test_clock import TRUE_NOW, FakeTime
-    from tests.test_redate import YEARS_5, stale_lesson
+    from tests.clock_helpers import TRUE_NOW, YEARS_5, FakeTime, stale_lesson
 
     t = FakeTime(wall=TRUE_NOW - YEARS_5, synced=False)
     lesson = stale_lesson(t)
