@@ -62,6 +62,9 @@ class Module:
 
 MODULES = [
     Module("sessions", "appliance/store/sessions.py", STORE_TESTS),
+    Module("repair", "appliance/store/repair.py", STORE_TESTS),
+    Module("upkeep", "appliance/store/upkeep.py", STORE_TESTS),
+    Module("tables", "appliance/store/tables.py", STORE_TESTS),
     Module("index", "appliance/store/index.py", ["tests/test_store.py"]),
     Module("journal", "appliance/store/journal.py", ["tests/test_store.py"]),
     Module("sync", "appliance/uplink/sync.py",
