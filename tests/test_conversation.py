@@ -378,6 +378,12 @@ def test_the_servers_word_on_its_audio_moves_the_playhead() -> None:
     assert q.head is not None and q.head.started_at == 3.0  # audible already: it starts now
     q.server_stopped(None, cleared=True)
     assert not q.queue
+    two = Playhead(lambda rid: None)  # one answer with two audio items, then the next answer
+    two.named("r1", "i1", 0.0, 0.0)
+    two.named("r1", "i2", 0.0, 0.0)
+    two.named("r2", "i3", 0.0, 0.0)
+    two.server_stopped("r1", cleared=False)
+    assert [a.item_id for a in two.queue] == ["i3"]
 
 
 def test_the_playhead_queue_is_bounded_and_an_interrupt_empties_it() -> None:
@@ -605,14 +611,14 @@ def test_a_stale_long_press_timer_does_nothing_and_nothing_happens_after_the_end
 
 def test_a_barge_in_holds_heard_until_the_speaker_goes_quiet_or_the_check() -> None:
     """The server says its audio plays (the speaker has not sounded yet): after a press the tutor still
-    counts as heard until the check a second later, or until the speaker goes quiet."""
+    counts as heard until the check half a second later, or until the speaker goes quiet."""
     c, _ = conversation()
     server = Server(c)
     rid, _item, _ = server.response(0.0, "Hello there my friend", audio_ms=3000)
     assert o.TutorHeard(True) in server.audio_started(0.1, rid)
     out = c.press(1.0)
-    assert timers(out)["heard_check"].delay_s == 1.0 and c.tutor_heard and o.ClearSpeaker() in out
-    assert c.on_timer("heard_check", None, 2.0) == [o.TutorHeard(False)] and not c.tutor_heard
+    assert timers(out)["heard_check"].delay_s == 0.5 and c.tutor_heard and o.ClearSpeaker() in out
+    assert c.on_timer("heard_check", None, 1.5) == [o.TutorHeard(False)] and not c.tutor_heard
     c2, _ = conversation()
     Server(c2, buffer_events=False).response(0.0, "Hello there my friend", audio_ms=3000)
     c2.on_audible(True, 0.1)

@@ -104,9 +104,8 @@ class Playhead:
         """``output_audio_buffer.stopped`` (everything up to this answer played out) or ``.cleared``."""
         self.buffer_playing = False
         if response_id is not None and any(a.response_id == response_id for a in self.queue):
-            while self.queue:
-                if self.queue.popleft().response_id == response_id:
-                    break
+            while any(a.response_id == response_id for a in self.queue):  # an answer may hold several items
+                self.queue.popleft()
         elif cleared:
             self.queue.clear()
 
