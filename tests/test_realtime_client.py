@@ -267,7 +267,7 @@ async def test_cost_from_duration_when_usage_has_no_details(tmp_path: Path) -> N
 
 async def test_unknown_event_types_are_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with lesson_stack(tmp_path) as stack, stack.kiosk() as (kiosk, rec, _mic):
-        caplog.set_level(logging.DEBUG, logger="appliance.core.kiosk")
+        caplog.set_level(logging.DEBUG, logger="appliance.core")
         kiosk.press()
         await rec.until(lambda: kiosk.state is State.CONNECTED, what="connected")
         for _ in range(3):
