@@ -386,6 +386,19 @@ def test_the_servers_word_on_its_audio_moves_the_playhead() -> None:
     assert [a.item_id for a in two.queue] == ["i3"]
 
 
+def test_every_pause_of_the_server_inside_an_item_is_left_out_of_what_was_played() -> None:
+    """A silence of GAP_S or more inside an item is the server pausing (not counted as heard, less the
+    speech's own edges); each such pause adds up. Mutations seen failing: ``>`` for ``>=``, ``=`` for ``+=``."""
+    p = Playhead(lambda rid: None, quiet_lag_s=0.5)
+    p.named("r1", "i1", 0.0, 0.0)
+    p.speaker(True, 0.0, "r1")
+    p.speaker(False, 0.5, "r1")  # quiet since 0.0 (the speaker notices 0.5 s late)
+    p.speaker(True, 0.8, "r1")  # a pause of exactly GAP_S: 0.8 - 0.4 s of it was not speech
+    p.speaker(False, 2.5, "r1")
+    p.speaker(True, 3.0, "r1")  # quiet since 2.0: a pause of 1.0 s, 0.6 s of it not speech
+    assert p.played_ms(4.0) == pytest.approx((4.0 - 0.4 - 0.6) * 1000)
+
+
 def test_the_playhead_queue_is_bounded_and_an_interrupt_empties_it() -> None:
     p = Playhead(lambda rid: None)
     for n in range(MAX_QUEUED + 5):

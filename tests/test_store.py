@@ -772,7 +772,7 @@ def test_a_lessons_delivery_time_survives_a_restart(tmp_path: Path) -> None:
     assert [d["session_id"] for d in SessionStore(tmp_path).documents()] == ids[3:]
 
 
-def test_the_cap_counts_the_lessons_already_deleted_by_age(tmp_path: Path) -> None:
+def test_the_cap_counts_the_lessons_already_deleted_by_age(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Retention by age and the cap in one pass: the cap deletes only as many more as still exceed it,
     the oldest delivered first, never a waiting lesson. By hand: 8 lessons (2 waiting, 6 delivered, 2
     of them past the 30 days), cap 4: the 2 old ones go by age, then 8 - 2 - 4 = 2 more, the oldest
@@ -790,6 +790,7 @@ def test_the_cap_counts_the_lessons_already_deleted_by_age(tmp_path: Path) -> No
         store.mark_synced(sid)
     assert store.apply_retention(keep_synced_days=30, max_lessons=4) == 4
     assert [d["session_id"] for d in store.documents()] == ["s4", "s5", "p6", "p7"]
+    assert "session store is full" not in caplog.text  # 4 left: at the cap, not over it
     assert sorted(p.name for p in (tmp_path / "lessons").iterdir()) == ["p6.jsonl", "p7.jsonl", "s4.jsonl",
                                                                        "s5.jsonl"]
 
