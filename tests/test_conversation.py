@@ -197,7 +197,20 @@ def test_a_request_the_busy_server_refuses_is_asked_again_once_the_answer_is_don
                                                "message": "busy", "event_id": request["event_id"]})
     assert not any(isinstance(x, o.ErrorCue) for x in refused) and "retry" not in timers(refused)
     done = server.done(1.0, rid, audio_ms=2000)
-    assert types(done) == ["response.create"]
+    assert types(done) == ["response.create"] and o.StopTimer("stall") in done  # the answer's own outcomes kept
+    assert c.responses.request is not None and c.responses.request.purpose == "reply"  # asked for what it was
+
+
+def test_another_error_while_the_tutor_answers_is_a_failure_not_a_deferral() -> None:
+    """Only ``conversation_already_has_active_response`` defers a request; any other refusal of it is a failed
+    request (a retry timer), even while another answer is still active."""
+    c, _ = conversation()
+    server = Server(c)
+    server.response(0.0, "Let me explain roundabouts", done=False)
+    request = next(e for e in sent(c.say("And traffic lights?")) if e["type"] == "response.create")
+    refused = server.feed(0.5, "error", error={"code": "server_error", "message": "x",
+                                               "event_id": request["event_id"]})
+    assert "retry" in timers(refused)
 
 
 def test_a_failed_greeting_is_asked_again_once() -> None:
