@@ -7,6 +7,7 @@ prints its figures; they assert no figure (a test is no place for timing), only 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -54,3 +55,44 @@ def test_bench_store_and_loop_stall() -> None:
     assert "| now: open (steady state) |" in bench("bench_store.py", "--sizes", "10", "--lessons", "1", "--turns", "2",
                                                    "--old-ops", "2")
     assert "store thread (kiosk)" in bench("bench_loop_stall.py", "--stored", "10", "--lessons", "1", "--turns", "2")
+
+
+def cgroup_cpu_writable() -> bool:
+    """A cgroup cpu controller (v1, or v2 listing ``cpu``) whose root this process may write to."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _dev, where, fstype, options, *_ = line.split()
+        if fstype == "cgroup" and "cpu" in options.split(","):
+            return os.access(where, os.W_OK)
+        controllers = Path(where) / "cgroup.controllers"
+        if fstype == "cgroup2" and controllers.exists() and "cpu" in controllers.read_text().split():
+            return os.access(where, os.W_OK)
+    return False
+
+
+def test_bench_quota() -> None:
+    out = bench("bench_quota.py", "--quotas", "50", "--periods", "100", "--calls", "1", "--hold", "2")
+    if not cgroup_cpu_writable():
+        assert out.startswith("quota sweep skipped: "), out
+        return
+    for side in ("kiosk", "floor"):
+        assert re.search(rf"^ +50% {side} +\d+ +\d+ +\d+ \| +\d+ +\d+ +[\d.]+ \| +\d+ +\d+ +[\d.]+$", out, re.M), out
+    assert "smallest glitch-free quota: kiosk " in out
+
+
+def test_bench_quota_says_why_it_cannot_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cgroup cpu controller mounted, or one this user cannot write: one line, no cgroup made."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_quota", ROOT / "scripts" / "bench_quota.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_quota", module)
+    spec.loader.exec_module(module)
+    mounts = tmp_path / "mounts"
+    mounts.write_text("proc /proc proc rw 0 0\ntmpfs /sys/fs/cgroup tmpfs rw 0 0\n")
+    assert module.CpuCap.create("x", mounts) == (None, "no cgroup cpu controller is mounted (neither v1 nor v2)")
+    blocked = tmp_path / "cpu"
+    blocked.write_text("")  # a file where the controller's directory should be: mkdir under it fails
+    mounts.write_text(f"cgroup {blocked} cgroup rw,cpu,cpuacct 0 0\n")
+    cap, why = module.CpuCap.create("x", mounts)
+    assert cap is None and why.startswith(f"the cgroup at {blocked} is not writable here")

@@ -240,3 +240,20 @@ def test_simulator_cli_refuses_bad_switch_values(args: list[str], capsys: pytest
         main(args)
     assert exited.value.code == 2
     assert args[0] in capsys.readouterr().err
+
+
+async def test_each_calls_microphone_arrival_is_reported(tmp_path: Path) -> None:
+    """``GET /simulator/audio-arrival``: the key is required; the running call and, once it has ended, the
+    same call with the frames the simulator heard from the client's microphone."""
+    async with simulator(tmp_path) as sim:
+        async with connected(sim), httpx.AsyncClient() as http:
+            assert (await http.get(f"{sim.base_url}/simulator/audio-arrival")).status_code == 401
+            (call,) = sim.calls.values()
+            await eventually(lambda: call.mic_arrival.frames >= 25, what="a half second of microphone audio")
+            running = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
+            assert [c["call_id"] for c in running] == [call.call_id] and running[0]["frames"] >= 25
+            assert set(running[0]) == {"call_id", "frames", "late_frames", "p99_gap_ms", "max_gap_ms", "lost_share"}
+        await eventually(lambda: not sim.calls, what="the call ended")
+        async with httpx.AsyncClient() as http:
+            ended = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
+        assert [c["call_id"] for c in ended] == [call.call_id] and ended[0]["frames"] >= running[0]["frames"]

@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
 from appliance.call.ice_consent import ice_connections
+from appliance.common.arrival import ArrivalGaps
 from appliance.simulator import tutor
 from appliance.simulator.asr import PhraseRecognizer
 from appliance.simulator.ice import ignore_non_nominating_consent, partition
@@ -195,6 +196,8 @@ class SimulatedCall:
         if rtp_during_silence:
             self._audio_gate.set()
         self.track = _GatedAudioTrack(self._supply, RATE, self._audio_gate)
+        self.mic_arrival = ArrivalGaps()
+        """How evenly the client's microphone audio arrives (``GET /simulator/audio-arrival``)."""
         self.frozen = False
         """Nothing leaves the server (no RTP, no events, no ICE answers)."""
         self.deaf = False
@@ -517,6 +520,7 @@ class SimulatedCall:
                 return
             if not isinstance(frame, av.AudioFrame):  # an audio track yields audio frames
                 continue
+            self.mic_arrival.frame(time.monotonic(), frame.pts, frame.samples)
             samples = frame_to_mono(frame)
             if frame.sample_rate != RATE:
                 from appliance.audio.dsp import resample

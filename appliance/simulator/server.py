@@ -52,6 +52,8 @@ PACKS = [
 ]
 
 
+ENDED_CALLS_KEPT = 50
+"""Closed calls remembered for their figures (``/simulator/audio-arrival``); older ones are forgotten."""
 MODELS_CREATED = 1_750_000_000
 #: The model ids the simulator lists, with the shutdown dates OpenAI has announced for them (None: none
 #: announced). ``SimulatorConfig.model_shutdowns`` overrides or adds entries.
@@ -162,6 +164,7 @@ class RealtimeSimulator:
         app.router.add_post("/simulator/refuse-calls", self.refuse_calls_endpoint)
         app.router.add_post("/simulator/faults", self.faults_endpoint)
         app.router.add_post("/simulator/revoke-tokens", self.revoke_tokens_endpoint)
+        app.router.add_get("/simulator/audio-arrival", self.audio_arrival_endpoint)
         app.router.add_get("/", self.index)
         return app
 
@@ -221,6 +224,9 @@ class RealtimeSimulator:
         call = self.calls.pop(call_id, None)
         if call is not None:
             self.ended_calls[call_id] = call
+            closed = [cid for cid, ended in self.ended_calls.items() if ended.closed.is_set()]
+            for cid in closed[:max(0, len(closed) - ENDED_CALLS_KEPT)]:  # a simulator that runs for weeks
+                del self.ended_calls[cid]
             if self.config.max_sessions is not None:
                 self._slots_free_at.append(time.monotonic() + self.config.slot_release_s)
 
@@ -311,6 +317,15 @@ class RealtimeSimulator:
             return oai_error(400, 'Send no body, or {"hear_client": true|false}.', "invalid_value",
                              param="hear_client")
         return web.json_response({"frozen": self.freeze_calls(hear_client=hear_client)})
+
+    async def audio_arrival_endpoint(self, request: web.Request) -> web.Response:
+        """How evenly each call's microphone audio arrived (late frames, gaps, lost audio): current calls
+        and the ended ones still remembered, oldest first."""
+        if not self._api_key_ok(request):
+            return self._unauthorized()
+        calls = {**self.ended_calls, **self.calls}
+        return web.json_response({"calls": [{"call_id": call_id, **call.mic_arrival.summary()}
+                                            for call_id, call in calls.items()]})
 
     async def revoke_tokens_endpoint(self, request: web.Request) -> web.Response:
         if not self._api_key_ok(request):
