@@ -11,7 +11,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,8 +46,11 @@ class FakeSystemd:
         self.sock.close()
 
 
-def write_daemon_config(path: Path, stack: Any, state_dir: Path, sock_path: Path) -> Path:
-    """A kiosk.toml for a real daemon process against the test stack (mock pins, WAV mic, no speaker)."""
+def write_daemon_config(path: Path, stack: Any, state_dir: Path, sock_path: Path,
+                        input_wavs: Sequence[Path] = ()) -> Path:
+    """A kiosk.toml for a real daemon process against the test stack (mock pins, WAV mic, no speaker);
+    ``input_wavs``: the scripted learner's clips."""
+    wavs = ", ".join(f'"{clip}"' for clip in input_wavs)
     path.write_text(f"""
 [kiosk]
 id = "kiosk-test"
@@ -62,6 +65,7 @@ allow_loopback_ice = true
 [audio]
 input = "wav"
 output = "null"
+input_wavs = [{wavs}]
 [gpio]
 pin_factory = "mock"
 """)

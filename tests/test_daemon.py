@@ -55,9 +55,7 @@ async def test_run_speaks_input_wavs_one_after_each_tutor_turn(tmp_path: Path) -
         stack.config()  # writes device.key
         state_dir = tmp_path / "state"
         sock_path = tmp_path / "control.sock"
-        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path)
-        wavs = ", ".join(f'"{clip}"' for clip in clips)
-        toml.write_text(toml.read_text().replace('output = "null"', f'output = "null"\ninput_wavs = [{wavs}]'))
+        toml = write_daemon_config(tmp_path / "kiosk.toml", stack, state_dir, sock_path, clips)
         async with running_daemon(toml, tmp_path, watchdog_usec=None) as daemon:
             systemd = daemon.systemd
             await daemon.ready()

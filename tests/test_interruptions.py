@@ -79,6 +79,16 @@ async def greeting_heard_out(call: SimulatedCall, rec: Recorder) -> None:
     await rec.until(lambda: rec.audible[-1] is False, what="the speaker quiet after the greeting")
 
 
+async def typed_answer_audible(stack: Stack, kiosk: Any, rec: Recorder) -> SimulatedCall:
+    """A lesson whose greeting was heard out, then a typed message whose answer is now audible."""
+    call = await connected_with_greeting_audible(stack, kiosk, rec)
+    await greeting_heard_out(call, rec)
+    heard_before = len(rec.audible)
+    kiosk.say("I like green apples")
+    await rec.until(lambda: len(rec.audible) > heard_before and rec.audible[-1] is True, what="answer audible")
+    return call
+
+
 async def saved_after_stop(kiosk: Any, rec: Recorder) -> dict[str, Any]:
     kiosk.request_stop()
     await rec.until(lambda: bool(rec.saved), what="lesson saved")
@@ -175,11 +185,7 @@ async def test_barge_in_without_buffer_events_truncates_what_was_heard(tmp_path:
     (within HEARD_TOLERANCE_MS under what the server played), and the record keeps the answer as an
     interrupted turn with only the share of its words that was heard."""
     async with lesson_stack(tmp_path, **THIRD_PARTY) as stack, stack.kiosk() as (kiosk, rec, _mic):
-        call = await connected_with_greeting_audible(stack, kiosk, rec)
-        await greeting_heard_out(call, rec)
-        heard_before = len(rec.audible)
-        kiosk.say("I like green apples")
-        await rec.until(lambda: len(rec.audible) > heard_before and rec.audible[-1] is True, what="answer audible")
+        call = await typed_answer_audible(stack, kiosk, rec)
         audible_at = time.monotonic()
         answer = responses(call)[1]
         await asyncio.sleep(0.7)  # the learner listens for 0.7 s, then presses
@@ -206,11 +212,7 @@ async def test_an_interrupted_streamed_sentence_keeps_only_the_words_heard(tmp_p
     """A press 0.7 s into the first sentence (about 2 s) of a streamed answer: the record's interrupted
     turn keeps about the share of that sentence's words that was heard, not the whole sentence."""
     async with lesson_stack(tmp_path, **THIRD_PARTY) as stack, stack.kiosk() as (kiosk, rec, _mic):
-        call = await connected_with_greeting_audible(stack, kiosk, rec)
-        await greeting_heard_out(call, rec)
-        heard_before = len(rec.audible)
-        kiosk.say("I like green apples")
-        await rec.until(lambda: len(rec.audible) > heard_before and rec.audible[-1] is True, what="answer audible")
+        call = await typed_answer_audible(stack, kiosk, rec)
         answer = responses(call)[1]
         await asyncio.sleep(0.7)  # the learner listens for 0.7 s, then presses
         kiosk.press()

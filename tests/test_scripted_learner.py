@@ -17,6 +17,7 @@ from appliance.daemon.control import send_command
 from appliance.simulator.asr import DEFAULT_PHRASES
 from appliance.simulator.call import SimulatedCall
 from appliance.store.sessions import SessionStore
+from tests.daemon_helpers import write_daemon_config
 from tests.harness import LEARNER_LINES, Stack, espeak, lesson_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,27 +28,7 @@ LINES = (LEARNER_LINES[0], SECOND_LINE, LEARNER_LINES[1])  # the last one, "Stop
 def daemon_config(stack: Stack, tmp: Path, clips: list[Path]) -> Path:
     """A kiosk.toml for `stella-kiosk run` against the stack: mock pins, no speaker, the clips as the mic."""
     stack.config()  # writes the device key file
-    wavs = ", ".join(f'"{clip}"' for clip in clips)
-    toml = tmp / "kiosk.toml"
-    toml.write_text(f"""
-[kiosk]
-id = "kiosk-test"
-state_dir = "{tmp / 'state'}"
-control_socket = "{tmp / 'control.sock'}"
-[companion]
-url = "{stack.companion.base_url}"
-device_key_file = "{tmp / 'device.key'}"
-[realtime]
-base_url = "{stack.simulator.base_url}"
-allow_loopback_ice = true
-[audio]
-input = "wav"
-output = "null"
-input_wavs = [{wavs}]
-[gpio]
-pin_factory = "mock"
-""")
-    return toml
+    return write_daemon_config(tmp / "kiosk.toml", stack, tmp / "state", tmp / "control.sock", clips)
 
 
 @asynccontextmanager
