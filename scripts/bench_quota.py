@@ -151,8 +151,8 @@ async def kiosk_side(settings: dict[str, Any], cap: CpuCap, calls: int, hold_s: 
             super().__init__(sample_rate=sample_rate)
             self.arrival = ArrivalGaps()
 
-        def write(self, samples: Any) -> None:
-            self.arrival.frame(time.monotonic())
+        def write(self, samples: Any) -> None:  # a cue is one long write: it covers the gap after it
+            self.arrival.frame(time.monotonic(), holds_ms=len(samples) * 1000 / self.sample_rate)
             super().write(samples)
 
     class Talker(BenchObserver):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.common.arrival import ArrivalGaps
+from appliance.common.arrival import LATE_KEPT, ArrivalGaps
 
 
 @given(st.lists(st.integers(min_value=0, max_value=3000_000).filter(lambda g: g != 40_000), min_size=1, max_size=200))
@@ -49,4 +50,28 @@ def test_a_frame_from_the_past_is_not_counted_as_lost_audio_nor_moves_the_expect
 def test_an_empty_meter_says_nothing_happened() -> None:
     meter = ArrivalGaps()
     assert meter.summary() == {"frames": 0, "late_frames": 0, "p99_gap_ms": 0.0, "max_gap_ms": 0.0,
-                               "lost_share": 0.0}
+                               "lost_share": 0.0, "late": []}
+
+
+def test_where_the_late_frames_fell_is_kept_up_to_a_bound() -> None:
+    meter = ArrivalGaps()
+    at = 10.0
+    for n in range(1, 101):
+        at += 0.1 if n % 4 == 0 else 0.02  # every fourth frame comes 100 ms after the one before
+        meter.frame(at)
+    assert meter.late_frames == 25
+    assert len(meter.late) == LATE_KEPT
+    frame, since_first_ms, gap_ms = meter.late[0]
+    assert (frame, gap_ms) == (4, 100.0) and since_first_ms == pytest.approx(140.0)
+
+
+def test_a_long_chunk_covers_the_gap_after_it_but_not_more() -> None:
+    meter = ArrivalGaps()
+    meter.frame(0.0, holds_ms=320)  # a sound cue written in one piece
+    meter.frame(0.080)  # the first 20 ms frame, 80 ms later: the sink still had 240 ms queued
+    meter.frame(0.100)
+    assert meter.late_frames == 0
+    meter.frame(0.200, holds_ms=60)  # 100 ms after a 20 ms frame: late
+    meter.frame(0.270)  # 70 ms after a 60 ms chunk: 30 ms beyond a frame's slot, within the slack
+    meter.frame(0.350)  # 80 ms after a 20 ms frame: late again
+    assert meter.late_frames == 2 and [gap for _, _, gap in meter.late] == [100.0, 80.0]

@@ -254,6 +254,46 @@ async def test_speaker_pump_goes_quiet_when_frames_stop_and_applies_volume() -> 
     assert rms_dbfs(played) == pytest.approx(20 * np.log10(0.5 / np.sqrt(2)) + 20 * np.log10(0.25), abs=0.5)
 
 
+async def test_the_silence_watch_sets_one_timer_per_hangover_not_one_per_frame(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames at their real pace for 1 s, then none: the tutor goes quiet one hangover after the last
+    frame, and the watch armed a handful of timers, not one per frame (50)."""
+    loop = asyncio.get_running_loop()
+    quiet = asyncio.Event()
+    timers: list[Any] = []
+    original_call_at = loop.call_at
+
+    def call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        if getattr(callback, "__name__", "") == "_no_frames":
+            timers.append(when)
+        return original_call_at(when, callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_at", call_at)
+    monkeypatch.setattr(loop, "call_later", lambda delay, cb, *a, **k: call_at(loop.time() + delay, cb, *a, **k))
+
+    class Paced(ScriptedTrack):
+        last_frame_at = 0.0
+
+        async def recv(self) -> av.AudioFrame:
+            frame = await super().recv()
+            await asyncio.sleep(0.02)
+            self.last_frame_at = loop.time()
+            return frame
+
+    hangover = 0.3
+    track = Paced([Segment(1.0, 440, level=0.25)], hold_at_end=True)
+    pump = SpeakerPump(NullSink(), on_audible=lambda audible: None if audible else quiet.set(), hangover_s=hangover)
+    task = asyncio.ensure_future(pump.run(track))
+    async with asyncio.timeout(5):
+        await quiet.wait()
+    quiet_after = loop.time() - track.last_frame_at
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hangover <= quiet_after < hangover + 0.1
+    assert pump.frames == 50 and 1 <= len(timers) <= 1 + 1.0 / hangover + 1, timers
+
+
 async def test_speaker_pump_cancelled_while_audible_reports_quiet() -> None:
     changes: list[bool] = []
     pump = SpeakerPump(NullSink(), on_audible=changes.append, hangover_s=60)

@@ -58,6 +58,7 @@ class SpeakerPump:
         self._quiet_s = 0.0
         self._quiet_timer: asyncio.TimerHandle | None = None
         self._silence_watch: asyncio.TimerHandle | None = None
+        self._last_frame_at = 0.0
         from appliance.audio.tracks import FrameConverter
 
         self._converter = FrameConverter(sink.sample_rate)
@@ -85,18 +86,27 @@ class SpeakerPump:
     def _watch_for_silence(self) -> None:
         """While audible, frames that stop arriving count as silence after the hangover.
 
-        Why a timer re-armed per frame and not a timeout on each ``recv``: a timeout needs the
-        read wrapped in a task plus a waiter per frame (two extra loop passes, 50 times a second);
-        moving one timer costs a few microseconds.
+        Why a time stamp per frame and one timer per hangover, not a timer re-armed per frame or a
+        timeout on each ``recv``: a timeout needs the read wrapped in a task plus a waiter (two extra
+        loop passes, 50 times a second), re-arming a timer costs a heap push and a cancel per frame;
+        storing a float costs nothing, and the one timer, when it fires, looks at when the last frame
+        came and sleeps again for the rest of the hangover if one came since.
         """
-        self._cancel_silence_watch()
-        if self.audible and self._quiet_timer is None:
-            self._silence_watch = asyncio.get_running_loop().call_later(self.hangover_s, self._no_frames)
+        loop = asyncio.get_running_loop()
+        self._last_frame_at = loop.time()
+        if self.audible and self._quiet_timer is None and self._silence_watch is None:
+            self._silence_watch = loop.call_at(self._last_frame_at + self.hangover_s, self._no_frames)
 
     def _no_frames(self) -> None:
         self._silence_watch = None
-        if self.audible and self._quiet_timer is None:
-            self._went_quiet()
+        if not self.audible or self._quiet_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._last_frame_at + self.hangover_s
+        if loop.time() < due:  # a frame came since the timer was set: wait for the rest of the hangover
+            self._silence_watch = loop.call_at(due, self._no_frames)
+            return
+        self._went_quiet()
 
     def _cancel_silence_watch(self) -> None:
         if self._silence_watch is not None:

@@ -103,12 +103,12 @@ class RealtimeCall:
         self._http_timeout_s = http_timeout_s
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-        from appliance.audio.tracks import PacedAudioTrack
+        from appliance.audio.tracks import microphone_track
 
         servers = [RTCIceServer(urls=url) for url in (ice_servers or [])]
         # iceServers=[] explicitly: aiortc's default STUN server costs ~5 s when unreachable.
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        self._mic_track = PacedAudioTrack(mic, sample_rate=mic_sample_rate)
+        self._mic_track = microphone_track(mic, mic_sample_rate)
         self._channel: Any = None
         self._channel_open = asyncio.Event()
         self._closing = False
