@@ -9,6 +9,7 @@ import sys
 import threading
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest

@@ -47,7 +47,8 @@ def tone_error_db(decoded: np.ndarray, rate: int = 48000) -> tuple[float, float]
     basis = np.stack([np.sin(2 * np.pi * TONE_HZ * t), np.cos(2 * np.pi * TONE_HZ * t), np.ones_like(t)], axis=1)
     coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
     fit = basis @ coef
-    return float(20 * np.log10(np.sqrt(np.mean((x - fit) ** 2)) / np.sqrt(np.mean(fit ** 2)))), float(np.hypot(*coef[:2]))
+    thd_n = 20 * np.log10(np.sqrt(np.mean((x - fit) ** 2)) / np.sqrt(np.mean(fit ** 2)))
+    return float(thd_n), float(np.hypot(*coef[:2]))
 
 
 def decode_left(payloads: list[tuple[bytes, int]]) -> np.ndarray:
