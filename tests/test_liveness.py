@@ -271,3 +271,41 @@ async def test_a_stall_of_the_kiosk_loop_is_not_blamed_on_the_server(quiet_sim: 
         assert watched.closes == []
     finally:
         await watched.close()
+
+
+async def test_rtp_statistics_are_read_only_when_the_data_channel_is_quiet() -> None:
+    """While events arrive the statistics report (every transport and stream) is not built four times a
+    second for nothing; once the channel goes quiet, RTP that keeps arriving still keeps the call alive,
+    and RTP that stops gets the server probed."""
+    from appliance.call.liveness import LivenessMonitor
+
+    class Receiver:
+        packets = 0
+        reads = 0
+
+        async def getStats(self) -> dict[str, object]:  # noqa: N802 - aiortc's name
+            self.reads += 1
+            stats = type("Stats", (), {"type": "inbound-rtp", "packetsReceived": self.packets})()
+            return {"in": stats}
+
+    receiver = Receiver()
+    probes: list[dict[str, object]] = []
+    monitor = LivenessMonitor(1.0, 0, send=lambda event: probes.append(event) is None,
+                              receivers=lambda: [receiver], on_dead=lambda reason: None)
+    monitor.start("call_test")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < 1.5:  # events every 50 ms: the tutor is talking
+        monitor.note_inbound()
+        await asyncio.sleep(0.05)
+    assert receiver.reads == 1 and not probes  # the first reading only
+    started = loop.time()
+    while loop.time() - started < 1.5:  # no events, RTP flowing: alive, and read once per tick
+        receiver.packets += 1
+        await asyncio.sleep(0.05)
+    assert not probes and 4 <= receiver.reads <= 8
+    async with asyncio.timeout(3):  # RTP stops too: probed after a second of silence
+        while not probes:
+            await asyncio.sleep(0.05)
+    monitor.stop()
+    assert probes[0]["type"] == "session.update"
