@@ -621,7 +621,7 @@ async def test_a_real_kiosk_appears_in_the_fleet_after_a_lesson(tmp_path: Path) 
     assert mine["lessons_today"] == 1 and mine["disk_free_mb"] > 0 and mine["seen_at"] is not None
 
 
-def _parse(parse: Any, raw: bytes) -> Any:
+def _parse(parse: Any, raw: bytes | str) -> Any:
     try:
         return parse(raw)
     except (ValueError, RecursionError) as exc:
@@ -631,15 +631,18 @@ def _parse(parse: Any, raw: bytes) -> Any:
 @settings(max_examples=300, deadline=None)
 @given(value=json_values, ascii_only=st.booleans(), depth=st.integers(min_value=0, max_value=40))
 def test_the_body_parsers_fast_path_agrees_with_the_full_cleaning(value: Any, ascii_only: bool, depth: int) -> None:
-    """Request bodies skip the string-by-string cleaning when their text cannot hold a surrogate or control
-    character: the result must be exactly what the full walk gives (or both refuse), whatever the escapes,
+    """Request bodies and Realtime messages skip the string-by-string cleaning when their text cannot hold a
+    surrogate or control character: the result must be exactly what the full walk gives (or both refuse), whatever the escapes,
     raw UTF-8 (surrogate bytes included) or nesting."""
     from appliance.common.safe_text import clean_json, loads_clean
 
     for _ in range(depth):
         value = [value]
-    raw = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    raw = text.encode("utf-8", "surrogatepass")
     assert _parse(loads_clean, raw) == _parse(lambda r: clean_json(json.loads(r)), raw)
+    # A data-channel message arrives decoded (a str, raw surrogates and all): the same must hold.
+    assert _parse(loads_clean, text) == _parse(lambda r: clean_json(json.loads(r)), text)
 
 
 async def test_a_lesson_takes_the_level_of_the_plan_it_was_given(db, upstream) -> None:

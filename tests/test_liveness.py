@@ -283,7 +283,7 @@ async def test_rtp_statistics_are_read_only_when_the_data_channel_is_quiet() -> 
         packets = 0
         reads = 0
 
-        async def getStats(self) -> dict[str, object]:  # noqa: N802 - aiortc's name
+        async def getStats(self) -> dict[str, object]:
             self.reads += 1
             stats = type("Stats", (), {"type": "inbound-rtp", "packetsReceived": self.packets})()
             return {"in": stats}

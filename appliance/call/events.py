@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.common.safe_text import UnsafeJSON, clean_json, clean_text
+from appliance.common.safe_text import UnsafeJSON, clean_text, loads_clean
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def parse_server_event(message: Any) -> ServerEvent | None:
         log.warning("dropped oversized Realtime message (%d bytes)", len(message))
         return None
     try:
-        data = clean_json(json.loads(message))
+        data = loads_clean(message)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # UnsafeJSON is a ValueError
         reason = "nested too deeply" if isinstance(exc, RecursionError | UnsafeJSON) else exc
         log.warning("dropped malformed Realtime message (%s): %.120r", reason, _preview(message))
