@@ -632,8 +632,8 @@ def _parse(parse: Any, raw: bytes | str) -> Any:
 @given(value=json_values, ascii_only=st.booleans(), depth=st.integers(min_value=0, max_value=40))
 def test_the_body_parsers_fast_path_agrees_with_the_full_cleaning(value: Any, ascii_only: bool, depth: int) -> None:
     """Request bodies and Realtime messages skip the string-by-string cleaning when their text cannot hold a
-    surrogate or control character: the result must be exactly what the full walk gives (or both refuse), whatever the escapes,
-    raw UTF-8 (surrogate bytes included) or nesting."""
+    surrogate or control character: the result must be exactly what the full walk gives (or both refuse),
+    whatever the escapes, raw UTF-8 (surrogate bytes included) or nesting."""
     from appliance.common.safe_text import clean_json, loads_clean
 
     for _ in range(depth):
