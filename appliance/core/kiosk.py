@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 RECENT_LESSONS = 3
 READY_WITHIN_S = 25.0
 """Ready is announced after the sound devices were tried, or after this long whatever they do."""
+BUSY_SLICE_S = 0.002
+"""Messages are handled in slices of at most this long before the loop lets other ready work run: after
+connect a server sends ~120 events at once (the greeting's transcript deltas), and handled in one go on a
+board's slow core (25–55 ms) they would hold back the tutor's first audio frames behind them."""
 SAVE_RETRY_S = 30.0
 EXIT_SAVE_BUDGET_S = 12.0
 """At stop, how long to keep retrying lessons the disk refused (systemd allows 20 s in all)."""
@@ -146,8 +150,16 @@ class Kiosk(Lessons):
         self._spawn(self._watchdog.run(), "watchdog")
         self._spawn(self._announce_ready(first, ready), "ready")
         try:
+            slice_started = self._loop.time()
             while self.state is not State.STOPPING:
-                message = await self._queue.get()
+                if self._queue.empty():
+                    message = await self._queue.get()
+                    slice_started = self._loop.time()
+                else:
+                    if self._loop.time() - slice_started >= BUSY_SLICE_S:
+                        await asyncio.sleep(0)  # audio frames and packets ready meanwhile go first
+                        slice_started = self._loop.time()
+                    message = self._queue.get_nowait()
                 try:
                     await self._handle(message)
                 except Exception:  # the owner task must survive any bug in one handler
