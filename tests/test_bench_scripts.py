@@ -96,3 +96,15 @@ def test_bench_quota_says_why_it_cannot_cap(tmp_path: Path, monkeypatch: pytest.
     mounts.write_text(f"cgroup {blocked} cgroup rw,cpu,cpuacct 0 0\n")
     cap, why = module.CpuCap.create("x", mounts)
     assert cap is None and why.startswith(f"the cgroup at {blocked} is not writable here")
+
+
+def test_bench_audio_path() -> None:
+    out = bench("bench_audio_path.py", "--frames", "50")
+    assert re.search(r"microphone, speech: +aiortc raw frame +[\d.]+ +kiosk Opus track +[\d.]+", out), out
+    assert "speaker pump" in out and re.search(r"parse +[\d.]+ +conversation +[\d.]+", out), out
+
+
+def test_bench_memory() -> None:
+    out = bench("bench_memory.py", "--hold", "1")
+    assert re.search(r"^aiortc +[\d.]+ +\d+$", out, re.M), out
+    assert re.search(r"high-water mark \(VmHWM\) [\d.]+ MB", out) and "where the peak's pages are" in out, out
