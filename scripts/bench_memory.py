@@ -99,9 +99,9 @@ def runtime_distributions(root: str = "stella-kiosk", extras: Sequence[str] = ("
         for line in dist.requires or []:
             requirement = Requirement(line)
             environments = [{"extra": extra} for extra in active] or [{"extra": ""}]
-            if requirement.marker is None or any(requirement.marker.evaluate(env) for env in environments):
-                if _normal(requirement.name) not in wanted or requirement.extras:
-                    todo.append((requirement.name, tuple(requirement.extras)))
+            applies = requirement.marker is None or any(requirement.marker.evaluate(env) for env in environments)
+            if applies and (_normal(requirement.name) not in wanted or requirement.extras):
+                todo.append((requirement.name, tuple(requirement.extras)))
     return wanted
 
 
