@@ -252,7 +252,8 @@ async def test_each_calls_microphone_arrival_is_reported(tmp_path: Path) -> None
             await eventually(lambda: call.mic_arrival.frames >= 25, what="a half second of microphone audio")
             running = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
             assert [c["call_id"] for c in running] == [call.call_id] and running[0]["frames"] >= 25
-            assert set(running[0]) == {"call_id", "frames", "late_frames", "p99_gap_ms", "max_gap_ms", "lost_share"}
+            assert set(running[0]) == {"call_id", "frames", "late_frames", "p99_gap_ms", "max_gap_ms", "lost_share",
+                                       "late"}
         await eventually(lambda: not sim.calls, what="the call ended")
         async with httpx.AsyncClient() as http:
             ended = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
