@@ -105,6 +105,25 @@ class BenchObserver:
 
 
 
+SERVER_AUDIBLE_SENT = "server_audible_sent"
+"""The simulator's own stamp: when the greeting's first audible frame went to its track (speech starts
+quietly, so this is 20 ms or so after ``server_audio_started``)."""
+
+
+async def first_audible_sent(simulator_url: str, api_key: str) -> float | None:
+    """When the newest call's first tutor item became audible at the simulator (its ``time.monotonic()``,
+    the same clock as this process's on one machine); None from a simulator on another machine or one
+    that does not say."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10) as http:
+        reply = await http.get(f"{simulator_url}/simulator/audio-arrival",
+                               headers={"Authorization": f"Bearer {api_key}"})
+    calls = reply.json().get("calls") if reply.status_code == 200 else None
+    sent = calls[-1].get("tutor_audible_sent_at") if calls else None
+    return float(sent[0]) if sent else None
+
+
 async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url: str | None = None,
                       api_key: str | None = None) -> dict[str, list]:
     from bench_stack import BenchServices
@@ -151,7 +170,11 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
             results["first_audio_ms"].append(lesson.first_audio_ms or 0)
             await asyncio.sleep(max(0.0, hold_s - (time.monotonic() - t0)))  # hold the call: the measured load
             results["cpu_per_call_s"].append((cpu_s() - cpu0) / (time.monotonic() - t0))
-            results["stages"].append(lesson.timeline.ms_since())
+            stages_ms = lesson.timeline.ms_since()
+            sent_at = await first_audible_sent(services.kiosk_settings()["realtime"]["base_url"], services.api_key)
+            if sent_at is not None and stages.PRESSED in lesson.timeline.stamps:
+                stages_ms[SERVER_AUDIBLE_SENT] = round((sent_at - lesson.timeline.stamps[stages.PRESSED]) * 1000, 1)
+            results["stages"].append(stages_ms)
             kiosk.press()
             await rec.until(lambda n=saved_before: len(rec.saved) > n, timeout=20)
             print(f"  kiosk lesson {i + 1}/{lessons}: connect {results['connect_ms'][-1]:.0f} ms, "
@@ -482,14 +505,20 @@ def main() -> int:
     try:
         def p50(rows: list[dict[str, float]], a: str, b: str) -> float:
             return pct([r[b] - r[a] for r in rows], 0.5)
-        server = p50(kiosk["stages"], stages.GREETING_SENT, stages.SERVER_AUDIO_STARTED)
+        # The server's own time ends at its first audible frame where the simulator says when that was
+        # (on this machine), else at its output_audio_buffer.started (speech's quiet onset then counts
+        # against the kiosk: ~20 ms with espeak).
+        local = all(SERVER_AUDIBLE_SENT in r for r in kiosk["stages"])
+        server_end = SERVER_AUDIBLE_SENT if local else stages.SERVER_AUDIO_STARTED
+        server = p50(kiosk["stages"], stages.GREETING_SENT, server_end)
         before = p50(kiosk["stages"], stages.CHANNEL_OPEN, stages.GREETING_SENT)
-        after = p50(kiosk["stages"], stages.SERVER_AUDIO_STARTED, stages.FIRST_AUDIBLE)
+        after = p50(kiosk["stages"], server_end, stages.FIRST_AUDIBLE)
         floor_after = p50(floor["stages"], stages.FIRST_RTP, stages.FIRST_AUDIBLE)
         added = before + max(0.0, after - floor_after)
-        print(f"\nfirst tutor audio, p50: the server's own time (greeting asked → its audio started) {server:.1f} ms;"
+        ends = "its first audible frame sent" if local else "its audio started"
+        print(f"\nfirst tutor audio, p50: the server's own time (greeting asked → {ends}) {server:.1f} ms;"
               f" the kiosk adds {added:.1f} ms: channel open → greeting asked {before:.1f} ms, then"
-              f" audio started → audible {after:.1f} ms against the floor's first RTP → audible {floor_after:.1f} ms")
+              f" {ends} → audible {after:.1f} ms against the floor's first RTP → audible {floor_after:.1f} ms")
         summary["first_audio_added_ms"] = {"server": server, "kiosk_added": added,  # type: ignore[assignment]
                                            "before_greeting": before, "after_server": after,
                                            "floor_transport": floor_after}

@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +81,8 @@ def smaps_by_library() -> collections.Counter[str]:
 
 def runtime_distributions(root: str = "stella-kiosk", extras: Sequence[str] = ("kiosk",)) -> set[str]:
     """The names of every distribution ``root[extras]`` needs, transitively (markers evaluated here)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
     from packaging.requirements import Requirement
 
     wanted: set[str] = set()
@@ -109,13 +110,20 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-class HideDevPackages(importlib.abc.MetaPathFinder):
-    """Refuses imports of top-level packages that only test and lint tools brought into this venv."""
+def dev_only_packages() -> list[str]:
+    """Top-level packages that only test and lint tools brought into this venv."""
+    from importlib.metadata import packages_distributions
 
-    def __init__(self, allowed: set[str]) -> None:
-        owners = packages_distributions()
-        self.hidden = {top for top, dists in owners.items()
-                       if not any(_normal(d) in allowed for d in dists) and top not in sys.stdlib_module_names}
+    allowed = runtime_distributions()
+    return sorted(top for top, dists in packages_distributions().items()
+                  if not any(_normal(d) in allowed for d in dists) and top not in sys.stdlib_module_names)
+
+
+class HideDevPackages(importlib.abc.MetaPathFinder):
+    """Refuses imports of the given top-level packages, as if they were not installed."""
+
+    def __init__(self, hidden: Sequence[str]) -> None:
+        self.hidden = set(hidden)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
         if fullname.partition(".")[0] in self.hidden:
@@ -123,20 +131,18 @@ class HideDevPackages(importlib.abc.MetaPathFinder):
         return None
 
 
-def hide_dev_packages() -> list[str]:
-    finder = HideDevPackages(runtime_distributions())
-    sys.meta_path.insert(0, finder)
-    return sorted(finder.hidden)
+def hide(packages: Sequence[str]) -> None:
+    sys.meta_path.insert(0, HideDevPackages(packages))
 
 
 # -- part 1: imports ------------------------------------------------------------------------------
 
 
-def import_cost(module: str, as_installed: bool) -> dict[str, float]:
+def import_cost(module: str, hidden: Sequence[str]) -> dict[str, float]:
     """Resident MB and cumulative import ms of ``module`` alone in a fresh interpreter."""
-    code = ("import sys, runpy; sys.argv = ['x']; "
+    code = ("import sys; "
             f"sys.path.insert(0, {str(ROOT / 'scripts')!r}); sys.path.insert(0, {str(ROOT)!r}); "
-            "import bench_memory as b; " + ("b.hide_dev_packages(); " if as_installed else "") +
+            f"import bench_memory as b; b.hide({list(hidden)!r}); " +
             f"before = b.rss_mb(); import {module}; "  # an import statement: importlib's own is not timed
             "print('RSS', before, b.rss_mb())")
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
@@ -194,22 +200,29 @@ def main() -> int:
     parser.add_argument("--dev-venv", action="store_true", help="measure this venv as it is (test tools too)")
     parser.add_argument("--skip-imports", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--hidden", help=argparse.SUPPRESS)  # the call's own process: these packages hidden
     args = parser.parse_args()
+    if args.hidden is not None:
+        hide([name for name in args.hidden.split(",") if name])
+        print(json.dumps(asyncio.run(call_peak(args.calls, args.hold))))
+        return 0
     as_installed = not args.dev_venv
     report: dict[str, Any] = {"as_installed": as_installed}
+    hidden = dev_only_packages() if as_installed else []
     if as_installed:
-        hidden = hide_dev_packages()
         print(f"as installed: {len(hidden)} packages of test and lint tools hidden "
               f"({', '.join(h for h in hidden if h in ('rich', 'click', 'pygments', 'pytest'))}, …)")
     if not args.skip_imports:
-        print(f"{'stack':28} {'resident MB':>11} {'import ms':>10}   (each alone, in a fresh interpreter, "
-              "over what reading the package metadata loaded)")
+        print(f"{'stack':28} {'resident MB':>11} {'import ms':>10}   (each alone, in a fresh interpreter)")
         report["imports"] = {}
         for module in STACKS:
-            cost = import_cost(module, as_installed)
+            cost = import_cost(module, hidden)
             report["imports"][module] = cost
             print(f"{module:28} {cost['rss_mb']:11.1f} {cost['import_ms']:10.0f}")
-    figures = asyncio.run(call_peak(args.calls, args.hold))
+    # The call runs in a process of its own that reads no package metadata (that alone costs megabytes).
+    done = subprocess.run([sys.executable, __file__, "--hidden", ",".join(hidden), "--calls", str(args.calls),
+                           "--hold", str(args.hold)], capture_output=True, text=True, check=True, cwd=ROOT)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
     report["call"] = figures
     print(f"\na call ({figures['calls']} × {args.hold:g} s): resident at start {figures['start_mb']:.1f} MB, "
           f"peak sampled {figures['peak_mb']:.1f} MB, high-water mark (VmHWM) {figures['hwm_mb']:.1f} MB")

@@ -19,6 +19,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from appliance.audio.dsp import rms_dbfs
+from appliance.audio.speaker import AUDIBLE_DBFS
 from appliance.audio.tracks import frame_to_mono
 from appliance.audio.wav import ScriptedMicrophone
 from appliance.call import events
@@ -253,8 +254,22 @@ async def test_each_calls_microphone_arrival_is_reported(tmp_path: Path) -> None
             running = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
             assert [c["call_id"] for c in running] == [call.call_id] and running[0]["frames"] >= 25
             assert set(running[0]) == {"call_id", "frames", "late_frames", "p99_gap_ms", "max_gap_ms", "lost_share",
-                                       "late"}
+                                       "late", "tutor_audible_sent_at"}
         await eventually(lambda: not sim.calls, what="the call ended")
         async with httpx.AsyncClient() as http:
             ended = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
         assert [c["call_id"] for c in ended] == [call.call_id] and ended[0]["frames"] >= running[0]["frames"]
+
+
+async def test_the_simulator_says_when_each_answers_first_audible_frame_was_sent(tmp_path: Path) -> None:
+    """Speech starts quietly (espeak's first 20 ms are under the audibility threshold), so the server's own
+    time to speak ends at its first *audible* frame, not at ``output_audio_buffer.started``: a client's
+    figure measured from that stamp is what transport, jitter buffer and decoding add (~80–100 ms)."""
+    async with simulator(tmp_path) as sim, connected(sim) as client, httpx.AsyncClient() as http:
+        first = await client.answer("I like pizza")
+        await client.until(lambda: client.done(first))
+        await eventually(lambda: any(db > AUDIBLE_DBFS for _, db in client.levels), what="the answer heard")
+        heard = next(t for t, db in client.levels if db > AUDIBLE_DBFS)
+        (call,) = (await http.get(f"{sim.base_url}/simulator/audio-arrival", headers=AUTH)).json()["calls"]
+    (sent,) = call["tutor_audible_sent_at"]  # one spoken item
+    assert 0.06 <= heard - sent <= 0.3, heard - sent  # aiortc's jitter buffer alone holds 80 ms

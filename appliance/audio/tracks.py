@@ -128,6 +128,7 @@ class OpusMicTrack(MediaStreamTrack):
         self.silence = _encoded_silence(sample_rate, bitrate, self.samples_per_frame)
         self.encoded_frames = 0
         self.silent_frames = 0
+        self._sent_silence = False
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -137,6 +138,7 @@ class OpusMicTrack(MediaStreamTrack):
         payload = self._encode(samples) if samples.any() else None
         if payload is None:
             self.silent_frames += 1
+            self._sent_silence = True
             payload = self.silence
         packet = av.Packet(payload)
         packet.pts = pts
@@ -145,13 +147,27 @@ class OpusMicTrack(MediaStreamTrack):
         return packet
 
     def _encode(self, samples: npt.NDArray[np.int16]) -> bytes | None:
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = self.sample_rate
-        packets = self._encoder.encode(frame)
+        if self._sent_silence:
+            # The far end's decoder has followed the cached silence packets; bring this encoder to the same
+            # settled-on-silence state first, or it predicts from the sound before the silence and the
+            # first words after it come out garbled (a short "stop" was then not understood).
+            self._sent_silence = False
+            for _ in range(SILENCE_SETTLE_FRAMES):
+                self._encoder.encode(self._frame(np.zeros(self.samples_per_frame, np.int16)))
+        packets = self._encoder.encode(self._frame(samples))
         if not packets:
             return None
         self.encoded_frames += 1
         return bytes(packets[-1])
+
+    def _frame(self, samples: npt.NDArray[np.int16]) -> av.AudioFrame:
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        return frame
+
+
+SILENCE_SETTLE_FRAMES = 5
+"""Frames of silence after which an Opus encoder has settled on it (its energy prediction decayed)."""
 
 
 def microphone_track(supplier: FrameSupplier, sample_rate: int) -> MediaStreamTrack:
@@ -177,7 +193,7 @@ def _encoded_silence(sample_rate: int, bitrate: int, samples_per_frame: int) -> 
     """One Opus packet of silence from an encoder that has settled on it (its first packets carry ramp-up)."""
     encoder = _opus_encoder(sample_rate, bitrate)
     packet = b""
-    for _ in range(5):
+    for _ in range(SILENCE_SETTLE_FRAMES):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, samples_per_frame), np.int16), format="s16", layout="mono")
         frame.sample_rate = sample_rate
         packets = encoder.encode(frame)

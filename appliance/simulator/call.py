@@ -26,6 +26,8 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from appliance.audio.dsp import rms_dbfs
+from appliance.audio.speaker import AUDIBLE_DBFS
 from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
 from appliance.call.ice_consent import ice_connections
 from appliance.common.arrival import ArrivalGaps
@@ -128,6 +130,8 @@ class _Playback:
         """Cleared or cancelled before the end: whoever generates more of it stops."""
         self.drained = asyncio.Event()
         """Set while everything generated so far has been played (a streaming item waits on it)."""
+        self.audible_sent = False
+        """Its first audible frame went to the track (speech starts quietly: not always the first frame)."""
 
     @property
     def played_ms(self) -> float:
@@ -197,6 +201,9 @@ class SimulatedCall:
             self._audio_gate.set()
         self.track = _GatedAudioTrack(self._supply, RATE, self._audio_gate)
         self.mic_arrival = ArrivalGaps()
+        #: time.monotonic() when each tutor item's first audible frame went to the track (the newest 50):
+        #: where the server's own time to speak ends, so a client's figure can be measured from it.
+        self.tutor_audible_sent: deque[float] = deque(maxlen=50)
         """How evenly the client's microphone audio arrives (``GET /simulator/audio-arrival``)."""
         self.frozen = False
         """Nothing leaves the server (no RTP, no events, no ICE answers)."""
@@ -764,6 +771,9 @@ class SimulatedCall:
             self.played_ms[playing.item_id] = 0.0
             self._buffer_event("output_audio_buffer.started", response_id=playing.response_id)
         chunk = playing.samples[playing.pos:playing.pos + n]
+        if not playing.audible_sent and rms_dbfs(chunk) > AUDIBLE_DBFS:
+            playing.audible_sent = True
+            self.tutor_audible_sent.append(time.monotonic())
         playing.pos = min(len(playing.samples), playing.pos + n)
         self.played_ms[playing.item_id] = playing.played_ms
         if playing.pos >= len(playing.samples):

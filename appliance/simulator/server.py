@@ -319,12 +319,14 @@ class RealtimeSimulator:
         return web.json_response({"frozen": self.freeze_calls(hear_client=hear_client)})
 
     async def audio_arrival_endpoint(self, request: web.Request) -> web.Response:
-        """How evenly each call's microphone audio arrived (late frames, gaps, lost audio): current calls
-        and the ended ones still remembered, oldest first."""
+        """How evenly each call's microphone audio arrived (late frames, gaps, lost audio), and when each
+        tutor item's first audible frame was sent (``time.monotonic()`` of this machine): current calls and
+        the ended ones still remembered, oldest first."""
         if not self._api_key_ok(request):
             return self._unauthorized()
         calls = {**self.ended_calls, **self.calls}
-        return web.json_response({"calls": [{"call_id": call_id, **call.mic_arrival.summary()}
+        return web.json_response({"calls": [{"call_id": call_id, **call.mic_arrival.summary(),
+                                             "tutor_audible_sent_at": list(call.tutor_audible_sent)}
                                             for call_id, call in calls.items()]})
 
     async def revoke_tokens_endpoint(self, request: web.Request) -> web.Response:
