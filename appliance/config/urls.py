@@ -7,6 +7,7 @@ Why its own module: the same rules guard the config file and the companion clien
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from appliance.config.errors import ConfigError, show_value
@@ -55,11 +56,16 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def redact_url(url: str) -> str:
     """The URL with everything between the scheme and the last '@' hidden (user, password)."""
     at = url.rfind("@")
     if at < 0:
         return url
-    start = url.find("://")
-    start = start + 3 if 0 <= start < at else 0
+    # Only a real scheme (RFC 3986: a letter, then letters, digits, '+', '-', '.') is kept: a '://' inside
+    # a password of a scheme-less URL must not be taken for the scheme's end.
+    scheme = _SCHEME.match(url)
+    start = scheme.end() if scheme and scheme.end() <= at else 0
     return url[:start] + "***@" + url[at + 1:]
