@@ -46,8 +46,14 @@ def warm_up() -> None:
     """
     import aiortc  # noqa: F401
 
+    # What a first call would otherwise import on its way to connect: the certificate's and DTLS's
+    # cryptography modules, ICE consent (~5 ms here, 20–50 ms of a Pi core, at call start).
+    import cryptography.hazmat.backends.openssl
+    import cryptography.hazmat.primitives.serialization  # noqa: F401
+
     import appliance.audio.speaker
-    import appliance.audio.tracks  # noqa: F401
+    import appliance.audio.tracks
+    import appliance.call.ice_consent  # noqa: F401
 
     shared_ssl_context()
 
