@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.companion.cli import main as companion_main
 
         return companion_main(argv[1:])
+    if argv and argv[0] == "release":
+        from appliance.releases.cli import main as release_main
+
+        return release_main(argv[1:])
 
     parser = argparse.ArgumentParser(prog="stella-kiosk", description="Stella Kiosk, the voice English tutor.")
     parser.add_argument("--version", action="version", version=f"stella-kiosk {__version__}")
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     sync.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     sub.add_parser("simulator", help="the local Realtime API simulator (see `simulator --help`)")
     sub.add_parser("companion", help="the companion service (see `companion --help`)")
+    sub.add_parser("release", help="sign and publish fleet updates (see `release --help`)")
     args = parser.parse_args(argv)
 
     if args.command == "check-config":

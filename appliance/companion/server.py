@@ -28,6 +28,7 @@ from appliance.companion import limits
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.storage import CONFLICT, CORRECTED, DUPLICATE, UNKNOWN, Caller, Storage, open_storage
+from appliance.companion.updates import UpdateService
 from appliance.companion.upstream import (
     LessonPlan,
     Upstream,
@@ -86,6 +87,8 @@ class CompanionConfig:
     transcript_days: int = 365
     """Transcripts of lessons received longer ago are reduced to their metrics (daily); 0 keeps them forever."""
     upstream_timeout_s: float = 10.0
+    updates_dir: Path | None = None
+    """The signed update repository served to kiosks (docs/UPDATES.md); None serves none."""
 
     def models(self) -> dict[str, tuple[str, ...]]:
         """Each role's ordered model list (a single name is a list of one)."""
@@ -148,6 +151,7 @@ class CompanionServer:
         """Set after each check of the configured models (at start, then daily)."""
         self._model_watch: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._update_refresh: asyncio.Task[None] | None = None
         self.maintained = asyncio.Event()
         """Set after each retention and pruning round (at start, then daily)."""
 
@@ -162,6 +166,9 @@ class CompanionServer:
         app.router.add_post("/api/sessions/corrections", self.corrections)
         app.router.add_get("/api/sessions", self.list_sessions)
         app.router.add_post("/api/heartbeat", self.heartbeat)
+        self.updates = UpdateService(self.config.updates_dir) if self.config.updates_dir else None
+        if self.updates is not None:
+            app.router.add_get("/updates/{kind:metadata|targets}/{name}", self.update_file)
         try:  # jinja2 and argon2-cffi: the companion's extra, not needed on a kiosk that runs the demo
             from appliance.companion.console import setup_console
         except ModuleNotFoundError as exc:
@@ -193,6 +200,8 @@ class CompanionServer:
         self._runner, self.port = await start_http(self.app, self.config.host, self.config.port)
         self._model_watch = asyncio.create_task(self._watch_models())
         self._maintenance = asyncio.create_task(self._maintain())
+        if self.updates is not None:
+            self._update_refresh = asyncio.create_task(self.updates.keep_fresh())
 
     async def check_models(self) -> list[ModelStatus]:
         """Look up every configured model upstream now (shutdown dates); warnings go to the log and health."""
@@ -234,12 +243,12 @@ class CompanionServer:
         return f"http://{host}:{self.port}"
 
     async def stop(self) -> None:
-        for task in (self._model_watch, self._maintenance):
+        for task in (self._model_watch, self._maintenance, self._update_refresh):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._model_watch = self._maintenance = None
+        self._model_watch = self._maintenance = self._update_refresh = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -539,3 +548,12 @@ class CompanionServer:
             return error(400, "bad_request", str(exc))
         await self.storage.save_heartbeat(kiosk, report)
         return web.json_response({"ok": True})
+
+    async def update_file(self, request: web.Request) -> web.StreamResponse:
+        """A file of the signed update repository, for a kiosk with its device key (every byte is also
+        verified by the kiosk against signed metadata: the key only keeps releases within the district)."""
+        caller = await self._kiosk(request)
+        if isinstance(caller, web.Response):
+            return caller
+        assert self.updates is not None  # the route exists only with a repository
+        return self.updates.file_response(request.match_info["kind"], request.match_info["name"])
