@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -34,7 +35,7 @@ from tests.console_helpers import (
     signed_in,
     sync_lessons,
 )
-from tests.erasure_helpers import database_bytes, marker, plain_sqlite_build
+from tests.erasure_helpers import database_bytes, marker, plain_sqlite_build, sqlite_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0
@@ -236,6 +237,66 @@ async def test_every_sqlite_connection_turns_secure_delete_on_whatever_the_build
         await storage.close()
 
 
+async def test_an_erase_the_files_could_not_follow_says_so_and_finishes_when_run_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process reading the SQLite database (a second companion, a backup) keeps the WAL's old page
+    images in use: the erase must not claim the words are gone, and running it again must finish it."""
+    from appliance.companion import db as db_module
+
+    plain_sqlite_build(monkeypatch)
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "c.db"
+    words = marker()
+    lesson = lesson_record(words=(f"My name is {words}.", "Hello!"))
+    storage = await open_storage(path)
+    try:
+        assert await storage.store_session(lesson)  # type: ignore[arg-type]
+        reader = sqlite3.connect(path)
+        try:
+            reader.execute("BEGIN")
+            assert reader.execute("SELECT COUNT(*) FROM sessions").fetchone() == (1,)  # holds its snapshot
+            held = await storage.erase_lesson(lesson["session_id"], "tester")
+            assert held.erased == 1 and held.left == 0 and not held.scrub.complete
+            assert "NOT complete" in held.line()
+            assert words.encode() in sqlite_bytes(path)  # and indeed the WAL still holds them
+        finally:
+            reader.close()
+        again = await storage.erase_lesson(lesson["session_id"], "tester")
+        assert again.erased == 0 and again.scrub.complete and again.line().endswith("; done")
+        assert words.encode() not in sqlite_bytes(path)
+    finally:
+        await storage.close()
+
+
+async def test_retention_the_files_could_not_follow_is_scrubbed_at_the_next_round(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.companion import db as db_module
+
+    plain_sqlite_build(monkeypatch)
+    monkeypatch.setattr(db_module, "SQLITE_BUSY_TIMEOUT_MS", 200)
+    path = tmp_path / "c.db"
+    words = marker()
+    clock = FakeClock()
+    storage = await open_storage(path)
+    try:
+        storage.clock = clock
+        storage.transcript_days = 30
+        assert await storage.store_session(lesson_record(words=(f"I live at {words}.", "Ok.")))  # type: ignore[arg-type]
+        clock.now += 31 * DAY
+        reader = sqlite3.connect(path)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT COUNT(*) FROM sessions").fetchone()
+            assert await storage.reduce_old_transcripts() == 1
+            assert words.encode() in sqlite_bytes(path)
+        finally:
+            reader.close()
+        assert await storage.reduce_old_transcripts() == 0  # nothing new to reduce, but the scrub is finished
+        assert words.encode() not in sqlite_bytes(path)
+    finally:
+        await storage.close()
+
+
 # -- the CLI -----------------------------------------------------------------------------------------
 def companion_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "appliance.cli", "companion", *args], capture_output=True,
@@ -264,7 +325,9 @@ async def test_cli_erases_a_lesson_or_a_kiosks_lessons_and_says_what_it_did(db_s
     after = await database_bytes(db_spec)
     assert not any(w.encode() in after for w in words[:3]) and words[3].encode() in after
     again = companion_cli("erase", "--lesson", lessons[0]["session_id"], "--db", str(db_spec), "--yes")
-    assert again.returncode == 1 and "no lesson" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 0 and "erased 0 lessons" in again.stdout  # erased before: only scrubbed again
+    never = companion_cli("erase", "--lesson", "0b8f6c1e-3d4a-4f43-9a61-2b7f0f1a9c11", "--db", str(db_spec), "--yes")
+    assert never.returncode == 1 and "no lesson" in never.stderr and "Traceback" not in never.stderr
 
 
 def test_cli_erase_asks_for_confirmation_and_refuses_bad_names(tmp_path: Path) -> None:

@@ -77,8 +77,10 @@ async def scrub(db: Database) -> Scrub:
 
 
 async def erase_lesson(db: Database, session_id: str, actor: str, now: float) -> Erasure:
-    """Erase one lesson; :class:`NothingToErase` when it is not stored."""
-    row = await db.fetchone(f"SELECT kiosk_id FROM {TRANSCRIPT_TABLE} WHERE session_id = ?", (session_id,))
+    """Erase one lesson; :class:`NothingToErase` when it was never stored. A lesson erased before is scrubbed
+    again (0 erased): that is how an erase whose scrub could not complete is finished."""
+    row = await db.fetchone(f"SELECT kiosk_id FROM {TRANSCRIPT_TABLE} WHERE session_id = ? UNION ALL "
+                            "SELECT kiosk_id FROM erased_sessions WHERE session_id = ?", (session_id, session_id))
     if row is None:
         raise NothingToErase(f"no lesson {session_id} is stored")
     return await _erase(db, row[0], session_id, actor, now)

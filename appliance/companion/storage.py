@@ -89,6 +89,8 @@ class Storage:
         """Wall time (tests move it to cross days and windows)."""
         self.transcript_days = 0
         """Transcripts older than this many days are reduced to metrics; 0 keeps them (set by the server)."""
+        self._scrub_pending = False
+        """The last retention round could not scrub the files completely (a SQLite reader held the WAL)."""
 
     async def close(self) -> None:
         await self.db.close()
@@ -318,11 +320,12 @@ class Storage:
             reduced += len(rows)
             if len(rows) < batch:
                 break
-        if reduced:
+        if reduced or self._scrub_pending:
             # The transcripts' old bytes are still in the files (WAL, PostgreSQL's dead row versions).
             done = await scrub(self.db)
+            self._scrub_pending = not done.complete
             if not done.complete:
-                log.warning("retention: %s", done.steps)
+                log.warning("retention: %s; tried again at the next round", done.steps)
         return reduced
 
     # -- erasure ----------------------------------------------------------------------------
