@@ -19,7 +19,7 @@ from typing import Any
 
 from appliance.companion import erasure
 from appliance.companion.db import Database, Queries, open_database
-from appliance.companion.erasure import Erasure, scrub
+from appliance.companion.erasure import Erasure
 from appliance.companion.heartbeat import Heartbeat
 from appliance.companion.migrations import migrate
 from appliance.companion.retention import reduce_record
@@ -322,7 +322,7 @@ class Storage:
                 break
         if reduced or self._scrub_pending:
             # The transcripts' old bytes are still in the files (WAL, PostgreSQL's dead row versions).
-            done = await scrub(self.db)
+            done = await erasure.scrub(self.db)
             self._scrub_pending = not done.complete
             if not done.complete:
                 log.warning("retention: %s; tried again at the next round", done.steps)
@@ -330,7 +330,8 @@ class Storage:
 
     # -- erasure ----------------------------------------------------------------------------
     async def erase_lesson(self, session_id: str, actor: str) -> Erasure:
-        """Erase one lesson now (rows and text); :class:`NothingToErase` when it is not stored."""
+        """Erase one lesson now (rows and text), or scrub again after one erased before; :class:`NothingToErase`
+        when it was never stored."""
         return await erasure.erase_lesson(self.db, session_id, actor, self.clock())
 
     async def erase_kiosk(self, kiosk_id: str, actor: str) -> Erasure:
