@@ -5,6 +5,7 @@ kiosk's real sync path, the real CLI in its own process; SQLite as a build witho
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import shutil
@@ -175,6 +176,24 @@ async def test_an_erased_lesson_sent_again_by_its_kiosk_is_acknowledged_but_not_
     fresh = lesson_record()  # the kiosk's new lessons are stored as ever
     await sync_lessons(stack, fresh)
     assert await count(stack, "session_id = ?", fresh["session_id"]) == 1
+
+
+async def test_a_lesson_sent_again_while_it_is_being_erased_is_not_stored_again(db_spec: Path | str) -> None:
+    """Guards against the race of an erase and the same lesson arriving again at that moment (two companions,
+    or the CLI beside the service): whichever comes first, the lesson ends up erased, never stored again."""
+    storage = await open_storage(db_spec)
+    other = await open_storage(db_spec)  # a second companion on the same database
+    try:
+        for _ in range(15):
+            lessons = [lesson_record() for _ in range(5)]
+            assert await storage.store_sessions(lessons) == ["stored"] * 5  # type: ignore[arg-type]
+            await asyncio.gather(storage.erase_kiosk("kiosk-a", "tester"),
+                                 other.store_sessions(lessons))  # type: ignore[arg-type]
+            row = await storage.db.fetchone("SELECT COUNT(*) FROM sessions")
+            assert row == (0,)
+    finally:
+        await other.close()
+        await storage.close()
 
 
 # -- retention ---------------------------------------------------------------------------------------
