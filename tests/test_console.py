@@ -519,9 +519,11 @@ form_text = st.text(max_size=80) | st.sampled_from(["", " ", "0", "-1", "1e309",
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=st.sampled_from(["/console/login", "/console/kiosks", "/console/kiosks/kiosk-b/budget",
-                             "/console/users", "/console/lessons", "/console/lessons.csv", "/console/usage"]),
+                             "/console/kiosks/kiosk-b/erase", "/console/users", "/console/lessons",
+                             "/console/lessons.csv", "/console/usage"]),
        fields=st.dictionaries(st.sampled_from(["username", "password", "kiosk_id", "daily_minutes", "role", "kiosk",
-                                               "from", "to", "level", "next", "csrf"]), form_text, max_size=5),
+                                               "from", "to", "level", "next", "csrf", "confirm"]), form_text,
+                              max_size=5),
        with_csrf=st.booleans())
 def test_form_and_filter_input_never_causes_a_server_error(threaded_console: tuple[str, dict[str, str], str],
                                                            path: str, fields: dict[str, str], with_csrf: bool) -> None:

@@ -213,7 +213,8 @@ async def test_pages_fit_a_phone(stack: ConsoleStack) -> None:
         page = await ctx.new_page()
         await sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
         for path in ("/console/lessons", f"/console/lessons/{record['session_id']}", "/console/usage?from=2026-11-01",
-                     "/console/fleet", "/console/users", "/console/login"):
+                     "/console/fleet", "/console/users", f"/console/lessons/{record['session_id']}/erase",
+                     "/console/kiosks/kiosk-a/erase", "/console/login"):
             await page.goto(stack.base_url + path)
             widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1], (path, widths)
@@ -294,6 +295,16 @@ async def test_every_text_on_every_page_has_enough_contrast(stack: ConsoleStack)
         async with page.expect_navigation():
             await page.click("button:has-text('Add kiosk')")
         pages["kiosk added"] = await page.evaluate(LOW_CONTRAST)
+        await page.goto(f"{base}/console/kiosks/kiosk-b/erase")
+        await page.fill("#confirm", "kiosk-b")
+        async with page.expect_navigation():
+            await page.click("button:has-text('Erase every lesson')")
+        assert "Erased 1 lesson" in await page.inner_text("main")
+        pages["erased"] = await page.evaluate(LOW_CONTRAST)
+        await page.goto(f"{base}/console/lessons/{record['session_id']}")
+        async with page.expect_navigation():
+            await page.click("a:has-text('Erase this lesson')")
+        pages["erase a lesson"] = await page.evaluate(LOW_CONTRAST)
     assert {name: low for name, low in pages.items() if low} == {}
 
 

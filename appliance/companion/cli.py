@@ -1,5 +1,5 @@
 """`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | set-budget NAME MINUTES | export |
-add-user NAME`."""
+add-user NAME | erase (--lesson ID | --kiosk NAME)`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from appliance.companion.db import DatabaseError
+from appliance.companion.erasure import NothingToErase
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import Storage, open_storage
+from appliance.contract.record import is_uuid
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -53,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     export.add_argument("--kiosk", help="only this kiosk")
     export.add_argument("--since", help="only lessons started on or after this ISO date")
+    erase = sub.add_parser("erase", help="erase one lesson or every lesson of a kiosk (a parent's or school's "
+                                         "request): deleted, and scrubbed from the database files; cannot be undone")
+    target = erase.add_mutually_exclusive_group(required=True)
+    target.add_argument("--lesson", metavar="SESSION_ID", help="the lesson's id (shown in the console)")
+    target.add_argument("--kiosk", metavar="NAME", help="every lesson this kiosk delivered")
+    erase.add_argument("--yes", action="store_true", help="confirm without being asked (scripts)")
+    erase.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
     add_user = sub.add_parser("add-user", help="create a web console account; the password is read from stdin "
                                                 "(first line) or prompted for, never taken from the command line")
     add_user.add_argument("name")
@@ -73,11 +82,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("add-kiosk", "revoke-kiosk", "set-budget") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
+    if args.command == "erase":
+        refused = confirm_erase(args)
+        if refused is not None:
+            return refused
     return asyncio.run(_database_command(args))
 
 
 async def _database_command(args: argparse.Namespace) -> int:
-    """add-kiosk / revoke-kiosk / export, straight on the database (the service may be running)."""
+    """add-kiosk / revoke-kiosk / set-budget / erase / export, straight on the database (the service may be
+    running)."""
     try:
         storage = await open_storage(args.db)
     except DatabaseError as exc:
@@ -93,6 +107,8 @@ async def _database_command(args: argparse.Namespace) -> int:
             return 0
         if args.command == "set-budget":
             return await _set_budget(storage, args.name, args.minutes)
+        if args.command == "erase":
+            return await _erase(storage, args)
         if args.command == "revoke-kiosk":
             if await storage.revoke_kiosk(args.name):
                 print(f"revoked {args.name}", file=sys.stderr)
@@ -110,6 +126,50 @@ async def _database_command(args: argparse.Namespace) -> int:
         return 0
     finally:
         await storage.close()
+
+
+def confirm_erase(args: argparse.Namespace) -> int | None:
+    """None when the erase may go ahead; else the exit code after saying why not. Erasing cannot be undone, so
+    it is confirmed by typing the lesson's id or the kiosk's name at a terminal, or with --yes in a script."""
+    if args.lesson is not None and not is_uuid(args.lesson):
+        print(f"companion: {args.lesson!r} is not a lesson id (a UUID, as the console shows it)", file=sys.stderr)
+        return 2
+    if args.kiosk is not None and not KIOSK_ID.match(args.kiosk):
+        print(f"companion: {args.kiosk!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
+        return 2
+    if args.yes:
+        return None
+    name = args.lesson or args.kiosk
+    if not sys.stdin.isatty():
+        print("companion: erasing cannot be undone: add --yes to confirm (or run it at a terminal)", file=sys.stderr)
+        return 2
+    what = f"lesson {name}" if args.lesson else f"every lesson of kiosk {name}"
+    if input(f"erase {what}? This cannot be undone. Type {name} to confirm: ").strip() != name:
+        print("companion: not confirmed; nothing was erased", file=sys.stderr)
+        return 1
+    return None
+
+
+async def _erase(storage: Storage, args: argparse.Namespace) -> int:
+    actor = f"cli:{_os_user()}"
+    try:
+        if args.lesson is not None:
+            result = await storage.erase_lesson(args.lesson, actor)
+        else:
+            result = await storage.erase_kiosk(args.kiosk, actor)
+    except NothingToErase:
+        print(f"companion: no lesson {args.lesson} is stored (erased already, or never stored)", file=sys.stderr)
+        return 1
+    print(result.line())
+    return 0 if result.left == 0 and result.scrub.complete else 1
+
+
+def _os_user() -> str:
+    """Who ran the command, for the record of the erase (the CLI has no console account)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def read_password(name: str) -> str | None:

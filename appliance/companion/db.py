@@ -114,6 +114,10 @@ class SqliteDatabase:
         db.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # Deleted and overwritten content (an erased lesson, a transcript reduced by retention) is zeroed
+        # in the file instead of left in free space. Many SQLite builds default to OFF; never rely on the
+        # distribution's compile options.
+        db.execute("PRAGMA secure_delete=ON")
         self._db = db
 
     async def _call_raw(self, fn: Any) -> Any:

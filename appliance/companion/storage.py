@@ -10,19 +10,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.companion import erasure
 from appliance.companion.db import Database, Queries, open_database
+from appliance.companion.erasure import Erasure
 from appliance.companion.heartbeat import Heartbeat
 from appliance.companion.migrations import migrate
 from appliance.companion.retention import reduce_record
 from appliance.companion.upstream import LessonPlan
 from appliance.contract.dates import InvalidCorrection, apply_date_correction
 from appliance.contract.record import SessionRecord, UncheckedRecord
+
+log = logging.getLogger(__name__)
+
+ERASURE_POLICY = ("an administrator can erase one lesson, or every lesson of a kiosk, at any time (a parent's or "
+                  "school's request): its record and words are deleted and scrubbed from the database files at once; "
+                  "only its id is kept, so that a kiosk sending it again does not store it again; each kiosk's "
+                  "daily totals (lessons, minutes, cost) hold no words and are kept")
 
 #: Outcomes of storing one record.
 STORED, DUPLICATE, CONFLICT = "stored", "duplicate", "conflict"
@@ -79,6 +89,8 @@ class Storage:
         """Wall time (tests move it to cross days and windows)."""
         self.transcript_days = 0
         """Transcripts older than this many days are reduced to metrics; 0 keeps them (set by the server)."""
+        self._scrub_pending = False
+        """The last retention round could not scrub the files completely (a SQLite reader held the WAL)."""
 
     async def close(self) -> None:
         await self.db.close()
@@ -170,17 +182,21 @@ class Storage:
                 for kiosk_id in sorted({r["kiosk_id"] for r in records}):
                     await q.fetchone("SELECT pg_advisory_xact_lock(hashtext(CAST(? AS TEXT)))",
                                      (f"sessions:{kiosk_id}",))
-            # One statement for the whole batch (one round trip, not one per lesson).
-            placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-            inserted = {r[0] for r in await q.fetchall(
-                "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, received_at, "
-                f"received_day, duration_s, cost_usd, level) VALUES {placeholders} "
-                "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", [v for row in rows for v in row])}
+            # An erased lesson sent again (by a kiosk restored from an older image, say) is acknowledged as a
+            # duplicate of its own kiosk's lesson, and not stored again.
+            owners: dict[str, str] = await self._erased(q, [row[0] for row in rows])
+            rows = [row for row in rows if row[0] not in owners]
+            inserted: set[str] = set()
+            if rows:  # one statement for the whole batch (one round trip, not one per lesson)
+                placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                inserted = {r[0] for r in await q.fetchall(
+                    "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, "
+                    f"received_at, received_day, duration_s, cost_usd, level) VALUES {placeholders} "
+                    "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", [v for row in rows for v in row])}
             others = [row[0] for row in rows if row[0] not in inserted]
-            owners: dict[str, str] = {}
             if others:
                 marks = ", ".join("?" * len(others))
-                owners = dict(await q.fetchall(
+                owners.update(await q.fetchall(
                     f"SELECT session_id, kiosk_id FROM sessions WHERE session_id IN ({marks})", others))
             totals: dict[str, list[float]] = {}
             for row in rows:
@@ -206,6 +222,13 @@ class Storage:
             else:
                 outcomes.append(CONFLICT)
         return outcomes
+
+    @staticmethod
+    async def _erased(q: Queries, session_ids: list[str]) -> dict[str, str]:
+        """The kiosk of each of these lessons that an administrator erased."""
+        marks = ", ".join("?" * len(session_ids))
+        return dict(await q.fetchall(f"SELECT session_id, kiosk_id FROM erased_sessions WHERE session_id IN ({marks})",
+                                     session_ids))
 
     async def correct_dates(self, records: list[dict[str, Any]]) -> list[tuple[str, str]]:
         """Apply validated date corrections of lessons already stored (see ``appliance.contract.dates``), in
@@ -296,7 +319,24 @@ class Storage:
                                     (reduced_text, now, seq))
             reduced += len(rows)
             if len(rows) < batch:
-                return reduced
+                break
+        if reduced or self._scrub_pending:
+            # The transcripts' old bytes are still in the files (WAL, PostgreSQL's dead row versions).
+            done = await erasure.scrub(self.db)
+            self._scrub_pending = not done.complete
+            if not done.complete:
+                log.warning("retention: %s; tried again at the next round", done.steps)
+        return reduced
+
+    # -- erasure ----------------------------------------------------------------------------
+    async def erase_lesson(self, session_id: str, actor: str) -> Erasure:
+        """Erase one lesson now (rows and text), or scrub again after one erased before; :class:`NothingToErase`
+        when it was never stored."""
+        return await erasure.erase_lesson(self.db, session_id, actor, self.clock())
+
+    async def erase_kiosk(self, kiosk_id: str, actor: str) -> Erasure:
+        """Erase every lesson of a kiosk now (rows and text)."""
+        return await erasure.erase_kiosk(self.db, kiosk_id, actor, self.clock())
 
     async def retention_policy(self) -> dict[str, Any]:
         """What is kept and for how long, for admins (health, console)."""
@@ -305,7 +345,8 @@ class Storage:
         return {"transcript_days": days, "reduced_lessons": int(row[0]) if row else 0,
                 "policy": (f"transcripts are kept {days} days after the companion received them, then reduced to "
                            "their metrics (times, duration, counts, cost); the metrics are kept")
-                if days > 0 else "transcripts are kept until deleted by an administrator"}
+                if days > 0 else "transcripts are kept until deleted by an administrator",
+                "erasure": ERASURE_POLICY}
 
     # -- heartbeats and the fleet -----------------------------------------------------------
     async def save_heartbeat(self, kiosk_id: str, report: Heartbeat) -> None:

@@ -13,7 +13,17 @@ import re
 import uuid
 from typing import Any, NotRequired, TypedDict, cast
 
-from appliance.contract.names import END_REASONS, ROLES, SOURCES, TURN_STATUSES, EndReason, Role, Source, TurnStatus
+from appliance.contract.names import (
+    END_REASONS,
+    LEVELS,
+    ROLES,
+    SOURCES,
+    TURN_STATUSES,
+    EndReason,
+    Role,
+    Source,
+    TurnStatus,
+)
 from appliance.contract.targets import TargetRecord
 
 
@@ -121,6 +131,9 @@ def validate_record(record: Any) -> SessionRecord:
         raise InvalidRecord(f"end_reason {record['end_reason']!r} is not one of {', '.join(sorted(END_REASONS))}")
     if record.get("plan_id") is not None and not isinstance(record["plan_id"], str):
         raise InvalidRecord("plan_id must be a string or null")
+    # Not written by kiosks; a companion fills it in from the lesson's plan. Teachers filter and count by it.
+    if record.get("level") is not None and record["level"] not in LEVELS:
+        raise InvalidRecord(f"level must be one of {', '.join(LEVELS)}, null or absent, got {record['level']!r:.40}")
     turns = record.get("turns")
     if not isinstance(turns, list) or len(turns) > MAX_TURNS:
         raise InvalidRecord(f"turns must be a list of at most {MAX_TURNS}")

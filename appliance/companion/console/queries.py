@@ -206,6 +206,12 @@ async def fleet(db: Database) -> list[KioskRow]:
     return [KioskRow(*row) for row in rows]
 
 
+async def lesson_count(db: Database, kiosk_id: str) -> int:
+    """Lessons stored for one kiosk (what erasing it would remove)."""
+    row = await db.fetchone("SELECT COUNT(*) FROM sessions WHERE kiosk_id = ?", (kiosk_id,))
+    return int(row[0]) if row else 0
+
+
 async def kiosk_ids(db: Database) -> list[str]:
     return [row[0] for row in await db.fetchall("SELECT kiosk_id FROM kiosks ORDER BY kiosk_id")]
 

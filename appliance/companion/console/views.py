@@ -26,6 +26,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion.console import accounts, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
+from appliance.companion.erasure import NothingToErase
 from appliance.contract.record import UncheckedRecord, is_uuid
 
 if TYPE_CHECKING:  # the server imports the console when it builds its app
@@ -232,7 +233,7 @@ class Console:
         return self.render(request, "lessons.html", lessons=rows, flt=flt, levels=queries.LEVELS,
                            kiosks=await queries.kiosk_ids(self.db), limit=queries.LIST_LIMIT,
                            total_minutes=sum(r.minutes for r in rows), total_cost=sum(r.cost_usd for r in rows),
-                           query=urlencode(flt.params()))
+                           query=urlencode(flt.params()), retention=await self.server.storage.retention_policy())
 
     @access("teacher")
     async def lesson(self, request: web.Request) -> web.Response:
@@ -243,7 +244,8 @@ class Console:
         metrics = _object(record, "metrics")
         return self.render(request, "lesson.html", lesson=found, turns=_objects(record, "turns"),
                            metrics=sorted((k, v) for k, v in metrics.items() if not isinstance(v, dict | list)),
-                           targets=_objects(record, "targets"), errors=_objects(record, "errors"))
+                           targets=_objects(record, "targets"), errors=_objects(record, "errors"),
+                           retention=await self.server.storage.retention_policy())
 
     @access("teacher")
     async def lessons_csv(self, request: web.Request) -> web.Response:
@@ -276,6 +278,44 @@ class Console:
         return self.render(request, "usage.html", flt=flt, usage=usage, levels=queries.LEVELS,
                            kiosks=await queries.kiosk_ids(self.db),
                            charts=[minutes_chart(usage), cost_chart(usage)])
+
+    # -- erasure (admins) -------------------------------------------------------------------
+    @access("admin")
+    async def erase_lesson_page(self, request: web.Request) -> web.Response:
+        found = await queries.lesson(self.db, _param(request, "session_id", is_uuid))
+        if found is None:
+            raise ConsoleError(404, "No lesson with this id: it was erased already, or never stored.")
+        return self.render(request, "erase.html", lesson=found, kiosk_id=found.kiosk_id, lessons=1)
+
+    @access("admin")
+    async def erase_lesson(self, request: web.Request) -> web.Response:
+        session_id = _param(request, "session_id", is_uuid)
+        try:
+            result = await self.server.storage.erase_lesson(session_id, signed_in(request).username)
+        except NothingToErase:
+            raise ConsoleError(404, "No lesson with this id: it was erased already, or never stored.") from None
+        return self.render(request, "erased.html", result=result)
+
+    async def _erasable_kiosk(self, request: web.Request) -> str:
+        kiosk = _param(request, "kiosk_id", queries.KIOSK_ID)
+        if kiosk not in await queries.kiosk_ids(self.db):
+            raise ConsoleError(404, f"No kiosk named {kiosk}.")
+        return kiosk
+
+    @access("admin")
+    async def erase_kiosk_page(self, request: web.Request, status: int = 200, message: str = "") -> web.Response:
+        kiosk = await self._erasable_kiosk(request)
+        return self.render(request, "erase.html", status=status, message=message, lesson=None, kiosk_id=kiosk,
+                           lessons=await queries.lesson_count(self.db, kiosk))
+
+    @access("admin")
+    async def erase_kiosk(self, request: web.Request) -> web.Response:
+        kiosk = await self._erasable_kiosk(request)
+        if self.field(request, "confirm", 100).strip() != kiosk:
+            return await self.erase_kiosk_page(request, 400, f"Type the kiosk's name, {kiosk}, to confirm. "
+                                                             "Nothing was erased.")
+        result = await self.server.storage.erase_kiosk(kiosk, signed_in(request).username)
+        return self.render(request, "erased.html", result=result)
 
     # -- the fleet (admins) -----------------------------------------------------------------
     @access("admin")
@@ -444,6 +484,10 @@ def setup_console(app: web.Application, server: CompanionServer) -> None:
     r.add_get("/lessons", console.lessons)
     r.add_get("/lessons.csv", console.lessons_csv)
     r.add_get("/lessons/{session_id}", console.lesson)
+    r.add_get("/lessons/{session_id}/erase", console.erase_lesson_page)
+    r.add_post("/lessons/{session_id}/erase", console.erase_lesson)
+    r.add_get("/kiosks/{kiosk_id}/erase", console.erase_kiosk_page)
+    r.add_post("/kiosks/{kiosk_id}/erase", console.erase_kiosk)
     r.add_get("/usage", console.usage)
     r.add_get("/fleet", console.fleet)
     r.add_post("/kiosks", console.add_kiosk)
