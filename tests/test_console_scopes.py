@@ -1,0 +1,196 @@
+"""Teachers see only their groups' kiosks, and every read of children's words is in the access log.
+
+Over real HTTP on a real companion, on SQLite and on PostgreSQL. Group B's kiosk name and transcripts carry
+marker strings; no response a group-A teacher can get may contain them, and every number a group-A teacher
+sees must be group A's alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp.web_urldispatcher import PrefixedSubAppResource
+
+from appliance.companion.console import accounts, groups
+from appliance.companion.console.views import ACCESS_MARK
+from tests.console_helpers import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    Browser,
+    ConsoleStack,
+    console_stack,
+    csrf_of,
+    heartbeat,
+    lesson_record,
+    signed_in,
+    sync_lessons,
+)
+
+MARK = "ZQXSECRETB"
+"""In group B's transcripts: never in any response to a group-A teacher."""
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_spec(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    return tmp_path / "c.db" if request.param == "sqlite" else request.getfixturevalue("postgres_dsn")
+
+
+@pytest.fixture
+async def stack(db_spec: Path | str):
+    async with console_stack(db_spec) as s:
+        yield s
+
+
+async def test_a_teacher_without_a_group_reads_nothing_and_every_read_is_logged(stack: ConsoleStack) -> None:
+    """Before groups, any teacher read and exported every kiosk's transcripts and nothing recorded it."""
+    secret = lesson_record("kiosk-b", words=(f"My name is {MARK} and I live on Elm Street.", "Nice to meet you!"))
+    await sync_lessons(stack, secret)
+    await accounts.add_user(stack.db, "nina", "nina-no-group-pass-1", "teacher")
+    async with signed_in(stack, "nina", "nina-no-group-pass-1") as nina:
+        for path in ("/console/lessons", "/console/lessons.csv", "/console/usage",
+                     f"/console/lessons/{secret['session_id']}"):
+            response = await nina.get(path)
+            assert MARK not in response.text and "kiosk-b" not in response.text, path
+        assert (await nina.get(f"/console/lessons/{secret['session_id']}")).status_code == 404
+        page = (await nina.get("/console/lessons")).text
+        assert "ask your admin to assign you a group" in page.lower()
+    async with signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:
+        assert MARK in (await admin.get(f"/console/lessons/{secret['session_id']}")).text
+        assert MARK in (await admin.get("/console/lessons.csv")).text
+    rows = await stack.db.fetchall("SELECT username, action, subject, lessons FROM access_log ORDER BY id")
+    # Every export is logged, an empty one too; a lesson page refused as "not found" read nothing.
+    assert [(r[0], r[1], r[3]) for r in rows] == [("nina", "export-lessons", 0), (ADMIN, "view-lesson", 1),
+                                                  (ADMIN, "export-lessons", 1)]
+    assert secret["session_id"] in rows[1][2] and "kiosk-b" in rows[1][2]
+
+
+# -- group A cannot see, export or infer anything of group B --------------------------------------
+SECRET_KIOSK, SECRET_KEY = f"kiosk-{MARK.lower()}", "key-secret-0123456789abcdef"
+ALICE, ALICE_PASSWORD = "alice", "alice-oak-class-pass-3"
+#: Group A's two lessons, and its totals as a teacher of group A must see them (and nothing more).
+A_MINUTES, A_COSTS = (4.0, 6.0), (0.04, 0.06)
+
+
+@dataclass
+class TwoGroups:
+    stack: ConsoleStack
+    a_lessons: list[dict[str, Any]]
+    b_lessons: list[dict[str, Any]]
+
+
+async def send(stack: ConsoleStack, key: str, *records: dict[str, Any]) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        response = await http.post("/api/sessions/batch", json={"sessions": list(records)},
+                                   headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 200 and all(r.get("stored") for r in response.json()["results"])
+
+
+async def two_groups(stack: ConsoleStack) -> TwoGroups:
+    """Group A (Oak class) owns kiosk-a and has teacher alice; group B owns a kiosk whose name, heartbeat,
+    group name and transcripts all carry the marker; kiosk-b (the school's group, not alice's) carries it too."""
+    db = stack.db
+    oak = await groups.add_group(db, "Oak class")
+    birch = await groups.add_group(db, f"Birch {MARK} class")
+    await stack.server.provision(SECRET_KIOSK, SECRET_KEY)
+    await groups.assign_kiosk(db, "kiosk-a", oak)
+    await groups.assign_kiosk(db, SECRET_KIOSK, birch)
+    await accounts.add_user(db, ALICE, ALICE_PASSWORD, "teacher")
+    await accounts.add_user(db, f"bob{MARK.lower()}", "bob-birch-class-pass-4", "teacher")
+    await groups.add_member(db, oak, ALICE)
+    await groups.add_member(db, birch, f"bob{MARK.lower()}")
+    a_lessons = [lesson_record("kiosk-a", "2026-11-23", A_MINUTES[0], A_COSTS[0]),
+                 lesson_record("kiosk-a", "2026-11-24", A_MINUTES[1], A_COSTS[1])]
+    b_lessons = [lesson_record(SECRET_KIOSK, day, 30.0 + i, 1.5 + i, words=(f"I am {MARK} from Birch.", "Hello!"))
+                 for i, day in enumerate(("2026-11-22", "2026-11-24", "2026-11-25"))]
+    other = lesson_record("kiosk-b", "2026-11-24", 12.0, 0.5, words=(f"{MARK} here on kiosk b", "Hi."))
+    await sync_lessons(stack, *a_lessons, other)
+    await send(stack, SECRET_KEY, *b_lessons)
+    await heartbeat(stack, SECRET_KIOSK, version=f"9.{MARK}", last_error=f"disk {MARK}")
+    await heartbeat(stack, "kiosk-a", version="0.1.0")
+    return TwoGroups(stack, a_lessons, [*b_lessons, other])
+
+
+def teacher_routes(stack: ConsoleStack) -> set[tuple[str, str]]:
+    """(method, path) of every console route a teacher may use, read from the router itself."""
+    console = next(r for r in stack.server.app.router.resources() if isinstance(r, PrefixedSubAppResource))
+    found = set()
+    for route in console._app.router.routes():  # the console's own sub-application
+        if getattr(route.handler, ACCESS_MARK, "admin") in ("public", "teacher") and route.method != "HEAD":
+            found.add((route.method, route.resource.canonical if route.resource else ""))
+    return found
+
+
+def leaks(text: str) -> bool:
+    lowered = text.lower()
+    return MARK.lower() in lowered or "kiosk-b" in lowered or "birch" in lowered
+
+
+async def test_a_teacher_of_group_a_sees_exports_and_infers_nothing_of_group_b(stack: ConsoleStack) -> None:
+    setup = await two_groups(stack)
+    a_ids = {r["session_id"] for r in setup.a_lessons}
+    b_id = setup.b_lessons[0]["session_id"]
+    # Every route a teacher can reach is exercised below: a new one fails here until it is added.
+    assert teacher_routes(stack) == {
+        ("GET", "/console/"), ("GET", "/console/console.css"), ("GET", "/console/login"), ("POST", "/console/login"),
+        ("POST", "/console/logout"), ("GET", "/console/lessons"), ("GET", "/console/lessons.csv"),
+        ("GET", "/console/lessons/{session_id}"), ("GET", "/console/usage"), ("GET", "/console/fleet")}
+    async with signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:  # the markers are there to be found
+        for path in ("/console/lessons.csv", "/console/fleet", "/console/usage?from=2026-11-01"):
+            assert MARK.lower() in (await admin.get(path)).text.lower(), path
+    filters: list[dict[str, str]] = [{}, {"kiosk": SECRET_KIOSK}, {"kiosk": "kiosk-b"}, {"from": "2026-11-22"},
+                                     {"to": "2026-11-25"}, {"level": "A2"}, {"kiosk": "kiosk-a", "from": "2026-11-20"}]
+    browser = Browser(stack.base_url)
+    try:
+        for path in ("/console/", "/console/console.css", "/console/login"):
+            assert not leaks((await browser.get(path)).text), path
+        login = await browser.login(ALICE, ALICE_PASSWORD)
+        assert login.status_code == 303 and not leaks(login.text)
+        for params in filters:
+            for path in ("/console/lessons", "/console/lessons.csv", "/console/usage", "/console/fleet",
+                         "/console/"):
+                response = await browser.get(path, params=params)
+                assert response.status_code in (200, 303) and not leaks(response.text.replace(
+                    params.get("kiosk", "-"), "KIOSK")), (path, params)
+        # Counts and totals are group A's alone.
+        page = (await browser.get("/console/lessons")).text
+        assert "2 lessons" in page and f"{sum(A_MINUTES):.1f} minutes" in page
+        assert f"estimated cost ${sum(A_COSTS):.2f}" in page and "Oak class" in page
+        rows = list(csv.DictReader(io.StringIO((await browser.get("/console/lessons.csv")).text.lstrip("\ufeff"))))
+        assert {r["session_id"] for r in rows} == a_ids
+        usage = (await browser.get("/console/usage", params={"from": "2026-11-01", "to": "2026-11-30"})).text
+        assert f"total {sum(A_MINUTES):.1f} minutes" in usage and ", 1 kiosks;" in usage
+        assert usage.count("<rect x=") == 4  # 2 charts × 2 days × kiosk-a only
+        fleet = (await browser.get("/console/fleet")).text
+        assert 'id="kiosk-kiosk-a"' in fleet and fleet.count('<tr id="kiosk-') == 1
+        # A filter naming another group's kiosk reads exactly like one naming no kiosk at all.
+        for path in ("/console/lessons", "/console/lessons.csv", "/console/usage"):
+            theirs = await browser.get(path, params={"kiosk": SECRET_KIOSK})
+            nobodys = await browser.get(path, params={"kiosk": "kiosk-nobody"})
+            assert theirs.text.replace(SECRET_KIOSK, "K") == nobodys.text.replace("kiosk-nobody", "K"), path
+        # A lesson of group B is "not found", word for word like a lesson that never existed.
+        theirs = await browser.get(f"/console/lessons/{b_id}")
+        missing = await browser.get(f"/console/lessons/{uuid.uuid4()}")
+        assert theirs.status_code == missing.status_code == 404 and theirs.text == missing.text
+        for lesson_id in a_ids:
+            assert (await browser.get(f"/console/lessons/{lesson_id}")).status_code == 200
+        out = await browser.post("/console/logout", {"csrf": csrf_of(page)})
+        assert out.status_code == 303 and not leaks(out.text)
+    finally:
+        await browser.aclose()
+    # Every transcript view and every export is in the access log, and nothing of B was read.
+    logged = await stack.db.fetchall("SELECT action, subject, lessons FROM access_log WHERE username = ? ORDER BY id",
+                                     (ALICE,))
+    views = [row for row in logged if row[0] == "view-lesson"]
+    exports = [row for row in logged if row[0] == "export-lessons"]
+    assert sorted(v[1].split()[1] for v in views) == sorted(a_ids) and all(v[2] == 1 for v in views)
+    assert len(exports) == len(filters) + 3  # each filter, the full export, and the two compared above
+    assert all(e[2] == 0 for e in exports if "level=" in e[1] or leaks(e[1]))
+    assert [e[2] for e in exports if e[1] == "lessons.csv: all lessons"] == [2, 2]
+    assert not any(leaks(v[1]) for v in views)
