@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +23,9 @@ from aiohttp.web_urldispatcher import PrefixedSubAppResource
 
 from appliance.companion.console import accounts, groups
 from appliance.companion.console.views import ACCESS_MARK
+from appliance.companion.db import open_database
+from appliance.companion.migrations import steps
+from appliance.companion.storage import open_storage
 from tests.console_helpers import (
     ADMIN,
     ADMIN_PASSWORD,
@@ -33,6 +39,7 @@ from tests.console_helpers import (
     sync_lessons,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 MARK = "ZQXSECRETB"
 """In group B's transcripts: never in any response to a group-A teacher."""
 
@@ -194,3 +201,84 @@ async def test_a_teacher_of_group_a_sees_exports_and_infers_nothing_of_group_b(s
     assert all(e[2] == 0 for e in exports if "level=" in e[1] or leaks(e[1]))
     assert [e[2] for e in exports if e[1] == "lessons.csv: all lessons"] == [2, 2]
     assert not any(leaks(v[1]) for v in views)
+
+
+# -- teachers from before groups, and the command line ----------------------------------------------
+async def schema_before_groups(spec: Path | str) -> None:
+    """A database as the companion left it before groups (schema version 5), with one teacher."""
+    db = await open_database(spec)
+    try:
+        async with db.transaction() as q:
+            await q.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                            "applied_at DOUBLE PRECISION NOT NULL)")
+            for step in steps():
+                if step.VERSION <= 5:
+                    await step.apply(q)
+                    await q.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                                    (step.VERSION, step.NAME, 0.0))
+        await accounts.add_user(db, "veteran", "veteran-teacher-pass-5", "teacher")
+    finally:
+        await db.close()
+
+
+async def test_a_teacher_from_before_groups_sees_nothing_until_an_admin_assigns_a_group(
+        db_spec: Path | str) -> None:
+    await schema_before_groups(db_spec)
+    async with console_stack(db_spec) as stack:
+        lesson = lesson_record("kiosk-a", words=("Old friend here.", "Welcome back!"))
+        await sync_lessons(stack, lesson)
+        async with signed_in(stack, "veteran", "veteran-teacher-pass-5") as veteran:
+            for path in ("/console/lessons", "/console/usage", "/console/fleet"):
+                page = (await veteran.get(path)).text
+                assert "You are not in any group yet" in page and "Ask your admin to assign you a group" in page
+                assert "kiosk-a" not in page and lesson["session_id"] not in page
+            async with signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:
+                users = (await admin.get("/console/users")).text
+                assert "none: sees no lessons" in users
+                school = (await stack.db.fetchone("SELECT group_id FROM kiosk_groups"))[0]
+                done = await admin.submit("/console/groups", f"/console/groups/{school}/members",
+                                          {"username": "veteran"})
+                assert done.status_code == 303
+            page = (await veteran.get("/console/lessons")).text
+            assert lesson["session_id"] in page and "You are not in any group yet" not in page
+            assert "You see the kiosks of your group: Elm School." in page
+
+
+def companion_cli(spec: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance.cli", "companion", *args, "--db", str(spec)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          timeout=120, stdin=subprocess.DEVNULL)
+
+
+async def test_admins_manage_groups_from_the_command_line_and_it_is_logged(db_spec: Path | str) -> None:
+    storage = await open_storage(db_spec)
+    try:
+        await storage.add_kiosk("kiosk-a", "key-a-0123456789abcdef")
+        await accounts.add_user(storage.db, "tess", "tess-teacher-pass-6", "teacher")
+    finally:
+        await storage.close()
+    ok = [("group", "add", "Oak class"), ("group", "kiosk", "kiosk-a", "Oak class"),
+          ("group", "teacher", "Oak class", "tess"), ("group", "rename", "Oak class", "Oak 3A")]
+    for args in ok:
+        done = companion_cli(db_spec, *args)
+        assert done.returncode == 0, (args, done.stderr)
+    listed = companion_cli(db_spec, "group", "list")
+    assert listed.stdout == "Oak 3A\tkiosks: kiosk-a\tteachers: tess\n"
+    for args, expected in ((("group", "add", "Oak 3A"), "already a group named Oak 3A"),
+                           (("group", "kiosk", "kiosk-zz", "Oak 3A"), "no kiosk named kiosk-zz"),
+                           (("group", "teacher", "Nowhere", "tess"), "no group named 'Nowhere'"),
+                           (("group", "teacher", "Oak 3A", "nobody"), "no account named nobody")):
+        refused = companion_cli(db_spec, *args)
+        assert refused.returncode == 1 and expected in refused.stderr and "Traceback" not in refused.stderr
+    for args in (("group", "teacher", "Oak 3A", "tess", "--remove"), ("group", "kiosk", "kiosk-a", "-"),
+                 ("group", "delete", "Oak 3A")):
+        assert companion_cli(db_spec, *args).returncode == 0, args
+    assert companion_cli(db_spec, "group", "list").stdout == ""
+    storage = await open_storage(db_spec)
+    try:
+        logged = await storage.db.fetchall("SELECT username, action FROM access_log ORDER BY id")
+    finally:
+        await storage.close()
+    assert [a for _, a in logged] == ["add-group", "assign-kiosk", "add-member", "rename-group", "remove-member",
+                                      "assign-kiosk", "delete-group"]
+    assert all(u.startswith("cli:") for u, _ in logged)
