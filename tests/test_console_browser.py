@@ -27,7 +27,7 @@ from tests.console_helpers import (
     lesson_record,
     sync_lessons,
 )
-from tests.test_console_scopes import ALICE, ALICE_PASSWORD, SECRET_KIOSK, leaks, two_groups
+from tests.scope_helpers import ALICE, ALICE_PASSWORD, SECRET_KIOSK, leaks, two_groups
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -13,15 +13,12 @@ import os
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from aiohttp.web_urldispatcher import PrefixedSubAppResource
 
-from appliance.companion.console import accounts, groups
+from appliance.companion.console import accounts
 from appliance.companion.console.views import ACCESS_MARK
 from appliance.companion.db import open_database
 from appliance.companion.migrations import steps
@@ -33,15 +30,13 @@ from tests.console_helpers import (
     ConsoleStack,
     console_stack,
     csrf_of,
-    heartbeat,
     lesson_record,
     signed_in,
     sync_lessons,
 )
+from tests.scope_helpers import A_COSTS, A_MINUTES, ALICE, ALICE_PASSWORD, MARK, SECRET_KIOSK, leaks, two_groups
 
 ROOT = Path(__file__).resolve().parent.parent
-MARK = "ZQXSECRETB"
-"""In group B's transcripts: never in any response to a group-A teacher."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -79,51 +74,6 @@ async def test_a_teacher_without_a_group_reads_nothing_and_every_read_is_logged(
 
 
 # -- group A cannot see, export or infer anything of group B --------------------------------------
-SECRET_KIOSK, SECRET_KEY = f"kiosk-{MARK.lower()}", "key-secret-0123456789abcdef"
-ALICE, ALICE_PASSWORD = "alice", "alice-oak-class-pass-3"
-#: Group A's two lessons, and its totals as a teacher of group A must see them (and nothing more).
-A_MINUTES, A_COSTS = (4.0, 6.0), (0.04, 0.06)
-
-
-@dataclass
-class TwoGroups:
-    stack: ConsoleStack
-    a_lessons: list[dict[str, Any]]
-    b_lessons: list[dict[str, Any]]
-
-
-async def send(stack: ConsoleStack, key: str, *records: dict[str, Any]) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url) as http:
-        response = await http.post("/api/sessions/batch", json={"sessions": list(records)},
-                                   headers={"Authorization": f"Bearer {key}"})
-        assert response.status_code == 200 and all(r.get("stored") for r in response.json()["results"])
-
-
-async def two_groups(stack: ConsoleStack) -> TwoGroups:
-    """Group A (Oak class) owns kiosk-a and has teacher alice; group B owns a kiosk whose name, heartbeat,
-    group name and transcripts all carry the marker; kiosk-b (the school's group, not alice's) carries it too."""
-    db = stack.db
-    oak = await groups.add_group(db, "Oak class")
-    birch = await groups.add_group(db, f"Birch {MARK} class")
-    await stack.server.provision(SECRET_KIOSK, SECRET_KEY)
-    await groups.assign_kiosk(db, "kiosk-a", oak)
-    await groups.assign_kiosk(db, SECRET_KIOSK, birch)
-    await accounts.add_user(db, ALICE, ALICE_PASSWORD, "teacher")
-    await accounts.add_user(db, f"bob{MARK.lower()}", "bob-birch-class-pass-4", "teacher")
-    await groups.add_member(db, oak, ALICE)
-    await groups.add_member(db, birch, f"bob{MARK.lower()}")
-    a_lessons = [lesson_record("kiosk-a", "2026-11-23", A_MINUTES[0], A_COSTS[0]),
-                 lesson_record("kiosk-a", "2026-11-24", A_MINUTES[1], A_COSTS[1])]
-    b_lessons = [lesson_record(SECRET_KIOSK, day, 30.0 + i, 1.5 + i, words=(f"I am {MARK} from Birch.", "Hello!"))
-                 for i, day in enumerate(("2026-11-22", "2026-11-24", "2026-11-25"))]
-    other = lesson_record("kiosk-b", "2026-11-24", 12.0, 0.5, words=(f"{MARK} here on kiosk b", "Hi."))
-    await sync_lessons(stack, *a_lessons, other)
-    await send(stack, SECRET_KEY, *b_lessons)
-    await heartbeat(stack, SECRET_KIOSK, version=f"9.{MARK}", last_error=f"disk {MARK}")
-    await heartbeat(stack, "kiosk-a", version="0.1.0")
-    return TwoGroups(stack, a_lessons, [*b_lessons, other])
-
-
 def teacher_routes(stack: ConsoleStack) -> set[tuple[str, str]]:
     """(method, path) of every console route a teacher may use, read from the router itself."""
     console = next(r for r in stack.server.app.router.resources() if isinstance(r, PrefixedSubAppResource))
@@ -132,11 +82,6 @@ def teacher_routes(stack: ConsoleStack) -> set[tuple[str, str]]:
         if getattr(route.handler, ACCESS_MARK, "admin") in ("public", "teacher") and route.method != "HEAD":
             found.add((route.method, route.resource.canonical if route.resource else ""))
     return found
-
-
-def leaks(text: str) -> bool:
-    lowered = text.lower()
-    return MARK.lower() in lowered or "kiosk-b" in lowered or "birch" in lowered
 
 
 async def test_a_teacher_of_group_a_sees_exports_and_infers_nothing_of_group_b(stack: ConsoleStack) -> None:
