@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp.web_urldispatcher import PrefixedSubAppResource
+from hypothesis import given
+from hypothesis import strategies as st
 
-from appliance.companion.console import accounts
+from appliance.companion.console import accounts, groups
 from appliance.companion.console.views import ACCESS_MARK
 from appliance.companion.db import open_database
 from appliance.companion.migrations import steps
@@ -227,3 +229,43 @@ async def test_admins_manage_groups_from_the_command_line_and_it_is_logged(db_sp
     assert [a for _, a in logged] == ["add-group", "assign-kiosk", "add-member", "rename-group", "remove-member",
                                       "assign-kiosk", "delete-group"]
     assert all(u.startswith("cli:") for u, _ in logged)
+
+
+HOSTILE = ["", " ", "\x00", "a\x00b", "x" * 300, "<b>x</b>", "'; DROP TABLE kiosks; --", "-1", "0", "1e309",
+           "99999999999999999999", "Elm School", "kiosk-a", "tom", "../..", "%00", "\u202eevil", "\ufeff"]
+
+
+async def test_hostile_group_and_log_input_is_refused_cleanly(stack: ConsoleStack) -> None:
+    """Guards against a 500 on either engine (PostgreSQL refuses NUL characters; ids overflow BIGINT): every
+    group form and log filter answers a 4xx page or does what it says, and the school's group survives."""
+    school = (await stack.db.fetchone("SELECT group_id FROM kiosk_groups"))[0]
+    async with signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:
+        page = await admin.get("/console/groups")
+        csrf = csrf_of(page.text)
+        for value in HOSTILE:
+            for action, data in (("/console/groups", {"name": value}),
+                                 (f"/console/groups/{school}/members", {"username": value}),
+                                 ("/console/kiosk-group", {"kiosk_id": value, "group_id": str(school)}),
+                                 ("/console/kiosk-group", {"kiosk_id": "kiosk-a", "group_id": value})):
+                answer = await admin.post(action, {"csrf": csrf, **data})
+                assert answer.status_code in (303, 400), (action, value, answer.text[-300:])
+            for path in (f"/console/groups/{value}/delete", f"/console/groups/{school}/members/{value}/remove"):
+                answer = await admin.post(path.replace("\x00", "%00"), {"csrf": csrf})
+                assert answer.status_code in (303, 400, 403, 404), (path, value)  # 403: no such form
+            for field in ("user", "action", "from", "to"):
+                for path in ("/console/access-log", "/console/access-log.csv"):
+                    answer = await admin.get(path, params={field: value})
+                    assert answer.status_code in (200, 400), (path, field, value)
+    names = {row[0] for row in await stack.db.fetchall("SELECT name FROM kiosk_groups")}
+    assert "Elm School" in names and not any("\x00" in n or len(n) > 80 for n in names)
+
+
+@given(st.text(max_size=120))
+def test_a_group_name_is_kept_exactly_or_refused_with_the_rule(text: str) -> None:
+    try:
+        name = groups.check_name(text)
+    except groups.GroupError as exc:
+        assert "1-80 characters" in str(exc)
+        assert not 1 <= len(text.strip()) <= 80 or any(ord(c) < 32 or ord(c) == 127 for c in text.strip())
+        return
+    assert name == text.strip() and 1 <= len(name) <= 80 and not any(ord(c) < 32 or ord(c) == 127 for c in name)

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.companion.console.accounts import USERNAME
 from appliance.companion.db import Database
 
 GROUP_NAME = re.compile(r"^[^\x00-\x1f\x7f]{1,80}$")
@@ -146,6 +147,8 @@ async def assign_kiosk(db: Database, kiosk_id: str, group_id: int | None) -> Non
 
 async def add_member(db: Database, group_id: int, username: str) -> None:
     """Put an account in a group (again is harmless). GroupError when either does not exist."""
+    if not USERNAME.match(username):  # checked before SQL: PostgreSQL refuses NUL characters, for one
+        raise GroupError(f"there is no account named {username!r}")
     async with db.transaction() as q:
         if not await q.fetchone("SELECT 1 FROM kiosk_groups WHERE group_id = ?", (group_id,)):
             raise GroupError("there is no such group")
@@ -158,5 +161,7 @@ async def add_member(db: Database, group_id: int, username: str) -> None:
 
 async def remove_member(db: Database, group_id: int, username: str) -> bool:
     """Take an account out of a group; False when it was not in it."""
+    if not USERNAME.match(username):
+        return False
     return await db.execute("DELETE FROM group_members WHERE group_id = ? AND username = ?",
                             (group_id, username)) > 0
