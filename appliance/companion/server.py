@@ -212,17 +212,18 @@ class CompanionServer:
             await asyncio.sleep(MODEL_CHECK_INTERVAL_S)
 
     async def maintain(self) -> None:
-        """Reduce transcripts past the retention period and drop rate events older than every window."""
+        """Reduce transcripts past the retention period, drop rate events older than every window, and remove
+        access-log rows past theirs."""
         try:
             reduced = await self.storage.reduce_old_transcripts()
             if reduced:
                 log.info("retention: reduced %d lesson(s) older than %d days to their metrics", reduced,
                          self.config.transcript_days)
+            await limits.prune(self.storage.db, self.clock() - max(HOUR_S, self.config.auth_window_s))
             purged = await purge_access_log(self.storage.db, self.config.access_log_days, self.clock())
             if purged:
                 log.info("retention: removed %d access-log row(s) older than %d days", purged,
                          self.config.access_log_days)
-            await limits.prune(self.storage.db, self.clock() - max(HOUR_S, self.config.auth_window_s))
         finally:
             self.maintained.set()
 
