@@ -19,12 +19,13 @@ from typing import Any
 
 import httpx
 
-from appliance.companion.console import accounts
+from appliance.companion.console import accounts, groups
 from appliance.companion.server import CompanionConfig, CompanionServer
 from tests.companion_helpers import SK, FakeOpenAI
 
 ADMIN, ADMIN_PASSWORD = "ada", "ada-correct-horse-1"
 TEACHER, TEACHER_PASSWORD = "tom", "tom-battery-staple-2"
+SCHOOL = "Elm School"
 KEYS = {"kiosk-a": "key-a-0123456789abcdef", "kiosk-b": "key-b-0123456789abcdef"}
 CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
@@ -45,7 +46,7 @@ class ConsoleStack:
 
 @contextlib.asynccontextmanager
 async def console_stack(db: Path | str, **config: Any) -> AsyncIterator[ConsoleStack]:
-    """A companion on ``db`` with two kiosks, an admin and a teacher."""
+    """A companion on ``db`` with two kiosks, an admin and a teacher in a group that owns both kiosks."""
     upstream = FakeOpenAI()
     url = await upstream.start()
     server = CompanionServer(CompanionConfig(db_path=db, openai_base_url=url, openai_api_key=SK, **config))
@@ -55,6 +56,11 @@ async def console_stack(db: Path | str, **config: Any) -> AsyncIterator[ConsoleS
             await server.provision(kiosk, key)
         await accounts.add_user(server.storage.db, ADMIN, ADMIN_PASSWORD, "admin")
         await accounts.add_user(server.storage.db, TEACHER, TEACHER_PASSWORD, "teacher")
+        # The teacher's group owns both kiosks, as at a one-school companion (tests of scopes make their own).
+        school = await groups.add_group(server.storage.db, SCHOOL)
+        for kiosk in KEYS:
+            await groups.assign_kiosk(server.storage.db, kiosk, school)
+        await groups.add_member(server.storage.db, school, TEACHER)
         yield ConsoleStack(server, upstream)
     finally:
         await server.stop()

@@ -69,6 +69,13 @@ async def count(stack: ConsoleStack, where: str, *args: Any) -> int:
     return int(row[0])
 
 
+async def erasures_logged(stack: ConsoleStack) -> list[tuple[str, str, str, int]]:
+    """The access log's erase rows: who, which action, what, how many lessons."""
+    rows = await stack.db.fetchall("SELECT username, action, subject, lessons FROM access_log "
+                                   "WHERE action LIKE 'erase%' ORDER BY id")
+    return [(r[0], r[1], r[2], int(r[3])) for r in rows]
+
+
 # -- erasing one lesson from the console ------------------------------------------------------------
 async def test_console_erases_one_lesson_and_its_words_leave_the_database_files(
         stack: ConsoleStack, db_spec: Path | str) -> None:
@@ -95,6 +102,7 @@ async def test_console_erases_one_lesson_and_its_words_leave_the_database_files(
     after = await database_bytes(db_spec)
     assert gone.encode() not in after
     assert kept.encode() in after  # only the erased lesson went
+    assert await erasures_logged(stack) == [(ADMIN, "erase-lesson", f"lesson {sid}", 1)]
 
 
 async def test_console_erases_every_lesson_of_a_kiosk_after_its_name_is_typed(
@@ -120,6 +128,7 @@ async def test_console_erases_every_lesson_of_a_kiosk_after_its_name_is_typed(
     after = await database_bytes(db_spec)
     assert long_mark not in after and short.encode() not in after
     assert theirs.encode() in after
+    assert await erasures_logged(stack) == [(ADMIN, "erase-kiosk-lessons", "every lesson of kiosk kiosk-a", 2)]
 
 
 async def test_only_an_admin_with_the_form_token_can_erase(stack: ConsoleStack) -> None:

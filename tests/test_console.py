@@ -264,18 +264,28 @@ async def test_a_form_without_its_csrf_token_is_refused(stack: ConsoleStack) -> 
 async def test_a_teacher_cannot_reach_admin_pages(stack: ConsoleStack) -> None:
     async with signed_in(stack, TEACHER, TEACHER_PASSWORD) as teacher:
         lessons = await teacher.get("/console/lessons")
-        assert lessons.status_code == 200 and "/console/fleet" not in lessons.text
+        assert lessons.status_code == 200 and "/console/users" not in lessons.text
+        assert "/console/groups" not in lessons.text and "/console/access-log" not in lessons.text
         csrf = csrf_of(lessons.text)
-        for path in ("/console/fleet", "/console/users"):
+        # The fleet is read-only for a teacher: their groups' kiosks, no keys, budgets or model warnings.
+        fleet = await teacher.get("/console/fleet")
+        assert fleet.status_code == 200 and "/revoke" not in fleet.text and "/budget" not in fleet.text
+        for path in ("/console/users", "/console/groups", "/console/access-log", "/console/access-log.csv"):
             assert (await teacher.get(path)).status_code == 403
         for path, data in (("/console/kiosks", {"kiosk_id": "sneaky"}), ("/console/kiosks/kiosk-a/revoke", {}),
                            ("/console/kiosks/kiosk-a/budget", {"daily_minutes": "1"}),
                            ("/console/users", {"username": "mallory", "role": "admin"}),
-                           (f"/console/users/{ADMIN}/reset", {})):
+                           (f"/console/users/{ADMIN}/reset", {}), ("/console/groups", {"name": "Mine"}),
+                           ("/console/groups/1/rename", {"name": "Mine"}), ("/console/groups/1/delete", {}),
+                           ("/console/groups/1/members", {"username": TEACHER}),
+                           (f"/console/groups/1/members/{TEACHER}/remove", {}),
+                           ("/console/kiosk-group", {"kiosk_id": "kiosk-a", "group_id": ""})):
             refused = await teacher.post(path, {"csrf": csrf, **data})
             assert refused.status_code == 403 and "for admins" in refused.text, path
         assert await token_status(stack, KEYS["kiosk-a"]) == 200
         assert await stack.db.fetchone("SELECT 1 FROM users WHERE username = 'mallory'") is None
+        assert await stack.db.fetchone("SELECT 1 FROM kiosk_groups WHERE name = 'Mine'") is None
+        assert await stack.db.fetchone("SELECT group_id FROM kiosks WHERE kiosk_id = 'kiosk-a'") != (None,)
 
 
 # -- kiosks ----------------------------------------------------------------------------------------
@@ -439,7 +449,7 @@ async def test_admin_manages_teacher_accounts(stack: ConsoleStack) -> None:
         assert added.status_code == 200
         password = added.text.split('id="new-password" class="secret" readonly value="')[1].split('"')[0]
         async with signed_in(stack, "tina", password) as tina:
-            assert (await tina.get("/console/fleet")).status_code == 403
+            assert (await tina.get("/console/users")).status_code == 403
             reset = await admin.submit("/console/users", "/console/users/tina/reset", {})
             new = reset.text.split('id="new-password" class="secret" readonly value="')[1].split('"')[0]
             assert new != password

@@ -27,6 +27,7 @@ from tests.console_helpers import (
     lesson_record,
     sync_lessons,
 )
+from tests.scope_helpers import ALICE, ALICE_PASSWORD, SECRET_KIOSK, leaks, two_groups
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -191,8 +192,9 @@ async def test_a_teacher_cannot_reach_admin_pages_in_a_browser(stack: ConsoleSta
     async with chromium() as ctx:
         page = await ctx.new_page()
         await sign_in(page, stack.base_url, TEACHER, TEACHER_PASSWORD)
-        assert await page.locator("nav >> text=Fleet").count() == 0
-        for path in ("/console/fleet", "/console/users"):
+        for link in ("Accounts", "Groups", "Access log"):
+            assert await page.locator(f"nav >> text={link}").count() == 0
+        for path in ("/console/users", "/console/groups", "/console/access-log"):
             response = await page.goto(stack.base_url + path)
             assert response.status == 403 and "for admins" in await page.inner_text("main")
         await page.goto(stack.base_url + "/console/lessons")
@@ -213,8 +215,9 @@ async def test_pages_fit_a_phone(stack: ConsoleStack) -> None:
         page = await ctx.new_page()
         await sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
         for path in ("/console/lessons", f"/console/lessons/{record['session_id']}", "/console/usage?from=2026-11-01",
-                     "/console/fleet", "/console/users", f"/console/lessons/{record['session_id']}/erase",
-                     "/console/kiosks/kiosk-a/erase", "/console/login"):
+                     "/console/fleet", "/console/users", "/console/groups", "/console/access-log",
+                     f"/console/lessons/{record['session_id']}/erase", "/console/kiosks/kiosk-a/erase",
+                     "/console/login"):
             await page.goto(stack.base_url + path)
             widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             assert widths[0] <= widths[1], (path, widths)
@@ -282,7 +285,7 @@ async def test_every_text_on_every_page_has_enough_contrast(stack: ConsoleStack)
         pages = {"login, refused": await page.evaluate(LOW_CONTRAST)}
         await sign_in(page, base, ADMIN, ADMIN_PASSWORD)
         for path in ("/console/lessons", f"/console/lessons/{record['session_id']}", "/console/usage?from=2026-11-20",
-                     "/console/fleet", "/console/users"):
+                     "/console/fleet", "/console/users", "/console/groups", "/console/access-log"):
             await page.goto(base + path)
             pages[path] = await page.evaluate(LOW_CONTRAST)
         await page.goto(base + "/console/fleet")
@@ -321,3 +324,65 @@ def test_chart_colours_stand_out_from_the_page() -> None:
     ratios = {colour: 1.05 / (luminance(colour) + 0.05) for colour in PALETTE}
     assert len(set(PALETTE)) == len(PALETTE) >= 6
     assert {c: round(r, 2) for c, r in ratios.items() if r < 3} == {}
+
+
+async def test_a_group_a_teacher_sees_only_group_a_in_a_browser(stack: ConsoleStack) -> None:
+    """What a teacher of one class sees in Chromium: their kiosk's lessons, totals, chart, fleet row and CSV,
+    nothing of another group's (its marker string appears nowhere); the admin then finds every transcript
+    view and export in the access log, and moves a kiosk between groups on the Groups page."""
+    setup = await two_groups(stack)
+    a_ids = {r["session_id"] for r in setup.a_lessons}
+    base = stack.base_url
+    async with chromium(viewport={"width": 1100, "height": 760}) as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, base, ALICE, ALICE_PASSWORD)
+        for path in ("/console/lessons", "/console/usage?from=2026-11-01", "/console/fleet",
+                     f"/console/lessons?kiosk={SECRET_KIOSK}"):
+            await page.goto(base + path)
+            # The filter she typed is echoed in the page's links; nothing else may name the other kiosk.
+            assert not leaks((await page.content()).replace(f"kiosk={SECRET_KIOSK}", "kiosk=K")), path
+        await page.goto(base + "/console/lessons")
+        assert "2 lessons" in await page.inner_text("p.summary")
+        assert await page.locator("#f-kiosk option").all_inner_texts() == ["All kiosks", "kiosk-a"]
+        for session_id in a_ids:
+            async with page.expect_navigation():
+                await page.click(f"a[href$='{session_id}']")
+            assert "Cats are lovely" in await page.inner_text("ol.transcript")
+            await page.go_back()
+        response = await page.goto(f"{base}/console/lessons/{setup.b_lessons[0]['session_id']}")
+        assert response.status == 404 and "No lesson with this id" in await page.inner_text("main")
+        assert not leaks(await page.content())
+        await page.goto(f"{base}/console/lessons")
+        async with page.expect_download() as info:
+            await page.click("text=Export these lessons as CSV")
+        text = Path(await (await info.value).path()).read_text(encoding="utf-8-sig")
+        assert not leaks(text) and {row.split(",")[0] for row in text.splitlines()[1:]} == a_ids
+        await page.goto(f"{base}/console/usage?from=2026-11-01&to=2026-11-30")
+        assert [k.strip() for k in await page.locator("figcaption .key").all_inner_texts()] == ["kiosk-a", "kiosk-a"]
+        assert not leaks(await page.content())
+        await screenshot(page, "teacher-usage")
+
+    async with chromium(viewport={"width": 1100, "height": 760}) as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, base, ADMIN, ADMIN_PASSWORD)
+        await page.click("nav >> text=Access log")
+        await page.select_option("#l-user", ALICE)
+        async with page.expect_navigation():
+            await page.click("form.filters button:has-text('Show')")
+        table = await page.inner_text("table")
+        assert all(f"lesson {i} on kiosk-a" in table for i in a_ids) and "lessons.csv: all lessons" in table
+        assert table.count("view-lesson") == 2 and table.count("export-lessons") == 1
+        await screenshot(page, "access-log")
+        # Move kiosk-a out of the teacher's group with the Groups page's form: she no longer sees its lessons.
+        await page.click("nav >> text=Groups")
+        await page.select_option("#assign-kiosk", "kiosk-a")
+        await page.select_option("#assign-group", "")
+        async with page.expect_navigation():
+            await page.click("button:has-text('Move kiosk')")
+        assert "Kiosk moved." in await page.inner_text("main")
+        await screenshot(page, "groups")
+        assert not [m for m in ctx.messages if "Content Security Policy" in m], ctx.messages
+    async with chromium() as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, base, ALICE, ALICE_PASSWORD)
+        assert "0 lessons" in await page.inner_text("p.summary")

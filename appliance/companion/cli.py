@@ -1,5 +1,6 @@
 """`stella-kiosk companion serve | doctor | add-kiosk NAME | revoke-kiosk NAME | set-budget NAME MINUTES | export |
-add-user NAME | erase (--lesson ID | --kiosk NAME)`."""
+add-user NAME | erase (--lesson ID | --kiosk NAME) | group …`. Admin changes and exports made here are written to the
+access log as ``cli:<user>``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from appliance.companion import group_cli
+from appliance.companion.access_log import record_access
 from appliance.companion.db import DatabaseError
 from appliance.companion.erasure import NothingToErase
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     role.add_argument("--teacher", dest="role", action="store_const", const="teacher",
                       help="reads lessons, transcripts and usage (the default)")
     add_user.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+    group_cli.add_parser(sub)
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return doctor_command(args)
     if args.command == "add-user":
         return add_user_command(args)
+    if args.command == "group":
+        return asyncio.run(group_cli.group_command(args))
     if args.command in ("add-kiosk", "revoke-kiosk", "set-budget") and not KIOSK_ID.match(args.name):
         print(f"companion: {args.name!r} is not a kiosk name (1-64 letters, digits, '-' or '_')", file=sys.stderr)
         return 2
@@ -101,6 +107,7 @@ async def _database_command(args: argparse.Namespace) -> int:
         if args.command == "add-kiosk":
             key = secrets.token_urlsafe(32)
             await storage.add_kiosk(args.name, key)
+            await record_access(storage.db, group_cli.cli_actor(), "add-kiosk", f"kiosk {args.name}")
             print(key)
             print(f"device key for {args.name} (shown once; put it in the kiosk's device.key, mode 0600)",
                   file=sys.stderr)
@@ -111,6 +118,7 @@ async def _database_command(args: argparse.Namespace) -> int:
             return await _erase(storage, args)
         if args.command == "revoke-kiosk":
             if await storage.revoke_kiosk(args.name):
+                await record_access(storage.db, group_cli.cli_actor(), "revoke-kiosk", f"kiosk {args.name}")
                 print(f"revoked {args.name}", file=sys.stderr)
                 return 0
             print(f"companion: no active kiosk named {args.name}", file=sys.stderr)
@@ -118,7 +126,11 @@ async def _database_command(args: argparse.Namespace) -> int:
         writer = csv.writer(sys.stdout)
         writer.writerow(["session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "duration_s",
                          "learner_turns", "tutor_turns", "est_cost_usd", "transcript"])
-        for r in await storage.sessions(args.kiosk, args.since):
+        exported = await storage.sessions(args.kiosk, args.since)
+        described = " ".join(f"{k}={v}" for k, v in (("kiosk", args.kiosk), ("since", args.since)) if v)
+        await record_access(storage.db, group_cli.cli_actor(), "export-lessons",
+                            f"companion export: {described or 'all lessons'}", len(exported))
+        for r in exported:
             m = r.get("metrics") or {}
             writer.writerow([r["session_id"], r["kiosk_id"], r["started_at"], r["ended_at"], r["end_reason"],
                              m.get("duration_s"), m.get("learner_turns"), m.get("tutor_turns"), m.get("est_cost_usd"),
@@ -213,6 +225,7 @@ async def _add_user(db: str, name: str, password: str, role: str) -> int:
         return 1
     try:
         await accounts.add_user(storage.db, name, password, role)
+        await record_access(storage.db, group_cli.cli_actor(), "add-user", f"{role} {name}")
     except accounts.AccountError as exc:
         print(f"companion: {exc}", file=sys.stderr)
         return 1
@@ -235,6 +248,8 @@ async def _set_budget(storage: Storage, name: str, text: str) -> int:
     if not await storage.set_daily_minutes(name, minutes):
         print(f"companion: no kiosk named {name}", file=sys.stderr)
         return 1
+    await record_access(storage.db, group_cli.cli_actor(), "set-budget",
+                        f"kiosk {name}: " + ("default" if minutes is None else f"{minutes:g} min"))
     shown = "the companion's default (daily_minutes)" if minutes is None else \
         ("no budget" if minutes == 0 else f"{minutes:g} minutes a day")
     print(f"{name}: {shown}", file=sys.stderr)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from appliance.companion.db import Database, Queries
+from appliance.companion.access_log import record_access
+from appliance.companion.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,9 @@ async def _erase(db: Database, kiosk_id: str, session_id: str | None, actor: str
                         f"SELECT session_id, kiosk_id, ? FROM {TRANSCRIPT_TABLE} WHERE {where} "
                         "ON CONFLICT (session_id) DO NOTHING", (now, *args))
         erased = await q.execute(f"DELETE FROM {TRANSCRIPT_TABLE} WHERE {where}", args)
-        await _log_erasure(q, actor, what, erased)
+        await record_access(q, actor, "erase-lesson" if session_id else "erase-kiosk-lessons", what, erased)
     done = await scrub(db)
     row = await db.fetchone(f"SELECT COUNT(*) FROM {TRANSCRIPT_TABLE} WHERE {where}", args)
     result = Erasure(what, erased, int(row[0]) if row else 0, done)
     log.info("erasure: %s", result.line())
     return result
-
-
-async def _log_erasure(q: Queries, actor: str, what: str, lessons: int) -> None:
-    """Record who erased what, and how many lessons, in the same transaction as the erase itself.
-
-    The one place every erase (console and CLI) passes through: this is where it belongs in the access log.
-    Until then it goes to the companion's log."""
-    log.warning("erasure by %s: %s (%d lesson%s)", actor, what, lessons, "" if lessons == 1 else "s")

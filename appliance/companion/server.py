@@ -25,6 +25,7 @@ from appliance import __version__
 from appliance.common.httpserve import start_http
 from appliance.common.safe_text import loads_clean
 from appliance.companion import limits
+from appliance.companion.access_log import purge_access_log
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.storage import CONFLICT, CORRECTED, DUPLICATE, UNKNOWN, Caller, Storage, open_storage
@@ -86,6 +87,8 @@ class CompanionConfig:
     X-Forwarded-For entry. Off otherwise: any client could then pick its own address."""
     transcript_days: int = 365
     """Transcripts of lessons received longer ago are reduced to their metrics (daily); 0 keeps them forever."""
+    access_log_days: int = 365
+    """Access-log rows (who viewed, exported or changed what) older than this are removed (daily); 0 keeps them."""
     upstream_timeout_s: float = 10.0
     updates_dir: Path | None = None
     """The signed update repository served to kiosks (docs/UPDATES.md); None serves none."""
@@ -218,13 +221,18 @@ class CompanionServer:
             await asyncio.sleep(MODEL_CHECK_INTERVAL_S)
 
     async def maintain(self) -> None:
-        """Reduce transcripts past the retention period and drop rate events older than every window."""
+        """Reduce transcripts past the retention period, drop rate events older than every window, and remove
+        access-log rows past theirs."""
         try:
             reduced = await self.storage.reduce_old_transcripts()
             if reduced:
                 log.info("retention: reduced %d lesson(s) older than %d days to their metrics", reduced,
                          self.config.transcript_days)
             await limits.prune(self.storage.db, self.clock() - max(HOUR_S, self.config.auth_window_s))
+            purged = await purge_access_log(self.storage.db, self.config.access_log_days, self.clock())
+            if purged:
+                log.info("retention: removed %d access-log row(s) older than %d days", purged,
+                         self.config.access_log_days)
         finally:
             self.maintained.set()
 

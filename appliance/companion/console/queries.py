@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from appliance.companion.console.groups import Scope
 from appliance.companion.db import Database
 from appliance.companion.storage import hash_key
 from appliance.contract.names import LEVELS
@@ -137,24 +138,34 @@ _COLUMNS = "session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, 
 _RECORD_IF_NEEDED = "CASE WHEN duration_s IS NULL OR cost_usd IS NULL THEN record END"
 
 
-async def lessons(db: Database, flt: LessonFilter, limit: int = LIST_LIMIT) -> list[Lesson]:
-    """The newest lessons matching the filter (at most ``limit``)."""
+def _scoped(flt: LessonFilter, scope: Scope) -> tuple[str, list[Any]]:
     where, args = flt.where()
+    narrow, more = scope.clause()
+    return where + narrow, [*args, *more]
+
+
+async def lessons(db: Database, flt: LessonFilter, scope: Scope, limit: int = LIST_LIMIT) -> list[Lesson]:
+    """The newest lessons matching the filter within the viewer's scope (at most ``limit``)."""
+    where, args = _scoped(flt, scope)
     rows = await db.fetchall(f"SELECT {_COLUMNS}, {_RECORD_IF_NEEDED} FROM sessions{where} "
                              "ORDER BY started_at DESC, seq DESC LIMIT ?", [*args, limit])
     return [_lesson(row, keep_record=False) for row in rows]
 
 
-async def lessons_with_records(db: Database, flt: LessonFilter, limit: int = EXPORT_LIMIT) -> list[Lesson]:
+async def lessons_with_records(db: Database, flt: LessonFilter, scope: Scope,
+                               limit: int = EXPORT_LIMIT) -> list[Lesson]:
     """Like :func:`lessons` with each full record (for the CSV export)."""
-    where, args = flt.where()
+    where, args = _scoped(flt, scope)
     rows = await db.fetchall(f"SELECT {_COLUMNS}, record FROM sessions{where} ORDER BY started_at, seq LIMIT ?",
                              [*args, limit])
     return [_lesson(row, keep_record=True) for row in rows]
 
 
-async def lesson(db: Database, session_id: str) -> Lesson | None:
-    row = await db.fetchone(f"SELECT {_COLUMNS}, record FROM sessions WHERE session_id = ?", (session_id,))
+async def lesson(db: Database, session_id: str, scope: Scope) -> Lesson | None:
+    """One lesson, or None when there is none *or* it is outside the scope (the two must look the same)."""
+    narrow, more = scope.clause()
+    row = await db.fetchone(f"SELECT {_COLUMNS}, record FROM sessions WHERE session_id = ?{narrow}",
+                            (session_id, *more))
     return _lesson(row, keep_record=True) if row else None
 
 
@@ -167,10 +178,10 @@ class DayUsage:
     cost_usd: float
 
 
-async def daily_usage(db: Database, flt: LessonFilter) -> list[DayUsage]:
+async def daily_usage(db: Database, flt: LessonFilter, scope: Scope) -> list[DayUsage]:
     """Lesson minutes and estimated cost per day and kiosk over the filtered lessons, oldest day first."""
     totals: dict[tuple[str, str], list[float]] = {}
-    for item in await lessons(db, flt, limit=EXPORT_LIMIT):
+    for item in await lessons(db, flt, scope, limit=EXPORT_LIMIT):
         entry = totals.setdefault((item.day, item.kiosk_id), [0, 0.0, 0.0])
         entry[0] += 1
         entry[1] += item.minutes
@@ -185,6 +196,7 @@ class KioskRow:
     created_at: float
     revoked_at: float | None
     daily_minutes: float | None
+    group_name: str | None
     seen_at: float | None
     version: str | None
     state: str | None
@@ -197,12 +209,14 @@ class KioskRow:
         return self.revoked_at is None
 
 
-async def fleet(db: Database) -> list[KioskRow]:
-    """Every kiosk with its latest heartbeat (all heartbeat fields None when it never sent one)."""
+async def fleet(db: Database, scope: Scope) -> list[KioskRow]:
+    """Every kiosk in scope with its group and latest heartbeat (heartbeat fields None when it never sent one)."""
+    narrow, args = scope.clause("k.kiosk_id")
     rows = await db.fetchall(
-        "SELECT k.kiosk_id, k.created_at, k.revoked_at, k.daily_minutes, s.seen_at, s.version, s.state, s.unsynced, "
-        "s.disk_free_mb, s.last_error FROM kiosks k LEFT JOIN kiosk_status s ON s.kiosk_id = k.kiosk_id "
-        "ORDER BY k.revoked_at IS NOT NULL, k.kiosk_id")
+        "SELECT k.kiosk_id, k.created_at, k.revoked_at, k.daily_minutes, g.name, s.seen_at, s.version, s.state, "
+        "s.unsynced, s.disk_free_mb, s.last_error FROM kiosks k LEFT JOIN kiosk_status s ON s.kiosk_id = k.kiosk_id "
+        f"LEFT JOIN kiosk_groups g ON g.group_id = k.group_id WHERE 1=1{narrow} "
+        "ORDER BY k.revoked_at IS NOT NULL, k.kiosk_id", args)
     return [KioskRow(*row) for row in rows]
 
 
@@ -212,8 +226,10 @@ async def lesson_count(db: Database, kiosk_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-async def kiosk_ids(db: Database) -> list[str]:
-    return [row[0] for row in await db.fetchall("SELECT kiosk_id FROM kiosks ORDER BY kiosk_id")]
+async def kiosk_ids(db: Database, scope: Scope) -> list[str]:
+    narrow, args = scope.clause()
+    return [row[0] for row in await db.fetchall(f"SELECT kiosk_id FROM kiosks WHERE 1=1{narrow} ORDER BY kiosk_id",
+                                                args)]
 
 
 class KioskError(ValueError):

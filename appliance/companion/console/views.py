@@ -23,7 +23,8 @@ from urllib.parse import urlencode
 from aiohttp import web
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from appliance.companion.console import accounts, queries
+from appliance.companion import access_log
+from appliance.companion.console import accounts, groups, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
 from appliance.companion.db import Database, DatabaseError
 from appliance.companion.erasure import NothingToErase
@@ -58,6 +59,12 @@ NOTICES = {
     "budget": "Daily budget saved.",
     "disabled": "Account disabled and signed out everywhere.",
     "enabled": "Account enabled.",
+    "group-added": "Group created.",
+    "group-renamed": "Group renamed.",
+    "group-deleted": "Group deleted: its kiosks are in no group now, and its teachers no longer see them.",
+    "kiosk-assigned": "Kiosk moved.",
+    "member-added": "Teacher added to the group.",
+    "member-removed": "Teacher taken out of the group.",
 }
 
 SESSION: web.RequestKey[accounts.WebSession | None] = web.RequestKey("console_session", accounts.WebSession)
@@ -165,6 +172,18 @@ class Console:
             raise ConsoleError(400, f"{name}: at most {limit} characters")
         return value
 
+    async def viewer(self, request: web.Request) -> tuple[groups.Scope, list[str] | None]:
+        """What the signed-in person may read, and their groups' names (None for an admin, who sees all)."""
+        session = signed_in(request)
+        scope = groups.Scope.of(session.username, session.role)
+        if scope.username is None:
+            return scope, None
+        return scope, await groups.groups_of(self.db, session.username)
+
+    async def log(self, request: web.Request, action: str, subject: str, lessons: int = 0) -> None:
+        """One access-log row for the signed-in person (see :func:`access_log.record_access`)."""
+        await access_log.record_access(self.db, signed_in(request).username, action, subject, lessons)
+
     # -- signing in and out -----------------------------------------------------------------
     @access("public")
     async def css_file(self, request: web.Request) -> web.Response:
@@ -229,17 +248,20 @@ class Console:
     @access("teacher")
     async def lessons(self, request: web.Request) -> web.Response:
         flt = self._filter(request)
-        rows = await queries.lessons(self.db, flt)
-        return self.render(request, "lessons.html", lessons=rows, flt=flt, levels=queries.LEVELS,
-                           kiosks=await queries.kiosk_ids(self.db), limit=queries.LIST_LIMIT,
+        scope, my_groups = await self.viewer(request)
+        rows = await queries.lessons(self.db, flt, scope)
+        return self.render(request, "lessons.html", lessons=rows, flt=flt, levels=queries.LEVELS, my_groups=my_groups,
+                           kiosks=await queries.kiosk_ids(self.db, scope), limit=queries.LIST_LIMIT,
                            total_minutes=sum(r.minutes for r in rows), total_cost=sum(r.cost_usd for r in rows),
                            query=urlencode(flt.params()), retention=await self.server.storage.retention_policy())
 
     @access("teacher")
     async def lesson(self, request: web.Request) -> web.Response:
-        found = await queries.lesson(self.db, _param(request, "session_id", is_uuid))
-        if found is None:
+        scope, _ = await self.viewer(request)
+        found = await queries.lesson(self.db, _param(request, "session_id", is_uuid), scope)
+        if found is None:  # not there and not yours read the same: a teacher learns nothing of other groups
             raise ConsoleError(404, "No lesson with this id. It may have been removed by retention.")
+        await self.log(request, "view-lesson", f"lesson {found.session_id} on {found.kiosk_id}", 1)
         record = found.record or {}
         metrics = _object(record, "metrics")
         return self.render(request, "lesson.html", lesson=found, turns=_objects(record, "turns"),
@@ -254,7 +276,11 @@ class Console:
         writer = csv.writer(out)
         writer.writerow(["session_id", "kiosk_id", "day", "started_at", "ended_at", "end_reason", "level",
                          "duration_s", "est_cost_usd", "learner_turns", "tutor_turns", "transcript"])
-        for item in await queries.lessons_with_records(self.db, flt):
+        scope, _ = await self.viewer(request)
+        items = await queries.lessons_with_records(self.db, flt, scope)
+        described = " ".join(f"{k}={v}" for k, v in flt.params().items()) or "all lessons"
+        await self.log(request, "export-lessons", f"lessons.csv: {described}", len(items))
+        for item in items:
             record = item.record or {}
             metrics = _object(record, "metrics")
             turns = _objects(record, "turns")
@@ -274,15 +300,16 @@ class Console:
         if not flt.params():
             start = (datetime.now(UTC).date() - timedelta(days=USAGE_DAYS - 1)).isoformat()
             flt = queries.LessonFilter(day_from=start)
-        usage = await queries.daily_usage(self.db, flt)
-        return self.render(request, "usage.html", flt=flt, usage=usage, levels=queries.LEVELS,
-                           kiosks=await queries.kiosk_ids(self.db),
+        scope, my_groups = await self.viewer(request)
+        usage = await queries.daily_usage(self.db, flt, scope)
+        return self.render(request, "usage.html", flt=flt, usage=usage, levels=queries.LEVELS, my_groups=my_groups,
+                           kiosks=await queries.kiosk_ids(self.db, scope),
                            charts=[minutes_chart(usage), cost_chart(usage)])
 
     # -- erasure (admins) -------------------------------------------------------------------
     @access("admin")
     async def erase_lesson_page(self, request: web.Request) -> web.Response:
-        found = await queries.lesson(self.db, _param(request, "session_id", is_uuid))
+        found = await queries.lesson(self.db, _param(request, "session_id", is_uuid), groups.Scope.everything())
         if found is None:
             raise ConsoleError(404, "No lesson with this id: it was erased already, or never stored.")
         return self.render(request, "erase.html", lesson=found, kiosk_id=found.kiosk_id, lessons=1)
@@ -298,7 +325,7 @@ class Console:
 
     async def _erasable_kiosk(self, request: web.Request) -> str:
         kiosk = _param(request, "kiosk_id", queries.KIOSK_ID)
-        if kiosk not in await queries.kiosk_ids(self.db):
+        if kiosk not in await queries.kiosk_ids(self.db, groups.Scope.everything()):
             raise ConsoleError(404, f"No kiosk named {kiosk}.")
         return kiosk
 
@@ -317,12 +344,16 @@ class Console:
         result = await self.server.storage.erase_kiosk(kiosk, signed_in(request).username)
         return self.render(request, "erased.html", result=result)
 
-    # -- the fleet (admins) -----------------------------------------------------------------
-    @access("admin")
+    # -- the fleet (admins run it; teachers see their groups' kiosks) -------------------------
+    @access("teacher")
     async def fleet(self, request: web.Request, status: int = 200, message: str = "") -> web.Response:
         notice = NOTICES.get(request.query.get("done", ""), "")
-        return self.render(request, "fleet.html", status=status, kiosks=await queries.fleet(self.db),
-                           warnings=self.server.model_choice.warnings(), notice=notice, message=message,
+        scope, my_groups = await self.viewer(request)
+        admin = my_groups is None
+        return self.render(request, "fleet.html", status=status, kiosks=await queries.fleet(self.db, scope),
+                           my_groups=my_groups, groups=await groups.list_groups(self.db) if admin else [],
+                           warnings=self.server.model_choice.warnings() if admin else [], notice=notice,
+                           message=message,
                            default_minutes=self.server.config.daily_minutes)
 
     @access("admin")
@@ -333,6 +364,7 @@ class Console:
         except queries.KioskError as exc:
             return await self.fleet(request, 400, str(exc))
         log.info("console: %s added kiosk %s", signed_in(request).username, name)
+        await self.log(request, "add-kiosk", f"kiosk {name}")
         return self.render(request, "kiosk_added.html", kiosk_id=name, key=key)
 
     @access("admin")
@@ -341,6 +373,7 @@ class Console:
         if not await self.server.storage.revoke_kiosk(kiosk):
             raise ConsoleError(404, f"No active kiosk named {kiosk}.")
         log.info("console: %s revoked kiosk %s", signed_in(request).username, kiosk)
+        await self.log(request, "revoke-kiosk", f"kiosk {kiosk}")
         raise web.HTTPSeeOther(f"{PREFIX}/fleet?done=revoked")
 
     @access("admin")
@@ -352,12 +385,19 @@ class Console:
             return await self.fleet(request, 400, f"{kiosk}: {exc}")
         if not await self.server.storage.set_daily_minutes(kiosk, minutes):
             raise ConsoleError(404, f"No kiosk named {kiosk}.")
+        shown = "default" if minutes is None else f"{minutes:g} min"
+        await self.log(request, "set-budget", f"kiosk {kiosk}: {shown}")
         raise web.HTTPSeeOther(f"{PREFIX}/fleet?done=budget")
 
     # -- accounts (admins) ------------------------------------------------------------------
     @access("admin")
     async def users(self, request: web.Request, status: int = 200, message: str = "") -> web.Response:
+        member_of: dict[str, list[str]] = {}
+        for group in await groups.list_groups(self.db):
+            for name in group.members:
+                member_of.setdefault(name, []).append(group.name)
         return self.render(request, "users.html", status=status, users=await accounts.list_users(self.db),
+                           member_of=member_of,
                            notice=NOTICES.get(request.query.get("done", ""), ""), message=message,
                            min_password=accounts.MIN_PASSWORD)
 
@@ -371,6 +411,7 @@ class Console:
         except accounts.AccountError as exc:
             return await self.users(request, 400, str(exc))
         log.info("console: %s added %s account %s", signed_in(request).username, role, username)
+        await self.log(request, "add-user", f"{role} {username}")
         return self.render(request, "password.html", username=username, password=password, created=True)
 
     async def _target_user(self, request: web.Request) -> str:
@@ -384,12 +425,16 @@ class Console:
 
     @access("admin")
     async def disable_user(self, request: web.Request) -> web.Response:
-        await accounts.set_disabled(self.db, await self._target_user(request), True)
+        name = await self._target_user(request)
+        await accounts.set_disabled(self.db, name, True)
+        await self.log(request, "disable-user", f"account {name}")
         raise web.HTTPSeeOther(f"{PREFIX}/users?done=disabled")
 
     @access("admin")
     async def enable_user(self, request: web.Request) -> web.Response:
-        await accounts.set_disabled(self.db, await self._target_user(request), False)
+        name = await self._target_user(request)
+        await accounts.set_disabled(self.db, name, False)
+        await self.log(request, "enable-user", f"account {name}")
         raise web.HTTPSeeOther(f"{PREFIX}/users?done=enabled")
 
     @access("admin")
@@ -398,6 +443,7 @@ class Console:
         password = accounts.new_password()
         await accounts.set_password(self.db, name, password)
         log.info("console: %s reset the password of %s", signed_in(request).username, name)
+        await self.log(request, "reset-password", f"account {name}")
         return self.render(request, "password.html", username=name, password=password, created=False)
 
 
@@ -498,6 +544,10 @@ def setup_console(app: web.Application, server: CompanionServer) -> None:
     r.add_post("/users/{username}/disable", console.disable_user)
     r.add_post("/users/{username}/enable", console.enable_user)
     r.add_post("/users/{username}/reset", console.reset_password)
+    # Imported here: these pages build on this module's Console, access marks and helpers.
+    from appliance.companion.console.admin_pages import AdminPages
+
+    AdminPages(console).add_routes(r)
     app.add_subapp(PREFIX, sub)
 
     async def to_console(request: web.Request) -> web.Response:
