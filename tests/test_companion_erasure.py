@@ -72,7 +72,7 @@ async def count(stack: ConsoleStack, where: str, *args: Any) -> int:
 async def erasures_logged(stack: ConsoleStack) -> list[tuple[str, str, str, int]]:
     """The access log's erase rows: who, which action, what, how many lessons."""
     rows = await stack.db.fetchall("SELECT username, action, subject, lessons FROM access_log "
-                                   "WHERE action LIKE 'erase%' ORDER BY id")
+                                   "WHERE action IN ('erase-lesson', 'erase-kiosk-lessons') ORDER BY id")
     return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
 
