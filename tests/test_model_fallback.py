@@ -1,0 +1,275 @@
+"""Model fallback under load, against the real simulator over real HTTP: the model that failed is the one
+skipped, skips expire, every concurrent kiosk gets the fallback on the day a model retires, a lesson
+starts without input transcription when no transcription model is left, and ``/api/health`` says when no
+realtime model works. On SQLite and on a private PostgreSQL (tokens take their rate-limit slot there)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from aiohttp import web
+
+from appliance.common.httpserve import start_http
+from appliance.companion.models import DEFAULT_MODELS
+from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.core.state import State
+from appliance.core.transcript import AUDIO_ONLY
+from appliance.daemon.services import ChildServer
+from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
+from tests.harness import API_KEY, LEARNER_LINES, espeak, lesson_stack, tutor_quiet_after
+
+KEY = "key-a-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+PAST = "2026-01-01"
+FIRST, SECOND = "gpt-realtime-2.1-mini", "gpt-realtime-2"
+LIVE, BATCH = "gpt-live-transcribe", "gpt-transcribe"
+SECRETS = ("POST", "/v1/realtime/client_secrets")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "c.db") if request.param == "sqlite" else request.getfixturevalue("postgres_dsn")
+
+
+class Ticker:
+    """The companion's monotonic clock, moved by the test (a skip expires without waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SecretsGate:
+    """A real HTTP hop between the companion and the simulator that holds ``client_secrets`` requests
+    until ``count`` of them are waiting, so they are all in flight upstream when the first answer comes
+    back (as on the morning a model is switched off under a school's class change)."""
+
+    def __init__(self, target: str, count: int) -> None:
+        self.target = target
+        self.count = count
+        self.waiting = 0
+        self.release = asyncio.Event()
+        self.app = web.Application()
+        self.app.router.add_route("*", "/{tail:.*}", self.forward)
+        self.runner: web.AppRunner | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        self.runner, port = await start_http(self.app, "127.0.0.1", 0)
+        self.http = aiohttp.ClientSession()
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if (request.method, request.path) == SECRETS:
+            self.waiting += 1
+            if self.waiting >= self.count:
+                self.release.set()
+            await asyncio.wait_for(self.release.wait(), 15)
+        assert self.http is not None
+        headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+        async with self.http.request(request.method, self.target + request.path_qs, data=body,
+                                     headers=headers) as reply:
+            return web.Response(status=reply.status, body=await reply.read(), content_type=reply.content_type)
+
+
+@asynccontextmanager
+async def stack(db: str, *, gate: int = 0, sim: RealtimeSimulator | None = None, clock: Ticker | None = None,
+                **options: Any) -> AsyncIterator[tuple[RealtimeSimulator, CompanionServer]]:
+    """The simulator (unless given), optionally behind a gate of ``gate`` secrets, and a companion with two
+    realtime and two transcription models, its first model check done."""
+    own = sim is None
+    simulator = sim or RealtimeSimulator(SimulatorConfig(api_keys=frozenset({API_KEY})))
+    if own:
+        await simulator.start()
+    hop = SecretsGate(simulator.base_url, gate) if gate else None
+    url = await hop.start() if hop else simulator.base_url
+    config = CompanionConfig(db_path=db, openai_base_url=url, openai_api_key=API_KEY,
+                             realtime_model=(FIRST, SECOND), transcription_model=(LIVE, BATCH),
+                             planner_model=("gpt-5.4-mini",), **options)
+    server = CompanionServer(config, monotonic=clock) if clock else CompanionServer(config)
+    try:
+        await server.start()
+        await server.provision("kiosk-a", KEY)
+        await asyncio.wait_for(server.models_checked.wait(), 10)
+        yield simulator, server
+    finally:
+        await server.stop()
+        if hop:
+            await hop.stop()
+        if own:
+            await simulator.stop()
+
+
+async def tokens(server: CompanionServer, count: int) -> list[httpx.Response]:
+    """``count`` token requests at once, each on its own connection."""
+    async def one() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=20) as http:
+            return await http.post(f"{server.base_url}/api/realtime-token", json={}, headers=AUTH)
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def health(server: CompanionServer) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.get(f"{server.base_url}/api/health")
+
+
+# -- the model that failed is the one skipped, under concurrency -----------------------------------------
+
+
+async def test_six_tokens_in_flight_when_the_model_retires_all_get_the_fallback(
+        db: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    async with stack(db, gate=6) as (sim, server):
+        sim.model_shutdowns[FIRST] = PAST  # switched off after the companion's morning check
+        answers = await tokens(server, 6)
+        assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers if a.status_code != 200]
+        assert {a.json()["model"] for a in answers} == {SECOND}
+        assert sim.requests.count(SECRETS) == 12  # six refused for the retired model, six minted on the fallback
+        # The fallback is not the one skipped: the next kiosk gets it at the first try.
+        [answer] = await tokens(server, 1)
+        assert answer.status_code == 200 and answer.json()["model"] == SECOND
+        assert sim.requests.count(SECRETS) == 13
+        warnings = (await health(server)).json()["warnings"]
+    assert [w for w in warnings if "failed" in w] == [
+        f"realtime model {FIRST} failed with model_not_found; using {SECOND}"]
+    logged = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith(f"realtime model {FIRST} is unavailable (")
+    assert f"using {SECOND} instead" in logged[0]
+
+
+async def test_a_skipped_model_is_tried_again_after_model_retry_s(db: str) -> None:
+    clock = Ticker()
+    async with stack(db, clock=clock, model_retry_s=600.0) as (sim, server):
+        sim.model_shutdowns[FIRST] = PAST
+        assert (await tokens(server, 1))[0].json()["model"] == SECOND
+        sim.model_shutdowns[FIRST] = None  # the provider brought it back (or it was a passing fault)
+        clock.now += 599
+        assert (await tokens(server, 1))[0].json()["model"] == SECOND  # still skipped: no request for it
+        assert sim.requests.count(SECRETS) == 3
+        clock.now += 2
+        assert (await tokens(server, 1))[0].json()["model"] == FIRST
+        assert not [w for w in (await health(server)).json()["warnings"] if "failed" in w]
+        # Retired again: one kiosk pays one refused request, then the fallback is used again.
+        sim.model_shutdowns[FIRST] = PAST
+        clock.now += 601
+        answers = await tokens(server, 3)
+        assert {a.json()["model"] for a in answers} == {SECOND}
+
+
+# -- transcription: the next model, then none --------------------------------------------------------------
+
+
+async def test_lessons_start_without_transcription_when_every_transcription_model_is_retired(db: str) -> None:
+    async with stack(db) as (sim, server):
+        sim.model_shutdowns[LIVE] = PAST
+        [answer] = await tokens(server, 1)
+        assert answer.status_code == 200 and answer.json()["transcription_model"] == BATCH
+        sim.model_shutdowns[BATCH] = PAST
+        answers = await tokens(server, 4)
+        assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+        for answer in answers:
+            data = answer.json()
+            assert data["model"] == FIRST and data["transcription_model"] is None
+            session = sim._secrets[data["token"]].session  # what the minted token's session holds
+            assert "transcription" not in session["audio"]["input"]
+        body = (await health(server)).json()
+        assert body["ok"] is True  # lessons run: the learner's words are just not written down
+        assert any("without input transcription" in w for w in body["warnings"]), body["warnings"]
+
+
+# -- health -----------------------------------------------------------------------------------------------
+
+
+async def test_health_is_not_ok_when_every_realtime_model_failed(db: str) -> None:
+    clock = Ticker()
+    async with stack(db, clock=clock) as (sim, server):
+        assert (await health(server)).json()["ok"] is True
+        sim.model_shutdowns.update({FIRST: PAST, SECOND: PAST})
+        answers = await tokens(server, 3)
+        assert {a.status_code for a in answers} == {502}
+        reply = await health(server)
+        assert reply.status_code == 503
+        body = reply.json()
+        assert body["ok"] is False
+        assert body["reason"] == body["error"]["message"]
+        assert body["error"]["code"] == "no_realtime_model"
+        assert FIRST in body["reason"] and SECOND in body["reason"] and "realtime_model" in body["reason"]
+        # Back (or the config fixed): the next try after the skip expires works and health is ok again.
+        sim.model_shutdowns.update({FIRST: None, SECOND: None})
+        clock.now += server.config.model_retry_s + 1
+        assert (await health(server)).status_code == 200
+        assert (await tokens(server, 1))[0].json()["model"] == FIRST
+
+
+@asynccontextmanager
+async def simulator_process(tmp: Path, *args: str) -> AsyncIterator[str]:
+    """``stella-kiosk simulator`` as its own process; yields its URL once it says it listens."""
+    server = ChildServer("simulator", ["simulator", "--port", "0", "--api-key", API_KEY, *args], tmp / "sim.log")
+    try:
+        yield await server.start()
+    finally:
+        await server.stop()
+
+
+async def test_health_is_not_ok_when_the_check_finds_every_realtime_model_retired(db: str, tmp_path: Path) -> None:
+    """Found by the start-up check (``GET /v1/models/{id}``), before any kiosk asked for a token."""
+    async with simulator_process(tmp_path, "--retire", f"{FIRST}={PAST}", "--retire", f"{SECOND}={PAST}") as url:
+        config = CompanionConfig(db_path=db, openai_base_url=url, openai_api_key=API_KEY,
+                                 realtime_model=(FIRST, SECOND))
+        server = CompanionServer(config)
+        await server.start()
+        try:
+            await asyncio.wait_for(server.models_checked.wait(), 10)
+            reply = await health(server)
+        finally:
+            await server.stop()
+    assert reply.status_code == 503 and reply.json()["ok"] is False
+    assert reply.json()["reason"].startswith("no realtime model works: ")
+    assert f"{FIRST} was shut down on {PAST}" in reply.json()["reason"]
+
+
+# -- the kiosk side: a lesson without input transcription ------------------------------------------------
+
+
+async def test_kiosk_keeps_the_learners_turns_as_audio_only_without_transcription(tmp_path: Path) -> None:
+    """Every transcription model retired: the lesson starts, the learner is heard and answered, and the
+    record keeps each spoken learner turn as an audio-only placeholder (the words were never written)."""
+    clip = espeak(LEARNER_LINES[0], tmp_path / "learner.wav")
+    retired = dict.fromkeys(DEFAULT_MODELS["transcription"], PAST)
+    async with lesson_stack(tmp_path, model_shutdowns=retired) as stack, stack.kiosk() as (kiosk, rec, mic):
+        await asyncio.wait_for(stack.companion.models_checked.wait(), 10)
+        kiosk.press()
+        await rec.until(lambda: State.CONNECTED in rec.states, what="connected")
+        await rec.until(lambda: tutor_quiet_after(rec, 1), what="greeting")
+        mic.say(clip)
+        await rec.until(lambda: any(t.source == "voice" for t in rec.learner_turns()), what="learner turn")
+        await rec.until(lambda: tutor_quiet_after(rec, 2), what="spoken answer")
+        kiosk.press()
+        await rec.until(lambda: bool(rec.saved), what="saved")
+        [call] = [*stack.simulator.calls.values(), *stack.simulator.ended_calls.values()]
+        session = call.session
+    assert not session["audio"]["input"].get("transcription")  # the call really ran without it
+    record, synced = rec.saved[0]
+    assert synced
+    learner = [t for t in record["turns"] if t["role"] == "learner"]
+    assert [(t["text"], t["source"]) for t in learner] == [(AUDIO_ONLY, "voice")]
+    assert record["metrics"]["learner_turns"] == 1 and record["metrics"]["learner_words"] == 0
