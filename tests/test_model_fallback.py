@@ -5,7 +5,9 @@ realtime model works. On SQLite and on a private PostgreSQL (tokens take their r
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,15 +18,24 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from openai.types.realtime import RealtimeClientEvent
+from pydantic import TypeAdapter
 
+from appliance.call.events import ServerEvent
 from appliance.common.httpserve import start_http
-from appliance.companion.models import DEFAULT_MODELS
+from appliance.companion.cli import build_config
+from appliance.companion.models import DEFAULT_MODELS, ModelChoice
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.core.state import State
-from appliance.core.transcript import AUDIO_ONLY
+from appliance.core.transcript import AUDIO_ONLY, Transcript
 from appliance.daemon.services import ChildServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
+from appliance.uplink.client import CompanionClient
 from tests.harness import API_KEY, LEARNER_LINES, espeak, lesson_stack, tutor_quiet_after
+from tests.test_doctor import run_doctor, write_config
 
 KEY = "key-a-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -273,3 +284,160 @@ async def test_kiosk_keeps_the_learners_turns_as_audio_only_without_transcriptio
     learner = [t for t in record["turns"] if t["role"] == "learner"]
     assert [(t["text"], t["source"]) for t in learner] == [(AUDIO_ONLY, "voice")]
     assert record["metrics"]["learner_turns"] == 1 and record["metrics"]["learner_words"] == 0
+    # The kiosk said "no transcription" again in its session.update, in a shape the GA API accepts.
+    logged = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    sent = [e["event"] for e in logged if e["direction"] == "client"]
+    updates = [e for e in sent if e["type"] == "session.update" and "audio" in e["session"]]
+    assert updates and all(u["session"]["audio"]["input"]["transcription"] is None for u in updates)
+    adapter = TypeAdapter(RealtimeClientEvent)
+    for sent_event in sent:
+        adapter.validate_python(sent_event)
+
+
+# -- the choice itself: picks, failures and time, in any order ------------------------------------------
+
+
+RETRY_S = 100.0
+ORDER = {"planner": ("p1",), "realtime": ("r1", "r2", "r3"), "transcription": ("t1", "t2")}
+
+
+class ChoiceMachine(RuleBasedStateMachine):
+    """Requests pick models, some of them fail later (in any order, as concurrent requests do), time
+    passes. Against a plain record of when each model last failed: the choice is always the first model
+    whose failure is older than ``retry_s``; only the model a failed request used is skipped; a mark says
+    whether the failed request has something else to try."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Ticker()
+        self.choice = ModelChoice(ORDER, retry_s=RETRY_S, clock=self.clock)
+        self.failed_at: dict[tuple[str, str], float] = {}
+        self.in_flight: list[tuple[str, str | None]] = []
+
+    def expected(self, role: str) -> str | None:
+        for model in ORDER[role]:
+            at = self.failed_at.get((role, model))
+            if at is None or self.clock.now - at >= RETRY_S:
+                return model
+        return None if role == "transcription" else ORDER[role][-1]
+
+    @rule(role=st.sampled_from(sorted(ORDER)))
+    def pick(self, role: str) -> None:
+        self.in_flight.append((role, self.choice.choose(role)))
+
+    @precondition(lambda self: bool(self.in_flight))
+    @rule(index=st.integers(0, 50), fails=st.booleans())
+    def answer(self, index: int, fails: bool) -> None:
+        role, model = self.in_flight.pop(index % len(self.in_flight))
+        if not fails or model is None:
+            return
+        again = self.choice.mark_failed(role, model, "gone")
+        self.failed_at[(role, model)] = self.clock.now
+        assert again == (self.choice.choose(role) != model)
+
+    @rule(seconds=st.floats(0, 2.5 * RETRY_S))
+    def wait(self, seconds: float) -> None:
+        self.clock.now += seconds
+
+    @invariant()
+    def choice_follows_the_failures(self) -> None:
+        for role in ORDER:
+            assert self.choice.choose(role) == self.expected(role)
+
+    @invariant()
+    def health_and_warnings_agree(self) -> None:
+        nothing = all(self.clock.now - self.failed_at.get(("realtime", m), -1e9) < RETRY_S for m in ORDER["realtime"])
+        assert (self.choice.no_realtime_reason() is not None) == nothing
+        named = {w.split()[2] for w in self.choice.warnings() if "failed with model_not_found" in w}
+        assert named == {m for (_, m), at in self.failed_at.items() if self.clock.now - at < RETRY_S}
+        for warning in self.choice.warnings():  # never "X failed …; using X"
+            if "failed with model_not_found; using " in warning:
+                assert warning.split()[2] != warning.rsplit(" ", 1)[1]
+
+
+TestChoiceMachine = ChoiceMachine.TestCase
+TestChoiceMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+
+
+# -- model_retry_s in the companion's TOML -----------------------------------------------------------------
+
+
+def config_args(path: Path) -> argparse.Namespace:
+    names = ("host", "port", "db", "openai_base_url", "model", "transcription_model", "planner_model", "voice",
+             "tokens_per_hour", "daily_minutes")
+    return argparse.Namespace(config=str(path), **dict.fromkeys(names))
+
+
+@given(value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6)))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_model_retry_s_is_a_bounded_number_of_seconds(tmp_path: Path, value: float) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f"model_retry_s = {value!r}\n")  # TOML spells numbers, inf and nan as Python's repr does
+    if 10 <= value <= 86400:
+        assert build_config(config_args(path), API_KEY).model_retry_s == value
+    else:
+        with pytest.raises(ValueError, match=r"^model_retry_s: .* must be 10 to 86400 seconds"):
+            build_config(config_args(path), API_KEY)
+
+
+def test_model_retry_s_defaults_and_refuses_text(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("")
+    assert build_config(config_args(path), API_KEY).model_retry_s == 900.0
+    path.write_text('model_retry_s = "15 minutes"\n')
+    with pytest.raises(ValueError, match="model_retry_s: '15 minutes' must be a float"):
+        build_config(config_args(path), API_KEY)
+
+
+def event(type_: str, **data: Any) -> ServerEvent:
+    return ServerEvent(type_, {"type": type_, **data})
+
+
+def test_an_untranscribed_call_keeps_each_utterance_once_and_takes_late_words() -> None:
+    now = [100.0]
+    transcript = Transcript(clock=lambda: now[0])
+    transcript.transcribed = False
+    transcript.handle(event("input_audio_buffer.speech_started", item_id="item_1"))
+    now[0] = 103.0
+    turn = transcript.handle(event("input_audio_buffer.committed", item_id="item_1"))
+    assert turn is not None and (turn.role, turn.text, turn.source, turn.at) == ("learner", AUDIO_ONLY, "voice", 100.0)
+    assert transcript.handle(event("input_audio_buffer.committed", item_id="item_1")) is None  # once per item
+    # A server that transcribes after all: its words replace the placeholder, still one turn.
+    transcript.handle(event("conversation.item.input_audio_transcription.completed", item_id="item_1",
+                            transcript="I like apples."))
+    assert [(t.text, t.at) for t in transcript.turns] == [("I like apples.", 100.0)]
+    # A transcribed call makes no placeholder: the words come with the transcription events.
+    transcribed = Transcript(clock=lambda: now[0])
+    assert transcribed.handle(event("input_audio_buffer.committed", item_id="item_2")) is None
+    assert transcribed.turns == []
+
+
+async def test_the_token_says_whether_the_session_is_transcribed(tmp_path: Path) -> None:
+    """null from this companion: no transcription; absent (an older companion): unknown, kept as before."""
+    answers = iter([{"transcription_model": None}, {}, {"transcription_model": BATCH}])
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"token": "ek_x", "expires_at": 2_000_000_000, "model": FIRST, "voice": "marin",
+                                  **next(answers)})
+
+    app = web.Application()
+    app.router.add_post("/api/realtime-token", token)
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    client = CompanionClient(f"http://127.0.0.1:{port}", KEY, "kiosk-a")
+    try:
+        assert [(await client.token()).transcription_model for _ in range(3)] == [None, "", BATCH]
+    finally:
+        await client.aclose()
+        await runner.cleanup()
+
+
+async def test_the_kiosks_doctor_says_why_the_companion_is_not_healthy(tmp_path: Path) -> None:
+    retired = dict.fromkeys(DEFAULT_MODELS["realtime"], PAST)
+    async with lesson_stack(tmp_path, model_shutdowns=retired) as stack:
+        await asyncio.wait_for(stack.companion.models_checked.wait(), 10)
+        stack.config()  # writes device.key
+        (tmp_path / "device.key").chmod(0o600)
+        code, out = await run_doctor(write_config(tmp_path, stack.companion.base_url, stack.simulator.base_url))
+    assert code == 1
+    line = next(x for x in out.splitlines() if "companion health" in x)
+    assert line.split()[0] == "FAIL" and "answered 503: no realtime model works: " in line, out
