@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
@@ -35,7 +35,6 @@ from appliance.daemon.services import ChildServer
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.uplink.client import CompanionClient
 from tests.harness import API_KEY, LEARNER_LINES, espeak, lesson_stack, tutor_quiet_after
-from tests.test_doctor import run_doctor, write_config
 
 KEY = "key-a-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -355,8 +354,9 @@ class ChoiceMachine(RuleBasedStateMachine):
                 assert warning.split()[2] != warning.rsplit(" ", 1)[1]
 
 
-TestChoiceMachine = ChoiceMachine.TestCase
-TestChoiceMachine.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
+def test_the_choice_follows_picks_failures_and_time() -> None:
+    run_state_machine_as_test(ChoiceMachine, settings=settings(max_examples=200, stateful_step_count=40,
+                                                               deadline=None))
 
 
 # -- model_retry_s in the companion's TOML -----------------------------------------------------------------
@@ -429,15 +429,3 @@ async def test_the_token_says_whether_the_session_is_transcribed(tmp_path: Path)
     finally:
         await client.aclose()
         await runner.cleanup()
-
-
-async def test_the_kiosks_doctor_says_why_the_companion_is_not_healthy(tmp_path: Path) -> None:
-    retired = dict.fromkeys(DEFAULT_MODELS["realtime"], PAST)
-    async with lesson_stack(tmp_path, model_shutdowns=retired) as stack:
-        await asyncio.wait_for(stack.companion.models_checked.wait(), 10)
-        stack.config()  # writes device.key
-        (tmp_path / "device.key").chmod(0o600)
-        code, out = await run_doctor(write_config(tmp_path, stack.companion.base_url, stack.simulator.base_url))
-    assert code == 1
-    line = next(x for x in out.splitlines() if "companion health" in x)
-    assert line.split()[0] == "FAIL" and "answered 503: no realtime model works: " in line, out
