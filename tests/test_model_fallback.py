@@ -429,3 +429,35 @@ async def test_the_token_says_whether_the_session_is_transcribed(tmp_path: Path)
     finally:
         await client.aclose()
         await runner.cleanup()
+
+
+async def test_an_error_without_param_blames_the_model_its_message_names(tmp_path: Path) -> None:
+    """A proxy (or a future API) that answers model_not_found without ``param``: the model the message
+    names is the one skipped, not the realtime model by default."""
+    minted: list[dict[str, Any]] = []
+
+    async def secrets(request: web.Request) -> web.Response:
+        session = (await request.json())["session"]
+        transcription = session["audio"]["input"].get("transcription", {}).get("model")
+        if transcription == LIVE:
+            return web.json_response({"error": {"code": "model_not_found", "type": "invalid_request_error",
+                                                "message": f"The model '{LIVE}' does not exist."}}, status=404)
+        minted.append(session)
+        return web.json_response({"value": "ek_test", "expires_at": 2_000_000_000})
+
+    app = web.Application()
+    app.router.add_post("/v1/realtime/client_secrets", secrets)
+    runner, port = await start_http(app, "127.0.0.1", 0)
+    config = CompanionConfig(db_path=tmp_path / "c.db", openai_base_url=f"http://127.0.0.1:{port}",
+                             openai_api_key=API_KEY, realtime_model=(FIRST, SECOND), transcription_model=(LIVE, BATCH))
+    server = CompanionServer(config)
+    try:
+        await server.start()
+        await server.provision("kiosk-a", KEY)
+        answers = await tokens(server, 2)
+    finally:
+        await server.stop()
+        await runner.cleanup()
+    assert [(a.status_code, a.json()["model"], a.json()["transcription_model"]) for a in answers] == [
+        (200, FIRST, BATCH)] * 2
+    assert [s["model"] for s in minted] == [FIRST, FIRST]

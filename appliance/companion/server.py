@@ -105,6 +105,19 @@ T = TypeVar("T")
 Picked = dict[str, str | None]
 
 
+def blamed_role(roles: tuple[str, ...], picked: Picked, exc: UpstreamError) -> str:
+    """The role a ``model_not_found`` is about: the one its ``param`` names (``…transcription.model``), else
+    the one whose model its message quotes (a proxy may leave ``param`` out), else the first role."""
+    for role in roles:
+        if role in (exc.param or ""):
+            return role
+    for role in roles:
+        model = picked[role]
+        if model is not None and f"'{model}'" in exc.message:
+            return role
+    return roles[0]
+
+
 def required(picked: Picked, role: str) -> str:
     """The model picked for a role every request needs (only optional roles are ever None)."""
     model = picked[role]
@@ -448,7 +461,7 @@ class CompanionServer:
             except UpstreamError as exc:
                 if exc.upstream_code != "model_not_found":
                     raise
-                role = next((r for r in roles if r in (exc.param or "")), roles[0])
+                role = blamed_role(roles, picked, exc)
                 failed = picked[role]
                 if failed is None or not self.model_choice.mark_failed(role, failed, exc.message):
                     raise
