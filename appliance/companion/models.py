@@ -119,8 +119,8 @@ class ModelChoice:
         self.clock = clock
         """Monotonic: a skip lasts ``retry_s`` whatever the wall clock does."""
         self.statuses: dict[tuple[str, str], ModelStatus] = {}
-        self._failed: dict[tuple[str, str], tuple[float, str]] = {}
-        """(role, model) → (when it last failed with model_not_found, the upstream's words)."""
+        self._failed: dict[tuple[str, str], float] = {}
+        """(role, model) → when it last failed with model_not_found (by ``clock``)."""
         self._logged: set[tuple[str, str, str]] = set()
 
     def skipped(self, role: str, model: str) -> bool:
@@ -128,8 +128,8 @@ class ModelChoice:
         status = self.statuses.get((role, model))
         if status is not None and status.state in GONE_STATES:
             return True
-        failed = self._failed.get((role, model))
-        return failed is not None and self.clock() - failed[0] < self.retry_s
+        failed_at = self._failed.get((role, model))
+        return failed_at is not None and self.clock() - failed_at < self.retry_s
 
     def available(self, role: str) -> str | None:
         """The first model of the role not skipped, or None when every one is."""
@@ -151,11 +151,10 @@ class ModelChoice:
         """``model`` (the one the failed request used, not whatever is current now) answered
         ``model_not_found``: skip it for ``retry_s``. True when the role has something else to try."""
         again = (role, model, "unusable") in self._logged
-        self._failed[(role, model)] = (self.clock(), reason)
+        self._failed[(role, model)] = self.clock()
         after = self.choose(role)
-        instead = (f"using {after} instead" if after is not None and after != model else
-                   "lessons run without input transcription" if after is None else "no other model is left")
-        message = f"{role} model {model} is unavailable ({reason}); {instead} — update {CONFIG_KEYS[role]}"
+        message = f"{role} model {model} is unavailable ({reason}); {self._instead(role, model)} — " \
+                  f"update {CONFIG_KEYS[role]}"
         if again:  # tried again after its skip expired: still gone, said once already
             log.info("%s", message)
         self._warn_once(role, model, "unusable", message)
@@ -196,16 +195,20 @@ class ModelChoice:
     def warnings(self) -> list[str]:
         found = [s.warning() for s in self.statuses.values()]
         now = self.clock()
-        gone = []
-        for role, model in sorted(key for key, (at, _) in self._failed.items() if now - at < self.retry_s):
-            after = self.choose(role)
-            gone.append(f"{role} model {model} failed with model_not_found; " + (
-                f"using {after}" if after is not None and after != model else
-                "lessons run without input transcription" if after is None else "no other model is left"))
-        if self.available("transcription") is None and not any(role == "transcription" for role, _ in self._failed):
+        recent = sorted(key for key, at in self._failed.items() if now - at < self.retry_s)
+        gone = [f"{role} model {model} failed with model_not_found; {self._instead(role, model)}"
+                for role, model in recent]
+        if self.available("transcription") is None and not any(role == "transcription" for role, _ in recent):
             gone.append("no transcription model works: lessons run without input transcription "
                         "(learner turns kept as audio only); update transcription_model")
         return [w for w in found if w] + gone
+
+    def _instead(self, role: str, failed: str) -> str:
+        """What the companion does now that ``failed`` is skipped, in words for the log and health."""
+        after = self.choose(role)
+        if after is None:
+            return "lessons run without input transcription"
+        return f"using {after} instead" if after != failed else "no other model is left"
 
     def _warn_once(self, role: str, model: str, state: str, message: str) -> None:
         if (role, model, state) not in self._logged:
