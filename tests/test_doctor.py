@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from appliance.companion.models import DEFAULT_MODELS
 from tests.audio_helpers import PulseServer, pulse  # noqa: F401
 from tests.harness import lesson_stack
 
@@ -82,3 +83,17 @@ async def test_doctor_names_the_missing_sound_device_and_lists_those_present(
     assert "speaker 'seeed-voicecard' not found: devices present: 'pulse'" in out, out
     mic = next(row for row in out.splitlines() if "  microphone" in row)
     assert "1 s recorded" in mic, out  # still measured (the idle virtual mic is digital silence)
+
+
+
+async def test_the_kiosks_doctor_says_why_the_companion_is_not_healthy(tmp_path: Path) -> None:
+    """Every realtime model retired: the companion's health is 503 and the doctor line carries its reason."""
+    retired = dict.fromkeys(DEFAULT_MODELS["realtime"], "2026-01-01")
+    async with lesson_stack(tmp_path, model_shutdowns=retired) as stack:
+        await asyncio.wait_for(stack.companion.models_checked.wait(), 10)
+        stack.config()  # writes device.key
+        (tmp_path / "device.key").chmod(0o600)
+        code, out = await run_doctor(write_config(tmp_path, stack.companion.base_url, stack.simulator.base_url))
+    assert code == 1
+    line = next(x for x in out.splitlines() if "companion health" in x)
+    assert line.split()[0] == "FAIL" and "answered 503: no realtime model works: " in line, out

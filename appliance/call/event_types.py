@@ -15,6 +15,8 @@ HANDLED: dict[str, str] = {
     "input_audio_buffer.speech_started": "learner activity (idle countdown); start of the learner turn",
     "input_audio_buffer.speech_stopped": "end of a learner speech segment (its length feeds the cost "
                                           "estimate when usage has no details)",
+    "input_audio_buffer.committed": "in a call without input transcription, an audio-only learner turn; "
+                                    "otherwise the transcription events follow",
     "conversation.item.input_audio_transcription.completed": "the learner's words: a learner turn",
     "conversation.item.input_audio_transcription.failed": "a learner turn kept as not understood, error kept",
     "response.created": "a response is active (response.cancel only while one is)",
@@ -41,7 +43,6 @@ IGNORED: dict[str, str] = {
     "conversation.item.input_audio_transcription.delta": "partial learner words; the completed event "
                                                          "carries them all",
     "conversation.item.input_audio_transcription.segment": "diarization segments; not used",
-    "input_audio_buffer.committed": "the transcription events follow",
     "input_audio_buffer.cleared": "confirms the kiosk's own clear",
     "input_audio_buffer.timeout_triggered": "idle timeouts are the kiosk's own (lesson.idle_limit_s)",
     "input_audio_buffer.dtmf_event_received": "SIP telephony only",

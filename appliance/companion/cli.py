@@ -359,6 +359,9 @@ def serve_command(args: argparse.Namespace) -> int:
         return 1
 
 
+#: Bounds of ``model_retry_s``: not every request re-trying a retired model, and not a skip for days.
+MIN_MODEL_RETRY_S, MAX_MODEL_RETRY_S = 10.0, 86400.0
+
 #: CLI flag → CompanionConfig field.
 FLAGS = {"host": "host", "port": "port", "db": "db_path", "openai_base_url": "openai_base_url",
          "model": "realtime_model", "voice": "voice", "planner_model": "planner_model",
@@ -399,6 +402,10 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
         config.models()
     except ValueError as exc:
         raise ValueError(f"a model setting {exc}") from None
+    retry = config.model_retry_s
+    if not MIN_MODEL_RETRY_S <= retry <= MAX_MODEL_RETRY_S:  # NaN fails this too
+        raise ValueError(f"model_retry_s: {retry!r} must be {MIN_MODEL_RETRY_S:g} to {MAX_MODEL_RETRY_S:g} seconds "
+                         "(how long a model that failed with model_not_found is skipped)")
     return config
 
 

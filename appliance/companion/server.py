@@ -27,7 +27,7 @@ from appliance.common.safe_text import loads_clean
 from appliance.companion import limits
 from appliance.companion.access_log import purge_access_log
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
-from appliance.companion.models import DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
+from appliance.companion.models import DEFAULT_MODELS, MODEL_RETRY_S, ModelChoice, ModelStatus, model_list
 from appliance.companion.storage import CONFLICT, CORRECTED, DUPLICATE, UNKNOWN, Caller, Storage, open_storage
 from appliance.companion.updates import UpdateService
 from appliance.companion.upstream import (
@@ -90,6 +90,9 @@ class CompanionConfig:
     access_log_days: int = 365
     """Access-log rows (who viewed, exported or changed what) older than this are removed (daily); 0 keeps them."""
     upstream_timeout_s: float = 10.0
+    model_retry_s: float = MODEL_RETRY_S
+    """A model that failed with ``model_not_found`` is skipped this long, then tried again (a retired
+    model costs one refused request per period; a model that was only briefly gone comes back)."""
     updates_dir: Path | None = None
     """The signed update repository served to kiosks (docs/UPDATES.md); None serves none."""
 
@@ -104,6 +107,29 @@ def error(status: int, code: str, message: str) -> web.Response:
 
 
 T = TypeVar("T")
+#: The model each role uses for one attempt (None: a role a lesson can do without, e.g. transcription).
+Picked = dict[str, str | None]
+
+
+def blamed_role(roles: tuple[str, ...], picked: Picked, exc: UpstreamError) -> str:
+    """The role a ``model_not_found`` is about: the one its ``param`` names (``…transcription.model``), else
+    the one whose model its message quotes (a proxy may leave ``param`` out), else the first role."""
+    for role in roles:
+        if role in (exc.param or ""):
+            return role
+    for role in roles:
+        model = picked[role]
+        if model is not None and f"'{model}'" in exc.message:
+            return role
+    return roles[0]
+
+
+def required(picked: Picked, role: str) -> str:
+    """The model picked for a role every request needs (only optional roles are ever None)."""
+    model = picked[role]
+    if model is None:
+        raise UpstreamError(f"no {role} model to use", upstream_code="model_not_found")
+    return model
 
 
 class ResultError(TypedDict):
@@ -137,10 +163,12 @@ def kiosk_json(handler: KioskRoute) -> Callable[[CompanionServer, web.Request], 
 
 class CompanionServer:
     def __init__(self, config: CompanionConfig, storage: Storage | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
         """Wall time for limits, budgets and retention (tests move it instead of waiting)."""
+        self.monotonic = monotonic
+        """Elapsed time for how long a failed model is skipped (tests move it instead of waiting)."""
         self._storage = storage
         self.upstream = Upstream(config.openai_base_url, config.openai_api_key, timeout_s=config.upstream_timeout_s)
         self.requests: deque[tuple[str, str]] = deque(maxlen=REQUEST_LOG_SIZE)
@@ -149,7 +177,7 @@ class CompanionServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self.app = self._build_app()
-        self.model_choice = ModelChoice(config.models())
+        self.model_choice = ModelChoice(config.models(), retry_s=config.model_retry_s, clock=monotonic)
         self.models_checked = asyncio.Event()
         """Set after each check of the configured models (at start, then daily)."""
         self._model_watch: asyncio.Task[None] | None = None
@@ -335,10 +363,17 @@ class CompanionServer:
 
     # -- routes -----------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
+        """200 ``ok: true``; 503 ``ok: false`` with the reason when no lesson can start because no realtime
+        model works (a monitor or the kiosk's doctor then sees it, not just a log line)."""
         choice = self.model_choice
-        return web.json_response({"ok": True, "version": __version__, "warnings": choice.warnings(),
-                                  "models": {role: choice.current(role) for role in choice.models},
-                                  "retention": await self.storage.retention_policy()})
+        body: dict[str, Any] = {"ok": True, "version": __version__, "warnings": choice.warnings(),
+                                "models": {role: choice.current(role) for role in choice.models},
+                                "retention": await self.storage.retention_policy()}
+        reason = choice.no_realtime_reason()
+        if reason is None:
+            return web.json_response(body)
+        body.update(ok=False, reason=reason, error={"code": "no_realtime_model", "message": reason})
+        return web.json_response(body, status=503)
 
     @kiosk_json
     async def planner(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -357,9 +392,9 @@ class CompanionServer:
         plan_id = new_plan_id()
         source = "upstream"
         try:
-            pack = await self._with_fallback(
-                ("planner",), lambda: self.upstream.plan(model=self.model_choice.current("planner"), level=level,
-                                                         recent=recent))
+            _, pack = await self._with_fallback(
+                ("planner",), lambda picked: self.upstream.plan(model=required(picked, "planner"), level=level,
+                                                                recent=recent))
         except UpstreamError as exc:
             log.warning("planner upstream failed (%s); serving the built-in curriculum", exc.message)
             pack = validate_pack(fallback_pack(level, recent, plan_id))
@@ -390,8 +425,8 @@ class CompanionServer:
         if not verdict.allowed:
             return self._too_many(f"at most {self.config.tokens_per_hour} lessons per hour per kiosk", verdict)
         try:
-            model, (value, expires_at) = await self._with_fallback(
-                ("realtime", "transcription"), lambda: self._mint(prompt))
+            picked, (value, expires_at) = await self._with_fallback(
+                ("realtime", "transcription"), lambda picked: self._mint(prompt, picked))
         except BaseException as exc:
             await limits.release(self.storage.db, verdict.event_id)
             if not isinstance(exc, UpstreamError):
@@ -403,11 +438,13 @@ class CompanionServer:
                              f"(realtime_model / transcription_model in the companion config)")
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
         return web.json_response({"token": value, "expires_at": expires_at,
-                                  "expires_in": self._expires_in(expires_at), "model": model,
+                                  "expires_in": self._expires_in(expires_at), "model": picked["realtime"],
                                   "voice": self.config.voice, "prompt": prompt,
                                   # What the token's session holds, so a kiosk can send it again itself
-                                  # to servers that ignore token-embedded config.
-                                  "transcription_model": self.model_choice.current("transcription"),
+                                  # to servers that ignore token-embedded config; null: no input
+                                  # transcription (every transcription model failed), the kiosk then keeps
+                                  # the learner's turns as audio only.
+                                  "transcription_model": picked["transcription"],
                                   "silence_ms": self.config.silence_ms,
                                   "activeTargets": plan["targets"] if plan else []})
 
@@ -420,25 +457,32 @@ class CompanionServer:
         clock behind OpenAI's never makes a token look longer-lived than it can be."""
         return round(max(0.0, min(float(self.config.token_ttl_s), expires_at - self.clock())), 3)
 
-    async def _mint(self, prompt: str) -> tuple[str, tuple[str, float]]:
-        model = self.model_choice.current("realtime")
-        secret = await self.upstream.client_secret(
-            model=model, voice=self.config.voice, instructions=prompt, ttl_s=self.config.token_ttl_s,
-            transcription_model=self.model_choice.current("transcription"), silence_ms=self.config.silence_ms)
-        return model, secret
+    async def _mint(self, prompt: str, picked: Picked) -> tuple[str, float]:
+        return await self.upstream.client_secret(
+            model=required(picked, "realtime"), voice=self.config.voice, instructions=prompt,
+            ttl_s=self.config.token_ttl_s, transcription_model=picked["transcription"],
+            silence_ms=self.config.silence_ms)
 
-    async def _with_fallback(self, roles: tuple[str, ...], attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt``; on ``model_not_found`` drop the model it blames (by ``param``) and try the
-        role's next one, so a retired model costs one failed request, not every kiosk's lessons."""
-        while True:
+    async def _with_fallback(self, roles: tuple[str, ...],
+                             attempt: Callable[[Picked], Awaitable[T]]) -> tuple[Picked, T]:
+        """Run ``attempt`` with the models picked for it; on ``model_not_found`` skip the model *that attempt
+        used* for the role the error blames (by ``param``) and try again with the next choice.
+
+        Why the models are picked once per attempt and passed in: requests run concurrently, and by the
+        time one fails another may already have moved on to the fallback; marking "whatever is current
+        now" would skip the working fallback and fail requests it would have served."""
+        for _ in range(1 + sum(len(self.model_choice.models[role]) for role in roles)):
+            picked = {role: self.model_choice.choose(role) for role in roles}
             try:
-                return await attempt()
+                return picked, await attempt(picked)
             except UpstreamError as exc:
                 if exc.upstream_code != "model_not_found":
                     raise
-                role = next((r for r in roles if r in (exc.param or "")), roles[0])
-                if not self.model_choice.give_up(role, self.model_choice.current(role), exc.message):
+                role = blamed_role(roles, picked, exc)
+                failed = picked[role]
+                if failed is None or not self.model_choice.mark_failed(role, failed, exc.message):
                     raise
+        raise UpstreamError("every configured model failed", upstream_code="model_not_found")
 
     def _budget_exhausted(self, caller: Caller) -> web.Response | None:
         """The kiosk's own daily budget, else the configured default (0 = none), against the day's counter

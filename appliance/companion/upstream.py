@@ -117,8 +117,15 @@ class Upstream:
             raise
 
     async def client_secret(self, *, model: str, voice: str, instructions: str, ttl_s: int,
-                            transcription_model: str, silence_ms: int) -> tuple[str, float]:
-        """Mint an ephemeral Realtime secret (GA body); returns (value, expires_at)."""
+                            transcription_model: str | None, silence_ms: int) -> tuple[str, float]:
+        """Mint an ephemeral Realtime secret (GA body); returns (value, expires_at). ``transcription_model``
+        None: the session has no input transcription (the call works; the learner's words are not written)."""
+        audio_in: dict[str, Any] = {
+            "noise_reduction": {"type": "far_field"},
+            "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
+        }
+        if transcription_model is not None:
+            audio_in = {"transcription": {"model": transcription_model}, **audio_in}
         body = {
             "expires_after": {"anchor": "created_at", "seconds": ttl_s},
             "session": {
@@ -126,14 +133,7 @@ class Upstream:
                 "model": model,
                 "instructions": instructions,
                 "output_modalities": ["audio"],
-                "audio": {
-                    "input": {
-                        "transcription": {"model": transcription_model},
-                        "noise_reduction": {"type": "far_field"},
-                        "turn_detection": {"type": "server_vad", "silence_duration_ms": silence_ms},
-                    },
-                    "output": {"voice": voice},
-                },
+                "audio": {"input": audio_in, "output": {"voice": voice}},
             },
         }
         data = await self._post("/v1/realtime/client_secrets", body)

@@ -23,7 +23,7 @@ from appliance.common.timeline import PRESSED, CallTimeline
 from appliance.contract.names import END_REASONS, SCHEMA_VERSION
 from appliance.contract.record import Metrics, SessionRecord, TurnRecord
 from appliance.contract.targets import TargetRecord
-from appliance.core.transcript import Transcript
+from appliance.core.transcript import AUDIO_ONLY, Transcript
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Lesson:
                 "clock_synced": anchor.synced,
                 "learner_turns": len(learner),
                 "tutor_turns": len(tutor),
-                "learner_words": sum(_words(t["text"]) for t in learner),
+                "learner_words": sum(_words(t["text"]) for t in learner if t["text"] != AUDIO_ONLY),
                 "tutor_words": sum(_words(t["text"]) for t in tutor),
                 "targets_used": _targets_used(self.targets, learner),
                 "connect_ms": None if self.connect_ms is None else round(self.connect_ms, 1),

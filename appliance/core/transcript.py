@@ -26,6 +26,9 @@ __all__ = ["Transcript", "Turn", "iso_utc"]
 Role = Literal["learner", "tutor"]
 NOT_UNDERSTOOD = "(not understood)"
 """The text of a learner turn whose audio the server could not transcribe."""
+AUDIO_ONLY = "(spoken, not transcribed)"
+"""The text of a learner turn in a call without input transcription: the learner spoke (the tutor heard
+and answered) but no words were written down."""
 Source = Literal["voice", "text"]
 
 
@@ -76,6 +79,10 @@ class Transcript:
         self._open_tutor: dict[str, _Open] = {}
         self._learner_started: dict[str, float] = {}
         self._closed_keys: set[str] = set()
+        self.transcribed = True
+        """False when the call has no input transcription (the companion found no transcription model):
+        each committed learner utterance then becomes an :data:`AUDIO_ONLY` turn, as the server will never
+        send its words."""
 
     def add_typed(self, text: str) -> Turn:
         """A message typed to the tutor (kiosk CLI or teacher): a learner turn from text."""
@@ -91,6 +98,8 @@ class Transcript:
             if isinstance(item_id, str):
                 self._learner_started.setdefault(item_id, self._clock())
             return None
+        if etype == "input_audio_buffer.committed" and not self.transcribed:
+            return self._learner_audio_only(event)
         if etype == "conversation.item.input_audio_transcription.completed":
             return self._learner_completed(event)
         if etype == "conversation.item.input_audio_transcription.failed":
@@ -158,6 +167,21 @@ class Transcript:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _learner_audio_only(self, event: ServerEvent) -> Turn | None:
+        """An utterance committed in a call without transcription: kept, so the record shows the learner
+        spoke (and when), not a tutor talking to no one."""
+        item_id = event.get("item_id")
+        if not isinstance(item_id, str):
+            return None
+        key = f"learner/{item_id}"
+        if key in self._closed_keys:
+            return None
+        self._closed_keys.add(key)
+        started = self._learner_started.pop(item_id, None)
+        turn = Turn("learner", AUDIO_ONLY, self._clock() if started is None else started, "voice", key)
+        self.turns.append(turn)
+        return turn
+
     def _learner_completed(self, event: ServerEvent) -> Turn | None:
         item_id = event.get("item_id")
         text = event.get("transcript")
@@ -165,6 +189,11 @@ class Transcript:
             return None
         key = f"learner/{item_id}"
         if key in self._closed_keys:
+            # A server that transcribes after all: its words replace the audio-only placeholder.
+            placeholder = next((t for t in self.turns if t.key == key and t.text == AUDIO_ONLY), None)
+            if placeholder is not None and text.strip():
+                placeholder.text = text.strip()
+                return placeholder
             return None
         self._closed_keys.add(key)
         text = text.strip()

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 
 from appliance.common.clock import SyncSource, system_synchronized
+from appliance.common.safe_text import clean_text
 from appliance.config import Config, ConfigError, load_config
 
 # A Pi without a real-time clock boots with an old date until NTP answers; TLS then fails.
@@ -125,8 +126,12 @@ class Doctor:
         try:
             async with httpx.AsyncClient(timeout=self.config.companion.timeout_s, verify=context) as http:
                 response = await http.get(f"{url}/api/health")
-            healthy = response.status_code == 200 and response.json().get("ok") is True
-            self.record("companion health", healthy, f"{url} answered {response.status_code}")
+            body = response.json()
+            body = body if isinstance(body, dict) else {}
+            healthy = response.status_code == 200 and body.get("ok") is True
+            reason = body.get("reason")  # e.g. no realtime model works: what the admin must fix
+            self.record("companion health", healthy, f"{url} answered {response.status_code}"
+                        + (f": {clean_text(reason)[:300]}" if isinstance(reason, str) and not healthy else ""))
             server_date = response.headers.get("date")
             if server_date and now >= EARLIEST_PLAUSIBLE:
                 skew = abs(email.utils.parsedate_to_datetime(server_date).timestamp() - now)

@@ -93,6 +93,7 @@ class CompanionCallOpener:
             log.warning("the prefetched token was refused (%s); trying once with a fresh one", exc.message)
             token = await self.companion.token(plan_id=lesson.plan_id)
             call = await self._call(lesson, token, handlers)
+        lesson.transcript.transcribed = token.transcription_model is not None
         return OpenedCall(call, self._session_config(token, instructions))
 
     async def _call(self, lesson: Lesson, token: RealtimeToken, handlers: CallHandlers) -> Any:
@@ -127,6 +128,8 @@ class CompanionCallOpener:
                                                                      "silence_duration_ms": token.silence_ms}
         session = events.session_config(instructions, token.voice, transcription_model=token.transcription_model,
                                         turn_detection=detection, noise_reduction="far_field")
+        if token.transcription_model is None:  # the companion found no transcription model: say so again
+            session["audio"]["input"]["transcription"] = None
         if not instructions:
             session.pop("instructions")  # never blank out instructions the token did carry
         return session

@@ -55,8 +55,9 @@ class RealtimeToken:
     voice: str
     prompt: str = ""
     active_targets: tuple[Any, ...] = ()
-    transcription_model: str = ""
-    """The input transcription model the token's session names ("" from an older companion)."""
+    transcription_model: str | None = ""
+    """The input transcription model the token's session names ("" from an older companion; None: the
+    session has no input transcription, so the learner's turns are kept as audio only)."""
     silence_ms: int = 500
     """The server VAD's end-of-turn silence the token's session names."""
     deadline: float = -math.inf
@@ -229,7 +230,8 @@ class CompanionClient:
         lifetime = token_lifetime_s(data, response.headers.get("Date"), self._wall())
         return RealtimeToken(token, float(expires_at), str(data.get("model", "")), str(data.get("voice", "")),
                              str(data.get("prompt", "")), tuple(targets) if isinstance(targets, list) else (),
-                             transcription_model=transcription if isinstance(transcription, str) else "",
+                             transcription_model=transcription if isinstance(transcription, str)
+                             else None if "transcription_model" in data and transcription is None else "",
                              silence_ms=silence if isinstance(silence, int) and not isinstance(silence, bool)
                              and 100 <= silence <= 10_000 else 500,
                              deadline=asked + lifetime)
