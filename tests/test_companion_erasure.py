@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import pty
 import shutil
 import sqlite3
 import subprocess
@@ -380,3 +381,31 @@ async def test_the_console_shows_the_retention_policy(db_spec: Path | str, user:
         lesson = lesson_record()
         await sync_lessons(stack, lesson)
         assert "kept 45 days" in (await browser.get(f"/console/lessons/{lesson['session_id']}")).text
+
+
+def companion_cli_at_a_terminal(*args: str, typed: str) -> subprocess.CompletedProcess[str]:
+    """The CLI with a real terminal (a pseudo-terminal) as its input, as an admin at a console runs it."""
+    main_fd, terminal_fd = pty.openpty()
+    try:
+        os.write(main_fd, typed.encode() + b"\n")  # held by the terminal until the CLI reads its answer
+        return subprocess.run([sys.executable, "-m", "appliance.cli", "companion", *args], capture_output=True,
+                              stdin=terminal_fd, text=True,
+                              cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(main_fd)
+        os.close(terminal_fd)
+
+
+async def test_cli_erase_at_a_terminal_erases_only_once_the_name_is_typed(tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    lesson = lesson_record()
+    storage = await open_storage(db)
+    try:
+        assert await storage.store_session(lesson)  # type: ignore[arg-type]
+    finally:
+        await storage.close()
+    typo = companion_cli_at_a_terminal("erase", "--kiosk", "kiosk-a", "--db", str(db), typed="kiosk-b")
+    assert typo.returncode == 1 and "nothing was erased" in typo.stderr, typo.stderr
+    assert "Type kiosk-a to confirm" in typo.stdout
+    confirmed = companion_cli_at_a_terminal("erase", "--kiosk", "kiosk-a", "--db", str(db), typed="kiosk-a")
+    assert confirmed.returncode == 0 and "erased 1 lesson" in confirmed.stdout, confirmed.stderr
