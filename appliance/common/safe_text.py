@@ -95,12 +95,45 @@ def _too_deep(value: Any, max_depth: int) -> bool:
     return False
 
 
-def loads_clean(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+class _Constant(str):
+    """Where Python's parser met NaN or Infinity: kept as a marker so the refusal can name its field."""
+
+
+def _constant_path(value: Any) -> str:
+    """The path (``sessions[0].metrics.x``) of the first NaN/Infinity marker in ``value``; iterative."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, _Constant):
+            return path or "the body"
+        if isinstance(item, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return "the body"
+
+
+def _loads_without_constants(raw: bytes | str) -> Any:
+    found: list[str] = []
+
+    def mark(name: str) -> _Constant:
+        found.append(name)
+        return _Constant(name)
+
+    value = json.loads(raw, parse_constant=mark)
+    if found:
+        raise UnsafeJSON(f"{_constant_path(value)}: {found[0]} is not a JSON number (NaN and Infinity are "
+                         "not allowed)")
+    return value
+
+
+def loads_clean(raw: bytes | str, max_depth: int = MAX_DEPTH, *, allow_nan: bool = True) -> Any:
     """``clean_json(json.loads(raw))`` for a request body or a message, without walking every string when
     the text cannot hold anything to clean: JSON can carry a lone surrogate or a control character only as
     an escape, a raw DEL or surrogate bytes (in a ``str``, a raw surrogate). Raises ValueError (UnsafeJSON,
-    JSONDecodeError, UnicodeDecodeError) or RecursionError for texts to refuse."""
-    value = json.loads(raw)
+    JSONDecodeError, UnicodeDecodeError) or RecursionError for texts to refuse. ``allow_nan=False`` refuses
+    ``NaN`` and ``Infinity`` (Python's extension, not JSON) wherever they appear."""
+    value = json.loads(raw) if allow_nan else _loads_without_constants(raw)
     if _plainly_clean(raw):
         if type(value) in (dict, list) and _too_deep(value, max_depth):
             raise UnsafeJSON(f"nested deeper than {max_depth} levels")
