@@ -232,14 +232,28 @@ class PostgresDatabase:
             raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}") from None
         # Each connection is checked as it is handed out: after a database restart every pooled connection
         # is dead, and without the check each one failed one request before the pool noticed.
+        database = cls(dsn, None)
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=POOL_MAX, open=False, kwargs={"autocommit": True},
-                                   check=AsyncConnectionPool.check_connection, timeout=POOL_TIMEOUT_S)
+                                   check=database._check, timeout=POOL_TIMEOUT_S)
+        database._pool = pool
         try:
             await pool.open(wait=True, timeout=15)
         except Exception as exc:
             await pool.close()
             raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}") from None
-        return cls(dsn, pool)
+        return database
+
+    async def _check(self, conn: Any) -> None:
+        """The pool's check of a connection before handing it out. One dead connection means the server
+        went away (a restart, a failover), so every idle one is swept at once: the pool would otherwise
+        try them one by one, backing off between tries, and time out with new connections waiting."""
+        from psycopg_pool import AsyncConnectionPool
+
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            await self._pool.check()
+            raise
 
     async def execute(self, sql: str, args: Args = ()) -> int:
         with _unavailable_as_database_errors():
