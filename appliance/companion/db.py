@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.companion.dsn import is_postgres, redact, scrub
+
 Args = Sequence[Any]
 
 #: How long a SQLite writer waits for another process's write lock before giving up.
@@ -63,8 +65,10 @@ class Database(Queries, Protocol):
 async def open_database(spec: str | Path) -> Database:
     """``postgresql://…`` opens PostgreSQL; anything else is a SQLite file path (``:memory:`` for tests)."""
     text = str(spec)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_postgres(text):
         return await PostgresDatabase.open(text)
+    if "://" in text:  # a misspelt scheme is no file name: say so rather than create a file named after it
+        raise DatabaseError(f"{redact(text)} is neither a SQLite file nor a postgresql:// address")
     return await SqliteDatabase.open(text)
 
 
@@ -229,7 +233,7 @@ class PostgresDatabase:
             probe = await psycopg.AsyncConnection.connect(dsn, connect_timeout=10)
             await probe.close()
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}") from None
+            raise DatabaseError(f"cannot reach PostgreSQL at {redact(dsn)}: {scrub(str(exc).strip(), dsn)}") from None
         # Each connection is checked as it is handed out: after a database restart every pooled connection
         # is dead, and without the check each one failed one request before the pool noticed.
         database = cls(dsn, None)
@@ -240,7 +244,7 @@ class PostgresDatabase:
             await pool.open(wait=True, timeout=15)
         except Exception as exc:
             await pool.close()
-            raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}") from None
+            raise DatabaseError(f"cannot reach PostgreSQL at {redact(dsn)}: {scrub(str(exc).strip(), dsn)}") from None
         return database
 
     async def _check(self, conn: Any) -> None:
@@ -278,12 +282,3 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self._pool.close()
-
-
-def _redact(dsn: str) -> str:
-    """A DSN for an error message, without its password."""
-    head, sep, tail = dsn.rpartition("@")
-    if not sep:
-        return dsn
-    scheme, _, userinfo = head.partition("://")
-    return f"{scheme}://{userinfo.split(':')[0]}@{tail}"
