@@ -61,8 +61,9 @@ async def bounded_bodies(request: web.Request, handler: Handler) -> web.StreamRe
                                          "Content-Encoding)"))
     length = request.content_length
     if length is not None and length > MAX_BODY:
-        return await _answer_and_close(request, json_error(
-            413, "too_large", f"request bodies are limited to {MAX_BODY} bytes"))
+        too_large = json_error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
+        # A few megabytes are drained as usual (the client then reads the 413 rather than a reset).
+        return too_large if length <= DRAIN_LIMIT else await _answer_and_close(request, too_large)
     response = await handler(request)
     if not request.content.is_eof() and (length is None or length > DRAIN_LIMIT) and not response.prepared:
         return await _answer_and_close(request, response)
