@@ -40,10 +40,11 @@ class BombSender(threading.Thread):
     through with the connection (closed it, or answered a second request sent after the body);
     ``status`` is the first answer's status code (0: closed without one)."""
 
-    def __init__(self, url: str, path: str, body: bytes, encoding: str = "gzip", chunk: int = 64 * 1024) -> None:
+    def __init__(self, url: str, path: str, body: bytes, encoding: str = "gzip", chunk: int = 64 * 1024,
+                 chunked: bool = False) -> None:
         super().__init__(daemon=True)
         self.address = (urlsplit(url).hostname or "127.0.0.1", urlsplit(url).port or 80)
-        self.path, self.body, self.encoding, self.chunk = path, body, encoding, chunk
+        self.path, self.body, self.encoding, self.chunk, self.chunked = path, body, encoding, chunk, chunked
         self.started = threading.Event()
         self.done = threading.Event()
         self.status = 0
@@ -56,14 +57,17 @@ class BombSender(threading.Thread):
         try:
             with socket.create_connection(self.address, timeout=60) as sock:
                 encoding = f"Content-Encoding: {self.encoding}\r\n" if self.encoding else ""
+                length = "Transfer-Encoding: chunked" if self.chunked else f"Content-Length: {len(self.body)}"
                 sock.sendall((f"POST {self.path} HTTP/1.1\r\nHost: {self.address[0]}\r\n"
-                              f"Content-Type: application/json\r\n{encoding}"
-                              f"Content-Length: {len(self.body)}\r\n\r\n").encode())
+                              f"Content-Type: application/json\r\n{encoding}{length}\r\n\r\n").encode())
                 try:
                     for start in range(0, len(self.body), self.chunk):
-                        sock.sendall(self.body[start:start + self.chunk])
+                        piece = self.body[start:start + self.chunk]
+                        sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if self.chunked else piece)
                         self.sent += min(self.chunk, len(self.body) - start)
                         self.started.set()
+                    if self.chunked:
+                        sock.sendall(b"0\r\n\r\n")
                 except OSError:
                     pass  # the companion closed the connection on us: what it should do
                 self.started.set()

@@ -238,3 +238,26 @@ async def test_records_stored_with_nan_are_served_as_standard_json(stack: Consol
     assert listed.status_code == 200
     [served] = strict_json(listed.text)["sessions"]
     assert served["metrics"]["odd"] is None and served["metrics"]["big"] is None
+
+
+printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=8)
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | printable |
+                           st.floats(allow_nan=False, allow_infinity=False),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(printable, inner,
+                                                                                       max_size=4), max_leaves=20)
+
+
+@given(value=json_values, constant=st.sampled_from(["NaN", "Infinity", "-Infinity"]), data=st.data())
+def test_a_constant_anywhere_is_refused_with_its_path(value: Any, constant: str, data: st.DataObject) -> None:
+    """Standard JSON parses as before; NaN or Infinity placed anywhere is refused, naming where it is."""
+    from appliance.common.safe_text import UnsafeJSON, loads_clean
+
+    assert loads_clean(json.dumps(value), allow_nan=False) == value
+    marker = "\"__the_constant__\""  # longer than any generated string
+    holder = {"a": [value, "__the_constant__"]} if data.draw(st.booleans()) else \
+        {"b": {"c": "__the_constant__"}, "d": value}
+    text = json.dumps(holder).replace(marker, constant, 1)
+    with pytest.raises(UnsafeJSON) as refused:
+        loads_clean(text, allow_nan=False)
+    path = "a[1]" if "a" in holder else "b.c"
+    assert str(refused.value).startswith(f"{path}: {constant} is not a JSON number"), str(refused.value)

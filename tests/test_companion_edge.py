@@ -84,6 +84,17 @@ async def test_a_300_mb_body_is_refused_without_being_drained(companion: str) ->
     assert sender.sent < 300 * MB, "the companion read the whole refused body"
 
 
+async def test_a_huge_body_of_unknown_length_is_not_drained_after_its_answer(companion: str) -> None:
+    """300 MB sent chunked (no Content-Length to refuse it by) without a key: answered 401 and the
+    connection closed, instead of reading the rest on the event loop for up to 10 s."""
+    sender = BombSender(companion, "/api/planner", bytes(300 * MB), encoding="", chunked=True)
+    sender.start()
+    worst, answered = await worst_latency_while(companion, sender)
+    assert sender.busy_s < MAX_STALL_S, f"the companion spent {sender.busy_s:.2f} s on the unread body"
+    assert worst < MAX_STALL_S, f"a request waited {worst:.2f} s while the body was sent ({answered} answered)"
+    assert sender.sent < 300 * MB, "the companion read the whole body it had refused"
+
+
 async def test_compressed_bodies_are_refused_with_415_and_small_refused_bodies_still_answer(companion: str) -> None:
     """A kiosk's client reads the refusal it is given: 415 naming the encoding, 413 for a declared size over
     the limit, and the usual 401 for a small body sent without a key."""

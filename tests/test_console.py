@@ -519,7 +519,8 @@ def threaded_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple
 
 
 form_text = st.text(max_size=80) | st.sampled_from(["", " ", "0", "-1", "1e309", "nan", "kiosk-a", "A1", "\x00",
-                                                      "2026-02-30", "../..", "%00", "<b>x</b>"])
+                                                      "2026-02-30", "9999-12-31", "0001-01-01", "../..", "%00",
+                                                      "<b>x</b>"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

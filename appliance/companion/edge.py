@@ -99,9 +99,12 @@ def client_address(request: web.Request, proxies: frozenset[str]) -> str:
     address with that header, so it is read from the named proxies only."""
     peer = request.remote or "unknown"
     try:
-        peer_ip = str(ipaddress.ip_address(peer))
+        address = ipaddress.ip_address(peer)
     except ValueError:
         return peer
+    # On a dual-stack socket an IPv4 peer shows as ::ffff:a.b.c.d: the same peer, named as configured.
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    peer_ip = str(mapped or address)
     if peer_ip not in proxies:
         return peer_ip
     last = request.headers.get("X-Forwarded-For", "").rsplit(",", 1)[-1].strip()[:64]
