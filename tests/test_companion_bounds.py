@@ -217,14 +217,31 @@ async def test_absurd_numbers_already_stored_do_not_break_the_pages(stack: Conso
 # -- NaN and Infinity --------------------------------------------------------------------------------
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 async def test_nan_and_infinity_are_refused_anywhere_in_a_body(stack: ConsoleStack, constant: str) -> None:
-    record = json.dumps(lesson_record()).replace('"errors": []', f'"errors": [], "extra": {{"x": {constant}}}')
+    """Refused where they are, naming the field: a lesson holding one gets 400 (in a batch: that lesson's
+    invalid_record, which the kiosk parks, while the good lessons beside it are stored, so the batch cannot
+    fail on every retry); any other body holding one gets 400. Nothing of it is stored."""
+    bad = json.dumps(lesson_record()).replace('"errors": []', f'"errors": [], "extra": {{"x": {constant}}}')
+    good = lesson_record()
     async with httpx.AsyncClient(base_url=stack.base_url) as http:
-        for path, body in (("/api/summarize", record), ("/api/sessions/batch", f'{{"sessions": [{record}]}}')):
-            response = await http.post(path, content=body, headers={**RIGHT, "Content-Type": "application/json"})
-            assert response.status_code == 400, (path, response.text)
-            assert constant.lstrip("-") in response.json()["error"]["message"]
+        async def post(path: str, body: str) -> httpx.Response:
+            return await http.post(path, content=body, headers={**RIGHT, "Content-Type": "application/json"})
+
+        alone = await post("/api/summarize", bad)
+        assert alone.status_code == 400, alone.text
+        assert f"extra.x: {constant} is not a JSON number" in alone.json()["error"]["message"]
+        in_batch = await post("/api/sessions/batch", f'{{"sessions": [{bad}, {json.dumps(good)}]}}')
+        assert in_batch.status_code == 200, in_batch.text
+        refused, stored = in_batch.json()["results"]
+        assert refused["error"]["code"] == "invalid_record" and f"extra.x: {constant}" in refused["error"]["message"]
+        assert stored == {"session_id": good["session_id"], "stored": True, "duplicate": False}
+        for path, body in (("/api/sessions/batch", f'{{"sessions": [], "note": {constant}}}'),
+                           ("/api/heartbeat", f'{{"state": "idle", "disk_free_mb": {constant}}}'),
+                           ("/api/planner", f'{{"learner": {{"level": "A2", "age": {constant}}}}}')):
+            whole = await post(path, body)
+            assert whole.status_code == 400 and constant in whole.json()["error"]["message"], (path, whole.text)
         listed = await http.get("/api/sessions", headers=RIGHT)
-        assert listed.status_code == 200 and strict_json(listed.text)["sessions"] == []
+        assert listed.status_code == 200
+        assert [s["session_id"] for s in strict_json(listed.text)["sessions"]] == [good["session_id"]]
 
 
 async def test_records_stored_with_nan_are_served_as_standard_json(stack: ConsoleStack) -> None:

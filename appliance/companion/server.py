@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 
 from appliance import __version__
 from appliance.common.httpserve import start_http
-from appliance.common.safe_text import UnsafeJSON, loads_clean
+from appliance.common.safe_text import constant_error, loads_marking
 from appliance.companion import limits
 from appliance.companion.db import RETRY_AFTER_S, DatabaseError
 from appliance.companion.edge import (
@@ -85,8 +85,8 @@ class CompanionConfig:
     """Default daily budget of lesson minutes per kiosk (the companion's UTC day; a kiosk's own budget set
     with `companion set-budget` overrides it); 0 = no budget."""
     auth_failures: int = 20
-    """Wrong device keys allowed per client address in auth_window_s; then that address gets 429 (even with a
-    right key) until the window has passed."""
+    """Wrong or missing device keys allowed per client address in auth_window_s; then that address's wrong keys
+    get 429 until the window has passed (a right key is always served, and never counted)."""
     auth_window_s: float = 600.0
     trust_proxy: bool | str | tuple[str, ...] = False
     """The reverse proxy (nginx) in front of the companion, by address (one, or a list): requests from it
@@ -122,6 +122,11 @@ class StoreResult(TypedDict):
     duplicate: NotRequired[bool]
     error: NotRequired[ResultError]
 
+
+HOLDS_NAN: web.RequestKey[bool] = web.RequestKey("holds_nan", bool)
+"""Whether the request's body held NaN or Infinity (left as markers for per-record refusal)."""
+PER_RECORD = frozenset({"/api/sessions/batch", "/api/sessions/corrections"})
+"""Routes whose ``sessions`` are answered one by one."""
 
 KioskRoute = Callable[["CompanionServer", web.Request, Caller, dict[str, Any]], Awaitable[web.Response]]
 
@@ -320,15 +325,21 @@ class CompanionServer:
         try:
             # Cleaned once at the edge: lone surrogates and NULs would fail in the database driver, and
             # nesting past MAX_DEPTH is no record or plan request.
-            body = loads_clean(await request.read(), allow_nan=False)
+            body, marked = loads_marking(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
-        except UnsafeJSON as exc:
-            return error(400, "bad_request", f"the body is not valid JSON: {exc}")
         except (ValueError, RecursionError):  # UnicodeDecodeError and UnsafeJSON are ValueErrors
             return error(400, "bad_request", "the body is not valid JSON (UTF-8, nested at most 32 levels)")
         if not isinstance(body, dict):
             return error(400, "bad_request", "the body must be a JSON object")
+        request[HOLDS_NAN] = marked
+        if marked:
+            # NaN and Infinity are refused where they are: in a batch, only the records holding one (the
+            # others are stored, so a kiosk's batch cannot fail on every retry); elsewhere the whole body.
+            outside = {k: v for k, v in body.items() if k != "sessions"} if request.path in PER_RECORD else body
+            problem = constant_error(outside)
+            if problem:
+                return error(400, "bad_request", f"the body is not valid JSON: {problem}")
         claimed = body.get("kiosk_id")
         if claimed is not None and claimed != caller.kiosk_id:
             return error(403, "forbidden", "kiosk_id does not match the device key")
@@ -449,13 +460,13 @@ class CompanionServer:
             return error(429, "daily_budget_exhausted", f"this kiosk used its {budget:g} lesson minutes for today")
         return None
 
-    async def _store(self, kiosk: str, records: list[Any]) -> list[StoreResult]:
+    async def _store(self, kiosk: str, records: list[Any], holds_nan: bool) -> list[StoreResult]:
         """One result per record: stored (maybe a duplicate), or an error the kiosk can act on."""
         results: list[StoreResult] = []
         valid: list[tuple[int, SessionRecord]] = []
         for raw in records:
             try:
-                record = validate_record(raw)
+                record = _validated(raw, holds_nan)
             except InvalidRecord as exc:
                 session_id = raw.get("session_id") if isinstance(raw, dict) else None
                 results.append({"session_id": session_id if isinstance(session_id, str) else None,
@@ -484,7 +495,7 @@ class CompanionServer:
     @kiosk_json
     async def summarize(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
-        [result] = await self._store(kiosk, [body])
+        [result] = await self._store(kiosk, [body], request[HOLDS_NAN])
         if "error" in result:
             status = {"forbidden": 403, "conflict": 409}.get(result["error"]["code"], 400)
             return error(status, result["error"]["code"], result["error"]["message"])
@@ -496,7 +507,7 @@ class CompanionServer:
         sessions = body.get("sessions")
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
             return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
-        return json_response({"results": await self._store(kiosk, sessions)})
+        return json_response({"results": await self._store(kiosk, sessions, request[HOLDS_NAN])})
 
     @kiosk_json
     async def corrections(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -511,7 +522,7 @@ class CompanionServer:
             session_id = record.get("session_id") if isinstance(record, dict) else None
             session_id = session_id if isinstance(session_id, str) else None
             try:
-                validate_record(record)
+                _validated(record, request[HOLDS_NAN])
             except InvalidRecord as exc:
                 results.append({"session_id": session_id, "error": {"code": "invalid_record", "message": str(exc)}})
                 continue
@@ -557,3 +568,12 @@ class CompanionServer:
             return error(400, "bad_request", str(exc))
         await self.storage.save_heartbeat(kiosk, report)
         return json_response({"ok": True})
+
+
+def _validated(raw: Any, holds_nan: bool) -> SessionRecord:
+    """The record checked (:func:`validate_record`), first for NaN or Infinity anywhere in it when the body
+    held any: a metric the schema does not name would otherwise be stored as one."""
+    problem = constant_error(raw) if holds_nan else None
+    if problem:
+        raise InvalidRecord(problem)
+    return validate_record(raw)
