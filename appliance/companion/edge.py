@@ -9,6 +9,7 @@ read, and a body too big to drain cheaply is never drained: the answer is writte
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -41,8 +42,9 @@ async def _answer_and_close(request: web.Request, response: web.StreamResponse) 
     """Write ``response`` now and close the connection, so aiohttp does not drain (and inflate) the unread
     body on the event loop after it."""
     response.force_close()
-    await response.prepare(request)
-    await response.write_eof()
+    with contextlib.suppress(ConnectionError):  # a bomb's sender may be gone already: nothing to tell it
+        await response.prepare(request)
+        await response.write_eof()
     request.protocol.force_close()
     return response
 
