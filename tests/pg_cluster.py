@@ -32,10 +32,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class PgCluster:
+    """A running throwaway cluster: its admin DSN (without database), and stop/start to play an outage."""
+
+    def __init__(self, bindir: Path, data: Path, log: Path, options: str, as_user: list[str], port: int) -> None:
+        self.bindir, self.data, self.log, self.options, self.as_user = bindir, data, log, options, as_user
+        self.dsn = f"postgresql://stella@127.0.0.1:{port}"
+
+    def _ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), *args], check=check,
+                       capture_output=True)
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections (-w)."""
+        self._ctl("-w", "-l", str(self.log), "-o", self.options, "start")
+
+    def stop(self, check: bool = True) -> None:
+        """Stop now (-m fast: open connections are cut, as in a restart of the database server)."""
+        self._ctl("-w", "-m", "fast", "stop", check=check)
+
+
 @contextmanager
-def private_postgres(bindir: Path, *settings: str) -> Iterator[str]:
-    """Start a cluster (extra ``-c name=value`` server settings allowed); yields an admin DSN without a
-    database name; stops and deletes it afterwards."""
+def private_cluster(bindir: Path, *settings: str) -> Iterator[PgCluster]:
+    """Start a cluster (extra ``-c name=value`` server settings allowed); stop and delete it afterwards."""
     base = Path(tempfile.mkdtemp(prefix="stella-pg-"))
     data, sockets = base / "data", base / "sock"
     sockets.mkdir()
@@ -48,13 +67,21 @@ def private_postgres(bindir: Path, *settings: str) -> Iterator[str]:
                     "--no-sync"], check=True, capture_output=True)
     port = free_port()
     options = " ".join([f"-p {port} -h 127.0.0.1 -k {sockets} -c fsync=off", *(f"-c {s}" for s in settings)])
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"),
-                    "-o", options, "start"], check=True, capture_output=True)  # -w waits until it accepts connections
+    cluster = PgCluster(bindir, data, base / "log", options, as_user, port)
+    cluster.start()
     try:
-        yield f"postgresql://stella@127.0.0.1:{port}"
+        yield cluster
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        cluster.stop(check=False)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres(bindir: Path, *settings: str) -> Iterator[str]:
+    """Start a cluster (extra ``-c name=value`` server settings allowed); yields an admin DSN without a
+    database name; stops and deletes it afterwards."""
+    with private_cluster(bindir, *settings) as cluster:
+        yield cluster.dsn
 
 
 def create_database(server: str) -> str:

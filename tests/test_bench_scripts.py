@@ -51,6 +51,12 @@ def test_bench_companion() -> None:
     assert set(re.findall(r"\(5xx (\d+)\)", out)) == {"0"}
 
 
+def test_bench_companion_bomb() -> None:
+    out = bench("bench_companion_bomb.py", "--kiosks", "20", "--spread-s", "1", "--rounds", "1", "--bomb-mb", "64")
+    assert "tokens, alone" in out and "the bombs add p99" in out and "bombs sent:" in out
+    assert set(re.findall(r"\(5xx (\d+)\)", out)) == {"0"}
+
+
 def test_bench_store_and_loop_stall() -> None:
     assert "| now: open (steady state) |" in bench("bench_store.py", "--sizes", "10", "--lessons", "1", "--turns", "2",
                                                    "--old-ops", "2")

@@ -41,7 +41,9 @@ def clean_json(value: Any, max_depth: int = MAX_DEPTH) -> Any:
         item, parent, slot, depth = stack.pop()
         if depth > max_depth:
             raise UnsafeJSON(f"nested deeper than {max_depth} levels")
-        if isinstance(item, str):
+        if isinstance(item, JSONConstant):
+            parent[slot] = item
+        elif isinstance(item, str):
             parent[slot] = clean_text(item)
         elif isinstance(item, dict):
             copy: dict[str, Any] = {}
@@ -95,12 +97,62 @@ def _too_deep(value: Any, max_depth: int) -> bool:
     return False
 
 
-def loads_clean(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+class JSONConstant(str):
+    """Where Python's parser met NaN or Infinity (not JSON): kept as a marker in the parsed value, so a refusal
+    can name the field, and a batch can refuse only the records that hold one."""
+
+
+def find_constant(value: Any) -> tuple[str, JSONConstant] | None:
+    """The path (``sessions[0].metrics.x``; ``""`` for the value itself) and the marker of the first
+    :class:`JSONConstant` in ``value``, or None; iterative, so no nesting overflows the stack."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, JSONConstant):
+            return path, item
+        if isinstance(item, dict):
+            stack.extend((child, f"{path}.{key}" if path else str(key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{index}]") for index, child in enumerate(item))
+    return None
+
+
+def constant_error(value: Any) -> str | None:
+    """What to say about the first NaN or Infinity in ``value`` (None: there is none)."""
+    found = find_constant(value)
+    if found is None:
+        return None
+    path, name = found
+    return f"{path or 'the body'}: {name} is not a JSON number (NaN and Infinity are not allowed)"
+
+
+def loads_marking(raw: bytes | str, max_depth: int = MAX_DEPTH) -> tuple[Any, bool]:
+    """Like :func:`loads_clean`, with each NaN or Infinity left as a :class:`JSONConstant` for the caller to
+    refuse where it is (one record of a batch, say); the flag says whether there is any (no walk otherwise)."""
+    marked: list[str] = []
+
+    def mark(name: str) -> JSONConstant:
+        marked.append(name)
+        return JSONConstant(name)
+
+    return _cleaned(raw, json.loads(raw, parse_constant=mark), max_depth), bool(marked)
+
+
+def loads_clean(raw: bytes | str, max_depth: int = MAX_DEPTH, *, allow_nan: bool = True) -> Any:
     """``clean_json(json.loads(raw))`` for a request body or a message, without walking every string when
     the text cannot hold anything to clean: JSON can carry a lone surrogate or a control character only as
     an escape, a raw DEL or surrogate bytes (in a ``str``, a raw surrogate). Raises ValueError (UnsafeJSON,
-    JSONDecodeError, UnicodeDecodeError) or RecursionError for texts to refuse."""
-    value = json.loads(raw)
+    JSONDecodeError, UnicodeDecodeError) or RecursionError for texts to refuse. ``allow_nan=False`` refuses
+    ``NaN`` and ``Infinity`` (Python's extension, not JSON) wherever they appear, naming where."""
+    if allow_nan:
+        return _cleaned(raw, json.loads(raw), max_depth)
+    value, marked = loads_marking(raw, max_depth)
+    if marked:
+        raise UnsafeJSON(constant_error(value) or "NaN and Infinity are not JSON numbers")
+    return value
+
+
+def _cleaned(raw: bytes | str, value: Any, max_depth: int) -> Any:
     if _plainly_clean(raw):
         if type(value) in (dict, list) and _too_deep(value, max_depth):
             raise UnsafeJSON(f"nested deeper than {max_depth} levels")

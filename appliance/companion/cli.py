@@ -21,6 +21,8 @@ from typing import Any
 from appliance.companion import group_cli
 from appliance.companion.access_log import record_access
 from appliance.companion.db import DatabaseError
+from appliance.companion.dsn import has_password
+from appliance.companion.edge import trusted_proxies
 from appliance.companion.erasure import NothingToErase
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.server import CompanionConfig, CompanionServer
@@ -28,6 +30,47 @@ from appliance.companion.storage import Storage, open_storage
 from appliance.contract.record import is_uuid
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_DB = "companion.db"
+DB_ENV = "STELLA_COMPANION_DB"
+"""The database (a SQLite path or a postgresql:// DSN) from the environment: where a DSN with a password goes
+(the service's environment file), never the command line."""
+PASSWORD_ON_COMMAND_LINE = (f"--db: a database password on the command line is visible to every user of this "
+                            f"machine (ps). Put the DSN in the environment variable {DB_ENV} (for the service: "
+                            f"its environment file), or in a file of mode 0600 passed as --db-file FILE")
+
+
+def _database_flags(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--db", help=f"SQLite file (default {DEFAULT_DB}), or postgresql://user@host/db without a "
+                                  f"password (a DSN with one: {DB_ENV} or --db-file)")
+    cmd.add_argument("--db-file", metavar="FILE", help="read the SQLite path or postgresql:// DSN from the first "
+                                                       "line of FILE (mode 0600: it may hold a password)")
+
+
+def database_spec(flag: str | None, file: str | None) -> str | None:
+    """The database named by --db-file, else --db, else $STELLA_COMPANION_DB (None: none of them). A DSN
+    with a password is refused on the command line; ValueError says what to do instead."""
+    if flag is not None and has_password(flag):
+        raise ValueError(PASSWORD_ON_COMMAND_LINE)
+    if file:
+        lines = [line.strip() for line in read_private_file(file, "--db-file").splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"--db-file: {file} is empty; write the SQLite path or postgresql:// DSN on its "
+                             "first line")
+        return lines[0]
+    return flag or os.environ.get(DB_ENV) or None
+
+
+def read_private_file(path: str, what: str) -> str:
+    """A file that may hold secrets: a regular file readable by its owner only (like an ssh key)."""
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{what}: {path} is not a regular file")
+        if mode & 0o077:
+            raise ValueError(f"{what}: {path} is readable by others (mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: cannot read {path}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("add-kiosk", "revoke-kiosk"):
         cmd = sub.add_parser(name, help=f"{name.split('-')[0]} a kiosk's device key")
         cmd.add_argument("name")
-        cmd.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+        _database_flags(cmd)
     budget = sub.add_parser("set-budget", help="a kiosk's own daily lesson minutes ('default': the companion's "
                                                "daily_minutes; 0: no budget)")
     budget.add_argument("name")
     budget.add_argument("minutes", help="minutes per day (companion's UTC day), or 'default'")
-    budget.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+    _database_flags(budget)
     export = sub.add_parser("export", help="every stored lesson as CSV on stdout (for teachers)")
-    export.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+    _database_flags(export)
     export.add_argument("--kiosk", help="only this kiosk")
     export.add_argument("--since", help="only lessons started on or after this ISO date")
     erase = sub.add_parser("erase", help="erase one lesson or every lesson of a kiosk (a parent's or school's "
@@ -64,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--lesson", metavar="SESSION_ID", help="the lesson's id (shown in the console)")
     target.add_argument("--kiosk", metavar="NAME", help="every lesson this kiosk delivered")
     erase.add_argument("--yes", action="store_true", help="confirm without being asked (scripts)")
-    erase.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+    _database_flags(erase)
     add_user = sub.add_parser("add-user", help="create a web console account; the password is read from stdin "
                                                 "(first line) or prompted for, never taken from the command line")
     add_user.add_argument("name")
@@ -73,9 +116,16 @@ def main(argv: list[str] | None = None) -> int:
                       help="may also manage kiosks, budgets and accounts")
     role.add_argument("--teacher", dest="role", action="store_const", const="teacher",
                       help="reads lessons, transcripts and usage (the default)")
-    add_user.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
-    group_cli.add_parser(sub)
+    _database_flags(add_user)
+    group_cli.add_parser(sub, _database_flags)
     args = parser.parse_args(argv)
+    try:
+        args.db = database_spec(args.db, args.db_file)
+    except ValueError as exc:
+        print(f"companion: {exc}", file=sys.stderr)
+        return 2
+    if args.command not in ("serve", "doctor"):  # these two also read the config file's db_path
+        args.db = args.db or DEFAULT_DB
 
     if args.command == "serve":
         return serve_command(args)
@@ -259,19 +309,7 @@ async def _set_budget(storage: Storage, name: str, text: str) -> int:
 def read_provision_file(path: str) -> list[tuple[str, str]]:
     """NAME=KEY lines (blank lines and # comments skipped). Device keys are secrets: the file must be
     owner-only (like ssh keys), and they never go on a command line, where `ps` shows them to everyone."""
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            mode = os.stat(path).st_mode
-            if not stat.S_ISREG(mode):
-                raise ValueError(f"{path} is not a regular file")
-            if mode & 0o077:
-                raise ValueError(f"{path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
-                                 f"chmod 600 {path}")
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read {path}: {exc}") from None
+    text = sys.stdin.read() if path == "-" else read_private_file(path, "--provision-file")
     provisions = []
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -293,7 +331,7 @@ def _config_flags(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--config", help="companion TOML (see config/companion.example.toml)")
     cmd.add_argument("--host", help="default 127.0.0.1; 0.0.0.0 to serve the school network")
     cmd.add_argument("--port", type=int, help="default 8700; 0 lets the system pick a free port")
-    cmd.add_argument("--db", help="SQLite file (default companion.db), or postgresql://user@host/db")
+    _database_flags(cmd)
     cmd.add_argument("--openai-base-url", help="OpenAI (default), a proxy, or a local `stella-kiosk simulator`")
     cmd.add_argument("--model", help="Realtime models for lessons: " + models("realtime"))
     cmd.add_argument("--transcription-model", help="models for the learner's words: " + models("transcription"))
@@ -345,7 +383,7 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         provisions = read_provision_file(args.provision_file) if args.provision_file else []
     except ValueError as exc:
-        print(f"companion: --provision-file: {exc}", file=sys.stderr)
+        print(f"companion: {exc}", file=sys.stderr)
         return 2
     config = config_from_environment(args)
     if isinstance(config, int):
@@ -371,7 +409,7 @@ FLAGS = {"host": "host", "port": "port", "db": "db_path", "openai_base_url": "op
 
 def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
     """Defaults, then the TOML file, then command-line flags; ValueError names a bad key."""
-    values: dict[str, Any] = {"port": 8700, "db_path": "companion.db"}  # each key and value checked below
+    values: dict[str, Any] = {"port": 8700, "db_path": DEFAULT_DB}  # each key and value checked below
     fields = {f.name: f for f in dataclasses.fields(CompanionConfig)}
     if args.config:
         try:
@@ -390,6 +428,16 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
                 except ValueError as exc:
                     example = ", ".join(f'"{m}"' for m in DEFAULT_MODELS["realtime"])
                     raise ValueError(f"{args.config}: {key}: {exc} (a name, or a list like [{example}])") from None
+            elif key == "trust_proxy":
+                try:
+                    trusted_proxies(value)
+                except ValueError as exc:
+                    raise ValueError(f"{args.config}: {exc}") from None
+                value = tuple(value) if isinstance(value, list) else value
+            elif key == "db_path" and isinstance(value, str) and has_password(value) and \
+                    os.stat(args.config).st_mode & 0o077:
+                raise ValueError(f"{args.config}: db_path holds a password but the file is readable by others; "
+                                 f"chmod 600 {args.config}, or put the DSN in {DB_ENV}")
             elif isinstance(default, bool | int | float) and not isinstance(value, type(default) | int):
                 raise ValueError(f"{args.config}: {key}: {value!r} must be a {type(default).__name__}")
             values[key] = value

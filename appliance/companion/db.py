@@ -17,20 +17,31 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
+
+from appliance.companion.dsn import is_postgres, redact, scrub
 
 Args = Sequence[Any]
 
 #: How long a SQLite writer waits for another process's write lock before giving up.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POOL_MAX = 10
+POOL_TIMEOUT_S = 5.0
+"""How long a request waits for a PostgreSQL connection before it is answered 503 (the database is down,
+or every connection is busy)."""
+RETRY_AFTER_S = 5
+"""What a 503 for an unreachable database tells clients to wait before they try again."""
 
 
 class DatabaseError(RuntimeError):
     """The database cannot be opened or used; the message says what to check."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database is unreachable right now (restarting, network, every connection busy): worth retrying."""
 
 
 class Queries(Protocol):
@@ -54,8 +65,10 @@ class Database(Queries, Protocol):
 async def open_database(spec: str | Path) -> Database:
     """``postgresql://…`` opens PostgreSQL; anything else is a SQLite file path (``:memory:`` for tests)."""
     text = str(spec)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_postgres(text):
         return await PostgresDatabase.open(text)
+    if "://" in text:  # a misspelt scheme is no file name: say so rather than create a file named after it
+        raise DatabaseError(f"{redact(text)} is neither a SQLite file nor a postgresql:// address")
     return await SqliteDatabase.open(text)
 
 
@@ -169,6 +182,19 @@ def _pg(sql: str) -> str:
     return sql.replace("?", "%s")
 
 
+@contextlib.contextmanager
+def _unavailable_as_database_errors() -> Iterator[None]:
+    """psycopg's "cannot reach or lost the server" errors (and the pool's timeout) as DatabaseUnavailable,
+    which the companion answers 503 with Retry-After; any other psycopg error is a bug and stays one."""
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(f"PostgreSQL is unavailable: {type(exc).__name__}: {exc}") from exc
+
+
 class _PostgresQueries:
     engine = "postgresql"
 
@@ -176,16 +202,19 @@ class _PostgresQueries:
         self._conn = conn
 
     async def execute(self, sql: str, args: Args = ()) -> int:
-        cur = await self._conn.execute(_pg(sql), tuple(args))
-        return cur.rowcount
+        with _unavailable_as_database_errors():
+            cur = await self._conn.execute(_pg(sql), tuple(args))
+            return cur.rowcount
 
     async def fetchone(self, sql: str, args: Args = ()) -> tuple[Any, ...] | None:
-        cur = await self._conn.execute(_pg(sql), tuple(args))
-        return await cur.fetchone()
+        with _unavailable_as_database_errors():
+            cur = await self._conn.execute(_pg(sql), tuple(args))
+            return await cur.fetchone()
 
     async def fetchall(self, sql: str, args: Args = ()) -> list[tuple[Any, ...]]:
-        cur = await self._conn.execute(_pg(sql), tuple(args))
-        return await cur.fetchall()
+        with _unavailable_as_database_errors():
+            cur = await self._conn.execute(_pg(sql), tuple(args))
+            return await cur.fetchall()
 
 
 class PostgresDatabase:
@@ -208,40 +237,52 @@ class PostgresDatabase:
             probe = await psycopg.AsyncConnection.connect(dsn, connect_timeout=10)
             await probe.close()
         except psycopg.Error as exc:
-            raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}") from None
-        pool = AsyncConnectionPool(dsn, min_size=1, max_size=POOL_MAX, open=False, kwargs={"autocommit": True})
+            raise DatabaseError(f"cannot reach PostgreSQL at {redact(dsn)}: {scrub(str(exc).strip(), dsn)}") from None
+        # Each connection is checked as it is handed out: after a database restart every pooled connection
+        # is dead, and without the check each one failed one request before the pool noticed.
+        database = cls(dsn, None)
+        pool = AsyncConnectionPool(dsn, min_size=1, max_size=POOL_MAX, open=False, kwargs={"autocommit": True},
+                                   check=database._check, timeout=POOL_TIMEOUT_S)
+        database._pool = pool
         try:
             await pool.open(wait=True, timeout=15)
         except Exception as exc:
             await pool.close()
-            raise DatabaseError(f"cannot reach PostgreSQL at {_redact(dsn)}: {exc}") from None
-        return cls(dsn, pool)
+            raise DatabaseError(f"cannot reach PostgreSQL at {redact(dsn)}: {scrub(str(exc).strip(), dsn)}") from None
+        return database
+
+    async def _check(self, conn: Any) -> None:
+        """The pool's check of a connection before handing it out. One dead connection means the server
+        went away (a restart, a failover), so every idle one is swept at once: the pool would otherwise
+        try them one by one, backing off between tries, and time out with new connections waiting."""
+        from psycopg_pool import AsyncConnectionPool
+
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            await self._pool.check()
+            raise
 
     async def execute(self, sql: str, args: Args = ()) -> int:
-        async with self._pool.connection() as conn:
-            return await _PostgresQueries(conn).execute(sql, args)
+        with _unavailable_as_database_errors():
+            async with self._pool.connection() as conn:
+                return await _PostgresQueries(conn).execute(sql, args)
 
     async def fetchone(self, sql: str, args: Args = ()) -> tuple[Any, ...] | None:
-        async with self._pool.connection() as conn:
-            return await _PostgresQueries(conn).fetchone(sql, args)
+        with _unavailable_as_database_errors():
+            async with self._pool.connection() as conn:
+                return await _PostgresQueries(conn).fetchone(sql, args)
 
     async def fetchall(self, sql: str, args: Args = ()) -> list[tuple[Any, ...]]:
-        async with self._pool.connection() as conn:
-            return await _PostgresQueries(conn).fetchall(sql, args)
+        with _unavailable_as_database_errors():
+            async with self._pool.connection() as conn:
+                return await _PostgresQueries(conn).fetchall(sql, args)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Queries]:
-        async with self._pool.connection() as conn, conn.transaction():
-            yield _PostgresQueries(conn)
+        with _unavailable_as_database_errors():
+            async with self._pool.connection() as conn, conn.transaction():
+                yield _PostgresQueries(conn)
 
     async def close(self) -> None:
         await self._pool.close()
-
-
-def _redact(dsn: str) -> str:
-    """A DSN for an error message, without its password."""
-    head, sep, tail = dsn.rpartition("@")
-    if not sep:
-        return dsn
-    scheme, _, userinfo = head.partition("://")
-    return f"{scheme}://{userinfo.split(':')[0]}@{tail}"

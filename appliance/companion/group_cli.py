@@ -11,6 +11,7 @@ import argparse
 import getpass
 import re
 import sys
+from collections.abc import Callable
 
 from appliance.companion.access_log import record_access
 from appliance.companion.db import Database, DatabaseError
@@ -26,10 +27,12 @@ def cli_actor() -> str:
     return "cli:" + (re.sub(r"[^A-Za-z0-9._-]", "_", user)[:60] or "unknown")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction, database_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``group`` command; ``database_flags`` adds the companion's --db / --db-file (one rule for
+    passwords on every command)."""
     group = sub.add_parser("group", help="groups (a school, a class) own kiosks; teachers see only their groups'")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", default="companion.db", help="SQLite file or postgresql:// DSN")
+    database_flags(common)
     actions = group.add_subparsers(dest="group_action", required=True)
 
     def action(name: str, text: str) -> argparse.ArgumentParser:

@@ -23,9 +23,18 @@ from aiohttp.typedefs import Handler
 
 from appliance import __version__
 from appliance.common.httpserve import start_http
-from appliance.common.safe_text import loads_clean
+from appliance.common.safe_text import constant_error, loads_marking
 from appliance.companion import limits
 from appliance.companion.access_log import purge_access_log
+from appliance.companion.db import RETRY_AFTER_S, DatabaseError
+from appliance.companion.edge import (
+    MAX_BODY,
+    bounded_bodies,
+    client_address,
+    json_error,
+    json_response,
+    trusted_proxies,
+)
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
 from appliance.companion.models import DEFAULT_MODELS, MODEL_RETRY_S, ModelChoice, ModelStatus, model_list
 from appliance.companion.storage import CONFLICT, CORRECTED, DUPLICATE, UNKNOWN, Caller, Storage, open_storage
@@ -44,7 +53,6 @@ from appliance.contract.record import InvalidRecord, SessionRecord, validate_rec
 log = logging.getLogger(__name__)
 
 SINCE = re.compile(r"^\d{4}-\d\d-\d\d[0-9T:.Z+-]{0,30}$")
-MAX_BODY = 1024 * 1024
 #: The console's own libraries (the companion extra); without them the kiosk API still serves.
 CONSOLE_LIBRARIES = frozenset({"jinja2", "argon2", "markupsafe"})
 MAX_BATCH = 100
@@ -79,12 +87,13 @@ class CompanionConfig:
     """Default daily budget of lesson minutes per kiosk (the companion's UTC day; a kiosk's own budget set
     with `companion set-budget` overrides it); 0 = no budget."""
     auth_failures: int = 20
-    """Wrong device keys allowed per client address in auth_window_s; then that address gets 429 (even with a
-    right key) until the window has passed."""
+    """Wrong or missing device keys allowed per client address in auth_window_s; then that address's wrong keys
+    get 429 until the window has passed (a right key is always served, and never counted)."""
     auth_window_s: float = 600.0
-    trust_proxy: bool = False
-    """Behind a reverse proxy (nginx) on this machine: take the client's address from the last
-    X-Forwarded-For entry. Off otherwise: any client could then pick its own address."""
+    trust_proxy: bool | str | tuple[str, ...] = False
+    """The reverse proxy (nginx) in front of the companion, by address (one, or a list): requests from it
+    are counted by the last X-Forwarded-For entry (the one it appended). ``true`` means a proxy on this
+    machine (127.0.0.1 and ::1). Off by default: anyone could otherwise pick their own address."""
     transcript_days: int = 365
     """Transcripts of lessons received longer ago are reduced to their metrics (daily); 0 keeps them forever."""
     access_log_days: int = 365
@@ -103,7 +112,7 @@ class CompanionConfig:
 
 
 def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return json_error(status, code, message)
 
 
 T = TypeVar("T")
@@ -146,6 +155,11 @@ class StoreResult(TypedDict):
     error: NotRequired[ResultError]
 
 
+HOLDS_NAN: web.RequestKey[bool] = web.RequestKey("holds_nan", bool)
+"""Whether the request's body held NaN or Infinity (left as markers for per-record refusal)."""
+PER_RECORD = frozenset({"/api/sessions/batch", "/api/sessions/corrections"})
+"""Routes whose ``sessions`` are answered one by one."""
+
 KioskRoute = Callable[["CompanionServer", web.Request, Caller, dict[str, Any]], Awaitable[web.Response]]
 
 
@@ -176,6 +190,7 @@ class CompanionServer:
         companion runs for months)."""
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.proxies = trusted_proxies(config.trust_proxy)
         self.app = self._build_app()
         self.model_choice = ModelChoice(config.models(), retry_s=config.model_retry_s, clock=monotonic)
         self.models_checked = asyncio.Event()
@@ -188,7 +203,7 @@ class CompanionServer:
 
     # -- lifecycle --------------------------------------------------------------------------
     def _build_app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[bounded_bodies, self._errors])
         app.router.add_get("/api/health", self.health)
         app.router.add_post("/api/planner", self.planner)
         app.router.add_post("/api/realtime-token", self.realtime_token)
@@ -307,30 +322,36 @@ class CompanionServer:
             if exc.status >= 400:
                 return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
             raise
+        except DatabaseError as exc:
+            # Restarting, unreachable or locked: the client's request was fine, so it may come back soon.
+            log.error("%s %s: %s", request.method, request.path, exc)
+            response = error(503, "database_unavailable", "the companion cannot reach its database right now; "
+                                                          "try again shortly")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return response
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error(500, "internal_error", "the companion failed to answer; its log says why")
 
-    def _client_address(self, request: web.Request) -> str:
-        """Who is knocking: the peer, or with trust_proxy the address our own proxy appended last."""
-        if self.config.trust_proxy:
-            forwarded = request.headers.get("X-Forwarded-For", "")
-            last = forwarded.rsplit(",", 1)[-1].strip()
-            if last:
-                return last[:64]
-        return request.remote or "unknown"
+    def client_address(self, request: web.Request) -> str:
+        """Who is knocking: the peer, or for our own reverse proxy (trust_proxy) the address it appended."""
+        return client_address(request, self.proxies)
 
     async def _kiosk(self, request: web.Request) -> Caller | web.Response:
         """The kiosk of the request's device key, or the answer to give: 401, or 429 for an address that
-        guessed wrong too often (checked first, so a right key does not help until the window passes)."""
-        bucket = f"authfail:{self._client_address(request)}"
+        guessed wrong too often. A right key is always let in and never counted: behind a school's NAT
+        every kiosk shares one address with the laptop that guesses."""
+        bucket = f"authfail:{self.client_address(request)}"
         window = self.config.auth_window_s
         auth = request.headers.get("Authorization", "")
         key = auth[7:].strip() if auth.startswith("Bearer ") else ""
         found = await self.storage.authenticate(key, bucket, window)
+        if found.caller is not None:
+            return found.caller
         if found.failures >= self.config.auth_failures:
             verdict = limits.Verdict(False, retry_after_s=limits.retry_after(found.oldest_failure, window,
                                                                              self.clock()))
             return self._too_many("too many wrong device keys from this address; try again later", verdict)
-        if found.caller is not None:
-            return found.caller
         verdict = await limits.reserve(self.storage.db, bucket, self.config.auth_failures, window, self.clock())
         if not verdict.allowed:
             return self._too_many("too many wrong device keys from this address; try again later", verdict)
@@ -349,13 +370,21 @@ class CompanionServer:
         try:
             # Cleaned once at the edge: lone surrogates and NULs would fail in the database driver, and
             # nesting past MAX_DEPTH is no record or plan request.
-            body = loads_clean(await request.read())
+            body, marked = loads_marking(await request.read())
         except web.HTTPRequestEntityTooLarge:
             return error(413, "too_large", f"request bodies are limited to {MAX_BODY} bytes")
         except (ValueError, RecursionError):  # UnicodeDecodeError and UnsafeJSON are ValueErrors
             return error(400, "bad_request", "the body is not valid JSON (UTF-8, nested at most 32 levels)")
         if not isinstance(body, dict):
             return error(400, "bad_request", "the body must be a JSON object")
+        request[HOLDS_NAN] = marked
+        if marked:
+            # NaN and Infinity are refused where they are: in a batch, only the records holding one (the
+            # others are stored, so a kiosk's batch cannot fail on every retry); elsewhere the whole body.
+            outside = {k: v for k, v in body.items() if k != "sessions"} if request.path in PER_RECORD else body
+            problem = constant_error(outside)
+            if problem:
+                return error(400, "bad_request", f"the body is not valid JSON: {problem}")
         claimed = body.get("kiosk_id")
         if claimed is not None and claimed != caller.kiosk_id:
             return error(403, "forbidden", "kiosk_id does not match the device key")
@@ -371,9 +400,9 @@ class CompanionServer:
                                 "retention": await self.storage.retention_policy()}
         reason = choice.no_realtime_reason()
         if reason is None:
-            return web.json_response(body)
+            return json_response(body)
         body.update(ok=False, reason=reason, error={"code": "no_realtime_model", "message": reason})
-        return web.json_response(body, status=503)
+        return json_response(body, status=503)
 
     @kiosk_json
     async def planner(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -401,7 +430,7 @@ class CompanionServer:
             source = "curriculum"
         plan: LessonPlan = {"plan_id": plan_id, **pack, "level": level}  # the level asked for: teachers filter by it
         await self.storage.save_plan(plan, kiosk, source)
-        return web.json_response(plan)
+        return json_response(plan)
 
     @kiosk_json
     async def realtime_token(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -437,16 +466,16 @@ class CompanionServer:
                              f"could not mint a Realtime token: {exc.message}; every configured model failed "
                              f"(realtime_model / transcription_model in the companion config)")
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
-        return web.json_response({"token": value, "expires_at": expires_at,
-                                  "expires_in": self._expires_in(expires_at), "model": picked["realtime"],
-                                  "voice": self.config.voice, "prompt": prompt,
-                                  # What the token's session holds, so a kiosk can send it again itself
-                                  # to servers that ignore token-embedded config; null: no input
-                                  # transcription (every transcription model failed), the kiosk then keeps
-                                  # the learner's turns as audio only.
-                                  "transcription_model": picked["transcription"],
-                                  "silence_ms": self.config.silence_ms,
-                                  "activeTargets": plan["targets"] if plan else []})
+        return json_response({"token": value, "expires_at": expires_at,
+                              "expires_in": self._expires_in(expires_at), "model": picked["realtime"],
+                              "voice": self.config.voice, "prompt": prompt,
+                              # What the token's session holds, so a kiosk can send it again itself
+                              # to servers that ignore token-embedded config; null: no input
+                              # transcription (every transcription model failed), the kiosk then keeps
+                              # the learner's turns as audio only.
+                              "transcription_model": picked["transcription"],
+                              "silence_ms": self.config.silence_ms,
+                              "activeTargets": plan["targets"] if plan else []})
 
     def _expires_in(self, expires_at: float) -> float:
         """Seconds the token still lives, by this companion's clock (never more than it was minted for).
@@ -492,13 +521,13 @@ class CompanionServer:
             return error(429, "daily_budget_exhausted", f"this kiosk used its {budget:g} lesson minutes for today")
         return None
 
-    async def _store(self, kiosk: str, records: list[Any]) -> list[StoreResult]:
+    async def _store(self, kiosk: str, records: list[Any], holds_nan: bool) -> list[StoreResult]:
         """One result per record: stored (maybe a duplicate), or an error the kiosk can act on."""
         results: list[StoreResult] = []
         valid: list[tuple[int, SessionRecord]] = []
         for raw in records:
             try:
-                record = validate_record(raw)
+                record = _validated(raw, holds_nan)
             except InvalidRecord as exc:
                 session_id = raw.get("session_id") if isinstance(raw, dict) else None
                 results.append({"session_id": session_id if isinstance(session_id, str) else None,
@@ -527,11 +556,11 @@ class CompanionServer:
     @kiosk_json
     async def summarize(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
         kiosk = caller.kiosk_id
-        [result] = await self._store(kiosk, [body])
+        [result] = await self._store(kiosk, [body], request[HOLDS_NAN])
         if "error" in result:
             status = {"forbidden": 403, "conflict": 409}.get(result["error"]["code"], 400)
             return error(status, result["error"]["code"], result["error"]["message"])
-        return web.json_response({"stored": True, "session_id": result["session_id"]})
+        return json_response({"stored": True, "session_id": result["session_id"]})
 
     @kiosk_json
     async def batch(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -539,7 +568,7 @@ class CompanionServer:
         sessions = body.get("sessions")
         if not isinstance(sessions, list) or len(sessions) > MAX_BATCH:
             return error(400, "bad_request", f"sessions must be a list of at most {MAX_BATCH}")
-        return web.json_response({"results": await self._store(kiosk, sessions)})
+        return json_response({"results": await self._store(kiosk, sessions, request[HOLDS_NAN])})
 
     @kiosk_json
     async def corrections(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -554,7 +583,7 @@ class CompanionServer:
             session_id = record.get("session_id") if isinstance(record, dict) else None
             session_id = session_id if isinstance(session_id, str) else None
             try:
-                validate_record(record)
+                _validated(record, request[HOLDS_NAN])
             except InvalidRecord as exc:
                 results.append({"session_id": session_id, "error": {"code": "invalid_record", "message": str(exc)}})
                 continue
@@ -575,7 +604,7 @@ class CompanionServer:
             log.warning("kiosk %s sent corrected dates for session %s; refused: %s", caller.kiosk_id, session_id,
                         message)
             results[index] = {"session_id": session_id, "error": {"code": codes[outcome], "message": message}}
-        return web.json_response({"results": results})
+        return json_response({"results": results})
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         caller = await self._kiosk(request)
@@ -588,7 +617,7 @@ class CompanionServer:
         since = request.query.get("since")
         if since is not None and not SINCE.match(since):
             return error(400, "bad_request", "since must be an ISO date or time, e.g. 2026-11-24")
-        return web.json_response({"sessions": await self.storage.sessions(kiosk, since)})
+        return json_response({"sessions": await self.storage.sessions(kiosk, since)})
 
     @kiosk_json
     async def heartbeat(self, request: web.Request, caller: Caller, body: dict[str, Any]) -> web.Response:
@@ -599,7 +628,7 @@ class CompanionServer:
         except InvalidHeartbeat as exc:
             return error(400, "bad_request", str(exc))
         await self.storage.save_heartbeat(kiosk, report)
-        return web.json_response({"ok": True})
+        return json_response({"ok": True})
 
     async def update_file(self, request: web.Request) -> web.StreamResponse:
         """A file of the signed update repository, for a kiosk with its device key (every byte is also
@@ -609,3 +638,12 @@ class CompanionServer:
             return caller
         assert self.updates is not None  # the route exists only with a repository
         return self.updates.file_response(request.match_info["kind"], request.match_info["name"])
+
+
+def _validated(raw: Any, holds_nan: bool) -> SessionRecord:
+    """The record checked (:func:`validate_record`), first for NaN or Infinity anywhere in it when the body
+    held any: a metric the schema does not name would otherwise be stored as one."""
+    problem = constant_error(raw) if holds_nan else None
+    if problem:
+        raise InvalidRecord(problem)
+    return validate_record(raw)

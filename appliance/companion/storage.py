@@ -296,7 +296,7 @@ class Storage:
             query += " AND started_at >= ?"
             args.append(since)
         rows = await self.db.fetchall(query + " ORDER BY seq", args)
-        return [json.loads(r[0]) for r in rows]
+        return [stored_json(r[0]) for r in rows]
 
     # -- retention --------------------------------------------------------------------------
     async def reduce_old_transcripts(self, batch: int = 500) -> int:
@@ -378,6 +378,11 @@ class Storage:
                                       "ORDER BY day, kiosk_id", (since_day,))
         return [{"kiosk_id": k, "day": d, "lessons": int(n), "minutes": float(s) / 60, "cost_usd": float(c)}
                 for k, d, n, s, c in rows]
+
+
+def stored_json(text: str) -> Any:
+    """A stored record as standard JSON values: NaN or Infinity that an older companion let in become null."""
+    return json.loads(text, parse_constant=lambda _name: None)
 
 
 def _level(record: SessionRecord) -> str | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from appliance.companion.edge import json_error
 from appliance.releases.keys import KeyFileError
 from appliance.releases.repository import ReleaseError, open_repository
 
@@ -33,8 +34,7 @@ class UpdateService:
     def file_response(self, kind: str, name: str) -> web.StreamResponse:
         path = self.repository.file_for(kind, name)
         if path is None:
-            return web.json_response({"error": {"code": "not_found", "message": f"no {kind} file {name}"}},
-                                     status=404)
+            return json_error(404, "not_found", f"no {kind} file {name}")
         response = web.FileResponse(path)
         response.headers["Cache-Control"] = "no-store" if kind == "metadata" else "max-age=31536000, immutable"
         return response

@@ -97,11 +97,21 @@ OutgoingRecord = SessionRecord | UncheckedRecord
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 MAX_TURNS = 2000
-#: Metrics that budgets, costs and the console add up: each a finite number >= 0 when present.
-COUNTED_METRICS = ("duration_s", "est_cost_usd", "learner_turns", "tutor_turns", "learner_words", "tutor_words",
-                   "targets_used", "learner_audio_s", "tutor_audio_s")
-#: Timings a kiosk may not have measured (null), otherwise finite numbers >= 0.
-OPTIONAL_METRICS = ("connect_ms", "first_audio_ms")
+DAY_S = 24 * 3600
+MAX_COST_USD = 1000.0
+"""More than a whole day of Realtime audio costs at list prices: no single lesson comes near it."""
+MAX_COUNT = 1_000_000
+MAX_TOKENS = 1_000_000_000
+#: Metrics that budgets, costs and the console add up, with the largest value each may take: sums of them
+#: must stay finite (two lessons of 1e308 dollars made every usage page fail, and 1.7e308 seconds overflowed
+#: PostgreSQL's day counter), so each is a number >= 0 and at most what one lesson can be.
+COUNTED_METRICS = {"duration_s": DAY_S, "est_cost_usd": MAX_COST_USD, "learner_turns": MAX_COUNT,
+                   "tutor_turns": MAX_COUNT, "learner_words": MAX_COUNT, "tutor_words": MAX_COUNT,
+                   "targets_used": MAX_COUNT, "learner_audio_s": DAY_S, "tutor_audio_s": DAY_S}
+#: Timings a kiosk may not have measured (null), otherwise numbers >= 0 up to a day.
+OPTIONAL_METRICS = {"connect_ms": DAY_S * 1000, "first_audio_ms": DAY_S * 1000}
+MAX_CLOCK_SHIFT_S = 200 * 365 * DAY_S
+"""A kiosk without a battery clock may start in 1970: its corrections reach decades, never centuries."""
 
 
 class InvalidRecord(ValueError):
@@ -179,28 +189,30 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _counted(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value) and value >= 0
+def _counted(value: Any, limit: float) -> bool:
+    return _is_number(value) and math.isfinite(value) and 0 <= value <= limit
 
 
 def _check_metrics(metrics: dict[str, Any]) -> None:
-    """Budgets and costs are sums of these numbers: one string or negative value would break or bypass them."""
-    for key in COUNTED_METRICS:
-        if key in metrics and not _counted(metrics[key]):
-            raise InvalidRecord(f"metrics.{key} must be a finite number >= 0, got {metrics[key]!r}")
-    for key in OPTIONAL_METRICS:
-        if metrics.get(key) is not None and not _counted(metrics[key]):
-            raise InvalidRecord(f"metrics.{key} must be a finite number >= 0 or null, got {metrics[key]!r}")
+    """Budgets and costs are sums of these numbers: one string, negative or absurd value would break or
+    bypass them."""
+    for key, limit in COUNTED_METRICS.items():
+        if key in metrics and not _counted(metrics[key], limit):
+            raise InvalidRecord(f"metrics.{key} must be a number from 0 to {limit:g}, got {metrics[key]!r}")
+    for key, limit in OPTIONAL_METRICS.items():
+        if metrics.get(key) is not None and not _counted(metrics[key], limit):
+            raise InvalidRecord(f"metrics.{key} must be a number from 0 to {limit:g} or null, got {metrics[key]!r}")
     shift = metrics.get("clock_corrected_s")
-    if shift is not None and not (_is_number(shift) and math.isfinite(shift)):
-        raise InvalidRecord("metrics.clock_corrected_s must be a finite number or absent")
+    if shift is not None and not (_is_number(shift) and math.isfinite(shift) and abs(shift) <= MAX_CLOCK_SHIFT_S):
+        raise InvalidRecord(f"metrics.clock_corrected_s must be a number of seconds within ±{MAX_CLOCK_SHIFT_S:g} "
+                            "or absent")
     usage = metrics.get("usage")
     if usage is not None:
         if not isinstance(usage, dict):
             raise InvalidRecord("metrics.usage must be an object of token counts")
         for key, value in usage.items():
-            if not _counted(value):
-                raise InvalidRecord(f"metrics.usage.{key} must be a finite number >= 0, got {value!r}")
+            if not _counted(value, MAX_TOKENS):
+                raise InvalidRecord(f"metrics.usage.{key} must be a number from 0 to {MAX_TOKENS:g}, got {value!r}")
     synced = metrics.get("clock_synced")
     if synced is not None and not isinstance(synced, bool):
         raise InvalidRecord("metrics.clock_synced must be true, false or absent")

@@ -10,7 +10,6 @@ the companion's receiving day, which differs only for lessons synced after midni
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import secrets
@@ -22,9 +21,9 @@ from typing import Any
 
 from appliance.companion.console.groups import Scope
 from appliance.companion.db import Database
-from appliance.companion.storage import hash_key
+from appliance.companion.storage import hash_key, stored_json
 from appliance.contract.names import LEVELS
-from appliance.contract.record import UncheckedRecord
+from appliance.contract.record import DAY_S, MAX_COST_USD, UncheckedRecord
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -79,7 +78,8 @@ class LessonFilter:
         if self.day_from:
             sql += " AND started_at >= ?"
             args.append(self.day_from)
-        if self.day_to:  # ISO strings sort as times: everything before the next day
+        if self.day_to and self.day_to < date.max.isoformat():  # the last day of the calendar: no bound
+            # ISO strings sort as times: everything before the next day.
             sql += " AND started_at < ?"
             args.append((date.fromisoformat(self.day_to) + timedelta(days=1)).isoformat())
         if self.level:
@@ -110,10 +110,12 @@ class Lesson:
         return self.duration_s / 60
 
 
-def _number(value: Any) -> float:
+def _number(value: Any, limit: float) -> float:
+    """A stored number fit to add up: at most ``limit`` (one lesson's most), so that sums stay finite even
+    over values an older companion let in (1e308 dollars, twice, was an infinite total and a failed page)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
         return 0.0
-    return float(value)
+    return min(float(value), limit)
 
 
 def _lesson(row: tuple[Any, ...], keep_record: bool) -> Lesson:
@@ -121,14 +123,14 @@ def _lesson(row: tuple[Any, ...], keep_record: bool) -> Lesson:
     record: UncheckedRecord | None = None
     if text is not None:
         try:
-            loaded = json.loads(text)
+            loaded = stored_json(text)
             record = loaded if isinstance(loaded, dict) else None
         except ValueError:
             record = None
     metrics = (record or {}).get("metrics")
     metrics = metrics if isinstance(metrics, dict) else {}
-    duration = _number(duration_s) if duration_s is not None else _number(metrics.get("duration_s"))
-    cost = _number(cost_usd) if cost_usd is not None else _number(metrics.get("est_cost_usd"))
+    duration = _number(duration_s if duration_s is not None else metrics.get("duration_s"), DAY_S)
+    cost = _number(cost_usd if cost_usd is not None else metrics.get("est_cost_usd"), MAX_COST_USD)
     return Lesson(session_id, kiosk_id, started_at, ended_at, end_reason, duration, cost, level,
                   record if keep_record else None)
 

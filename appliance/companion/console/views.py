@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hmac
 import io
-import ipaddress
 import logging
 import re
 import secrets
@@ -26,7 +25,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from appliance.companion import access_log
 from appliance.companion.console import accounts, groups, queries
 from appliance.companion.console.chart import cost_chart, minutes_chart
-from appliance.companion.db import Database, DatabaseError
+from appliance.companion.db import RETRY_AFTER_S, Database, DatabaseError
 from appliance.companion.erasure import NothingToErase
 from appliance.contract.record import UncheckedRecord, is_uuid
 
@@ -132,6 +131,12 @@ class Console:
             response = self.render(request, "error.html", status=503,
                                    message="The companion cannot reach its database right now. Try again in a "
                                            "minute; if it persists, check the companion's log.")
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        except Exception:  # a bug must still answer with the console's own page and headers, not a bare 500
+            log.exception("console: %s %s failed", request.method, request.path)
+            response = self.render(request, "error.html", status=500,
+                                   message="Something went wrong on the companion. Try again; if it persists, "
+                                           "the companion's log says what happened.")
         return _with_headers(response, request)
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -215,7 +220,7 @@ class Console:
         password = self.field(request, "password", accounts.MAX_PASSWORD)
         if not username or not password:
             return self._login_form(request, 400, "Enter your username and password.", username)
-        address = client_address(request)
+        address = self.server.client_address(request)
         result = await accounts.login(self.db, username, password, address)
         if result.throttled:
             return self._login_form(request, 429, "Too many failed sign-ins for this account or from this address. "
@@ -469,21 +474,6 @@ def _param(request: web.Request, name: str, pattern: re.Pattern[str] | Callable[
     if not valid:
         raise ConsoleError(404, f"There is no {name.replace('_', ' ')} like that.")
     return value
-
-
-def client_address(request: web.Request) -> str:
-    """The address login throttling counts. Behind a TLS proxy on the same machine every request comes from
-    loopback, so there (and only there: nobody else can reach loopback) the proxy's X-Forwarded-For is
-    believed, its last entry being the one the proxy itself added."""
-    peer = request.remote or "unknown"
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    try:
-        loopback = ipaddress.ip_address(peer).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback and forwarded.strip():
-        return forwarded.split(",")[-1].strip()[:64] or peer
-    return peer
 
 
 def _object(record: UncheckedRecord, key: str) -> dict[str, Any]:
