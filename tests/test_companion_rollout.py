@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from appliance.companion import rollout
 from appliance.companion.console import groups
 from appliance.companion.db import open_database
-from appliance.companion.migrations import steps
 from appliance.companion.heartbeat import InvalidHeartbeat, validate_heartbeat
+from appliance.companion.migrations import steps
 from appliance.companion.rollout import Channel, RolloutError, in_share, parse_share
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import hash_key

@@ -117,10 +117,10 @@ def available_versions(repository: UpdateRepository | None) -> list[str]:
     if targets is None:
         return []
     found = [m["version"] for name in targets.signed.targets if (m := WHEEL_NAME.match(name))]
-    return sorted(found, key=_version)
+    return sorted(found, key=parse_version)
 
 
-def _version(text: str) -> Version:
+def parse_version(text: str) -> Version:
     try:
         return Version(text)
     except InvalidVersion:
@@ -161,7 +161,7 @@ async def publish(db: Database, name: str, version: str, share: int, actor: str,
     _offered(version, available)
     async with db.transaction() as q:
         channel = await _existing(q, name)
-        if channel.version is not None and _version(version) <= _version(channel.version):
+        if channel.version is not None and parse_version(version) <= parse_version(channel.version):
             raise RolloutError(f"version: {version} is not newer than {channel.version}, published to {name}; "
                                "to go back to an earlier release, roll the channel back")
         await _save(q, name, actor, version=version, share=share, paused=0)
@@ -174,7 +174,7 @@ async def roll_back(db: Database, name: str, version: str, actor: str, available
     _offered(version, available)
     async with db.transaction() as q:
         channel = await _existing(q, name)
-        if channel.version is None or _version(version) >= _version(channel.version):
+        if channel.version is None or parse_version(version) >= parse_version(channel.version):
             raise RolloutError(f"version: roll back to a release older than {channel.version or 'the published one'}")
         await _save(q, name, actor, version=version, share=100, paused=0)
         await record_access(q, actor, "rollback-channel", f"{name} from {channel.version} to {version}")
