@@ -4,6 +4,7 @@ rolled back), the checks on every rollout change, and the update state kiosks re
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,20 @@ async def test_every_rollout_change_is_checked_and_a_refused_one_changes_nothing
     assert canary.version is None
     assert await db.fetchone("SELECT channel FROM kiosks WHERE kiosk_id = ?", (KIOSKS[0],)) == ("stable",)
     assert await db.fetchone("SELECT COUNT(*) FROM access_log") == (1,)
+
+
+async def test_two_admins_publishing_at_once_never_leave_the_older_release_published(
+        companion: CompanionServer) -> None:
+    """Each change is checked against the one before it: of two publishes at once, the older release is either
+    published first and replaced, or refused; it is never left published over the newer one."""
+    db = companion.storage.db
+    for _ in range(20):
+        await db.execute("UPDATE update_channels SET version = NULL WHERE name = 'stable'")
+        results = await asyncio.gather(rollout.publish(db, "stable", "1.3.0", 10, "ada", RELEASES),
+                                       rollout.publish(db, "stable", "1.4.0", 10, "bob", RELEASES),
+                                       return_exceptions=True)
+        assert all(r is None or isinstance(r, RolloutError) for r in results), results
+        assert await db.fetchone("SELECT version FROM update_channels WHERE name = 'stable'") == ("1.4.0",)
 
 
 async def test_heartbeats_carry_the_update_state_and_error(companion: CompanionServer) -> None:

@@ -175,3 +175,31 @@ async def test_without_a_repository_the_page_says_how_to_serve_releases(tmp_path
         assert "serves no signed releases" in page and "updates_dir" in page
         response = await post(admin, "/console/updates/stable/publish", {"version": "1.4.0", "share": "10"})
         assert response.status_code == 400 and "publish a signed release to the repository first" in response.text
+
+
+HOSTILE = ["", " ", "\x00", "1.4.0\x00", "kiosk-a\x00", "stable\x00", "٣", "1e2", "-5", "101", "0x10", "9" * 40,
+           "<b>1.4.0</b>", "' OR 1=1 --", "%s", "?", "x" * 5000]
+
+
+async def test_hostile_form_input_is_refused_cleanly_and_changes_nothing(stack: ConsoleStack) -> None:
+    """Every field of every Updates form, and the channel in the URL, with text meant to break it (NUL, which
+    PostgreSQL refuses; other scripts' digits; SQL; markup; very long): a 4xx page that says why, never a
+    server error, and nothing published or moved."""
+    async with signed_in(stack, ADMIN, ADMIN_PASSWORD) as admin:
+        forms = {"/console/updates/stable/publish": {"version": "1.4.0", "share": "10"},
+                 "/console/updates/stable/rollback": {"version": "1.3.0"},
+                 "/console/updates/stable/rollout": {"share": "10", "group": "1"},
+                 "/console/kiosk-channel": {"kiosk_id": "kiosk-a", "channel": "canary"}}
+        for action, good in forms.items():
+            for name in good:
+                for value in HOSTILE:
+                    response = await post(admin, action, {**good, name: value})
+                    assert 400 <= response.status_code < 500, (action, name, value, response.status_code)
+                    assert 'role="alert"' in response.text, (action, name, value)
+        for channel in ("stable%00", "%3Cb%3E", "STABLE", "x" * 300):
+            response = await post(admin, f"/console/updates/{channel}/pause", {})
+            assert response.status_code == 404 and 'role="alert"' in response.text, channel
+    channels = {c.name: c for c in await rollout.channels(stack.db)}
+    assert channels["stable"].version is None and channels["canary"].version is None
+    assert await stack.db.fetchall("SELECT DISTINCT channel FROM kiosks") == [("stable",)]
+    assert await logged(stack) == []

@@ -84,9 +84,12 @@ class Assignment(TypedDict):
 
 
 # -- reading -------------------------------------------------------------------------------------------
-async def _channel(q: Queries, name: str) -> Channel | None:
+async def _channel(q: Queries, name: str, for_update: bool = False) -> Channel | None:
+    # A change reads the channel with its row locked on PostgreSQL, so two admins publishing at once are
+    # checked one after the other (SQLite's transactions already take the write lock when they begin).
+    lock = " FOR UPDATE" if for_update and q.engine == "postgresql" else ""
     row = await q.fetchone("SELECT name, version, share, paused, updated_at, updated_by FROM update_channels "
-                           "WHERE name = ?", (name,))
+                           f"WHERE name = ?{lock}", (name,))
     if row is None:
         return None
     groups = await q.fetchall("SELECT group_id FROM channel_groups WHERE channel = ?", (name,))
@@ -137,7 +140,7 @@ def parse_share(text: str) -> int:
 
 # -- changes -------------------------------------------------------------------------------------------
 async def _existing(q: Queries, name: str) -> Channel:
-    found = await _channel(q, name) if name in CHANNELS else None
+    found = await _channel(q, name, for_update=True) if name in CHANNELS else None
     if found is None:
         raise RolloutError(f"channel: one of {', '.join(CHANNELS)}")
     return found
