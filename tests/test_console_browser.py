@@ -27,6 +27,7 @@ from tests.console_helpers import (
     lesson_record,
     sync_lessons,
 )
+from tests.rollout_helpers import signed_repository
 from tests.scope_helpers import ALICE, ALICE_PASSWORD, SECRET_KIOSK, leaks, two_groups
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -215,7 +216,7 @@ async def test_pages_fit_a_phone(stack: ConsoleStack) -> None:
         page = await ctx.new_page()
         await sign_in(page, stack.base_url, ADMIN, ADMIN_PASSWORD)
         for path in ("/console/lessons", f"/console/lessons/{record['session_id']}", "/console/usage?from=2026-11-01",
-                     "/console/fleet", "/console/users", "/console/groups", "/console/access-log",
+                     "/console/fleet", "/console/users", "/console/groups", "/console/access-log", "/console/updates",
                      f"/console/lessons/{record['session_id']}/erase", "/console/kiosks/kiosk-a/erase",
                      "/console/login"):
             await page.goto(stack.base_url + path)
@@ -285,7 +286,8 @@ async def test_every_text_on_every_page_has_enough_contrast(stack: ConsoleStack)
         pages = {"login, refused": await page.evaluate(LOW_CONTRAST)}
         await sign_in(page, base, ADMIN, ADMIN_PASSWORD)
         for path in ("/console/lessons", f"/console/lessons/{record['session_id']}", "/console/usage?from=2026-11-20",
-                     "/console/fleet", "/console/users", "/console/groups", "/console/access-log"):
+                     "/console/fleet", "/console/users", "/console/groups", "/console/access-log",
+                     "/console/updates"):
             await page.goto(base + path)
             pages[path] = await page.evaluate(LOW_CONTRAST)
         await page.goto(base + "/console/fleet")
@@ -386,3 +388,93 @@ async def test_a_group_a_teacher_sees_only_group_a_in_a_browser(stack: ConsoleSt
         page = await ctx.new_page()
         await sign_in(page, base, ALICE, ALICE_PASSWORD)
         assert "0 lessons" in await page.inner_text("p.summary")
+
+
+@pytest.fixture
+async def update_stack(tmp_path: Path) -> AsyncIterator[ConsoleStack]:
+    """A companion that serves a signed repository holding releases 1.3.0, 1.4.0 and 1.5.0."""
+    async with console_stack(tmp_path / "u.db",
+                             updates_dir=signed_repository(tmp_path / "repo", ["1.3.0", "1.4.0", "1.5.0"])) as s:
+        yield s
+
+
+async def told(stack: ConsoleStack) -> dict[str, str | None]:
+    """The release each kiosk is told to run (``GET /api/updates/assignment`` with its device key)."""
+    async with httpx.AsyncClient(base_url=stack.base_url) as http:
+        return {kiosk: (await http.get("/api/updates/assignment",
+                                       headers={"Authorization": f"Bearer {key}"})).json()["version"]
+                for kiosk, key in KEYS.items()}
+
+
+async def test_an_admin_stages_a_release_in_a_browser(update_stack: ConsoleStack) -> None:
+    """The Updates page in Chromium: publish to a share, let a group go first, pause, resume, roll back; the
+    kiosks' assignments follow each step, the fleet shows their update state, and the page keeps the
+    console's rules (labels, contrast, no sideways scrolling on a phone, no CSP violation)."""
+    stack, base = update_stack, update_stack.base_url
+    await heartbeat(stack, "kiosk-a", version="1.3.0")
+    async with httpx.AsyncClient(base_url=base) as http:
+        beat = {"version": "1.3.0", "state": "idle", "update_state": "rolled-back",
+                "update_error": "1.5.0 did not reach READY within 120 s; back on 1.3.0"}
+        assert (await http.post("/api/heartbeat", json=beat,
+                                headers={"Authorization": f"Bearer {KEYS['kiosk-b']}"})).status_code == 200
+    async with chromium(viewport={"width": 1100, "height": 900}) as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, base, ADMIN, ADMIN_PASSWORD)
+        await page.click("nav >> text=Updates")
+        assert page.url.endswith("/console/updates")
+        stable = page.locator("#c-stable")
+        assert await stable.locator("dd.published").inner_text() == "nothing yet"
+
+        await page.select_option("#publish-stable", "1.4.0")
+        await page.fill("#publish-share-stable", "0")
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Publish to stable").click()
+        assert "Release published" in await page.inner_text("[role=status]")
+        assert await stable.locator("dd.published").inner_text() == "1.4.0"
+        assert await told(stack) == {"kiosk-a": None, "kiosk-b": None}  # a share of 0 %: nobody yet
+
+        await page.check(f"#c-stable input[name=group][value='{await school_id(stack)}']")
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Save rollout of stable").click()
+        assert "Elm School" in await stable.locator("dd.first").inner_text()
+        assert await told(stack) == {"kiosk-a": "1.4.0", "kiosk-b": "1.4.0"}
+        await stable.scroll_into_view_if_needed()
+        await screenshot(page, "updates")
+
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Pause rollout of stable").click()
+        assert await stable.locator("dd.state").inner_text() == "paused"
+        assert await told(stack) == {"kiosk-a": None, "kiosk-b": None}
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Resume rollout of stable").click()
+        assert await stable.locator("dd.state").inner_text() == "rolling out"
+
+        await page.select_option("#rollback-stable", "1.3.0")
+        async with page.expect_navigation():
+            await page.get_by_role("button", name="Roll back stable").click()
+        assert "rolled back" in await page.inner_text("[role=status]")
+        assert await told(stack) == {"kiosk-a": "1.3.0", "kiosk-b": "1.3.0"}
+        assert await page.evaluate(UNLABELLED) == []
+        assert await page.evaluate(LOW_CONTRAST) == []
+
+        await page.click("nav >> text=Fleet")
+        row = await page.locator("#kiosk-kiosk-b").inner_text()
+        assert "rolled-back" in row and "did not reach READY" in row and "stable" in row
+        await page.click("nav >> text=Access log")
+        log_text = await page.inner_text("main")
+        for action in ("publish-release", "set-rollout", "pause-rollout", "resume-rollout", "rollback-channel"):
+            assert action in log_text
+        assert not [m for m in ctx.messages if "Content Security Policy" in m], ctx.messages
+    async with chromium(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True) as ctx:
+        page = await ctx.new_page()
+        await sign_in(page, base, ADMIN, ADMIN_PASSWORD)
+        await page.goto(base + "/console/updates")
+        widths = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], widths
+        assert await page.locator("h1").count() == 1
+
+
+async def school_id(stack: ConsoleStack) -> int:
+    row = await stack.db.fetchone("SELECT group_id FROM kiosk_groups")
+    assert row is not None
+    return int(row[0])

@@ -1,4 +1,5 @@
-"""The access log: who read or exported children's words, and who changed accounts, groups or kiosks.
+"""The access log: who read or exported children's words, and who changed accounts, groups, kiosks or
+which release the fleet runs.
 
 A data-protection officer asks "who has seen this child's lessons?" and "who gave that teacher access?";
 this table answers both. Rows are only ever added (the database refuses UPDATE and DELETE, see migration
@@ -49,6 +50,12 @@ ACTIONS = {
     "delete-group": "deleted a group",
     "add-member": "put a teacher in a group",
     "remove-member": "took a teacher out of a group",
+    "publish-release": "published a release to an update channel",
+    "rollback-channel": "rolled an update channel back to an earlier release",
+    "set-rollout": "changed which kiosks of a channel take its release (share, groups first)",
+    "pause-rollout": "paused a channel's rollout",
+    "resume-rollout": "resumed a channel's rollout",
+    "set-channel": "moved a kiosk to another update channel",
     "erase-lesson": "erased a lesson",
     "erase-kiosk-lessons": "erased every lesson of a kiosk",
     "purge-access-log": "removed access-log rows past their retention",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, TypedDict
 
+from appliance.contract.updates import MAX_UPDATE_ERROR, UPDATE_STATES
+
 TextField = Literal["version", "state", "last_error"]
 MAX_TEXT: dict[TextField, int] = {"version": 64, "state": 32, "last_error": 500}
 MAX_LIST = 10
@@ -45,6 +47,8 @@ class Heartbeat(TypedDict, total=False):
     uptime_s: float
     store_problems: list[str]
     devices: dict[str, str]
+    update_state: str
+    update_error: str
 
 
 def validate_heartbeat(body: dict[str, Any]) -> Heartbeat:
@@ -73,4 +77,16 @@ def validate_heartbeat(body: dict[str, Any]) -> Heartbeat:
             raise InvalidHeartbeat(f"devices must be an object of at most {MAX_LIST} entries")
         report["devices"] = {_text(k, "devices key", 32): _text(v, f"devices.{k}", MAX_ITEM)
                              for k, v in devices.items()}
+    _update_fields(body, report)
     return report
+
+
+def _update_fields(body: dict[str, Any], report: Heartbeat) -> None:
+    """Where the kiosk's updater is and its last error (docs/UPDATES.md); both optional."""
+    state = body.get("update_state")
+    if state is not None:
+        if state not in UPDATE_STATES:
+            raise InvalidHeartbeat(f"update_state must be one of {', '.join(UPDATE_STATES)}")
+        report["update_state"] = state
+    if body.get("update_error") is not None:
+        report["update_error"] = _text(body["update_error"], "update_error", MAX_UPDATE_ERROR)

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from appliance import __version__
 from appliance.common.httpserve import start_http
 from appliance.common.safe_text import constant_error, loads_marking
-from appliance.companion import limits
+from appliance.companion import limits, rollout
 from appliance.companion.access_log import purge_access_log
 from appliance.companion.db import RETRY_AFTER_S, DatabaseError
 from appliance.companion.edge import (
@@ -212,6 +212,7 @@ class CompanionServer:
         app.router.add_post("/api/sessions/corrections", self.corrections)
         app.router.add_get("/api/sessions", self.list_sessions)
         app.router.add_post("/api/heartbeat", self.heartbeat)
+        app.router.add_get("/api/updates/assignment", self.update_assignment)
         self.updates = UpdateService(self.config.updates_dir) if self.config.updates_dir else None
         if self.updates is not None:
             app.router.add_get("/updates/{kind:metadata|targets}/{name}", self.update_file)
@@ -629,6 +630,13 @@ class CompanionServer:
             return error(400, "bad_request", str(exc))
         await self.storage.save_heartbeat(kiosk, report)
         return json_response({"ok": True})
+
+    async def update_assignment(self, request: web.Request) -> web.Response:
+        """The release this kiosk should run by its channel's staged rollout (appliance/companion/rollout.py)."""
+        caller = await self._kiosk(request)
+        if isinstance(caller, web.Response):
+            return caller
+        return json_response(await rollout.assignment(self.storage.db, caller.kiosk_id))
 
     async def update_file(self, request: web.Request) -> web.StreamResponse:
         """A file of the signed update repository, for a kiosk with its device key (every byte is also

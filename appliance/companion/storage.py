@@ -352,12 +352,14 @@ class Storage:
     async def save_heartbeat(self, kiosk_id: str, report: Heartbeat) -> None:
         """The kiosk's latest heartbeat (validated by the caller), stamped with the companion's clock."""
         await self.db.execute(
-            "INSERT INTO kiosk_status (kiosk_id, seen_at, version, state, unsynced, disk_free_mb, last_error, report) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET seen_at = excluded.seen_at, "
-            "version = excluded.version, state = excluded.state, unsynced = excluded.unsynced, "
-            "disk_free_mb = excluded.disk_free_mb, last_error = excluded.last_error, report = excluded.report",
+            "INSERT INTO kiosk_status (kiosk_id, seen_at, version, state, unsynced, disk_free_mb, last_error, report, "
+            "update_state, update_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "
+            "seen_at = excluded.seen_at, version = excluded.version, state = excluded.state, "
+            "unsynced = excluded.unsynced, disk_free_mb = excluded.disk_free_mb, last_error = excluded.last_error, "
+            "report = excluded.report, update_state = excluded.update_state, update_error = excluded.update_error",
             (kiosk_id, self.clock(), report.get("version"), report.get("state"), report.get("unsynced"),
-             report.get("disk_free_mb"), report.get("last_error"), json.dumps(report, ensure_ascii=False)))
+             report.get("disk_free_mb"), report.get("last_error"), json.dumps(report, ensure_ascii=False),
+             report.get("update_state"), report.get("update_error")))
 
     async def fleet(self) -> list[dict[str, Any]]:
         """Every kiosk, revoked ones too, with its latest heartbeat and today's lessons (companion's UTC day)."""

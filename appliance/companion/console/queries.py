@@ -205,6 +205,10 @@ class KioskRow:
     unsynced: int | None
     disk_free_mb: float | None
     last_error: str | None
+    channel: str = "stable"
+    group_id: int | None = None
+    update_state: str | None = None
+    update_error: str | None = None
 
     @property
     def active(self) -> bool:
@@ -212,11 +216,13 @@ class KioskRow:
 
 
 async def fleet(db: Database, scope: Scope) -> list[KioskRow]:
-    """Every kiosk in scope with its group and latest heartbeat (heartbeat fields None when it never sent one)."""
+    """Every kiosk in scope with its group, update channel and latest heartbeat (heartbeat fields None when it
+    never sent one)."""
     narrow, args = scope.clause("k.kiosk_id")
     rows = await db.fetchall(
         "SELECT k.kiosk_id, k.created_at, k.revoked_at, k.daily_minutes, g.name, s.seen_at, s.version, s.state, "
-        "s.unsynced, s.disk_free_mb, s.last_error FROM kiosks k LEFT JOIN kiosk_status s ON s.kiosk_id = k.kiosk_id "
+        "s.unsynced, s.disk_free_mb, s.last_error, k.channel, k.group_id, s.update_state, s.update_error "
+        "FROM kiosks k LEFT JOIN kiosk_status s ON s.kiosk_id = k.kiosk_id "
         f"LEFT JOIN kiosk_groups g ON g.group_id = k.group_id WHERE 1=1{narrow} "
         "ORDER BY k.revoked_at IS NOT NULL, k.kiosk_id", args)
     return [KioskRow(*row) for row in rows]

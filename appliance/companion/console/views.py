@@ -538,6 +538,9 @@ def setup_console(app: web.Application, server: CompanionServer) -> None:
     from appliance.companion.console.admin_pages import AdminPages
 
     AdminPages(console).add_routes(r)
+    from appliance.companion.console.updates_page import UpdatesPage
+
+    UpdatesPage(console).add_routes(r)
     app.add_subapp(PREFIX, sub)
 
     async def to_console(request: web.Request) -> web.Response:
