@@ -10,19 +10,36 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from appliance.companion.server import CompanionConfig, CompanionServer
+from appliance.releases.keys import generate_key_file, load_signer
+from appliance.releases.repository import (
+    ReleaseFiles,
+    UpdateRepository,
+    make_root,
+    open_repository,
+    sign_release,
+    to_bytes,
+)
+from appliance.simulator.asr import DEFAULT_PHRASES
+from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
 from appliance.updates.finder import Release
 from appliance.updates.install import Installer
 from appliance.updates.layout import Layout
+from tests.harness import API_KEY, KIOSK_ID, LEARNER_LINES, Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = Path(sysconfig.get_paths()["purelib"])
@@ -217,3 +234,45 @@ class DaemonProcess:
         if self.notify is not None:
             self.notify.close()
             self.notify = None
+
+
+@dataclass
+class District:
+    stack: Stack
+    repo: UpdateRepository
+    keys: Path
+    builds: ReleaseBuilds
+    root_file: Path
+
+    def publish(self, version: str, variant: str = "good") -> None:
+        """The admin signs offline; the companion publishes."""
+        release = self.builds.release(version, variant)
+        signed = self.stack.tmp / f"signed-{version}"
+        sign_release(ReleaseFiles(release.wheel, release.lock), load_signer(self.keys / "targets.key"),
+                     self.repo.root(), signed, previous=self.repo.targets())
+        self.repo.publish(signed)
+
+
+@asynccontextmanager
+async def district(tmp: Path, builds: ReleaseBuilds) -> AsyncIterator[District]:
+    keys = tmp / "offline-keys"
+    root_key, targets_key = generate_key_file(keys / "root.key"), generate_key_file(keys / "targets.key")
+    repo = open_repository(tmp / "companion-updates", create_key=True)
+    root = make_root(root_keys=[root_key], targets_keys=[targets_key], online_key=repo.online.public_key,
+                     signers=[load_signer(keys / "root.key")])
+    repo.install_root(to_bytes(root))
+    root_file = tmp / "root.json"
+    root_file.write_bytes(to_bytes(root))
+    simulator = RealtimeSimulator(SimulatorConfig(api_keys=frozenset({API_KEY}), event_log=tmp / "events.jsonl",
+                                                  phrases=(*DEFAULT_PHRASES, *LEARNER_LINES)))
+    await simulator.start()
+    companion = CompanionServer(CompanionConfig(db_path=tmp / "companion.db", openai_base_url=simulator.base_url,
+                                                openai_api_key=API_KEY, updates_dir=repo.directory))
+    await companion.start()
+    device_key = secrets.token_urlsafe(24)
+    await companion.provision(KIOSK_ID, device_key)
+    try:
+        yield District(Stack(simulator, companion, device_key, tmp), repo, keys, builds, root_file)
+    finally:
+        await companion.stop()
+        await simulator.stop()

@@ -75,5 +75,15 @@ def restore_if_moved_on(state_dir: Path, copy: Path) -> bool:
             shutil.copytree(entry, target, symlinks=True)
         else:
             shutil.copy2(entry, target)
+    _own_like(state_dir)
     os.sync()
     return True
+
+
+def _own_like(state_dir: Path) -> None:
+    """The updater runs as root: what it put back must belong to the kiosk's user, as the rest does."""
+    info = state_dir.stat()
+    if os.geteuid() != 0:
+        return
+    for path in [state_dir, *state_dir.rglob("*")]:
+        os.lchown(path, info.st_uid, info.st_gid)
