@@ -67,11 +67,11 @@ async def test_a_missing_trusted_root_is_one_line_and_exit_78(tmp_path: Path) ->
     toml = tmp_path / "kiosk.toml"
     toml.write_text(f'[kiosk]\nstate_dir = "{tmp_path}"\n[updates]\nenabled = true\n'
                     f'trusted_root = "{tmp_path / "nope.json"}"\nprefix = "{tmp_path / "opt"}"\n')
-    code, out, err = await update("--now", "--config", str(toml))
+    code, _, err = await update("--now", "--config", str(toml))
     assert code == 78 and "updates.trusted_root" in err and "does not exist" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     toml.write_text("[updates]\ncheck_hours = 0\n")
-    code, out, err = await update("--now", "--config", str(toml))
+    code, _, err = await update("--now", "--config", str(toml))
     assert code == 78 and "updates.check_hours" in err and "Traceback" not in err
 
 
