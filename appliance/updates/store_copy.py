@@ -64,20 +64,28 @@ def restore_if_moved_on(state_dir: Path, copy: Path) -> bool:
     aside = copy.parent / f"store-set-aside-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     log.warning("update: the store's format moved from %s to %s; putting back the copy taken before the switch "
                 "(the newer store is kept in %s)", before, now, aside)
-    shutil.copytree(state_dir, aside, ignore=_ignore, symlinks=True)
-    for entry in copy.iterdir():
-        target = state_dir / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        if entry.is_dir():
-            shutil.copytree(entry, target, symlinks=True)
-        else:
-            shutil.copy2(entry, target)
+    if not aside.exists():
+        shutil.copytree(state_dir, aside, ignore=_ignore, symlinks=True)
+    # sessions.json last: its format is what says the restore is still to do, so a rollback killed
+    # half-way finds it unchanged and puts back the rest at its next start.
+    files = sorted((p for p in copy.rglob("*") if p.is_file() and not p.is_symlink()),
+                   key=lambda p: (p.relative_to(copy) == Path("sessions.json"), str(p)))
+    for source in files:
+        _put_back(source, state_dir / source.relative_to(copy))
     _own_like(state_dir)
     os.sync()
     return True
+
+
+def _put_back(source: Path, target: Path) -> None:
+    """One file back, whole or not at all (a rollback killed here does it again). Lessons the newer
+    version added are left where they are: nothing is deleted."""
+    if target.is_file() and target.read_bytes() == source.read_bytes():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.restore.tmp")
+    shutil.copy2(source, tmp)
+    os.replace(tmp, target)
 
 
 def _own_like(state_dir: Path) -> None:
