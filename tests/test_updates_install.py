@@ -119,3 +119,17 @@ def test_a_version_marked_bad_is_never_chosen_again() -> None:
     assert choose(index, Version("0.3.0"), None, frozenset({"0.4.0"})) is None
     with pytest.raises(UpdateRefused, match="rolled back; it is never retried"):
         choose(index, Version("0.3.0"), "0.4.0", frozenset({"0.4.0"}))
+
+
+def test_the_daemons_heartbeat_repeats_the_updaters_state(tmp_path: Path) -> None:
+    from appliance.uplink.fleet_report import kiosk_report
+
+    state_file = Layout(tmp_path / "opt").state_file
+    assert "update_state" not in kiosk_report({}, tmp_path, None, state_file)  # never updated
+    saved.save(state_file, Progress().at("idle", state="rolled-back", error="0.4.0: exited at start " + "x" * 900))
+    assert state_file.stat().st_mode & 0o777 == 0o644  # the daemon runs as another user than the updater
+    report = kiosk_report({"state": "idle"}, tmp_path, None, state_file)
+    assert report["update_state"] == "rolled-back" and report["update_error"].startswith("0.4.0: exited at start")
+    assert len(report["update_error"]) <= 500 and report["version"] == "0.1.0"
+    state_file.write_text('{"format": 1, "state": "lying", "error": 5}')
+    assert "update_state" not in kiosk_report({}, tmp_path, None, state_file)

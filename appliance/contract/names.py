@@ -32,3 +32,14 @@ SOURCES: Final[tuple[Source, ...]] = ("voice", "text")
 TurnStatus = Literal["incomplete", "failed"]
 TURN_STATUSES: Final[tuple[TurnStatus, ...]] = ("incomplete", "failed")
 """A turn's optional ``status``: a tutor response that did not finish, or learner speech not transcribed."""
+
+UpdateState = Literal["idle", "checking", "downloading", "installing", "waiting-for-idle", "switching",
+                      "health-check", "rolled-back", "failed"]
+UPDATE_STATES: Final[tuple[UpdateState, ...]] = (
+    "idle", "checking", "downloading", "installing", "waiting-for-idle", "switching", "health-check",
+    "rolled-back", "failed")
+"""A kiosk's heartbeat ``update_state``: what its updater is doing, or how its last update ended
+(``rolled-back``: the new version was unhealthy and the previous one runs again; ``failed``: the update
+was refused or could not be installed, see ``update_error``)."""
+MAX_UPDATE_ERROR: Final = 500
+"""Longest heartbeat ``update_error``."""

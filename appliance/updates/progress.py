@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from appliance.contract.names import MAX_UPDATE_ERROR, UPDATE_STATES
 from appliance.store.journal import write_atomic
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 STEPS = ("idle", "downloading", "installing", "waiting-for-idle", "switching", "health-check", "rolling-back")
-REPORTED = ("idle", "checking", "downloading", "installing", "waiting-for-idle", "switching", "health-check",
-            "rolled-back", "failed")
-MAX_ERROR = 500
+REPORTED = UPDATE_STATES
+MAX_ERROR = MAX_UPDATE_ERROR
 MAX_BAD = 50
 
 
@@ -86,3 +87,4 @@ def save(path: Path, progress: Progress) -> None:
             "updated_at": body["updated_at"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
+    os.chmod(path, 0o644)  # the kiosk's daemon (another user) reads it for its heartbeat; nothing secret
