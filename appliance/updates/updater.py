@@ -112,7 +112,7 @@ class Updater:
             if _older(assigned, installed):
                 return self._go_back(installed, assigned)
             wanted = assigned
-        self._save(self.progress.at("downloading", from_version=installed, to_version=wanted))
+        self._save(self.progress.at("downloading", state="checking", from_version=installed, to_version=wanted))
         self._report()
         try:
             release = self.p.find(installed, wanted, frozenset(self.progress.bad))
