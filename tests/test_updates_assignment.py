@@ -70,3 +70,32 @@ def test_a_channel_rolled_back_returns_to_the_previous_release_or_is_refused(
     assert "older than the installed 0.2.0, which is not the previous release here; refused" in caplog.text
     assert (tmp_path / "running").read_text() == "0.2.0"
     assert saved.load(layout.state_file).state == "failed"
+
+
+class Busy(Idle):
+    def __init__(self) -> None:
+        self.released = False
+
+    def until_idle(self, bound_s: float) -> bool:
+        return False
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_switch_interrupted_before_its_restart_waits_for_the_lesson_or_is_undone(tmp_path: Path) -> None:
+    """The updater died right after the switch; its hold died with it and a learner started a lesson on
+    the old version, still running. The next start never restarts into the middle of that lesson."""
+    fresh_kiosk(tmp_path)
+    layout = Layout(tmp_path / "opt")
+    CheapInstaller(layout).install(Release("0.3.0", tmp_path / "w.whl", tmp_path / "lock.txt"))
+    saved.save(layout.state_file, saved.Progress().at("switching", from_version="0.2.0", to_version="0.3.0"))
+    layout.point(layout.current, "0.3.0")
+    busy = Busy()
+    up = updater(tmp_path, (False, None), [])
+    up.p.hold = busy
+    assert up.run_once() == "a lesson did not end in time; trying again next round"
+    assert layout.version_of(layout.current) == "0.2.0" and (tmp_path / "running").read_text() == "0.2.0"
+    assert busy.released and saved.load(layout.state_file).step == "idle"
+    # Between lessons again, the next round makes the switch for real.
+    assert updater(tmp_path, (False, None), []).run_once() == "updated to 0.3.0"

@@ -10,9 +10,10 @@ step found         what recovery does
 downloading,       abandon: ``current`` was never touched; the partial build is removed, and
 installing,        the daemon's hold runs out by itself
 waiting-for-idle
-switching          ``current`` names the new version already: restart it and check its health;
-                   otherwise abandon (the next round starts over)
-health-check       restart the new version and check its health again
+switching          ``current`` names the new version already: once the kiosk is between lessons
+                   again, restart it and check its health (a lesson that does not end in time:
+                   ``current`` is pointed back, never restarted into); otherwise abandon
+health-check       between lessons, restart the new version and check its health again
 rolling-back       point ``current`` back, restart, check the old version (idempotent)
 =================  ==============================================================================
 """
@@ -143,6 +144,9 @@ class Updater:
             return self._idle("a lesson did not end in time; trying again next round")
         copy_store(self.p.state_dir, self.layout.store_copies / installed)
         self.p.checkpoint("store-copied")
+        if not self.p.hold.until_idle(self.p.hold_bound_s):  # renewed: a big store may take a while to copy
+            self.p.hold.release()
+            return self._idle("a lesson did not end in time; trying again next round")
         self._save(self.progress.at("switching"))
         self.layout.point(self.layout.current, version)
         log.info("update: switched %s → %s; restarting the kiosk", installed, version)
@@ -225,7 +229,16 @@ class Updater:
             return self._roll_back()
         if step in ("switching", "health-check") and progress.to_version and \
                 self.installed() == progress.to_version and progress.from_version:
-            return self._restart_and_check()
+            # The hold died with the updater: a lesson may have started since. Wait for it again; a
+            # switch not yet restarted into is simply undone when it does not end in time.
+            if self.p.hold.until_idle(self.p.hold_bound_s):
+                return self._restart_and_check()
+            if step == "switching" and self.layout.is_complete(progress.from_version):
+                self.layout.point(self.layout.current, progress.from_version)
+                log.warning("update: a lesson is in progress; the switch to %s is undone (the kiosk never "
+                            "restarted into it) and will be made again next round", progress.to_version)
+            elif step == "health-check":
+                return self._restart_and_check()
         if step in ("downloading", "installing", "waiting-for-idle", "switching"):
             self.p.hold.release()
         self._save(progress.at("idle", error=None))
