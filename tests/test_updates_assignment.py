@@ -14,8 +14,7 @@ from appliance.updates import progress as saved
 from appliance.updates.finder import Release
 from appliance.updates.layout import Layout
 from appliance.updates.updater import Updater, UpdaterParts
-from tests.test_updates_interrupted import fresh_kiosk
-from tests.update_kill_runner import CheapInstaller, FakeService
+from tests.update_kill_runner import CheapInstaller, FakeService, fresh_kiosk
 
 
 class Idle:

@@ -76,6 +76,28 @@ class FakeService:
         return "exited at start" if self.running.read_text() == BROKEN else None
 
 
+def fresh_kiosk(work: Path) -> dict[str, bytes]:
+    """0.2.0 installed and running, a store with lessons in it; returns the lessons' files."""
+    layout = Layout(work / "opt")
+    release = layout.release_dir("0.2.0")
+    (release / "venv").mkdir(parents=True)
+    for i in range(BUILD_FILES):
+        (release / "venv" / f"part-{i}").write_text(f"0.2.0 part {i}\n" * 200)
+    (release / "COMPLETE").write_text("0.2.0\n")
+    layout.point(layout.current, "0.2.0")
+    (work / "running").write_text("0.2.0")
+    (work / "downloads").mkdir()
+    state = work / "state"
+    (state / "lessons").mkdir(parents=True)
+    lessons = {f"lessons/lesson-{n}.jsonl": f'{{"session_id": "lesson-{n}", "turns": {n}}}\n'.encode() * 20
+               for n in range(3)}
+    for name, data in lessons.items():
+        (state / name).write_bytes(data)
+    (state / "sessions.json").write_text(json.dumps({"meta": {"1": {"schema": 2}}, "sessions": {
+        str(n): {"session_id": f"lesson-{n}"} for n in range(3)}}))
+    return lessons
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("work", type=Path)
