@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--button-timeout", type=float, default=15.0,
                         help="seconds to wait for a button press (0 skips the button check)")
     doctor.add_argument("--no-hardware", action="store_true", help="skip audio, LED and button checks")
+    doctor.add_argument("--local", action="store_true",
+                        help="only config, device key, state directory and store (no network, no hardware): "
+                             "safe beside a running kiosk")
     sessions = sub.add_parser("sessions", help="lessons stored on this kiosk")
     sessions.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     sessions_sub = sessions.add_subparsers(dest="action", required=True)
@@ -79,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     sync = sub.add_parser("sync", help="send waiting lessons to the companion")
     sync.add_argument("--now", action="store_true", help="try at once (the default; kept for clarity)")
     sync.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    update = sub.add_parser("update", help="check for a signed release and install it (see docs/UPDATES.md)")
+    update.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    when = update.add_mutually_exclusive_group(required=True)
+    when.add_argument("--now", action="store_true", help="one check and install at once, whatever the schedule")
+    when.add_argument("--loop", action="store_true",
+                      help="check on the [updates] schedule for ever (the stella-kiosk-updater service)")
     sub.add_parser("simulator", help="the local Realtime API simulator (see `simulator --help`)")
     sub.add_parser("companion", help="the companion service (see `companion --help`)")
     sub.add_parser("release", help="sign and publish fleet updates (see `release --help`)")
@@ -93,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from appliance.daemon.doctor import run_doctor
 
-        return run_doctor(args.config, args.button_timeout, not args.no_hardware)
+        return run_doctor(args.config, args.button_timeout, not args.no_hardware, local=args.local)
     if args.command == "sessions":
         from appliance.daemon.sessions_cli import sessions_command
 
         return sessions_command(args)
+    if args.command == "update":
+        from appliance.updates.cli import update_command
+
+        return update_command(args)
     if args.command == "sync":
         from appliance.daemon.sync_cli import sync_command
 

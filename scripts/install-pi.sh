@@ -10,6 +10,7 @@
 #   --config FILE         kiosk.toml to install (default: keep the existing one, or the example)
 #   --device-key KEY      this kiosk's device key (from `stella-kiosk companion add-kiosk NAME`)
 #   --device-key-file F   the same, read from a file
+#   --trusted-root FILE   the update repository's root.json (over-the-air updates; docs/UPDATES.md)
 #   --no-enable           install the unit but do not enable or start it
 #   --root DIR            install into DIR instead of / (testing); skips apt, users, systemctl
 #   --with-venv           with --root: also create the venv and install the app into it
@@ -20,6 +21,7 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 ROOT=""
 CONFIG=""
 DEVICE_KEY=""
+TRUSTED_ROOT=""
 ENABLE=1
 WITH_VENV=0
 USER_NAME=stella-kiosk
@@ -39,10 +41,11 @@ while [ $# -gt 0 ]; do
     --config) CONFIG=${2:?--config needs a file}; shift 2 ;;
     --device-key) DEVICE_KEY=${2:?--device-key needs a key}; shift 2 ;;
     --device-key-file) DEVICE_KEY=$(tr -d '[:space:]' < "${2:?--device-key-file needs a file}"); shift 2 ;;
+    --trusted-root) TRUSTED_ROOT=${2:?--trusted-root needs a file}; shift 2 ;;
     --no-enable) ENABLE=0; shift ;;
     --root) ROOT=$(mkdir -p "${2:?--root needs a directory}" && cd "$2" && pwd); shift 2 ;;
     --with-venv) WITH_VENV=1; shift ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
@@ -105,17 +108,32 @@ else
   (cd "$SRC" && tar --exclude .git --exclude .venv --exclude demo-output -cf - .) | (cd "$OPT/src" && tar -xf -)
 fi
 if [ -z "$ROOT" ] || [ "$WITH_VENV" = 1 ]; then
-  # System site packages: Debian's PyAudio, systemd-python and (on Raspberry Pi OS) lgpio. A venv made
-  # without them (by an older installer) would try to compile PyAudio: make it again.
-  if [ -x "$OPT/.venv/bin/python" ] && ! grep -qx 'include-system-site-packages = true' "$OPT/.venv/pyvenv.cfg"; then
-    say "recreating $OPT/.venv with system site packages"
+  # The release layout (docs/UPDATES.md): each version in releases/<version>/venv, `current` naming the
+  # one that runs (switched by one atomic rename), and .venv -> current/venv, the path the units use.
+  VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$SRC/pyproject.toml" | head -n 1)
+  [ -n "$VERSION" ] || die "no version in $SRC/pyproject.toml"
+  REL="$OPT/releases/$VERSION"
+  if [ -d "$OPT/.venv" ] && [ ! -L "$OPT/.venv" ]; then
+    say "moving $OPT/.venv to the release layout ($REL/venv)"
     rm -rf "$OPT/.venv"
   fi
-  if [ ! -x "$OPT/.venv/bin/python" ]; then
-    python3 -m venv --system-site-packages "$OPT/.venv"
+  # System site packages: Debian's PyAudio, systemd-python and (on Raspberry Pi OS) lgpio. A venv made
+  # without them (by an older installer) would try to compile PyAudio: make it again.
+  if [ -x "$REL/venv/bin/python" ] && ! grep -qx 'include-system-site-packages = true' "$REL/venv/pyvenv.cfg"; then
+    say "recreating $REL/venv with system site packages"
+    rm -rf "$REL/venv"
+  fi
+  if [ ! -x "$REL/venv/bin/python" ]; then
+    mkdir -p "$REL"
+    python3 -m venv --system-site-packages "$REL/venv"
   fi
   # Only the kiosk's extra: the companion's server stack (PostgreSQL driver, web console) stays off the Pi.
-  "$OPT/.venv/bin/pip" install -q --upgrade "$OPT/src[kiosk]"
+  "$REL/venv/bin/pip" install -q --upgrade "$OPT/src[kiosk]"
+  sync
+  echo "$VERSION" > "$REL/COMPLETE"
+  sync
+  ln -sfn "releases/$VERSION" "$OPT/.current.tmp" && mv -T "$OPT/.current.tmp" "$OPT/current"
+  ln -sfn current/venv "$OPT/.venv.tmp" && mv -T "$OPT/.venv.tmp" "$OPT/.venv"
 fi
 
 say "configuration in $ETC"
@@ -127,6 +145,10 @@ elif [ ! -f "$ETC/kiosk.toml" ]; then
       "$SRC/config/kiosk.example.toml" > "$ETC/kiosk.toml"
   chmod 0640 "$ETC/kiosk.toml"
   say "installed the example config: edit $ETC/kiosk.toml (companion url, pins, audio devices)"
+fi
+if [ -n "$TRUSTED_ROOT" ]; then
+  [ -f "$TRUSTED_ROOT" ] || die "trusted root $TRUSTED_ROOT not found"
+  install -m 0644 "$TRUSTED_ROOT" "$ETC/root.json"
 fi
 if [ -n "$DEVICE_KEY" ]; then
   (umask 077 && printf '%s\n' "$DEVICE_KEY" > "$ETC/device.key")
@@ -152,17 +174,19 @@ fi
 
 say "systemd unit"
 install -m 0644 "$SRC/systemd/stella-kiosk.service" "$UNIT_DIR/stella-kiosk.service"
+# The updater does nothing until [updates] enabled = true in the config.
+install -m 0644 "$SRC/systemd/stella-kiosk-updater.service" "$UNIT_DIR/stella-kiosk-updater.service"
 # Without systemd running (a chroot preparing an SD card image) there is no manager to reload or
 # start: enabling still works (it only makes links), and the service starts at the next boot.
 SYSTEMD_RUNNING=1
 if [ -z "$ROOT" ] && [ ! -d /run/systemd/system ]; then SYSTEMD_RUNNING=0; fi
 [ "$SYSTEMD_RUNNING" = 0 ] || system systemctl daemon-reload
 if [ "$ENABLE" = 1 ]; then
-  system systemctl enable stella-kiosk.service
+  system systemctl enable stella-kiosk.service stella-kiosk-updater.service
   if [ "$SYSTEMD_RUNNING" = 0 ]; then
     say "systemd is not running here (a chroot or image build): the service starts at the next boot"
   elif [ "$READY_TO_START" = 1 ]; then
-    system systemctl restart stella-kiosk.service
+    system systemctl restart stella-kiosk.service stella-kiosk-updater.service
   else
     say "not starting the service: fix the config errors above, then: sudo systemctl restart stella-kiosk"
   fi

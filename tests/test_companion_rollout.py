@@ -199,6 +199,24 @@ async def test_heartbeats_carry_the_update_state_and_error(companion: CompanionS
         assert await companion.storage.db.fetchone(row, (kiosk,)) == ("1.4.1", None, None)
 
 
+async def test_the_updaters_own_report_keeps_the_daemons_last_heartbeat(companion: CompanionServer) -> None:
+    """The updater runs beside the daemon and knows only the version and its own state: its report must not
+    blank what the daemon said (state, lessons waiting, disk), and a later daemon heartbeat replaces all."""
+    kiosk = KIOSKS[0]
+    row = "SELECT version, state, unsynced, update_state, update_error FROM kiosk_status WHERE kiosk_id = ?"
+    async with httpx.AsyncClient(base_url=companion.base_url) as http:
+        daemon = {"version": "1.4.0", "state": "idle", "unsynced": 3, "update_state": "idle"}
+        assert (await http.post("/api/heartbeat", headers=key(kiosk), json=daemon)).status_code == 200
+        updater = {"updater": True, "version": "1.5.0", "update_state": "health-check", "update_error": None}
+        assert (await http.post("/api/heartbeat", headers=key(kiosk), json=updater)).status_code == 200
+        assert await companion.storage.db.fetchone(row, (kiosk,)) == ("1.5.0", "idle", 3, "health-check", None)
+        refused = await http.post("/api/heartbeat", headers=key(kiosk), json={**updater, "updater": "yes"})
+        assert refused.status_code == 400 and "updater" in refused.json()["error"]["message"]
+        assert (await http.post("/api/heartbeat", headers=key(kiosk),
+                                json={**daemon, "version": "1.5.0", "unsynced": 0})).status_code == 200
+        assert await companion.storage.db.fetchone(row, (kiosk,)) == ("1.5.0", "idle", 0, "idle", None)
+
+
 async def test_a_companion_upgraded_with_kiosks_puts_them_in_stable_and_keeps_their_heartbeats(db: str) -> None:
     """A district's database at schema version 7 (before rollout): every kiosk lands in ``stable`` with nothing
     published, and its last heartbeat is kept."""

@@ -91,3 +91,49 @@ def test_real_mode_needs_root_and_debian() -> None:
         pytest.skip("running as root: the real mode would install for real")
     result = run("--no-enable")
     assert result.returncode != 0 and "run as root" in result.stderr
+
+
+FAKE_PYTHON = """#!/bin/sh
+# python3 -m venv --system-site-packages DIR, without building anything: the layout is what is tested.
+dir="$4"
+mkdir -p "$dir/bin"
+printf 'include-system-site-packages = true\\n' > "$dir/pyvenv.cfg"
+printf '#!/bin/sh\\necho "$@" >> "%s/pip.log"\\n' "$dir" > "$dir/bin/pip"
+printf '#!/bin/sh\\n' > "$dir/bin/python"
+chmod +x "$dir/bin/pip" "$dir/bin/python"
+"""
+
+
+def test_the_app_is_installed_in_the_release_layout_the_updater_switches(tmp_path: Path) -> None:
+    """releases/<version>/venv, `current` naming it, .venv -> current/venv (the path both units use); an
+    older install's .venv directory is replaced; the updater's unit and the trusted root are installed."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "python3").write_text(FAKE_PYTHON)
+    (fake / "python3").chmod(0o755)
+    root = tmp_path / "root"
+    opt = root / "opt" / "stella-kiosk"
+    (opt / ".venv" / "bin").mkdir(parents=True)  # what an installer before the release layout left
+    trusted = tmp_path / "root.json"
+    trusted.write_text('{"signed": {"_type": "root"}}')
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    done = subprocess.run(["bash", str(SCRIPT), "--root", str(root), "--with-venv", "--no-enable", "--device-key", KEY,
+                           "--trusted-root", str(trusted)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    version = "0.1.0"
+    assert os.readlink(opt / "current") == f"releases/{version}"
+    assert os.readlink(opt / ".venv") == "current/venv"
+    assert (opt / "releases" / version / "COMPLETE").read_text().strip() == version
+    assert "install -q --upgrade" in (opt / "releases" / version / "venv" / "pip.log").read_text()
+    assert (root / "etc" / "stella-kiosk" / "root.json").read_text() == trusted.read_text()
+    units = root / "etc" / "systemd" / "system"
+    assert (units / "stella-kiosk-updater.service").read_text() == \
+        (ROOT / "systemd" / "stella-kiosk-updater.service").read_text()
+    from appliance.updates.layout import Layout
+
+    assert Layout(opt).version_of(Layout(opt).current) == version  # what the updater starts from
+    again = subprocess.run(["bash", str(SCRIPT), "--root", str(root), "--with-venv", "--no-enable"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 0, again.stderr
+    assert os.readlink(opt / "current") == f"releases/{version}" and sorted(p.name for p in opt.iterdir()) == [
+        ".venv", "current", "releases", "src"]

@@ -46,6 +46,16 @@ def test_unit_exposure_is_low(unit: str, tmp_path: Path) -> None:
     assert exposure <= MAX_EXPOSURE
 
 
+def test_the_updater_unit_verifies_clean_and_runs_the_update_loop(tmp_path: Path) -> None:
+    path = installed_copy("stella-kiosk-updater.service", tmp_path)
+    result = subprocess.run(["systemd-analyze", "verify", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
+    text = path.read_text()
+    for line in ("update --loop --config /etc/stella-kiosk/kiosk.toml", "RestartPreventExitStatus=78",
+                 "ReadWritePaths=/opt/stella-kiosk /var/lib/stella-kiosk", "After=network-online.target"):
+        assert line in text, line
+
+
 def test_kiosk_unit_essentials() -> None:
     text = (ROOT / "systemd" / "stella-kiosk.service").read_text()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "After=network-online.target time-sync.target",

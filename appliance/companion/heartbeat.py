@@ -49,6 +49,9 @@ class Heartbeat(TypedDict, total=False):
     devices: dict[str, str]
     update_state: str
     update_error: str
+    updater: bool
+    """Sent by the kiosk's updater (its own process), which knows only the version and the update fields:
+    the rest of the kiosk's last heartbeat is kept."""
 
 
 def validate_heartbeat(body: dict[str, Any]) -> Heartbeat:
@@ -90,3 +93,8 @@ def _update_fields(body: dict[str, Any], report: Heartbeat) -> None:
         report["update_state"] = state
     if body.get("update_error") is not None:
         report["update_error"] = _text(body["update_error"], "update_error", MAX_UPDATE_ERROR)
+    updater = body.get("updater")
+    if updater is not None:
+        if not isinstance(updater, bool):
+            raise InvalidHeartbeat("updater must be true or false")
+        report["updater"] = updater

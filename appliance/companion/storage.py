@@ -350,7 +350,16 @@ class Storage:
 
     # -- heartbeats and the fleet -----------------------------------------------------------
     async def save_heartbeat(self, kiosk_id: str, report: Heartbeat) -> None:
-        """The kiosk's latest heartbeat (validated by the caller), stamped with the companion's clock."""
+        """The kiosk's latest heartbeat (validated by the caller), stamped with the companion's clock. The
+        updater's own report changes only the version and the update fields (it knows nothing else)."""
+        if report.get("updater"):
+            await self.db.execute(
+                "INSERT INTO kiosk_status (kiosk_id, seen_at, version, update_state, update_error) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET seen_at = excluded.seen_at, "
+                "version = COALESCE(excluded.version, kiosk_status.version), "
+                "update_state = excluded.update_state, update_error = excluded.update_error",
+                (kiosk_id, self.clock(), report.get("version"), report.get("update_state"), report.get("update_error")))
+            return
         await self.db.execute(
             "INSERT INTO kiosk_status (kiosk_id, seen_at, version, state, unsynced, disk_free_mb, last_error, report, "
             "update_state, update_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kiosk_id) DO UPDATE SET "

@@ -24,6 +24,7 @@ from appliance.config.settings import (
     LessonSettings,
     RealtimeSettings,
     SyncSettings,
+    UpdateSettings,
 )
 from appliance.config.urls import check_url, is_loopback_host, redact_url
 from appliance.config.validation import VALID_BCM_PINS
@@ -43,6 +44,7 @@ __all__ = [
     "LessonSettings",
     "RealtimeSettings",
     "SyncSettings",
+    "UpdateSettings",
     "check_url",
     "config_from_dict",
     "is_loopback_host",

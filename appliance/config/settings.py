@@ -180,6 +180,27 @@ class SyncSettings:
 
 
 @dataclass(frozen=True)
+class UpdateSettings:
+    """Updates over the air from the companion's signed repository (the updater service,
+    stella-kiosk-updater.service; see docs/UPDATES.md)."""
+
+    enabled: bool = False
+    """Check for, install and switch to new releases on the schedule below."""
+    trusted_root: Path = Path("/etc/stella-kiosk/root.json")
+    """The repository's root metadata the kiosk was installed with: where its trust in release signatures
+    starts (it then follows every key rotation by itself)."""
+    check_hours: float = 6.0
+    """Check this often (and at the updater's start, e.g. after an offline kiosk boots again)."""
+    jitter_minutes: float = 60.0
+    """Each wait is lengthened by a random 0..jitter_minutes, so a fleet never asks all at once."""
+    prefix: Path = Path("/opt/stella-kiosk")
+    """Where versions are installed: releases/<version>, and the current and previous links."""
+    health_timeout_s: float = 120.0
+    """After a switch the new version must be ready, answer its control socket with its version and pass
+    `doctor --local` within this bound; otherwise the previous version is restored."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole kiosk configuration."""
 
@@ -192,6 +213,7 @@ class Config:
     leds: LedSettings = field(default_factory=LedSettings)
     gpio: GpioSettings = field(default_factory=GpioSettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
+    updates: UpdateSettings = field(default_factory=UpdateSettings)
     source: str = "<defaults>"
     """The file this was loaded from (for messages)."""
 

@@ -6,6 +6,8 @@ kiosk can run with (a pin on the 40-pin header, a timeout a press can wait for) 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from appliance.config.errors import ConfigError, show_value
 from appliance.config.settings import Config
 from appliance.config.urls import check_url
@@ -31,6 +33,11 @@ def validate(config: Config) -> None:
     _positive(src, "companion.timeout_s", config.companion.timeout_s, 0.1, 120)
     _positive(src, "companion.sync_interval_s", config.companion.sync_interval_s, 0.1, 86400)
     _positive(src, "sync.heartbeat_s", config.sync.heartbeat_s, 10, 86400)
+    _positive(src, "updates.check_hours", config.updates.check_hours, 0.05, 168)
+    _positive(src, "updates.jitter_minutes", config.updates.jitter_minutes, 0, 1440)
+    _positive(src, "updates.health_timeout_s", config.updates.health_timeout_s, 10, 900)
+    if not config.updates.prefix.is_absolute() or config.updates.prefix == Path("/"):
+        raise ConfigError(src, "updates.prefix", f"{config.updates.prefix} must be an absolute directory (not /)")
     _positive(src, "realtime.connect_timeout_s", config.realtime.connect_timeout_s, 1, 120)
     _positive(src, "lesson.max_minutes", config.lesson.max_minutes, 0.1, 60)
     _positive(src, "lesson.idle_limit_s", config.lesson.idle_limit_s, 5, 3600)

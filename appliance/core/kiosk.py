@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
+from appliance import __version__
 from appliance.common.clock import system_clock
 from appliance.config import Config
 from appliance.core import messages as m
@@ -35,6 +36,7 @@ from appliance.core.ports import (
 )
 from appliance.core.state import IN_LESSON, Cue, State, check_transition, cue_for
 from appliance.core.timers import Timers
+from appliance.core.update_hold import UpdateHold
 from appliance.core.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class Kiosk(Lessons):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchdog = Watchdog(self.post, parts.notifier)
+        self.update_hold = UpdateHold()
 
     # -- public API (thread-safe) --------------------------------------------------------
 
@@ -113,6 +116,17 @@ class Kiosk(Lessons):
         """End the lesson in progress as a second press would (control socket `stop`)."""
         self.post(m.EndLesson("stop_command"))
 
+    def hold_for_update(self, lease_s: float) -> dict[str, Any]:
+        """The updater's hold (control socket ``update-hold``): no new lesson for ``lease_s``; ``idle`` once
+        no lesson is in progress and every finished one is on disk (read on the loop, like status)."""
+        self.update_hold.hold(lease_s, time.monotonic())
+        idle = (self.run_ is None and self.state not in IN_LESSON
+                and not self.parts.keeper.summary().get("held_in_memory"))
+        return {"idle": idle, "state": self.state.value}
+
+    def release_update_hold(self) -> None:
+        self.update_hold.release()
+
     async def sync_now(self, timeout_s: float) -> int:
         """Sync now and wait (bounded) for the attempt; how many lessons still wait (-1: store unreadable)."""
         return await self.parts.keeper.sync_now(timeout_s)
@@ -124,7 +138,8 @@ class Kiosk(Lessons):
             "session_id": lesson.session_id, "plan_id": lesson.plan_id, "seconds": round(lesson.elapsed_s, 1),
             "turns": len(lesson.transcript.turns),
             "tutor_speaking": conversation is not None and conversation.tutor_has_floor}
-        return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "lesson": current,
+        return {"state": self.state.value, "kiosk_id": self.config.kiosk.id, "version": __version__,
+                "update_hold": self.update_hold.active(time.monotonic()), "lesson": current,
                 "recent_lessons": list(self.lessons_saved), **self.parts.keeper.summary(),
                 "clock": system_clock().status_line(), "devices": dict(self.devices_missing),
                 "internals": self.internals()}
@@ -215,7 +230,10 @@ class Kiosk(Lessons):
 
     async def _on_press(self, msg: m.Press) -> None:
         run = self.run_
-        if self.state in (State.IDLE, State.ERROR):
+        if self.state in (State.IDLE, State.ERROR) and self.update_hold.active(time.monotonic()):
+            log.warning("press: an update is being installed (back within minutes); no lesson now")
+            self.parts.speaker.cue(Cue.ERROR)
+        elif self.state in (State.IDLE, State.ERROR):
             self._start_lesson(msg.at)
         elif self.state is State.DEVICE_MISSING:
             log.warning("press: no lesson while the %s is missing", " and ".join(self.devices_missing))

@@ -6,6 +6,10 @@ One JSON object per line in each direction over a UNIX stream socket. The socket
 type to the tutor; learners cannot). Requests are handed to the kiosk's owner task like any other
 message; the socket code never touches kiosk state itself.
 
+``update-hold`` (the updater's, with a lease in ``seconds``) refuses new lessons until the lease runs
+out or ``update-release``, and answers ``idle: true`` once no lesson is in progress and every finished
+one is saved: only then does the updater switch versions and restart the kiosk.
+
 ``press`` is a click (press then release), as a learner's quick press is: a press that never released
 would turn into a long press and end the lesson. ``hold`` keeps the button down for some seconds.
 """
@@ -25,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
 MAX_HOLD_S = 60.0
+MAX_LEASE_S = 600.0
 
 
 class Controllable(Protocol):
@@ -34,6 +39,8 @@ class Controllable(Protocol):
     def request_stop(self) -> None: ...
     def status(self) -> dict[str, Any]: ...
     async def sync_now(self, timeout_s: float) -> int: ...
+    def hold_for_update(self, lease_s: float) -> dict[str, Any]: ...
+    def release_update_hold(self) -> None: ...
 
 
 class ControlServer:
@@ -122,6 +129,15 @@ class ControlServer:
                 return {"ok": False, "error": "hold works only over the control socket"}
             self.kiosk.press()
             loop.call_later(float(seconds), self.kiosk.release)
+            return {"ok": True}
+        if command == "update-hold":
+            lease = request.get("seconds")
+            if not isinstance(lease, int | float) or isinstance(lease, bool) or not 0 < lease <= MAX_LEASE_S:
+                return {"ok": False,
+                        "error": f"update-hold needs a lease in seconds (more than 0, at most {MAX_LEASE_S:g})"}
+            return {"ok": True, **self.kiosk.hold_for_update(float(lease))}
+        if command == "update-release":
+            self.kiosk.release_update_hold()
             return {"ok": True}
         if command == "stop":
             self.kiosk.request_stop()

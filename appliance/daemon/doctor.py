@@ -38,8 +38,12 @@ class Check:
 
 class Doctor:
     def __init__(self, config: Config, *, wait_button_s: float = 15.0, use_hardware: bool = True,
-                 out: Callable[[str], None] = print, synced: SyncSource = system_synchronized) -> None:
+                 out: Callable[[str], None] = print, synced: SyncSource = system_synchronized,
+                 local: bool = False) -> None:
         self.config = config
+        self.local = local
+        """Only the checks that need neither the network nor the hardware a running kiosk holds (config,
+        key, state directory, store): the updater's health check of a version it just switched to."""
         self.synced = synced
         self.wait_button_s = wait_button_s
         self.use_hardware = use_hardware
@@ -55,9 +59,10 @@ class Doctor:
         self.record("config", True, "valid")
         self._check_key()
         self._check_state_dir()
-        await self._check_clock_and_companion()
-        await self._check_realtime()
-        if self.use_hardware:
+        if not self.local:
+            await self._check_clock_and_companion()
+            await self._check_realtime()
+        if self.use_hardware and not self.local:
             await self._guard("audio devices", self._check_audio)
             await self._guard("LEDs and button", self._check_gpio)
         failed = [c for c in self.checks if not c.ok]
@@ -270,7 +275,7 @@ class Doctor:
             button.close()
 
 
-def run_doctor(config_path: Path, wait_button_s: float, use_hardware: bool) -> int:
+def run_doctor(config_path: Path, wait_button_s: float, use_hardware: bool, local: bool = False) -> int:
     from appliance.config import EX_CONFIG
 
     try:
@@ -279,5 +284,5 @@ def run_doctor(config_path: Path, wait_button_s: float, use_hardware: bool) -> i
         print(f"config error: {exc}")
         print("  FAIL  config")
         return EX_CONFIG
-    doctor = Doctor(config, wait_button_s=wait_button_s, use_hardware=use_hardware)
+    doctor = Doctor(config, wait_button_s=wait_button_s, use_hardware=use_hardware, local=local)
     return 0 if asyncio.run(doctor.run()) else 1

@@ -23,6 +23,7 @@ from appliance.core.messages import FirstSync
 from appliance.store.sessions import SessionStore, StoreError
 from appliance.store.unsaved import UnsavedLessons
 from appliance.store.worker import AsyncStore
+from appliance.updates.layout import Layout
 from appliance.uplink.client import CompanionClient
 from appliance.uplink.fleet_report import kiosk_report
 from appliance.uplink.sync import Syncer
@@ -52,7 +53,8 @@ class StoreKeeper:
     def _report(self) -> dict[str, Any]:
         """The heartbeat: the kiosk's last published state with this keeper's own figures as they are now."""
         status = {**self._status, **self.summary()}
-        return kiosk_report(status, Path(self.config.kiosk.state_dir), status.get("last_error"))
+        return kiosk_report(status, Path(self.config.kiosk.state_dir), status.get("last_error"),
+                            Layout(self.config.updates.prefix).state_file)
 
     def publish(self, status: dict[str, Any]) -> None:
         self._status = status

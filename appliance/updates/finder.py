@@ -83,16 +83,17 @@ class ReleaseFinder:
                        f"{self.base_url}/targets/", fetcher=self.fetcher, config=LIMITS,
                        bootstrap=None if cached else self.trusted_root)
 
-    def find(self, installed: str, wanted: str | None = None) -> Release | None:
+    def find(self, installed: str, wanted: str | None = None, skip: frozenset[str] = frozenset()) -> Release | None:
         """The newest signed release above ``installed`` (or exactly ``wanted``), downloaded and verified;
-        None when there is none. Raises UpdateRefused, with the reason, for every refusal."""
+        None when there is none. ``skip``: versions never to take (marked bad on this kiosk). Raises
+        UpdateRefused, with the reason, for every refusal."""
         try:
-            return self._find(installed, wanted)
+            return self._find(installed, wanted, skip)
         except UpdateRefused as exc:
             log.warning("update refused, nothing installed: %s", exc)
             raise
 
-    def _find(self, installed: str, wanted: str | None) -> Release | None:
+    def _find(self, installed: str, wanted: str | None, skip: frozenset[str] = frozenset()) -> Release | None:
         try:
             current = Version(installed)
         except InvalidVersion:
@@ -101,7 +102,7 @@ class ReleaseFinder:
             updater = self._updater()
             updater.refresh()
             index = self._index(updater)
-            choice = self._choose(index, current, wanted)
+            choice = self._choose(index, current, wanted, skip)
             if choice is None:
                 return None
             version, wheel_name, lock_name = choice
@@ -133,10 +134,14 @@ class ReleaseFinder:
             raise UpdateRefused(f"{INDEX} is signed but not a release list: {exc}") from None
 
     @staticmethod
-    def _choose(index: list[dict[str, str]], current: Version,
-                wanted: str | None) -> tuple[str, str, str] | None:
+    def _choose(index: list[dict[str, str]], current: Version, wanted: str | None,
+                skip: frozenset[str] = frozenset()) -> tuple[str, str, str] | None:
+        if wanted is not None and wanted in skip:
+            raise UpdateRefused(f"release {wanted} failed on this kiosk and was rolled back; it is never retried")
         versions = []
         for entry in index:
+            if entry["version"] in skip:
+                continue
             try:
                 versions.append((Version(entry["version"]), entry))
             except InvalidVersion:

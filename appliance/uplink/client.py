@@ -272,6 +272,23 @@ class CompanionClient:
             raise
         return True
 
+    async def update_assignment(self) -> tuple[bool, str | None]:
+        """Which release the companion's staged rollout assigns this kiosk (GET /api/updates/assignment):
+        ``(True, "1.4.0")``, ``(True, None)`` (paused, not in the share yet, nothing published), or
+        ``(False, None)`` when the companion has no rollout (404): the kiosk then takes the newest signed
+        release."""
+        try:
+            data = await self._request("GET", "/api/updates/assignment")
+        except CompanionError as exc:
+            if exc.status == 404:
+                return False, None
+            raise
+        version = data.get("version")
+        if version is not None and (not isinstance(version, str) or not 0 < len(version) <= 64):
+            raise CompanionError("companion answered /api/updates/assignment with a version that is not a "
+                                 "release version", code="bad_response", retryable=True)
+        return True, version
+
     async def sessions(self, since: str | None = None) -> list[Any]:
         """The kiosk's lessons as the companion keeps them (JSON, not checked)."""
         params = f"?since={since}" if since else ""

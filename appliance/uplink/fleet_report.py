@@ -7,11 +7,13 @@ no learner data; every text is cut to the companion's limits so a long error nev
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.contract.updates import MAX_UPDATE_ERROR, UPDATE_STATES
 
 MAX_ERROR = 500
 MAX_ITEMS = 10
@@ -26,7 +28,25 @@ def disk_free_mb(path: Path) -> float | None:
         return None
 
 
-def kiosk_report(status: dict[str, Any], state_dir: Path, last_error: str | None) -> dict[str, Any]:
+def update_report(state_file: Path | None) -> dict[str, Any]:
+    """``update_state`` and ``update_error`` from the updater's state file (it runs as another process and
+    reports on its own too; the daemon repeats them so every heartbeat tells the same story). Nothing when
+    the kiosk never updated or the file cannot be read."""
+    if state_file is None:
+        return {}
+    try:
+        data = json.loads(state_file.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    state = data.get("state") if isinstance(data, dict) else None
+    if state not in UPDATE_STATES:
+        return {}
+    error = data.get("error")
+    return {"update_state": state, "update_error": error[:MAX_UPDATE_ERROR] if isinstance(error, str) else None}
+
+
+def kiosk_report(status: dict[str, Any], state_dir: Path, last_error: str | None,
+                 update_state_file: Path | None = None) -> dict[str, Any]:
     """The heartbeat body for ``POST /api/heartbeat`` from ``Kiosk.status()``."""
     problems = [str(p)[:MAX_ITEM] for p in status.get("store_problems", [])][:MAX_ITEMS]
     devices = {str(k)[:32]: str(v)[:MAX_ITEM] for k, v in list(status.get("devices", {}).items())[:MAX_ITEMS]}
@@ -35,6 +55,7 @@ def kiosk_report(status: dict[str, Any], state_dir: Path, last_error: str | None
     report: dict[str, Any] = {"version": __version__, "state": str(status.get("state", ""))[:32],
                               "unsynced": int(status.get("outbox", 0) or 0), "store_problems": problems,
                               "devices": devices, "last_error": latest[:MAX_ERROR] if latest else None}
+    report.update(update_report(update_state_file))
     free = disk_free_mb(state_dir)
     if free is not None:
         report["disk_free_mb"] = free
