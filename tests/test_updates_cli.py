@@ -46,8 +46,10 @@ async def test_update_now_checks_the_signed_repository_and_says_what_it_found(
         with toml.open("a") as f:
             f.write(f'[updates]\ntrusted_root = "{d.root_file}"\nprefix = "{layout.prefix}"\n')
         code, out, err = await update("--now", "--config", str(toml))
-        assert (code, out.strip()) == (0, "stella-kiosk update: no newer release"), err
-        assert (tmp_path / "state" / "updates" / "metadata" / "root.json").is_file()  # the trust it keeps
+        assert (code, out.strip()) == (0, "stella-kiosk update: nothing assigned"), err  # no channel has it yet
+        await d.roll_out("0.2.0")
+        code, out, err = await update("--now", "--config", str(toml))
+        assert (code, out.strip()) == (0, "stella-kiosk update: 0.2.0 is the assigned version"), err
 
         # One updater at a time: a second one says so instead of racing the first.
         fd = os.open(layout.prefix / "update.lock", os.O_RDWR)

@@ -13,13 +13,16 @@ from typing import Any
 
 import pytest
 
+from appliance.companion.console.accounts import add_user
 from appliance.config import load_config
 from appliance.daemon.control import send_command
 from appliance.store.sessions import SessionStore
 from appliance.updates import progress as saved
 from appliance.updates.updater import Updater
 from appliance.updates.wiring import kiosk_parts
+from tests.console_helpers import Browser
 from tests.daemon_helpers import control_ok, write_daemon_config
+from tests.harness import KIOSK_ID
 from tests.update_helpers import (
     SITE,
     DaemonProcess,
@@ -32,6 +35,9 @@ from tests.update_helpers import (
 )
 
 __all__ = ["builds", "first_release"]  # session fixtures used below
+
+# Builds four release venvs and restarts a real daemon six times: minutes on a busy machine.
+pytestmark = pytest.mark.timeout(900)
 
 HEALTH_TIMEOUT_S = 60.0
 
@@ -80,11 +86,15 @@ async def test_a_running_kiosk_updates_between_lessons_and_rolls_back_broken_rel
 
                 # N+1, while a learner is mid-lesson: built beside, switched only once the lesson is saved.
                 d.publish("0.3.0")
+                await d.roll_out("0.3.0")
                 await control_ok(sock, "press")
                 await until(lambda: _state_is(sock, "connected"))
                 round_1 = asyncio.create_task(asyncio.to_thread(Updater(parts).run_once))
 
                 async def waiting() -> bool:
+                    if round_1.done():  # it should be waiting for the lesson: say how it ended instead
+                        raise AssertionError(f"the round ended early: {round_1.result()!r}, "
+                                             f"{saved.load(layout.state_file)!r}")
                     return saved.load(layout.state_file).step == "waiting-for-idle"
 
                 await until(waiting, timeout=240)
@@ -101,6 +111,7 @@ async def test_a_running_kiosk_updates_between_lessons_and_rolls_back_broken_rel
 
                 # N+2 exits at start: rolled back to N+1 within the bound, marked bad, reported.
                 d.publish("0.4.0", "exits-at-start")
+                await d.roll_out("0.4.0")
                 started = time.monotonic()
                 assert await asyncio.to_thread(Updater(parts).run_once) == "rolled back to 0.3.0"
                 assert time.monotonic() - started < HEALTH_TIMEOUT_S * 2 + 60
@@ -113,6 +124,7 @@ async def test_a_running_kiosk_updates_between_lessons_and_rolls_back_broken_rel
 
                 # Another N+2 that starts but fails the doctor's local checks: rolled back too.
                 d.publish("0.5.0", "fails-doctor")
+                await d.roll_out("0.5.0")
                 assert await asyncio.to_thread(Updater(parts).run_once) == "rolled back to 0.3.0"
                 progress = saved.load(layout.state_file)
                 assert progress.bad == ("0.4.0", "0.5.0") and "doctor" in (progress.error or "")
@@ -120,12 +132,28 @@ async def test_a_running_kiosk_updates_between_lessons_and_rolls_back_broken_rel
 
                 # Bad versions are never retried; the lesson is still there and readable.
                 starts = service.starts
-                assert await asyncio.to_thread(Updater(parts).run_once) == "no newer release"
+                # (still assigned by the companion: refused by name, never built again)
+                assert await asyncio.to_thread(Updater(parts).run_once) == (
+                    "refused: release 0.5.0 failed on this kiosk and was rolled back; it is never retried")
                 assert service.starts == starts
                 assert [r["end_reason"] for r in SessionStore(state_dir).records()] == ["stop_command"]
                 assert sorted(layout.installed()) == ["0.2.0", "0.3.0"]  # the bad builds were removed
         finally:
             await asyncio.to_thread(service.stop)
+        # The console's fleet shows what the kiosk reported: the version it runs and its update state.
+        db = d.stack.companion.storage.db
+        await add_user(db, "ada", "a-long-admin-password-1", "admin")
+        reported = await db.fetchone("SELECT version, update_state FROM kiosk_status WHERE kiosk_id = ?", (KIOSK_ID,))
+        assert reported is not None and reported[0] == "0.3.0"
+        browser = Browser(d.stack.companion.base_url)
+        try:
+            assert (await browser.login("ada", "a-long-admin-password-1")).status_code == 303
+            fleet = (await browser.get("/console/fleet")).text
+        finally:
+            await browser.aclose()
+        row = fleet[fleet.index(f'id="kiosk-{KIOSK_ID}"'):]
+        row = row[:row.index("</tr>")]
+        assert "0.3.0" in row and reported[1] in row, row
         assert "Traceback" not in service.log(), service.log()
         assert "could not report" not in caplog.text  # every heartbeat was accepted by the companion
         assert "update: 0.4.0 is not healthy" in caplog.text and "marked bad and never retried" in caplog.text

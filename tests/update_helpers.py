@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.companion import rollout
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.releases.keys import generate_key_file, load_signer
 from appliance.releases.repository import (
@@ -245,12 +246,18 @@ class District:
     root_file: Path
 
     def publish(self, version: str, variant: str = "good") -> None:
-        """The admin signs offline; the companion publishes."""
+        """The admin signs offline; the companion publishes it into its repository (offered, not yet
+        assigned to any kiosk: see :meth:`roll_out`)."""
         release = self.builds.release(version, variant)
         signed = self.stack.tmp / f"signed-{version}"
         sign_release(ReleaseFiles(release.wheel, release.lock), load_signer(self.keys / "targets.key"),
                      self.repo.root(), signed, previous=self.repo.targets())
         self.repo.publish(signed)
+
+    async def roll_out(self, version: str, channel: str = "stable", share: int = 100) -> None:
+        """What an admin does on the console's Updates page: publish the release to a channel."""
+        await rollout.publish(self.stack.companion.storage.db, channel, version, share, "admin",
+                              rollout.available_versions(self.repo))
 
 
 @asynccontextmanager
