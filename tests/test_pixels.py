@@ -34,11 +34,18 @@ class Wire(MockSPIDevice):
         self.frames: list[tuple[float, bytes]] = []
 
     def on_select(self) -> None:
-        if self.select_pin.state:  # deselected: a transfer ended
+        if self.select_pin.state and self.rx_buf:  # deselected after clocking bits: a transfer ended
             bits = self.rx_buf
             data = bytes(int("".join("1" if b else "0" for b in bits[i:i + 8]), 2) for i in range(0, len(bits), 8))
             self.frames.append((time.monotonic(), data))
         super().on_select()
+
+    def until(self, expected: list[tuple[int, int, int, int]], timeout: float = 3.0) -> None:
+        """Wait until the last frame on the wire shows ``expected`` (the pixels' own thread draws it)."""
+        deadline = time.monotonic() + timeout
+        while not self.frames or self.pixels() != expected:
+            assert time.monotonic() < deadline, (self.pixels() if self.frames else "nothing drawn", expected)
+            time.sleep(0.005)
 
     def pixels(self, index: int = -1) -> list[tuple[int, int, int, int]]:
         data = self.frames[index][1]
@@ -82,9 +89,9 @@ def test_each_state_on_the_wire(wire: Wire) -> None:
     assert isinstance(light, PixelStatusLight)
     try:
         light.show(State.IDLE)
-        assert wire.pixels() == [(level5(0.5 * IDLE_LEVEL), *colour("idle"))] * 3
+        wire.until([(level5(0.5 * IDLE_LEVEL), *colour("idle"))] * 3)
         light.show(State.CONNECTED)
-        assert wire.pixels() == [(level5(0.5), *colour("connected"))] * 3
+        wire.until([(level5(0.5), *colour("connected"))] * 3)
         wire.frames.clear()
         light.show(State.CONNECTING)  # blinks 0.125 s on / off on the pixels' thread
         deadline = time.monotonic() + 3
@@ -104,9 +111,10 @@ def test_each_state_on_the_wire(wire: Wire) -> None:
         time.sleep(0.3)
         assert len(wire.frames) > count + 2 and {p[1:] for p in wire.pixels(-1)} <= {colour("error"), (0, 0, 0)}
         light.show(State.STOPPING)
-        time.sleep(0.1)
-        count = len(wire.frames)
+        wire.until([(0, 0, 0, 0)] * 3)
+        time.sleep(0.1)  # a blink's dark frame may have come first: let the stop itself be drawn
         assert wire.pixels() == [(0, 0, 0, 0)] * 3
+        count = len(wire.frames)
         time.sleep(0.2)
         assert len(wire.frames) == count  # the animation stopped with the new pattern
     finally:
@@ -120,12 +128,12 @@ def test_four_mic_hat_twelve_pixels_and_power_pin(wire: Wire) -> None:
     try:
         assert Device.pin_factory.pin(5).state  # the 4-mic HAT's pixels are powered
         light.show(State.CONNECTED)
-        assert wire.pixels() == [(level5(METER_BASE), *colour("connected"))] * 12
+        wire.until([(level5(METER_BASE), *colour("connected"))] * 12)
         light.level(1.0)
-        assert wire.pixels() == [(31, *colour("connected"))] * 12
+        wire.until([(31, *colour("connected"))] * 12)
         light.show(State.CONNECTED, Activity.LISTENING)  # hold-to-talk keeps its colour while metered
         light.level(0.5)
-        assert wire.pixels() == [(level5(meter_value(0.5)), *colour("listening"))] * 12
+        wire.until([(level5(meter_value(0.5)), *colour("listening"))] * 12)
     finally:
         light.close()
     assert not Device.pin_factory.pin(5).state
@@ -144,6 +152,7 @@ async def test_the_pixels_follow_the_learners_voice(wire: Wire) -> None:
     mic.say(tone(env), rate=48000)
     track = microphone_track(lambda n: meter.heard(mic.read(n)), 48000)
     light.show(State.CONNECTED)
+    wire.until([(level5(METER_BASE), *colour("connected"))] * 3)
     seen: list[float] = []
     started = time.monotonic()
     try:

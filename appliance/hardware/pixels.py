@@ -11,22 +11,22 @@ pixel's data to ripple through the chain (half a bit per pixel, at least 32). Ev
 state's colour from the same table as the RGB LED; brightness is the 5-bit field, capped by
 ``[leds] brightness``, so colours stay true while the level meter moves them.
 
-Blinks and pulses run on one background thread (as gpiozero's own ``blink``/``pulse`` do), which a new
-pattern stops before it draws; the level meter's readings are drawn on the event loop, only while the
-pattern is metered, so no two writers ever share the bus.
+One background thread draws every frame (see ``PixelStatusLight``): the event loop only posts the
+pattern and the meter's latest reading, so it never waits on the bus and no two writers ever share it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Sequence
 
 from gpiozero import Device, DigitalOutputDevice
 
 from appliance.config import LedSettings
-from appliance.hardware.leds import COLORS, IDLE_LEVEL, OFF, Color, Pattern, _Shown
+from appliance.hardware.leds import COLORS, IDLE_LEVEL, METER_BASE, OFF, Color, Pattern, _Shown
 
 log = logging.getLogger(__name__)
 
@@ -101,61 +101,92 @@ class Apa102Strip:
 
 class PixelStatusLight(_Shown):
     """The status patterns (and the level meter) on a ReSpeaker HAT's pixels: all pixels in the state's
-    colour, blinking and pulsing as the single LEDs do, brightness capped by ``[leds] brightness``."""
+    colour, blinking and pulsing as the single LEDs do, brightness capped by ``[leds] brightness``.
+
+    Why one thread draws everything: a frame on gpiozero's hardware SPI (500 kHz) takes 0.3 ms for 3 pixels
+    and 0.9 ms for 12, a wait the event loop must not sit through 25 times a second (and on mock pins the
+    bit-banged bus takes longer still). So ``show`` and ``level`` only post what to draw (the latest of each
+    wins) and this thread, the bus's only writer, draws it in order, and steps blinks and pulses.
+    """
 
     def __init__(self, settings: LedSettings) -> None:
         super().__init__(settings)
         self.cap = settings.brightness
         self.strip = Apa102Strip(settings.pixels, settings.power_pin)
-        self._animation: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._pattern_posted: Pattern | None = None
+        self._level_posted: float | None = None
+        self._closing = False
+        self.frames_drawn = 0
+        self._thread = threading.Thread(target=self._draw, name="pixels", daemon=True)
+        self._thread.start()
 
     def pin_for(self, state: object) -> int | None:
         return None
 
-    def _show_level(self, pattern: Pattern, brightness: float) -> None:
-        self.strip.fill(COLORS.get(pattern.color, OFF), self.cap * brightness)
+    def _play(self, pattern: Pattern) -> None:
+        self._post(pattern, None)
 
     def _start_meter(self, pattern: Pattern) -> None:
-        self._stop_animation()
-        super()._start_meter(pattern)
+        self._post(pattern, METER_BASE)
 
-    def _play(self, pattern: Pattern) -> None:
-        self._stop_animation()
-        color = COLORS.get(pattern.color, OFF)
-        if pattern.led is None:
-            self.strip.fill(OFF, 0.0)
-        elif pattern.kind in ("blink", "pulse"):
-            self._stop = threading.Event()
-            self._animation = threading.Thread(target=self._animate, args=(pattern, color, self._stop),
-                                               name="pixels", daemon=True)
-            self._animation.start()
-        else:
-            self.strip.fill(color, self.cap * (IDLE_LEVEL if pattern.kind == "dim" else 1.0))
+    def _show_level(self, pattern: Pattern, brightness: float) -> None:
+        self._post(None, brightness)
 
-    def _animate(self, pattern: Pattern, color: Color, stop: threading.Event) -> None:
-        """Blink (on, off, each ``period_s``) or pulse (fade in and out over ``period_s`` each) until stopped."""
-        period = max(pattern.period_s, 0.01)
-        if pattern.kind == "blink":
-            steps: list[tuple[float, float]] = [(1.0, period), (0.0, period)]
-        else:
-            n = max(1, round(period / FRAME_S))
-            ramp = [i / n for i in range(n)]
-            steps = [(b, period / n) for b in ramp + [1.0 - b for b in ramp]]
-        while not stop.is_set():
-            for brightness, hold in steps:
-                if stop.is_set():
+    def _post(self, pattern: Pattern | None, level: float | None) -> None:
+        with self._wake:
+            if pattern is not None:  # a new pattern, with the meter's resting level when it is metered
+                self._pattern_posted = pattern
+            self._level_posted = level  # a reading comes only while the pattern posted last is metered
+            self._wake.notify()
+
+    def _draw(self) -> None:
+        """The drawing thread: the latest pattern and level posted, and the steps of a blink or pulse."""
+        color: Color = OFF
+        steps: list[tuple[float, float]] = []
+        step, due = 0, 0.0
+        while True:
+            with self._wake:
+                while not self._closing and self._pattern_posted is None and self._level_posted is None:
+                    if steps and not self._wake.wait(max(0.0, due - time.monotonic())):
+                        break  # the animation's next step is due
+                    if not steps:
+                        self._wake.wait()
+                if self._closing:
                     return
-                self.strip.fill(color, self.cap * brightness)
-                if stop.wait(hold):
-                    return
+                pattern, level = self._pattern_posted, self._level_posted
+                self._pattern_posted = self._level_posted = None
+            if pattern is not None:
+                color = COLORS.get(pattern.color, OFF)
+                steps, step = _steps(pattern) if level is None else [], 0
+                if not steps and level is None:
+                    level = 0.0 if pattern.led is None else IDLE_LEVEL if pattern.kind == "dim" else 1.0
+            if level is not None and not steps:
+                self._fill(color, level)
+            elif steps and (pattern is not None or time.monotonic() >= due):
+                brightness, hold = steps[step % len(steps)]
+                self._fill(color, brightness)
+                step, due = step + 1, time.monotonic() + hold
 
-    def _stop_animation(self) -> None:
-        if self._animation is not None:
-            self._stop.set()
-            self._animation.join(timeout=1.0)
-            self._animation = None
+    def _fill(self, color: Color, brightness: float) -> None:
+        self.strip.fill(color, self.cap * brightness)
+        self.frames_drawn += 1
 
     def close(self) -> None:
-        self._stop_animation()
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout=2.0)
         self.strip.close()
+
+
+def _steps(pattern: Pattern) -> list[tuple[float, float]]:
+    """(brightness, seconds) of one cycle of a blink (on, off) or a pulse (fade in, fade out); [] if steady."""
+    period = max(pattern.period_s, 0.01)
+    if pattern.kind == "blink":
+        return [(1.0, period), (0.0, period)]
+    if pattern.kind == "pulse":
+        n = max(1, round(period / FRAME_S))
+        ramp = [i / n for i in range(n)]
+        return [(b, period / n) for b in ramp + [1.0 - b for b in ramp]]
+    return []
