@@ -13,11 +13,12 @@ second does it do more: one RMS of a 20 ms microphone frame (the speaker's level
 and one call to ``show`` with the brightness. So the loop is handed at most 25 updates a second and
 does no per-frame work beyond a float comparison. Why not a thread of its own (gpiozero's ``source``
 thread, or one fed from PortAudio's callback): a thread waking 25 times a second costs more than the
-updates themselves (a PWM duty write is ~1 µs on mock pins and a single register or ioctl write on a
-Pi; an APA102 frame is one spidev ``xfer``), and the microphone's level must be taken after the gate,
-which lives on the loop; and a light written from two threads would race the state patterns, which
-are set on the loop. The throttle is on the wall clock, shared by both paths, so the two together
-never exceed ``rate_hz`` either.
+updates themselves (a PWM duty write is ~1 µs on mock pins and one register or ioctl write on a Pi),
+the microphone's level must be taken after the gate, which lives on the loop, and a light written from
+two threads would race the state patterns, which are set on the loop. (A light whose write waits on a
+bus, the APA102 pixels, hands the reading to its own drawing thread: ``appliance.hardware.pixels``.)
+The throttle is on the wall clock, shared by both paths: the two together make ``rate_hz`` updates a
+second at most on average, and never more than one extra in any one-second window (a slot's fencepost).
 """
 
 from __future__ import annotations
