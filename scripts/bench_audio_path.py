@@ -11,6 +11,9 @@ hand-off to a worker thread is counted), divided by the frames or events handled
     track, for speech and for the silence the half-duplex gate sends;
   * speaker: aiortc's decoded frame (48 kHz stereo) through the kiosk's pump to a null sink,
     silence watch included;
+  * both again with the status light's level meter on (single LEDs on gpiozero's mock PWM pins,
+    the meter's clock stepped 20 ms per frame, so it updates the light 25 times a second of audio
+    as in a real call);
   * events: one greeting transcript delta parsed, and handled by the conversation; a whole
     post-connect burst (session events plus 120 deltas) handed to the kiosk's queue.
 
@@ -82,13 +85,48 @@ async def mic_aiortc(frames: int, voiced: bool) -> float:
     return cpu_us_per(frames, started)
 
 
-async def mic_opus(frames: int, voiced: bool) -> float:
+class AudioClock:
+    """The meter's clock stepped by the audio (20 ms a frame): frames come unpaced here, as fast as they
+    are made, but the meter must update the light as often as in a real call (every other frame)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def metered(clock: AudioClock) -> Any:
+    """The level meter as the kiosk wires it, showing on single LEDs on mock PWM pins (connected state)."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    from appliance.audio.meter import LevelMeter
+    from appliance.config import LedSettings
+    from appliance.core.state import State
+    from appliance.hardware.leds import StatusLeds
+
+    Device.pin_factory = MockFactory(pin_class=MockPWMPin)
+    leds = StatusLeds(LedSettings())
+    leds.show(State.CONNECTED)
+    return LevelMeter(leds.level, clock=clock)
+
+
+async def mic_opus(frames: int, voiced: bool, meter: bool = False) -> float:
     """The kiosk's OpusMicTrack → what aiortc's sender does with a ready packet (``pack``)."""
     from aiortc.codecs.opus import OpusEncoder
 
     from appliance.audio.tracks import OpusMicTrack
 
-    track = OpusMicTrack(signal(frames + WARM_UP, voiced))
+    supplier = signal(frames + WARM_UP, voiced)
+    if meter:
+        clock, plain = AudioClock(), supplier
+        level = metered(clock)
+
+        def supplier(n: int) -> np.ndarray:
+            clock.now += 0.02
+            return level.heard(plain(n))  # type: ignore[no-any-return]
+    track = OpusMicTrack(supplier)
     track._pacer = _NoWait(track.samples_per_frame)  # type: ignore[assignment]
     packer = OpusEncoder()
     started = 0.0
@@ -110,7 +148,7 @@ def signal(frames: int, voiced: bool) -> Callable[[int], np.ndarray]:
     return lambda n: next(made)
 
 
-async def speaker(frames: int) -> float:
+async def speaker(frames: int, meter: bool = False) -> float:
     """Decoded 48 kHz stereo frames (what aiortc hands over) through the pump into a null sink."""
     import av
     from aiortc.codecs.opus import OpusDecoder, OpusEncoder
@@ -129,17 +167,20 @@ async def speaker(frames: int) -> float:
         for payload in payloads:
             decoded += decoder.decode(JitterFrame(data=payload, timestamp=timestamp))  # type: ignore[misc]
 
+    clock = AudioClock()
+
     class Replay:
         def __init__(self) -> None:
             self.frames = iter(decoded)
 
         async def recv(self) -> av.AudioFrame:
+            clock.now += 0.02
             try:
                 return next(self.frames)
             except StopIteration:
                 raise MediaStreamError from None
 
-    pump = SpeakerPump(NullSink(sample_rate=48000))
+    pump = SpeakerPump(NullSink(sample_rate=48000), meter=metered(clock) if meter else None)
     started = time.process_time()
     await pump.run(Replay())  # type: ignore[arg-type]
     return cpu_us_per(len(decoded), started)
@@ -202,7 +243,9 @@ async def run(frames: int) -> dict[str, Any]:
         kind = "speech" if voiced else "silence"
         figures[f"mic_aiortc_{kind}_us"] = await mic_aiortc(frames, voiced)
         figures[f"mic_opus_{kind}_us"] = await mic_opus(frames, voiced)
+        figures[f"mic_opus_{kind}_meter_us"] = await mic_opus(frames, voiced, meter=True)
     figures["speaker_us"] = await speaker(frames)
+    figures["speaker_meter_us"] = await speaker(frames, meter=True)
     figures["parse_event_us"] = parse_cost(max(1, frames // 100))
     figures["handle_event_us"] = handle_cost(max(1, frames // 100))
     figures["burst_events"] = len(greeting_burst())
@@ -221,6 +264,9 @@ def main() -> int:
     print(f"  microphone, silence: aiortc raw frame {figures['mic_aiortc_silence_us']:7.1f}   "
           f"kiosk Opus track {figures['mic_opus_silence_us']:7.1f}")
     print(f"  speaker pump (48 kHz stereo in, null sink): {figures['speaker_us']:7.1f}")
+    print(f"  with the level meter (25 light updates per s): microphone, speech "
+          f"{figures['mic_opus_speech_meter_us']:7.1f}   silence {figures['mic_opus_silence_meter_us']:7.1f}   "
+          f"speaker pump {figures['speaker_meter_us']:7.1f}")
     print(f"CPU µs per data-channel event (a post-connect burst of {figures['burst_events']}):")
     burst_ms = (figures["parse_event_us"] + figures["handle_event_us"]) * figures["burst_events"] / 1000
     print(f"  parse {figures['parse_event_us']:6.1f}   conversation {figures['handle_event_us']:6.1f}   "

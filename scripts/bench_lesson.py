@@ -148,8 +148,10 @@ async def bench_kiosk(lessons: int, hold_s: float, workdir: Path, simulator_url:
         store = SessionStore(config.kiosk.state_dir)
         client = CompanionClient(comp_url, device_key, "bench", ssl_context=ssl_context())
         rec = BenchObserver()
+        from appliance.hardware.leds import make_status_leds
+
         kiosk = build_kiosk(config, companion=client, store=store, mic=ScriptedMicrophone(sample_rate=48000),
-                      speaker=NullSink(sample_rate=48000), observer=rec)
+                      speaker=NullSink(sample_rate=48000), observer=rec, leds=make_status_leds(config.leds))
         ready = asyncio.Event()
         runner = asyncio.create_task(kiosk.run(ready))
         await ready.wait()

@@ -108,6 +108,7 @@ def test_bench_audio_path() -> None:
     out = bench("bench_audio_path.py", "--frames", "50")
     assert re.search(r"microphone, speech: +aiortc raw frame +[\d.]+ +kiosk Opus track +[\d.]+", out), out
     assert "speaker pump" in out and re.search(r"parse +[\d.]+ +conversation +[\d.]+", out), out
+    assert re.search(r"with the level meter .*speech +[\d.]+ +silence +[\d.]+ +speaker pump +[\d.]+", out), out
 
 
 def test_bench_memory() -> None:

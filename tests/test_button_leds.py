@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
@@ -260,12 +261,12 @@ class SlowNetworkCall(RealtimeCall):
 
 
 async def test_leds_follow_a_real_lesson(tmp_path: Path) -> None:
-    """README's LED table on the pins during a real loopback lesson: idle dim; connecting blinks fast
-    (about 4 times a second); connected steady, pulsing slowly while the tutor speaks; idle again after.
+    """README's LED table on the pins during a real loopback lesson, level meter off: idle dim; connecting
+    blinks fast (about 4 times a second); connected steady, pulsing slowly while the tutor speaks; idle again.
     Mutations seen failing: connecting steady instead of blinking; no pulse while the tutor speaks."""
     async with lesson_stack(tmp_path) as stack:  # noqa: SIM117 - the kiosk's config comes from the stack
-        async with stack.kiosk(stack.config(companion={"prefetch": False}), hardware=True,
-                               call_factory=SlowNetworkCall) as (kiosk, rec, _mic):
+        async with stack.kiosk(stack.config(companion={"prefetch": False}, leds={"level_meter": False}),
+                               hardware=True, call_factory=SlowNetworkCall) as (kiosk, rec, _mic):
             assert stack.pins is not None
             tape = PinTape(stack.pins)
             assert tape.trace(PINS.idle).changes[-1][1] == 0.2  # ready: idle LED dim
@@ -320,9 +321,10 @@ async def test_error_led_flickers_then_idle_again(tmp_path: Path) -> None:
 
 
 async def test_led_blinks_fast_while_held_to_talk(tmp_path: Path) -> None:
-    """Hold mode: while the button is held the connected LED blinks fast (0.08 s); released, it stops."""
+    """Hold mode, level meter off: while the button is held the connected LED blinks fast (0.08 s); released,
+    it stops."""
     async with lesson_stack(tmp_path) as stack:
-        config = stack.config(button={"mode": "hold", "long_press_s": 10.0})
+        config = stack.config(button={"mode": "hold", "long_press_s": 10.0}, leds={"level_meter": False})
         async with stack.kiosk(config, hardware=True) as (kiosk, rec, _mic):
             await tap(stack)
             await rec.until(lambda: tutor_quiet_after(rec, 1), what="greeting")
@@ -341,3 +343,39 @@ async def test_led_blinks_fast_while_held_to_talk(tmp_path: Path) -> None:
     assert len(intervals) >= 5 and all(0.04 <= i <= 0.16 for i in intervals), intervals
     # Released: the fast blink stops (steady, or the slow pulse if the tutor answers the held turn).
     assert all(i > 0.2 for i in blink_intervals(led.between(released_at + 0.05, after))), led.changes[-8:]
+
+
+async def test_level_meter_follows_the_tutor_and_the_held_voice(tmp_path: Path) -> None:
+    """Level meter on (the default), hold-to-talk, a real loopback lesson: the connected LED moves with the
+    tutor's greeting (many in-between levels, at most 25 changes a second), rests at the silent brightness
+    when nobody talks, and follows the learner's voice while the button is held."""
+    import numpy as np
+
+    from appliance.hardware.leds import METER_BASE
+
+    async with lesson_stack(tmp_path) as stack:
+        config = stack.config(button={"mode": "hold", "long_press_s": 10.0})
+        async with stack.kiosk(config, hardware=True) as (kiosk, rec, mic):
+            tape = PinTape(stack.pins)
+            await tap(stack)
+            await rec.until(lambda: tutor_quiet_after(rec, 1), what="greeting")
+            await asyncio.sleep(0.3)  # nobody talking: the light at rest IS what is checked
+            resting_at = time.monotonic()
+            await press(stack)
+            held_at = time.monotonic()
+            t = np.arange(int(0.8 * 48000)) / 48000
+            mic.say((0.1 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate=48000)  # -23 dBFS
+            await mic.wait_idle()
+            await release(stack)
+            released_at = time.monotonic()
+            kiosk.request_stop()
+            await rec.until(lambda: bool(rec.saved), what="saved")
+    led = tape.trace(PINS.connected)
+    speaking = led.between(when(rec, "audible"), when(rec, "quiet"))
+    seconds = when(rec, "quiet") - when(rec, "audible")
+    assert len({round(v, 2) for _, v in speaking}) >= 5, speaking[:10]
+    assert len(speaking) <= 25 * seconds + 2, (len(speaking), seconds)
+    assert all(METER_BASE - 1e-6 <= v <= 1.0 for _, v in speaking)
+    assert led.value_at(resting_at) == pytest.approx(METER_BASE)
+    held = [v for _, v in led.between(held_at + 0.1, released_at)]
+    assert held and max(held) > METER_BASE + 0.4, held

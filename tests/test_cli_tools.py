@@ -175,7 +175,7 @@ def test_earcon_shapes_match_the_readme(rate: int) -> None:
 def test_led_activity_patterns() -> None:
     factory = MockFactory(pin_class=MockPWMPin)
     Device.pin_factory = factory
-    settings = LedSettings()
+    settings = LedSettings(level_meter=False)  # with the level meter: tests/test_level_meter.py
     leds = StatusLeds(settings)
     try:
         leds.show(State.IDLE)

@@ -97,3 +97,13 @@ async def test_the_kiosks_doctor_says_why_the_companion_is_not_healthy(tmp_path:
     assert code == 1
     line = next(x for x in out.splitlines() if "companion health" in x)
     assert line.split()[0] == "FAIL" and "answered 503: no realtime model works: " in line, out
+
+
+async def test_doctor_cycles_the_hat_pixels(tmp_path: Path) -> None:
+    """A ReSpeaker 4-mic HAT's pixels (`[leds] kind = "apa102"`) through the daemon's own pin factory choice
+    (mock pins: gpiozero's bit-banged SPI): the doctor's LED row passes, as it does for single LEDs."""
+    config = write_config(tmp_path, "http://127.0.0.1:9", "http://127.0.0.1:9")
+    config.write_text(config.read_text() + '[leds]\nkind = "apa102"\npixels = 12\npower_pin = 5\n')
+    _code, out = await run_doctor(config)  # 1: no companion here; the LED row is what is checked
+    assert "PASS  LEDs" in out, out
+    assert "Traceback" not in out

@@ -80,7 +80,7 @@ def test_state_without_led_turns_all_off(pins: MockFactory) -> None:
 def test_rgb_led_colours_and_patterns(pins: MockFactory) -> None:
     from appliance.hardware.leds import COLORS, Activity, RgbStatusLed, make_status_leds
 
-    settings = LedSettings(kind="rgb", red=5, green=6, blue=13)
+    settings = LedSettings(kind="rgb", red=5, green=6, blue=13, level_meter=False)  # the meter: test_level_meter
     led = make_status_leds(settings)
     assert isinstance(led, RgbStatusLed)
     try:

@@ -108,6 +108,43 @@ def test_leds_show_each_state_on_the_pads(config) -> None:
         leds.close()
 
 
+def test_respeaker_hat_pixels(config) -> None:
+    """A ReSpeaker 2-mic / 4-mic HAT's APA102 pixels (``[leds] kind = "apa102"``) through the kiosk's own
+    driver: on the hardware SPI bus (spidev's /dev/spidev0.1, not gpiozero's bit-banged fallback), every
+    state and a level-meter sweep drawn, the 4-mic HAT's power pin high on its pad while lit and the pixels
+    dark after. A person watching sees each state's colour in turn. (The HAT's button on GPIO17 is the
+    button test below: it is the [button] default pin.)"""
+    from appliance.core.ports import Activity
+    from appliance.core.state import State
+    from appliance.daemon.parts import select_pin_factory
+    from appliance.hardware.pixels import PixelStatusLight
+
+    if config.leds.kind != "apa102":
+        pytest.skip('the HAT check needs leds.kind = "apa102"')
+    assert Path("/dev/spidev0.1").exists(), "SPI is off: add dtparam=spi=on to /boot/firmware/config.txt, reboot"
+    reader = pad_reader() if config.leds.power_pin > 0 else None
+    select_pin_factory(config)
+    light = PixelStatusLight(config.leds)
+    try:
+        assert "Hardware" in type(light.strip._spi).__name__, f"bit-banged SPI: {light.strip._spi!r}"
+        if reader is not None:
+            assert pad_is_high(reader, config.leds.power_pin), f"GPIO{config.leds.power_pin} (pixel power) is low"
+        for state, activity in ((State.IDLE, Activity.NONE), (State.CONNECTING, Activity.NONE),
+                                (State.CONNECTED, Activity.NONE), (State.CONNECTED, Activity.LISTENING),
+                                (State.ERROR, Activity.NONE)):
+            print(f"\n{state.value} {activity.value}: look at the pixels")
+            light.show(state, activity)
+            time.sleep(1.0)
+        light.show(State.CONNECTED)
+        for step in range(50):  # the meter's sweep: 2 s, dim to full, at 25 updates a second
+            light.level(step / 49)
+            time.sleep(0.04)
+    finally:
+        light.close()
+    if reader is not None:
+        assert not pad_is_high(reader, config.leds.power_pin), "the pixels' power stayed on after close"
+
+
 def test_button_press_and_release_are_seen(config) -> None:
     """A finger's press and release reach gpiozero, and the pin reads released beforehand (a shorted
     or wrongly pulled button would "press" at once, with nobody touching it)."""

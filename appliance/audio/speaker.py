@@ -19,6 +19,7 @@ import numpy as np
 
 from appliance.audio.base import AudioSink
 from appliance.audio.dsp import apply_volume, rms_dbfs
+from appliance.audio.meter import LevelMeter
 from appliance.common import timeline as stages
 from appliance.common.timeline import CallTimeline
 
@@ -41,8 +42,10 @@ class SpeakerPump:
     def __init__(self, sink: AudioSink, volume: int = 100,
                  on_audible: Callable[[bool], None] | None = None,
                  threshold_dbfs: float = AUDIBLE_DBFS, hangover_s: float = QUIET_HANGOVER_S,
-                 timeline: CallTimeline | None = None) -> None:
+                 timeline: CallTimeline | None = None, meter: LevelMeter | None = None) -> None:
         self.sink = sink
+        self.meter = meter
+        """Shown the level of each frame while the tutor is audible (it keeps at most 25 a second)."""
         self.timeline = timeline
         self.volume = volume
         self.on_audible = on_audible
@@ -142,6 +145,8 @@ class SpeakerPump:
             self._quiet_s += seconds
             if self._quiet_s >= self.hangover_s:
                 self._went_quiet()
+        if self.meter is not None:
+            self.meter.played(self.last_level_dbfs, self.audible)
 
     def _went_quiet(self) -> None:
         """The track has been quiet for the hangover; the sink may still be playing its backlog."""

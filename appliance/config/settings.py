@@ -149,10 +149,12 @@ class ButtonSettings:
 
 @dataclass(frozen=True)
 class LedSettings:
-    """Status light: one LED per state, or one RGB LED (BCM numbers; 0 = not fitted)."""
+    """Status light: one LED per state, one RGB LED (BCM numbers; 0 = not fitted), or the APA102 pixels of a
+    ReSpeaker 2-mic / 4-mic Pi HAT (on SPI 0, chip select 1)."""
 
-    kind: str = field(default="single", metadata=_check(("single", "rgb")))
-    """single: the four pins below, one LED per state; rgb: one RGB LED on red/green/blue."""
+    kind: str = field(default="single", metadata=_check(("single", "rgb", "apa102")))
+    """single: the four pins below, one LED per state; rgb: one RGB LED on red/green/blue; apa102: the
+    ReSpeaker HAT's pixels (enable SPI: dtparam=spi=on; its button is GPIO17, the button's default pin)."""
     idle: int = 22
     connecting: int = 23
     connected: int = 24
@@ -160,6 +162,15 @@ class LedSettings:
     red: int = 0
     green: int = 0
     blue: int = 0
+    level_meter: bool = True
+    """While the learner talks, the connected light's brightness follows the microphone's level (what the
+    tutor hears); while the tutor talks, the speaker's. False: steady, or the tutor's slow pulse."""
+    pixels: int = 3
+    """apa102: how many pixels: 3 on the 2-mic HAT, 12 on the 4-mic HAT (1-64 for another strip)."""
+    brightness: float = 0.5
+    """apa102: the brightest the pixels ever get, 0.05-1.0 of full (they are bright at arm's length)."""
+    power_pin: int = 0
+    """apa102: a pin to drive high to power the pixels (5 on the 4-mic HAT; 0: none, as on the 2-mic HAT)."""
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ from appliance.config.urls import check_url
 
 # BCM numbers of the GPIO pins on the Raspberry Pi 40-pin header.
 VALID_BCM_PINS = range(0, 28)
+LED_PINS = {"single": ("idle", "connecting", "connected", "error"), "rgb": ("red", "green", "blue"),
+            "apa102": ("power_pin",)}
+"""The [leds] keys that name a pin, per kind of light."""
+SPI0_PINS = {7: "CE1", 8: "CE0", 9: "MISO", 10: "MOSI", 11: "SCLK"}
+"""The pins of SPI 0, which the APA102 pixels use: nothing else may be wired to them."""
+MAX_PIXELS = 64
 
 
 def validate(config: Config) -> None:
@@ -59,9 +65,11 @@ def validate(config: Config) -> None:
     if not 0 <= config.button.bounce_ms <= 1000:
         raise ConfigError(src, "button.bounce_ms", f"{config.button.bounce_ms} is out of range; use 0-1000")
     used = {config.button.pin: "button.pin"}
-    led_pins = ("red", "green", "blue") if config.leds.kind == "rgb" else ("idle", "connecting", "connected", "error")
+    led_pins = LED_PINS[config.leds.kind]
     if config.leds.kind == "rgb" and any(getattr(config.leds, c) <= 0 for c in led_pins):
         raise ConfigError(src, "leds.red", "an RGB LED needs red, green and blue pins")
+    if config.leds.kind == "apa102":
+        _check_apa102(config, used)
     for name in led_pins:
         pin = getattr(config.leds, name)
         key = f"leds.{name}"
@@ -70,6 +78,18 @@ def validate(config: Config) -> None:
             if pin in used:
                 raise ConfigError(src, key, f"pin {pin} is already used by {used[pin]}")
             used[pin] = key
+
+
+def _check_apa102(config: Config, used: dict[int, str]) -> None:
+    src, leds = config.source, config.leds
+    if not 1 <= leds.pixels <= MAX_PIXELS:
+        raise ConfigError(src, "leds.pixels", f"{leds.pixels} is out of range; use 3 (2-mic HAT), 12 (4-mic HAT) "
+                          f"or 1-{MAX_PIXELS}")
+    if not 0.05 <= leds.brightness <= 1.0:
+        raise ConfigError(src, "leds.brightness", f"{leds.brightness} is out of range; use 0.05-1.0")
+    for key, pin in (("button.pin", config.button.pin), ("leds.power_pin", leds.power_pin)):
+        if pin in SPI0_PINS:
+            raise ConfigError(src, key, f"pin {pin} is SPI 0's {SPI0_PINS[pin]}, used by the APA102 pixels")
 
 
 def _check_pin(source: str, key: str, pin: int, allow_none: bool) -> None:

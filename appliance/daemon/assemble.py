@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from appliance.audio.base import AudioSink, AudioSource
+from appliance.audio.meter import LevelMeter
 from appliance.call.webrtc import RealtimeCall, warm_up
 from appliance.config import Config
 from appliance.core.kiosk import Kiosk
@@ -31,14 +32,25 @@ class NoLights:
         pass
 
 
+def level_meter(config: Config, leds: Any) -> LevelMeter | None:
+    """The status light's level meter, fed by the microphone's track and the speaker pump; None when the
+    config turns it off or the light cannot show a level (no LEDs)."""
+    show = getattr(leds, "level", None)
+    if not config.leds.level_meter or not callable(show):
+        return None
+    return LevelMeter(show)
+
+
 def build_kiosk(config: Config, *, companion: CompanionClient, store: SessionStore, mic: AudioSource,
                 speaker: AudioSink, leds: Any = None, observer: KioskObserver | None = None,
                 notifier: Notifier | None = None, call_factory: CallFactory = RealtimeCall,
                 warm: Any = warm_up) -> Kiosk:
     """A kiosk wired to these parts; ``warm`` is the call stack's warm-up (a test may slow it)."""
-    link = SpeakerLink(speaker, volume=config.audio.volume, cues=config.audio.cues)
+    meter = level_meter(config, leds)
+    link = SpeakerLink(speaker, volume=config.audio.volume, cues=config.audio.cues, meter=meter)
     warm_up_service = CallStackWarmUp(warm)
-    opener = CompanionCallOpener(config, companion, call_factory, warmed_up=warm_up_service.done)
+    opener = CompanionCallOpener(config, companion, call_factory, warmed_up=warm_up_service.done,
+                                 mic_tap=meter.heard if meter is not None else None)
     parts = KioskParts(
         lights=leds if leds is not None else NoLights(),
         speaker=link,

@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from appliance.call import events
 from appliance.call.webrtc import CallError, RealtimeCall
 from appliance.common import timeline as stages
@@ -30,10 +32,20 @@ log = logging.getLogger(__name__)
 CallFactory = Callable[..., RealtimeCall]
 
 
+def _tapped(supplier: Callable[[int], np.ndarray],
+            tap: Callable[[np.ndarray], np.ndarray]) -> Callable[[int], np.ndarray]:
+    def frames(n: int) -> np.ndarray:
+        return tap(supplier(n))
+    return frames
+
+
 class CompanionCallOpener:
     def __init__(self, config: Config, companion: CompanionClient, call_factory: CallFactory = RealtimeCall,
-                 warmed_up: asyncio.Event | None = None) -> None:
+                 warmed_up: asyncio.Event | None = None,
+                 mic_tap: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.config = config
+        self.mic_tap = mic_tap
+        """Sees each frame the call's microphone sends, after the gate (the status light's level meter)."""
         self.companion = companion
         self.call_factory = call_factory
         self.prefetcher = Prefetcher(companion, config.lesson.level) if config.companion.prefetch else None
@@ -98,8 +110,9 @@ class CompanionCallOpener:
 
     async def _call(self, lesson: Lesson, token: RealtimeToken, handlers: CallHandlers) -> Any:
         realtime = self.config.realtime
+        mic_frames = handlers.mic_frames if self.mic_tap is None else _tapped(handlers.mic_frames, self.mic_tap)
         call = self.call_factory(
-            realtime.base_url, token.token, handlers.mic_frames, on_event=handlers.on_event,
+            realtime.base_url, token.token, mic_frames, on_event=handlers.on_event,
             on_remote_track=handlers.on_remote_track, on_closed=handlers.on_closed,
             ice_servers=realtime.ice_servers, consent_fix=realtime.ice_lite_consent_fix,
             mic_sample_rate=self.config.audio.sample_rate, timeline=lesson.timeline)

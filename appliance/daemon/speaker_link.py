@@ -11,6 +11,7 @@ from typing import Any
 
 from appliance.audio.base import AudioSink
 from appliance.audio.earcons import Earcons
+from appliance.audio.meter import LevelMeter
 from appliance.common.timeline import CallTimeline
 from appliance.core.state import Cue
 
@@ -18,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class SpeakerLink:
-    def __init__(self, sink: AudioSink, *, volume: int = 100, cues: bool = True) -> None:
+    def __init__(self, sink: AudioSink, *, volume: int = 100, cues: bool = True,
+                 meter: LevelMeter | None = None) -> None:
         self.sink = sink
+        self.meter = meter
         self.volume = volume
         self._earcons = Earcons(sink.sample_rate) if cues else None
         self._task: asyncio.Task[None] | None = None
@@ -35,7 +38,7 @@ class SpeakerLink:
         from appliance.audio.speaker import SpeakerPump
 
         self.stop()
-        pump = SpeakerPump(self.sink, volume=self.volume, timeline=timeline,
+        pump = SpeakerPump(self.sink, volume=self.volume, timeline=timeline, meter=self.meter,
                            on_audible=lambda audible: on_audible(audible, time.monotonic()))
         self.pump = pump
         self._task = asyncio.create_task(self._run_pump(pump, track), name="speaker")

@@ -6,14 +6,21 @@ Patterns a learner can tell apart without a screen:
   blinking 2/s · error and sound device missing: error LED very fast blink · stopping: all off.
 Why gpiozero's own ``blink``/``pulse``: each runs on gpiozero's background thread and a new
 ``on``/``off``/``blink``/``pulse`` call cancels the previous one, so animations never stack.
-One table maps state and activity to a pattern; the single-colour LEDs and the RGB LED both play it.
+One table maps state and activity to a pattern; the single-colour LEDs, the RGB LED and the APA102
+pixels of a ReSpeaker HAT (``appliance.hardware.pixels``) all play it.
+
+The level meter (``[leds] level_meter``): while a lesson is connected the connected light is steady and
+its brightness follows ``level(value)`` (0..1, from ``appliance.audio.meter.LevelMeter``, at most 25
+times a second, on the event loop like ``show``): the learner's voice while they talk, the tutor's while
+it talks, in place of the tutor's slow pulse and the hold-to-talk blink (the RGB LED keeps their colours).
+It never goes dark during a lesson (``METER_BASE``), so a silent room still shows a connected kiosk.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gpiozero import PWMLED, RGBLED
 
@@ -21,9 +28,14 @@ from appliance.config import LedSettings
 from appliance.core.ports import Activity
 from appliance.core.state import State
 
+if TYPE_CHECKING:
+    from appliance.hardware.pixels import PixelStatusLight
+
 log = logging.getLogger(__name__)
 
 IDLE_LEVEL = 0.2
+METER_BASE = 0.3
+"""Brightness of the metered light at silence; full level is 1.0."""
 
 Color = tuple[float, float, float]
 OFF: Color = (0.0, 0.0, 0.0)
@@ -42,6 +54,11 @@ class Pattern:
     kind: Literal["steady", "dim", "blink", "pulse"] = "steady"
     period_s: float = 0.0
     """On time (= off time) of a blink, fade time of a pulse."""
+
+    @property
+    def metered(self) -> bool:
+        """Whether the level meter drives it (the connected light, during a lesson)."""
+        return self.led == "connected"
 
 
 OFF_PATTERN = Pattern(None)
@@ -66,18 +83,41 @@ def pattern_for(state: State, activity: Activity = Activity.NONE) -> Pattern:
     return PATTERNS.get((state, activity)) or PATTERNS.get((state, Activity.NONE), OFF_PATTERN)
 
 
-def make_status_leds(settings: LedSettings) -> StatusLeds | RgbStatusLed:
+def make_status_leds(settings: LedSettings) -> StatusLeds | RgbStatusLed | PixelStatusLight:
     """The status light the config describes."""
+    if settings.kind == "apa102":
+        from appliance.hardware.pixels import PixelStatusLight
+
+        return PixelStatusLight(settings)
     return RgbStatusLed(settings) if settings.kind == "rgb" else StatusLeds(settings)
+
+
+def meter_value(level: float) -> float:
+    """The brightness (0..1) that shows a meter level (0..1): never dark, full at full level."""
+    return METER_BASE + (1.0 - METER_BASE) * min(1.0, max(0.0, level))
 
 
 class _Shown:
     """Same pattern again is a no-op (a new gpiozero animation would restart the blink)."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: LedSettings) -> None:
         self.state: State | None = None
         self.activity = Activity.NONE
         self._pattern: Pattern | None = None
+        self.level_meter = settings.level_meter
+        self._metering = False
+
+    def level(self, value: float) -> None:
+        """The level meter's reading (0..1): the connected light's brightness while a lesson is connected."""
+        if self._metering and self._pattern is not None:
+            self._show_level(self._pattern, meter_value(value))
+
+    def _start_meter(self, pattern: Pattern) -> None:
+        """The pattern becomes metered: steady at the silent brightness until the first reading."""
+        self._show_level(pattern, METER_BASE)
+
+    def _show_level(self, pattern: Pattern, brightness: float) -> None:
+        raise NotImplementedError
 
     def show(self, state: State, activity: Activity = Activity.NONE) -> None:
         if (state, activity) not in PATTERNS:
@@ -87,7 +127,11 @@ class _Shown:
         if pattern == self._pattern:
             return
         self._pattern = pattern
-        self._play(pattern)
+        self._metering = self.level_meter and pattern.metered
+        if self._metering:
+            self._start_meter(pattern)
+        else:
+            self._play(pattern)
 
     def _play(self, pattern: Pattern) -> None:
         raise NotImplementedError
@@ -97,8 +141,12 @@ class RgbStatusLed(_Shown):
     """One RGB LED showing every state by colour and pattern (the same patterns as the single LEDs)."""
 
     def __init__(self, settings: LedSettings) -> None:
-        super().__init__()
+        super().__init__(settings)
         self.led = RGBLED(settings.red, settings.green, settings.blue)
+
+    def _show_level(self, pattern: Pattern, brightness: float) -> None:
+        red, green, blue = COLORS.get(pattern.color, OFF)
+        self.led.color = (red * brightness, green * brightness, blue * brightness)
 
     def pin_for(self, state: State) -> int | None:
         return None
@@ -122,7 +170,7 @@ class StatusLeds(_Shown):
     """One single-colour LED per state (pins from the config; 0 = not fitted)."""
 
     def __init__(self, settings: LedSettings) -> None:
-        super().__init__()
+        super().__init__(settings)
         pins: dict[Led, int] = {"idle": settings.idle, "connecting": settings.connecting,
                                 "connected": settings.connected, "error": settings.error}
         self._leds: dict[int, PWMLED] = {}
@@ -137,14 +185,27 @@ class StatusLeds(_Shown):
         led = pattern_for(state).led
         return None if led is None else self._pin.get(led)
 
-    def _play(self, pattern: Pattern) -> None:
+    def _lit(self, pattern: Pattern) -> PWMLED | None:
+        """The pattern's LED, every other one off."""
         lit = None if pattern.led is None else self._pin.get(pattern.led)
         for pin, led in self._leds.items():
             if pin != lit:
                 led.off()
-        if lit is None:
+        return None if lit is None else self._leds[lit]
+
+    def _start_meter(self, pattern: Pattern) -> None:
+        self._lit(pattern)
+        self._show_level(pattern, METER_BASE)
+
+    def _show_level(self, pattern: Pattern, brightness: float) -> None:
+        pin = None if pattern.led is None else self._pin.get(pattern.led)
+        if pin is not None:
+            self._leds[pin].value = brightness
+
+    def _play(self, pattern: Pattern) -> None:
+        led = self._lit(pattern)
+        if led is None:
             return
-        led = self._leds[lit]
         if pattern.kind == "dim":
             led.value = IDLE_LEVEL
         elif pattern.kind == "blink":
