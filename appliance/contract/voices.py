@@ -21,5 +21,5 @@ def voice_problem(value: object) -> str | None:
     """Why ``value`` is not a voice name (for an error naming the key), or None when it is one."""
     if isinstance(value, str) and value in VOICES:
         return None
-    shown = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"
+    shown = repr(value) if isinstance(value, str | int | float) else "a table" if isinstance(value, dict) else "a list"
     return f"{shown[:40]} is not a Realtime voice; use one of: {' '.join(VOICES)}"
