@@ -5,6 +5,8 @@ the voice of the plan's level. On SQLite and PostgreSQL (the plan and its level 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ from appliance.companion.cli import build_config
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.contract.voices import VOICES
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
+from tests.console_helpers import KEYS, TEACHER, TEACHER_PASSWORD, console_stack, lesson_record, signed_in, sync_lessons
 from tests.harness import API_KEY
 
 KEY = "key-a-0123456789abcdef"
@@ -97,3 +100,36 @@ async def test_the_token_carries_the_voice_of_the_plans_level(db: str) -> None:
         await simulator.stop()
     assert voices == ["shimmer", "cedar"]
     assert no_plan == "cedar"  # no plan: the default level (A2) has no voice of its own
+
+
+# -- the console -------------------------------------------------------------------------------------
+
+
+async def test_the_console_shows_each_lessons_voice_in_the_list_the_lesson_and_the_csv(db: str) -> None:
+    with_voice = lesson_record("kiosk-a", "2026-11-24", 4.0, 0.04, voice="coral",
+                               errors=[{"code": "voice_refused", "message": "the model refused the voice 'ballad' "
+                                        "(Invalid value); using the default voice marin"}])
+    older = lesson_record("kiosk-b", "2026-11-23", 2.0, 0.02)  # from a kiosk that does not send a voice
+    async with console_stack(db) as stack:
+        await sync_lessons(stack, with_voice, older)
+        async with signed_in(stack, TEACHER, TEACHER_PASSWORD) as teacher:
+            listing = (await teacher.get("/console/lessons")).text
+            row = listing.split(with_voice["session_id"])[1].split("</tr>")[0]
+            assert "<th scope=\"col\">Voice</th>" in listing and ">coral<" in row
+            page = (await teacher.get(f"/console/lessons/{with_voice['session_id']}")).text
+            assert "<dt>Voice</dt><dd>coral</dd>" in page
+            assert "voice_refused" in page and "using the default voice marin" in page
+            text = (await teacher.get("/console/lessons.csv")).content.decode("utf-8-sig")
+        rows = {r["session_id"]: r for r in csv.DictReader(io.StringIO(text))}
+        assert rows[with_voice["session_id"]]["voice"] == "coral"
+        assert rows[older["session_id"]]["voice"] == ""
+        (stored,) = await stack.db.fetchall("SELECT voice FROM sessions WHERE session_id = ?",
+                                            (with_voice["session_id"],))
+        assert stored[0] == "coral"
+
+
+async def test_a_lesson_with_an_unknown_voice_is_refused_naming_the_field(db: str) -> None:
+    async with console_stack(db) as stack, httpx.AsyncClient(base_url=stack.base_url) as http:
+        response = await http.post("/api/summarize", json=lesson_record("kiosk-a", voice="robot"),
+                                   headers={"Authorization": f"Bearer {KEYS['kiosk-a']}"})
+    assert response.status_code == 400 and "voice" in response.json()["error"]["message"]
