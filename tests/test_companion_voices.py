@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appliance.companion.cli import build_config
+from appliance.companion.retention import reduce_record
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.contract.voices import VOICES
 from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
@@ -133,3 +134,8 @@ async def test_a_lesson_with_an_unknown_voice_is_refused_naming_the_field(db: st
         response = await http.post("/api/summarize", json=lesson_record("kiosk-a", voice="robot"),
                                    headers={"Authorization": f"Bearer {KEYS['kiosk-a']}"})
     assert response.status_code == 400 and "voice" in response.json()["error"]["message"]
+
+
+def test_the_voice_outlives_retention() -> None:
+    reduced = reduce_record(lesson_record("kiosk-a", voice="sage"))
+    assert reduced["voice"] == "sage" and reduced["turns"] == [] and reduced["errors"] == []
