@@ -13,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.audio.wav import ScriptedMicrophone
+from appliance.common.net import enable_loopback_candidates
 from appliance.contract.voices import DEFAULT_VOICE, VOICES
 from appliance.core.state import State
+from appliance.simulator.server import RealtimeSimulator, SimulatorConfig
+from appliance.simulator.server import main as simulator_main
 from appliance.simulator.voice import espeak_available, synthesize
 from tests.audio_helpers import median_pitch_hz
-from tests.harness import lesson_stack, logged_events, tutor_quiet_after
+from tests.harness import API_KEY, lesson_stack, logged_events, tutor_quiet_after
+from tests.simulator_helpers import Client, mint
 
 pytestmark = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is required (scripts/setup.sh)")
 
@@ -99,3 +104,38 @@ async def test_a_refused_voice_falls_back_to_the_default_with_a_warning(
     sent = [e["session"]["audio"]["output"]["voice"] for _, e in logged_events(tmp_path, "client")
             if e["type"] == "session.update" and "output" in e["session"].get("audio", {})]
     assert sent == ["ballad", DEFAULT_VOICE]
+
+
+async def test_the_simulator_refuses_unknown_and_refused_voices_and_applies_nothing_of_them(tmp_path: Path) -> None:
+    enable_loopback_candidates()
+    sim = RealtimeSimulator(SimulatorConfig(api_keys=frozenset({API_KEY}), refused_voices=frozenset({"ballad"})))
+    await sim.start()
+    mic = ScriptedMicrophone()
+    await mic.start()
+    client = Client(sim, await mint(sim), mic)  # the token's session speaks marin
+    await client.call.open(10)
+    try:
+        await client.until("session.created")
+        for n, voice in enumerate(("robot", "ballad"), 1):
+            client.call.send({"type": "session.update", "event_id": f"evt_{voice}",
+                              "session": {"type": "realtime", "instructions": "Changed.",
+                                          "audio": {"output": {"voice": voice}}}})
+            error = (await client.until("error", n)).data["error"]
+            assert error["code"] == "invalid_value" and error["param"] == "session.audio.output.voice"
+            assert error["event_id"] == f"evt_{voice}"
+        call = next(iter(sim.calls.values()))
+        assert call.speaker == "marin" and call.session["instructions"] == "Be Stella."  # nothing applied
+        client.call.send({"type": "session.update",
+                          "session": {"type": "realtime", "audio": {"output": {"voice": "sage"}}}})
+        updated = (await client.until("session.updated")).data["session"]
+        assert updated["audio"]["output"]["voice"] == "sage" and call.speaker == "sage"
+    finally:
+        await client.close()
+        await mic.close()
+        await sim.stop()
+
+
+def test_the_refuse_voice_option_takes_only_ga_voices(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        simulator_main(["--refuse-voice", "robot"])
+    assert info.value.code == 2 and "--refuse-voice" in capsys.readouterr().err
