@@ -11,7 +11,8 @@ HANDLED: dict[str, str] = {
     "session.created": "first event of a call; nothing to do (the kiosk sends its own session.update)",
     "session.updated": "the kiosk's session config is applied: the greeting may start",
     "error": "logged and kept in the lesson's errors; session_expired ends the lesson; an error naming "
-             "the greeting's event_id retries the greeting once",
+             "the greeting's event_id retries the greeting once; one refusing the session.update's voice "
+             "sends it again with marin (warning voice_refused)",
     "input_audio_buffer.speech_started": "learner activity (idle countdown); start of the learner turn",
     "input_audio_buffer.speech_stopped": "end of a learner speech segment (its length feeds the cost "
                                           "estimate when usage has no details)",

@@ -27,7 +27,9 @@ from appliance.companion.erasure import NothingToErase
 from appliance.companion.models import CONFIG_KEYS, DEFAULT_MODELS, ModelChoice, ModelStatus, model_list
 from appliance.companion.server import CompanionConfig, CompanionServer
 from appliance.companion.storage import Storage, open_storage
+from appliance.contract.names import LEVELS
 from appliance.contract.record import is_uuid
+from appliance.contract.voices import voice_problem
 
 KIOSK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DEFAULT_DB = "companion.db"
@@ -407,6 +409,26 @@ FLAGS = {"host": "host", "port": "port", "db": "db_path", "openai_base_url": "op
          "daily_minutes": "daily_minutes"}
 
 
+def checked_voices(source: str, key: str, value: Any) -> Any:
+    """``voice`` (one GA voice name) or ``level_voices`` (a table of CEFR level → voice name), checked;
+    ValueError names the file (or flag) and the key."""
+    where = f"{source}: {key}: " if key else f"{source}: "
+    if key != "level_voices":
+        problem = voice_problem(value)
+        if problem:
+            raise ValueError(where + problem)
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}must be a table of level = voice, e.g. [level_voices] A1 = \"shimmer\"")
+    for level, voice in value.items():
+        if level not in LEVELS:
+            raise ValueError(f"{source}: level_voices.{level[:20]}: not a level; use {', '.join(LEVELS[:-1])} or C2")
+        problem = voice_problem(voice)
+        if problem:
+            raise ValueError(f"{source}: level_voices.{level}: {problem}")
+    return dict(value)
+
+
 def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
     """Defaults, then the TOML file, then command-line flags; ValueError names a bad key."""
     values: dict[str, Any] = {"port": 8700, "db_path": DEFAULT_DB}  # each key and value checked below
@@ -428,6 +450,8 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
                 except ValueError as exc:
                     example = ", ".join(f'"{m}"' for m in DEFAULT_MODELS["realtime"])
                     raise ValueError(f"{args.config}: {key}: {exc} (a name, or a list like [{example}])") from None
+            elif key in ("voice", "level_voices"):
+                value = checked_voices(str(args.config), key, value)
             elif key == "trust_proxy":
                 try:
                     trusted_proxies(value)
@@ -444,7 +468,7 @@ def build_config(args: argparse.Namespace, api_key: str) -> CompanionConfig:
     for flag, field_name in FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
-            values[field_name] = value
+            values[field_name] = checked_voices("--voice", "", value) if flag == "voice" else value
     config = CompanionConfig(openai_api_key=api_key, **values)
     try:
         config.models()

@@ -12,7 +12,8 @@ from typing import Any
 from appliance.contract.record import UncheckedRecord
 
 #: Top-level fields that hold no words of the learner or tutor.
-KEPT_FIELDS = ("schema", "session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "level")
+KEPT_FIELDS = ("schema", "session_id", "kiosk_id", "started_at", "ended_at", "end_reason", "plan_id", "level",
+               "voice")
 
 
 def reduce_record(record: Any) -> UncheckedRecord:

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, TypeVar
@@ -49,6 +49,7 @@ from appliance.companion.upstream import (
     validate_pack,
 )
 from appliance.contract.record import InvalidRecord, SessionRecord, validate_record
+from appliance.contract.voices import DEFAULT_VOICE
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,11 @@ class CompanionConfig:
     openai_api_key: str = field(default="", repr=False)
     realtime_model: str | tuple[str, ...] = DEFAULT_MODELS["realtime"]
     """One model, or an ordered list: on ``model_not_found`` the next one is used (same for the others)."""
-    voice: str = "marin"
+    voice: str = DEFAULT_VOICE
+    """The tutor's voice for every level without its own (one of the GA voices)."""
+    level_voices: Mapping[str, str] = field(default_factory=dict)
+    """CEFR level → the tutor's voice for lessons planned at that level (over ``voice``). A kiosk whose own
+    config names a voice uses that one instead."""
     transcription_model: str | tuple[str, ...] = DEFAULT_MODELS["transcription"]
     planner_model: str | tuple[str, ...] = DEFAULT_MODELS["planner"]
     default_level: str = "A2"
@@ -448,6 +453,8 @@ class CompanionServer:
             if plan is None:
                 return error(404, "unknown_plan", f"no plan {plan_id} for this kiosk")
         prompt = tutor_instructions(plan, self.config.default_level)
+        level = (plan or {}).get("level") or self.config.default_level
+        voice = self.config.level_voices.get(str(level), self.config.voice)
         # The slot is taken before the upstream call (so concurrent requests cannot all slip through) and
         # given back when no token came of it.
         verdict = await limits.reserve(self.storage.db, f"token:{kiosk}", self.config.tokens_per_hour, HOUR_S,
@@ -456,7 +463,7 @@ class CompanionServer:
             return self._too_many(f"at most {self.config.tokens_per_hour} lessons per hour per kiosk", verdict)
         try:
             picked, (value, expires_at) = await self._with_fallback(
-                ("realtime", "transcription"), lambda picked: self._mint(prompt, picked))
+                ("realtime", "transcription"), lambda picked: self._mint(prompt, voice, picked))
         except BaseException as exc:
             await limits.release(self.storage.db, verdict.event_id)
             if not isinstance(exc, UpstreamError):
@@ -469,7 +476,7 @@ class CompanionServer:
             return error(exc.status, exc.code, f"could not mint a Realtime token: {exc.message}")
         return json_response({"token": value, "expires_at": expires_at,
                               "expires_in": self._expires_in(expires_at), "model": picked["realtime"],
-                              "voice": self.config.voice, "prompt": prompt,
+                              "voice": voice, "prompt": prompt,
                               # What the token's session holds, so a kiosk can send it again itself
                               # to servers that ignore token-embedded config; null: no input
                               # transcription (every transcription model failed), the kiosk then keeps
@@ -487,9 +494,9 @@ class CompanionServer:
         clock behind OpenAI's never makes a token look longer-lived than it can be."""
         return round(max(0.0, min(float(self.config.token_ttl_s), expires_at - self.clock())), 3)
 
-    async def _mint(self, prompt: str, picked: Picked) -> tuple[str, float]:
+    async def _mint(self, prompt: str, voice: str, picked: Picked) -> tuple[str, float]:
         return await self.upstream.client_secret(
-            model=required(picked, "realtime"), voice=self.config.voice, instructions=prompt,
+            model=required(picked, "realtime"), voice=voice, instructions=prompt,
             ttl_s=self.config.token_ttl_s, transcription_model=picked["transcription"],
             silence_ms=self.config.silence_ms)
 

@@ -173,7 +173,8 @@ class Storage:
             level = _level(record)
             rows.append((record["session_id"], record["kiosk_id"], record["started_at"], record["ended_at"],
                          record["end_reason"], json.dumps(record, ensure_ascii=False), now, day,
-                         float(metrics.get("duration_s") or 0.0), float(metrics.get("est_cost_usd") or 0.0), level))
+                         float(metrics.get("duration_s") or 0.0), float(metrics.get("est_cost_usd") or 0.0), level,
+                         record.get("voice")))
         if not rows:
             return []
         async with self.db.transaction() as q:
@@ -188,10 +189,10 @@ class Storage:
             rows = [row for row in rows if row[0] not in owners]
             inserted: set[str] = set()
             if rows:  # one statement for the whole batch (one round trip, not one per lesson)
-                placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
                 inserted = {r[0] for r in await q.fetchall(
                     "INSERT INTO sessions (session_id, kiosk_id, started_at, ended_at, end_reason, record, "
-                    f"received_at, received_day, duration_s, cost_usd, level) VALUES {placeholders} "
+                    f"received_at, received_day, duration_s, cost_usd, level, voice) VALUES {placeholders} "
                     "ON CONFLICT (session_id) DO NOTHING RETURNING session_id", [v for row in rows for v in row])}
             others = [row[0] for row in rows if row[0] not in inserted]
             if others:
@@ -282,7 +283,7 @@ class Storage:
             if isinstance(level, str):
                 levels[(plan_id, kiosk_id)] = level
         by_session = {r["session_id"]: levels.get((r.get("plan_id"), r["kiosk_id"])) for r in records}
-        return [row if row[10] is not None else (*row[:10], by_session.get(row[0])) for row in rows]
+        return [row if row[10] is not None else (*row[:10], by_session.get(row[0]), *row[11:]) for row in rows]
 
     async def sessions(self, kiosk_id: str | None, since: str | None = None) -> list[UncheckedRecord]:
         """Records in the order they were received; ``kiosk_id=None`` means all kiosks (admin export). As

@@ -98,6 +98,10 @@ class LessonSettings:
     """No learner speech for this long: the tutor says goodbye and the lesson ends."""
     greeting: bool = True
     """The tutor speaks first as soon as the call is up, so the learner knows it listens."""
+    voice: str = ""
+    """The tutor's voice on this kiosk: alloy ash ballad coral echo sage shimmer verse marin cedar.
+    Empty: the companion's choice (its voice for the lesson's level, else its default). Set, it wins
+    over the companion's. A voice the model refuses falls back to marin, with a warning."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from appliance.config.errors import ConfigError, show_value
 from appliance.config.settings import Config
 from appliance.config.urls import check_url
+from appliance.contract.voices import voice_problem
 
 # BCM numbers of the GPIO pins on the Raspberry Pi 40-pin header.
 VALID_BCM_PINS = range(0, 28)
@@ -50,6 +51,8 @@ def validate(config: Config) -> None:
     _positive(src, "button.long_press_s", config.button.long_press_s, 0.5, 30)
     if not config.lesson.stop_phrases or any(not p.strip() for p in config.lesson.stop_phrases):
         raise ConfigError(src, "lesson.stop_phrases", "must list at least one non-empty phrase")
+    if config.lesson.voice and (problem := voice_problem(config.lesson.voice)):
+        raise ConfigError(src, "lesson.voice", f"{problem} (or leave it out for the companion's choice)")
     if not 0 <= config.audio.echo_tail_ms <= 2000:
         raise ConfigError(src, "audio.echo_tail_ms", f"{config.audio.echo_tail_ms} is out of range; use 0-2000")
     if not 0 <= config.audio.volume <= 100:

@@ -25,6 +25,7 @@ from appliance.contract.names import (
     TurnStatus,
 )
 from appliance.contract.targets import TargetRecord
+from appliance.contract.voices import voice_problem
 
 
 class TurnRecord(TypedDict):
@@ -80,6 +81,8 @@ class SessionRecord(TypedDict):
     ended_at: str
     end_reason: EndReason
     plan_id: NotRequired[str | None]
+    voice: NotRequired[str | None]
+    """The tutor's voice the lesson was spoken in (after any fallback); absent from older kiosks."""
     targets: NotRequired[list[TargetRecord]]
     turns: list[TurnRecord]
     metrics: NotRequired[Metrics]
@@ -144,6 +147,8 @@ def validate_record(record: Any) -> SessionRecord:
     # Not written by kiosks; a companion fills it in from the lesson's plan. Teachers filter and count by it.
     if record.get("level") is not None and record["level"] not in LEVELS:
         raise InvalidRecord(f"level must be one of {', '.join(LEVELS)}, null or absent, got {record['level']!r:.40}")
+    if record.get("voice") is not None and (problem := voice_problem(record["voice"])):
+        raise InvalidRecord(f"voice {problem}, null or absent")
     turns = record.get("turns")
     if not isinstance(turns, list) or len(turns) > MAX_TURNS:
         raise InvalidRecord(f"turns must be a list of at most {MAX_TURNS}")

@@ -41,6 +41,7 @@ from appliance.core.playhead import Playhead
 from appliance.core.recovery import RESPONSE_STALL_S, Recovery
 from appliance.core.responses import Purpose, Response, Responses
 from appliance.core.turn_taking import TurnTaking
+from appliance.core.voice_fallback import SessionConfig
 
 Mode = Literal["toggle", "hold"]
 
@@ -70,7 +71,7 @@ class Conversation(TurnTaking, Recovery):
         self.long_press_s = long_press_s
         self.mic_rate = mic_rate
         self.stop_phrases = list(stop_phrases)
-        self._session = session
+        self._session = SessionConfig(session) if session is not None else None
         self._greet_pending = greet
         self._awaiting_session = False
         self.responses = Responses()
@@ -122,7 +123,7 @@ class Conversation(TurnTaking, Recovery):
         (or after a short wait: a server that never confirms must not keep the learner waiting)."""
         out: list[Outcome] = []
         if self._session is not None:
-            out.append(Send(events.session_update(**self._session)))
+            out.append(Send(self._session.update()))
             self._awaiting_session = True
         elif self.mode == "hold":
             out.append(Send(events.manual_turns_update()))
@@ -213,6 +214,10 @@ class Conversation(TurnTaking, Recovery):
         self.lesson.add_error(code, str(error.get("message") or ""))
         if code == "session_expired":
             return self._end("session_expired")
+        resent = self._session.on_error(error, self.lesson) if self._session is not None else None
+        if resent is not None:  # a refused voice: the default instead, the greeting waits for it
+            self._awaiting_session = True
+            return [Send(resent), *([StartTimer("greet", SESSION_UPDATE_WAIT_S)] if self._greet_pending else [])]
         request = self.responses.request
         if request is None or error.get("event_id") != request.event_id:
             return []

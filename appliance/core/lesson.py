@@ -117,6 +117,8 @@ class Lesson:
 
     kiosk_id: str
     model: str = ""
+    voice: str = ""
+    """The tutor's voice sent in the session config (the default after a refusal); "" when none was named."""
     plan_id: str | None = None
     targets: list[TargetRecord] = field(default_factory=list)
     session_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -212,6 +214,7 @@ class Lesson:
             "ended_at": iso_utc(anchor.wall_at(ended_mono)),
             "end_reason": end_reason,
             "plan_id": self.plan_id,
+            "voice": self.voice or None,
             "targets": self.targets,
             "turns": turns,
             "metrics": metrics,

@@ -21,6 +21,7 @@ from appliance.call.webrtc import CallError, RealtimeCall
 from appliance.common import timeline as stages
 from appliance.common.supervise import supervise
 from appliance.config import Config
+from appliance.contract.voices import DEFAULT_VOICE, VOICES
 from appliance.core.lesson import Lesson
 from appliance.core.ports import CallHandlers, OpenedCall, OpenFailed
 from appliance.core.resume import resume_instructions
@@ -106,7 +107,7 @@ class CompanionCallOpener:
             token = await self.companion.token(plan_id=lesson.plan_id)
             call = await self._call(lesson, token, handlers)
         lesson.transcript.transcribed = token.transcription_model is not None
-        return OpenedCall(call, self._session_config(token, instructions))
+        return OpenedCall(call, self._session_config(token, instructions, lesson))
 
     async def _call(self, lesson: Lesson, token: RealtimeToken, handlers: CallHandlers) -> Any:
         realtime = self.config.realtime
@@ -134,18 +135,30 @@ class CompanionCallOpener:
         token = await self.companion.token(plan_id=plan.plan_id)
         return plan, token, False
 
-    def _session_config(self, token: RealtimeToken, instructions: str) -> dict[str, Any]:
+    def _session_config(self, token: RealtimeToken, instructions: str, lesson: Lesson) -> dict[str, Any]:
         """The session the kiosk sends when the channel opens: the token's own config (a server that
-        applied the token gets the same again), with manual turns in hold mode."""
+        applied the token gets the same again), with manual turns in hold mode and the lesson's voice."""
         detection = None if self.config.button.mode == "hold" else {"type": "server_vad",
                                                                      "silence_duration_ms": token.silence_ms}
-        session = events.session_config(instructions, token.voice, transcription_model=token.transcription_model,
+        lesson.voice = self._voice(token)
+        session = events.session_config(instructions, lesson.voice, transcription_model=token.transcription_model,
                                         turn_detection=detection, noise_reduction="far_field")
         if token.transcription_model is None:  # the companion found no transcription model: say so again
             session["audio"]["input"]["transcription"] = None
         if not instructions:
             session.pop("instructions")  # never blank out instructions the token did carry
         return session
+
+    def _voice(self, token: RealtimeToken) -> str:
+        """The kiosk's own voice when its config names one (whoever set up this kiosk chose it for this
+        room), else the companion's (its voice for the lesson's level, else its default), else the default.
+        A name outside the GA list (a misconfigured or newer companion) is replaced by the default: the
+        model would refuse it, and the lesson record must carry a voice the companion accepts."""
+        chosen = self.config.lesson.voice or token.voice
+        if chosen and chosen not in VOICES:
+            log.warning("the companion named the voice %r, which is not a Realtime voice; using %s",
+                        chosen[:40], DEFAULT_VOICE)
+        return chosen if chosen in VOICES else DEFAULT_VOICE
 
 
 async def _close_quietly(call: Any) -> None:

@@ -31,6 +31,7 @@ from appliance.audio.speaker import AUDIBLE_DBFS
 from appliance.audio.tracks import PacedAudioTrack, frame_to_mono
 from appliance.call.ice_consent import ice_connections
 from appliance.common.arrival import ArrivalGaps
+from appliance.contract.voices import VOICES
 from appliance.simulator import tutor
 from appliance.simulator.asr import PhraseRecognizer
 from appliance.simulator.ice import ignore_non_nominating_consent, partition
@@ -179,8 +180,10 @@ class SimulatedCall:
                  recognizer: PhraseRecognizer, rtp_during_silence: bool = True,
                  response_delay_s: float = 0.0, faults: Faults | None = None,
                  audio_buffer_events: bool = True, sentence_pause_s: float | None = None,
-                 item_events: bool = True) -> None:
+                 item_events: bool = True, refused_voices: frozenset[str] = frozenset()) -> None:
         self.call_id = call_id
+        self.refused_voices = refused_voices
+        """Voices this "model" refuses in ``session.update`` (``invalid_value``), as a model without them does."""
         self.session = effective_session(session)
         self.session["expires_at"] = int(time.time() + max_session_s)
         self.response_delay_s = response_delay_s
@@ -363,9 +366,14 @@ class SimulatedCall:
             log.warning("call %s: cannot write the event log %s: %s", self.call_id, self.event_log, exc)
 
     def _error(self, message: str, code: str, event_id: str | None = None,
-               etype: str = "invalid_request_error") -> None:
-        self.send("error", error={"type": etype, "code": code, "message": message, "param": None,
+               etype: str = "invalid_request_error", param: str | None = None) -> None:
+        self.send("error", error={"type": etype, "code": code, "message": message, "param": param,
                                   "event_id": event_id})
+
+    @property
+    def speaker(self) -> str:
+        """The Realtime voice the session speaks with (``session.audio.output.voice``)."""
+        return str(_section(_section(self.session, "audio"), "output").get("voice") or "alloy")
 
     # -- events in --------------------------------------------------------------------------
     def _on_datachannel(self, channel: Any) -> None:
@@ -410,6 +418,13 @@ class SimulatedCall:
         if "modalities" in session or "voice" in session or "input_audio_format" in session:
             self._error("The beta session shape is no longer supported.", "beta_api_shape_disabled",
                         event.get("event_id"))
+            return
+        voice = _section(_section(session, "audio"), "output").get("voice")
+        if voice is not None and (voice not in VOICES or voice in self.refused_voices):
+            # OpenAI refuses the whole update: nothing of it is applied.
+            self._error(f"Invalid value: '{str(voice)[:40]}'. This model does not support this voice; supported "
+                        f"values are: {', '.join(v for v in VOICES if v not in self.refused_voices)}.",
+                        "invalid_value", event.get("event_id"), param="session.audio.output.voice")
             return
         for key, value in session.items():
             if key == "audio" and isinstance(value, dict):
@@ -667,7 +682,7 @@ class SimulatedCall:
             await asyncio.sleep(self.response_delay_s)  # the model "thinking": the response is active meanwhile
         if self.sentence_pause_s is not None:
             return await self._stream(rid, base, item, text, where, fault)
-        audio = await synthesize(text, self.voice)
+        audio = await synthesize(text, self.voice, self.speaker)
         if rid in self._cancelled:
             return self._finish(rid, base, item, "", "cancelled", 0)
         self._enqueue(_Playback(rid, item_id, audio))
@@ -699,7 +714,7 @@ class SimulatedCall:
                     await asyncio.sleep(pause_s)  # the model is slow to say the next one
                 if playback.dropped or rid in self._cancelled:
                     break
-            audio = await synthesize(sentence, self.voice)
+            audio = await synthesize(sentence, self.voice, self.speaker)
             if rid in self._cancelled or (playback is not None and playback.dropped):
                 break
             if playback is None:

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from appliance.common.httpserve import serve_until_signal, start_http
 from appliance.common.net import enable_loopback_candidates
+from appliance.contract.voices import VOICES
 from appliance.simulator.asr import DEFAULT_PHRASES, PhraseRecognizer
 from appliance.simulator.call import Faults, SimulatedCall, new_id
 
@@ -79,6 +80,10 @@ class SimulatorConfig:
     event_log: Path | None = None
     """JSONL file of every client event received."""
     voice: str = "auto"
+    """The speech engine: espeak-ng (auto, espeak) or the synthetic buzz; each Realtime voice has its pitch."""
+    refused_voices: frozenset[str] = frozenset()
+    """Realtime voices the "model" refuses: a ``session.update`` naming one gets ``invalid_value``
+    (``param`` ``session.audio.output.voice``) and nothing of it is applied, as with a model without them."""
     max_session_s: float = 3600.0
     phrases: tuple[str, ...] = DEFAULT_PHRASES
     """What the simulator can recognise in the learner's speech (anything else: "(speech, N s)")."""
@@ -467,7 +472,7 @@ class RealtimeSimulator:
                              response_delay_s=self.config.response_delay_s,
                              faults=self.faults, audio_buffer_events=self.config.audio_buffer_events,
                              sentence_pause_s=self.config.sentence_pause_s,
-                             item_events=self.config.item_events)
+                             item_events=self.config.item_events, refused_voices=self.config.refused_voices)
         self._opening += 1
         try:
             answer = await call.answer(offer)
@@ -559,7 +564,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="answer every ICE consent check (OpenAI's server reportedly does not)")
     parser.add_argument("--event-log", type=Path,
                         help="append every event, both directions (\"direction\": client|server), to this JSONL file")
-    parser.add_argument("--voice", choices=["auto", "espeak", "synthetic"], default="auto")
+    parser.add_argument("--voice", choices=["auto", "espeak", "synthetic"], default="auto",
+                        help="speech engine; each Realtime voice (alloy … cedar) speaks at its own pitch")
+    parser.add_argument("--refuse-voice", action="append", default=[], choices=VOICES, metavar="VOICE",
+                        help="a Realtime voice the model refuses in session.update (invalid_value); repeatable")
     parser.add_argument("--no-silent-rtp", action="store_true",
                         help="send RTP only while the tutor speaks (some servers pause the stream in between)")
     parser.add_argument("--refuse-calls", action="store_true",
@@ -603,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     config = SimulatorConfig(host=args.host, port=args.port,
                              api_keys=frozenset(args.api_keys) if args.api_keys else None,
                              consent_emulation=not args.no_consent_emulation, event_log=args.event_log,
-                             voice=args.voice, phrases=(*DEFAULT_PHRASES, *args.phrase),
+                             voice=args.voice, refused_voices=frozenset(args.refuse_voice),
+                             phrases=(*DEFAULT_PHRASES, *args.phrase),
                              rtp_during_silence=not args.no_silent_rtp, refuse_calls=args.refuse_calls,
                              cors_origin=args.cors, model_shutdowns=shutdowns,
                              response_delay_s=max(0.0, args.response_delay),

@@ -98,6 +98,8 @@ class Lesson:
     duration_s: float
     cost_usd: float
     level: str | None
+    voice: str | None
+    """The tutor's voice (NULL for lessons from kiosks that did not send one)."""
     record: UncheckedRecord | None = field(default=None, compare=False)
     """As stored: reduced to its metrics past retention, and possibly from an older companion."""
 
@@ -119,7 +121,7 @@ def _number(value: Any, limit: float) -> float:
 
 
 def _lesson(row: tuple[Any, ...], keep_record: bool) -> Lesson:
-    session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level, text = row
+    session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level, voice, text = row
     record: UncheckedRecord | None = None
     if text is not None:
         try:
@@ -131,11 +133,11 @@ def _lesson(row: tuple[Any, ...], keep_record: bool) -> Lesson:
     metrics = metrics if isinstance(metrics, dict) else {}
     duration = _number(duration_s if duration_s is not None else metrics.get("duration_s"), DAY_S)
     cost = _number(cost_usd if cost_usd is not None else metrics.get("est_cost_usd"), MAX_COST_USD)
-    return Lesson(session_id, kiosk_id, started_at, ended_at, end_reason, duration, cost, level,
+    return Lesson(session_id, kiosk_id, started_at, ended_at, end_reason, duration, cost, level, voice,
                   record if keep_record else None)
 
 
-_COLUMNS = "session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level"
+_COLUMNS = "session_id, kiosk_id, started_at, ended_at, end_reason, duration_s, cost_usd, level, voice"
 #: The record is fetched only where a number column is missing: a list of 500 lessons is not 500 transcripts.
 _RECORD_IF_NEEDED = "CASE WHEN duration_s IS NULL OR cost_usd IS NULL THEN record END"
 

@@ -279,7 +279,7 @@ class Console:
         flt = self._filter(request)
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["session_id", "kiosk_id", "day", "started_at", "ended_at", "end_reason", "level",
+        writer.writerow(["session_id", "kiosk_id", "day", "started_at", "ended_at", "end_reason", "level", "voice",
                          "duration_s", "est_cost_usd", "learner_turns", "tutor_turns", "transcript"])
         scope, _ = await self.viewer(request)
         items = await queries.lessons_with_records(self.db, flt, scope)
@@ -292,8 +292,8 @@ class Console:
             transcript = " | ".join(f"{t.get('role')}: {t.get('text')}" for t in turns)
             writer.writerow([_cell(v) for v in (
                 item.session_id, item.kiosk_id, item.day, item.started_at, item.ended_at, item.end_reason,
-                item.level or "", round(item.duration_s, 3), round(item.cost_usd, 6), metrics.get("learner_turns", ""),
-                metrics.get("tutor_turns", ""), transcript)])
+                item.level or "", item.voice or "", round(item.duration_s, 3), round(item.cost_usd, 6),
+                metrics.get("learner_turns", ""), metrics.get("tutor_turns", ""), transcript)])
         name = "lessons" + "".join(f"-{v}" for v in flt.params().values()) + ".csv"
         # A BOM so that spreadsheet programs read the children's words as UTF-8.
         return web.Response(body=("\ufeff" + out.getvalue()).encode("utf-8"), content_type="text/csv",
