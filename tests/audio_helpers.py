@@ -297,3 +297,37 @@ def pulse(monkeypatch: pytest.MonkeyPatch) -> Iterator[PulseServer]:
             yield server
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+# -- level envelopes (the LED level meter's tests) ------------------------------------------------
+METER_RATE = 48000
+METER_FRAME = METER_RATE // 50
+
+
+def envelope_db(seconds: float, low: float, high: float) -> np.ndarray:
+    """Per 20 ms frame, the tone's level in dBFS: a ramp up, a hold, a gap of silence, bursts, a ramp down."""
+    n = round(seconds * 50)
+    t = np.arange(n) / 50
+    env = np.full(n, -120.0)
+    q = seconds / 5
+    up, hold, gap, bursts = t < q, (t >= q) & (t < 2 * q), (t >= 2 * q) & (t < 2 * q + 0.3), t >= 3 * q
+    env[up] = low + (high - low) * t[up] / q
+    env[hold] = high
+    env[(t >= 2 * q + 0.3) & (t < 3 * q)] = low
+    burst_on = ((t * 5).astype(int) % 2 == 0)
+    env[bursts & (t < 4 * q)] = np.where(burst_on[bursts & (t < 4 * q)], high - 2, low + 2)
+    down = t >= 4 * q
+    env[down] = high - (high - low) * (t[down] - 4 * q) / q
+    env[gap] = -120.0
+    return env
+
+
+def enveloped_tone(env_db: np.ndarray) -> np.ndarray:
+    """A 440 Hz tone whose RMS over each 20 ms frame is that frame's level (int16, one continuous wave)."""
+    amplitude = np.repeat(np.sqrt(2) * 32767 * 10 ** (env_db / 20), METER_FRAME)
+    t = np.arange(amplitude.size) / METER_RATE
+    return np.round(amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])

@@ -30,6 +30,7 @@ from appliance.core.ports import Activity
 from appliance.core.state import State
 from appliance.daemon.assemble import level_meter
 from appliance.hardware.leds import METER_BASE, make_status_leds
+from tests.audio_helpers import envelope_db, enveloped_tone, pearson
 
 RATE = 48000
 FRAME = RATE // 50
@@ -45,37 +46,8 @@ def pins() -> MockFactory:
     factory.reset()
 
 
-def envelope_db(seconds: float, low: float, high: float) -> np.ndarray:
-    """Per 20 ms frame, the tone's level in dBFS: a ramp up, a hold, a gap of silence, bursts, a ramp down."""
-    n = round(seconds * 50)
-    t = np.arange(n) / 50
-    env = np.full(n, -120.0)
-    q = seconds / 5
-    up, hold, gap, bursts = t < q, (t >= q) & (t < 2 * q), (t >= 2 * q) & (t < 2 * q + 0.3), t >= 3 * q
-    env[up] = low + (high - low) * t[up] / q
-    env[hold] = high
-    env[(t >= 2 * q + 0.3) & (t < 3 * q)] = low
-    burst_on = ((t * 5).astype(int) % 2 == 0)
-    env[bursts & (t < 4 * q)] = np.where(burst_on[bursts & (t < 4 * q)], high - 2, low + 2)
-    down = t >= 4 * q
-    env[down] = high - (high - low) * (t[down] - 4 * q) / q
-    env[gap] = -120.0
-    return env
-
-
-def tone(env_db: np.ndarray) -> np.ndarray:
-    """A 440 Hz tone whose RMS over each 20 ms frame is that frame's level (int16, one continuous wave)."""
-    amplitude = np.repeat(np.sqrt(2) * 32767 * 10 ** (env_db / 20), FRAME)
-    t = np.arange(amplitude.size) / RATE
-    return np.round(amplitude * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-
-
 def expected(env_db: np.ndarray) -> np.ndarray:
     return np.array([brightness(v) for v in env_db])
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def connected_duty(pins: MockFactory, settings: LedSettings) -> float:
@@ -183,7 +155,7 @@ async def test_the_light_follows_the_learners_voice(pins: MockFactory, settings:
     mic = ScriptedMicrophone(sample_rate=RATE)
     await mic.start()
     env = envelope_db(3.0, -48.0, -14.0)
-    mic.say(tone(env), rate=RATE)
+    mic.say(enveloped_tone(env), rate=RATE)
     track = microphone_track(lambda n: meter.heard(mic.read(n)), RATE)
     leds.show(State.CONNECTED)
     duty, writes = [], len(pins.pin(settings.green if settings.kind == "rgb" else settings.connected).states)
@@ -245,7 +217,7 @@ async def test_the_light_follows_the_tutors_voice(pins: MockFactory, settings: L
                                                    "green": settings.green, "blue": settings.blue}}), leds)
     pump = SpeakerPump(NullSink(sample_rate=RATE), meter=meter)
     env = envelope_db(3.0, -42.0, -14.0)
-    track = EnvelopeTrack(tone(env), lambda: connected_duty(pins, settings))
+    track = EnvelopeTrack(enveloped_tone(env), lambda: connected_duty(pins, settings))
     leds.show(State.CONNECTED, Activity.SPEAKING)
     started = time.monotonic()
     try:

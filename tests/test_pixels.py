@@ -23,7 +23,7 @@ from appliance.core.state import State
 from appliance.daemon.assemble import level_meter
 from appliance.hardware.leds import COLORS, IDLE_LEVEL, METER_BASE, make_status_leds, meter_value
 from appliance.hardware.pixels import PixelStatusLight, decode, encode
-from tests.test_level_meter import envelope_db, pearson, tone
+from tests.audio_helpers import envelope_db, enveloped_tone, pearson
 
 
 class Wire(MockSPIDevice):
@@ -149,7 +149,7 @@ async def test_the_pixels_follow_the_learners_voice(wire: Wire) -> None:
     mic = ScriptedMicrophone(sample_rate=48000)
     await mic.start()
     env = envelope_db(3.0, -48.0, -14.0)
-    mic.say(tone(env), rate=48000)
+    mic.say(enveloped_tone(env), rate=48000)
     track = microphone_track(lambda n: meter.heard(mic.read(n)), 48000)
     light.show(State.CONNECTED)
     wire.until([(level5(METER_BASE), *colour("connected"))] * 3)
